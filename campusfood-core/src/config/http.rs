@@ -1,0 +1,102 @@
+//! Part A settings: ports, the downstream timeout and the resilience
+//! switches (all off by default, so the original experiments reproduce).
+
+use std::time::Duration;
+
+/// Synchronous REST settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// Address the services bind to.
+    pub host: String,
+    /// OrderService port.
+    pub order_port: u16,
+    /// InventoryService port.
+    pub inventory_port: u16,
+    /// NotificationService port.
+    pub notification_port: u16,
+    /// Base URL the OrderService calls inventory at.
+    pub inventory_url: String,
+    /// Base URL the OrderService calls notification at.
+    pub notification_url: String,
+    /// Per-hop timeout of OrderService's downstream calls.
+    pub downstream_timeout: Duration,
+    /// Retry of the (idempotent) reserve call; `None` = off.
+    pub retry: Option<RetryConfig>,
+    /// Circuit breaker on the inventory hop; `None` = off.
+    pub breaker: Option<BreakerConfig>,
+    /// Bulkhead: at most this many orders in flight; `None` = unbounded.
+    pub max_in_flight: Option<usize>,
+    /// How often failed notifications are retried from the outbox.
+    pub notification_retry_interval: Duration,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl HttpConfig {
+    /// OrderService's default port.
+    pub const ORDER_PORT: u16 = 8000;
+    /// InventoryService's default port.
+    pub const INVENTORY_PORT: u16 = 5001;
+    /// NotificationService's default port.
+    pub const NOTIFICATION_PORT: u16 = 5002;
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let host = "127.0.0.1".to_owned();
+        Self {
+            inventory_url: format!("http://{host}:{}", Self::INVENTORY_PORT),
+            notification_url: format!("http://{host}:{}", Self::NOTIFICATION_PORT),
+            host,
+            order_port: Self::ORDER_PORT,
+            inventory_port: Self::INVENTORY_PORT,
+            notification_port: Self::NOTIFICATION_PORT,
+            downstream_timeout: Duration::from_secs(5),
+            retry: None,
+            breaker: None,
+            max_in_flight: None,
+            notification_retry_interval: Duration::from_secs(1),
+            max_body_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Retry with jittered exponential backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts in all, including the first.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles each time, full jitter.
+    pub base_delay: Duration,
+    /// Backoff never exceeds this.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A circuit breaker: opens after consecutive failures, fails fast while
+/// open, lets one probe through after the cool-down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the circuit.
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before a probe is let through.
+    pub open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_for: Duration::from_secs(2),
+        }
+    }
+}

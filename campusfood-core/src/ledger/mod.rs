@@ -1,0 +1,235 @@
+//! The inventory ledger: stock levels plus a record of every reservation
+//! decision, keyed by order id, so that reserving is idempotent.
+//!
+//! [`InventoryLedger::reserve`] is atomic: the stock check, the decrement and
+//! the record of the outcome happen together or not at all. The same order
+//! id reserved again — sequentially or by 50 tasks at once — returns the
+//! first outcome, as [`Reservation::Repeat`], and never decrements twice.
+//!
+//! Implementations: [`MemoryLedger`] (tests, embedding) and, with feature
+//! `redb`, [`RedbLedger`] (durable, group-committed).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ids::OrderId;
+use crate::order::{Item, Quantity};
+
+mod memory;
+pub use memory::MemoryLedger;
+
+#[cfg(feature = "redb")]
+mod redb;
+#[cfg(feature = "redb")]
+pub use self::redb::RedbLedger;
+
+/// The decision for one order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReserveOutcome {
+    /// The stock was reserved; `remaining` is what was left right after.
+    Reserved {
+        /// Stock of the item left after this reservation.
+        remaining: u64,
+    },
+    /// Not enough stock; nothing was taken.
+    Insufficient {
+        /// Stock of the item at the time of the decision.
+        available: u64,
+    },
+    /// The item is not stocked at all; nothing was taken.
+    UnknownItem,
+}
+
+/// A recorded reservation decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationRecord {
+    /// The order it was made for.
+    pub order_id: OrderId,
+    /// The item asked for.
+    pub item: Item,
+    /// How many were asked for.
+    pub qty: Quantity,
+    /// What was decided.
+    pub outcome: ReserveOutcome,
+}
+
+/// The answer of [`InventoryLedger::reserve`]: tells a first decision from a
+/// repeat of an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// This call made the decision (and, if reserved, took the stock).
+    First(ReservationRecord),
+    /// The order was decided before; this is that decision, unchanged.
+    Repeat(ReservationRecord),
+}
+
+impl Reservation {
+    /// The decision, whether first or repeated.
+    pub fn record(&self) -> &ReservationRecord {
+        match self {
+            Self::First(r) | Self::Repeat(r) => r,
+        }
+    }
+
+    /// The outcome, whether first or repeated.
+    pub fn outcome(&self) -> ReserveOutcome {
+        self.record().outcome
+    }
+
+    /// Whether this call repeated an earlier decision.
+    pub fn is_repeat(&self) -> bool {
+        matches!(self, Self::Repeat(_))
+    }
+}
+
+/// Why the ledger could not answer. Never the caller's fault: the same call
+/// may succeed later.
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    /// The durable store failed (I/O, corruption, full disk).
+    #[error("ledger storage failed: {0}")]
+    Storage(String),
+    /// The ledger has been shut down.
+    #[error("ledger is closed")]
+    Closed,
+}
+
+/// Stock levels plus idempotent reservations. See the [module docs](self).
+#[async_trait]
+pub trait InventoryLedger: Send + Sync + fmt::Debug + 'static {
+    /// Reserves `qty` of `item` for `order`, atomically and idempotently.
+    /// Only stock errors count as outcomes; `Err` means nothing was decided.
+    async fn reserve(
+        &self,
+        order: &OrderId,
+        item: &Item,
+        qty: Quantity,
+    ) -> Result<Reservation, LedgerError>;
+
+    /// The current stock level of every item.
+    async fn stock(&self) -> Result<BTreeMap<Item, u64>, LedgerError>;
+
+    /// The recorded decision for `order`, if any.
+    async fn reservation(&self, order: &OrderId) -> Result<Option<ReservationRecord>, LedgerError>;
+
+    /// How many orders have a recorded decision.
+    async fn reservation_count(&self) -> Result<u64, LedgerError>;
+}
+
+/// Decides one reservation against `stock`, the rule every ledger applies.
+/// Returns the outcome and, when reserved, the new level of the item.
+pub(crate) fn decide(stock: Option<u64>, qty: Quantity) -> ReserveOutcome {
+    match stock {
+        None => ReserveOutcome::UnknownItem,
+        Some(available) if available < u64::from(qty.get()) => {
+            ReserveOutcome::Insufficient { available }
+        }
+        Some(available) => ReserveOutcome::Reserved {
+            remaining: available - u64::from(qty.get()),
+        },
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod contract_tests {
+    //! Behaviour every ledger must show; each implementation runs these.
+    use std::sync::Arc;
+
+    use super::*;
+
+    pub(crate) fn item(s: &str) -> Item {
+        Item::parse(s).unwrap()
+    }
+
+    pub(crate) fn qty(n: u64) -> Quantity {
+        Quantity::new(n).unwrap()
+    }
+
+    /// Stock given to [`all`]'s ledger: burger=10, pizza=1.
+    pub(crate) const STOCK: &str = "burger=10,pizza=1";
+
+    pub(crate) async fn all(ledger: Arc<dyn InventoryLedger>) {
+        // First reservation takes stock.
+        let o1 = OrderId::generate();
+        let r = ledger.reserve(&o1, &item("burger"), qty(3)).await.unwrap();
+        assert_eq!(
+            r,
+            Reservation::First(ReservationRecord {
+                order_id: o1.clone(),
+                item: item("burger"),
+                qty: qty(3),
+                outcome: ReserveOutcome::Reserved { remaining: 7 },
+            })
+        );
+        // Repeat returns the first outcome and takes nothing.
+        let again = ledger.reserve(&o1, &item("burger"), qty(3)).await.unwrap();
+        assert!(again.is_repeat());
+        assert_eq!(again.outcome(), ReserveOutcome::Reserved { remaining: 7 });
+        assert_eq!(ledger.stock().await.unwrap()[&item("burger")], 7);
+
+        // Insufficient and unknown are outcomes, recorded, and take nothing.
+        let o2 = OrderId::generate();
+        let r = ledger.reserve(&o2, &item("pizza"), qty(2)).await.unwrap();
+        assert_eq!(r.outcome(), ReserveOutcome::Insufficient { available: 1 });
+        let o3 = OrderId::generate();
+        let r = ledger.reserve(&o3, &item("ramen"), qty(1)).await.unwrap();
+        assert_eq!(r.outcome(), ReserveOutcome::UnknownItem);
+        assert_eq!(
+            ledger.reservation(&o3).await.unwrap().unwrap().outcome,
+            ReserveOutcome::UnknownItem
+        );
+        assert_eq!(ledger.stock().await.unwrap()[&item("pizza")], 1);
+
+        // 50 concurrent duplicates: exactly one first, one decrement.
+        let o4 = OrderId::generate();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (l, o) = (ledger.clone(), o4.clone());
+                tokio::spawn(async move { l.reserve(&o, &item("burger"), qty(1)).await.unwrap() })
+            })
+            .collect();
+        let results = futures::future::join_all(tasks).await;
+        let firsts = results
+            .iter()
+            .filter(|r| !r.as_ref().unwrap().is_repeat())
+            .count();
+        assert_eq!(firsts, 1);
+        for r in &results {
+            assert_eq!(
+                r.as_ref().unwrap().outcome(),
+                ReserveOutcome::Reserved { remaining: 6 }
+            );
+        }
+        assert_eq!(ledger.stock().await.unwrap()[&item("burger")], 6);
+
+        // Many distinct concurrent orders never oversell.
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let l = ledger.clone();
+                tokio::spawn(async move {
+                    l.reserve(&OrderId::generate(), &item("burger"), qty(1))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let reserved = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .filter(|r| {
+                matches!(
+                    r.as_ref().unwrap().outcome(),
+                    ReserveOutcome::Reserved { .. }
+                )
+            })
+            .count();
+        assert_eq!(reserved, 6);
+        assert_eq!(ledger.stock().await.unwrap()[&item("burger")], 0);
+        assert_eq!(ledger.reservation_count().await.unwrap(), 4 + 20);
+    }
+}

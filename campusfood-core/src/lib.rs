@@ -1,0 +1,35 @@
+//! # campusfood-core
+//!
+//! The business vocabulary of campus food ordering, shared by every
+//! transport and service. Nothing here knows about HTTP, RabbitMQ or Kafka.
+//!
+//! ## Layout
+//! - [`ids`]: [`OrderId`](ids::OrderId), [`RequestId`](ids::RequestId),
+//!   [`ReservationId`](ids::ReservationId): validated identifiers.
+//! - [`order`]: [`Item`](order::Item), [`Quantity`](order::Quantity),
+//!   [`Order`](order::Order) and the validation of an incoming order.
+//! - [`events`]: the wire shapes exchanged between services (the contract's
+//!   JSON), one serde type per message.
+//! - [`stock`]: the initial stock specification (`CAMPUSFOOD_STOCK`).
+//! - [`ledger`]: the [`InventoryLedger`](ledger::InventoryLedger) trait with
+//!   idempotent reservation, in memory and (feature `redb`) durable.
+//! - [`fault`]: runtime fault injection (delay, failure rate, seed).
+//! - [`transport`]: the [`Transport`](transport::Transport) trait that every
+//!   service is written against, and its message types.
+//! - [`config`]: the one place that owns ports, names and defaults.
+//! - [`codec`]: the JSON codec shared by every transport.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod codec;
+pub mod config;
+pub mod events;
+pub mod fault;
+pub mod ids;
+pub mod ledger;
+pub mod order;
+pub mod stock;
+pub mod transport;
+
+pub use config::Config;
+pub use ids::{OrderId, RequestId, ReservationId};
+pub use order::{Item, Order, OrderStatus, Quantity};
