@@ -33,6 +33,12 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
+    /// OrderService: place an order.
+    pub const ORDER_PATH: &'static str = "/order";
+    /// InventoryService: reserve stock.
+    pub const RESERVE_PATH: &'static str = "/reserve";
+    /// NotificationService: send a notification.
+    pub const SEND_PATH: &'static str = "/send";
     /// OrderService's default port.
     pub const ORDER_PORT: u16 = 8000;
     /// InventoryService's default port.
