@@ -1,0 +1,656 @@
+#!/usr/bin/env bash
+# scripts/brokers.sh - run real RabbitMQ and Kafka brokers locally, without Docker.
+#
+# Usage:
+#   scripts/brokers.sh up     rabbitmq|kafka|all   install/resolve if needed, start, wait until ready
+#   scripts/brokers.sh down   rabbitmq|kafka|all   stop cleanly
+#   scripts/brokers.sh status [rabbitmq|kafka|all] say what runs (exit 0 only if all asked for run)
+#   scripts/brokers.sh resolve-kafka               only download Kafka's jars (cached)
+#   scripts/brokers.sh kafka-class MAIN [ARGS...]  run a Kafka main class with Kafka's jars
+#                                                  (used by scripts/kafka-topics etc.)
+#
+# `up` is a fast no-op (exit 0) for a broker that already runs.
+#
+# RabbitMQ: Debian's rabbitmq-server package (apt-get install when missing; services are not
+#   started by the package because there is no systemd), started as a detached node, with the
+#   management plugin. guest/guest works from 127.0.0.1.
+# Kafka: Apache Kafka 4.x jars resolved from Maven Central with Maven (scripts/kafka/pom.xml)
+#   into $CAMPUSFOOD_BROKERS_DIR/kafka/dist/<version>/libs (cached), run as a single-node KRaft
+#   broker+controller with the machine's Java 17+.
+#
+# Environment (defaults in brackets):
+#   CAMPUSFOOD_BROKERS_DIR    runtime dir: jars, config, data, logs, pid [<repo>/.brokers]
+#   KAFKA_VERSION             Kafka version to resolve [4.3.1]
+#   KAFKA_PORT                PLAINTEXT listener on 127.0.0.1 [9092]
+#   KAFKA_CONTROLLER_PORT     KRaft controller listener on 127.0.0.1 [9093]
+#   KAFKA_NUM_PARTITIONS      partitions of auto-created topics [1]
+#   KAFKA_HEAP_OPTS           broker heap [-Xms256m -Xmx1g]
+#   KAFKA_TOOLS_OPTS          extra JVM options for the command-line tools []
+#   RABBITMQ_PORT             AMQP port (also read from RABBITMQ_NODE_PORT) [5672]
+#   RABBITMQ_MANAGEMENT_PORT  management HTTP port [15672]
+#   BROKERS_START_TIMEOUT     seconds to wait for a broker to become ready [180]
+#   BROKERS_STOP_TIMEOUT      seconds to wait for a broker to stop [60]
+#   JAVA_HOME                 Java to use (else `java` on PATH; needs 17+)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# rabbitmq-server, rabbitmqctl & co. live in /usr/sbin.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+BROKERS_DIR=${CAMPUSFOOD_BROKERS_DIR:-$REPO_ROOT/.brokers}
+START_TIMEOUT=${BROKERS_START_TIMEOUT:-180}
+STOP_TIMEOUT=${BROKERS_STOP_TIMEOUT:-60}
+HOST=127.0.0.1
+
+KAFKA_VERSION=${KAFKA_VERSION:-4.3.1}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_NUM_PARTITIONS=${KAFKA_NUM_PARTITIONS:-1}
+KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}
+KAFKA_TOOLS_OPTS=${KAFKA_TOOLS_OPTS:-}
+KAFKA_POM=$SCRIPT_DIR/kafka/pom.xml
+KAFKA_DIR=$BROKERS_DIR/kafka
+KAFKA_DIST=$KAFKA_DIR/dist/$KAFKA_VERSION
+KAFKA_LIBS=$KAFKA_DIST/libs
+KAFKA_PROPS=$KAFKA_DIR/server.properties
+KAFKA_DATA=$KAFKA_DIR/data
+KAFKA_LOGS=$KAFKA_DIR/logs
+KAFKA_PIDFILE=$KAFKA_DIR/kafka.pid
+KAFKA_OUT=$KAFKA_LOGS/kafka.out
+
+RABBITMQ_PORT=${RABBITMQ_PORT:-${RABBITMQ_NODE_PORT:-5672}}
+RABBITMQ_MANAGEMENT_PORT=${RABBITMQ_MANAGEMENT_PORT:-15672}
+RABBITMQ_DIR=$BROKERS_DIR/rabbitmq
+RABBITMQ_OUT=$RABBITMQ_DIR/rabbitmq-server.out
+
+JAVA=""
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+log() { printf '[brokers] %s\n' "$*" >&2; }
+
+die() {
+  printf '[brokers] ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+# Print the last lines of each existing file to stderr.
+show_tail() {
+  local f
+  for f in "$@"; do
+    [[ -s $f ]] || continue
+    printf '[brokers] ---- last lines of %s ----\n' "$f" >&2
+    tail -n 40 "$f" >&2 || true
+    printf '[brokers] ----\n' >&2
+  done
+}
+
+# Run a command as root (directly, or through passwordless sudo).
+as_root() {
+  if [[ $EUID -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo -n "$@"
+  else
+    die "need root (or passwordless sudo) to run: $*"
+  fi
+}
+
+# Is a TCP port accepting connections?
+port_open() {
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" >/dev/null 2>&1
+}
+
+# Does a Kafka broker answer on host:port? Sends a raw ApiVersions request (v0, correlation id 42)
+# and checks the response echoes the correlation id: cheap, no JVM.
+kafka_probe() {
+  local out
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  out=$(timeout 3 bash -c '
+    exec 3<>"/dev/tcp/$1/$2" || exit 1
+    printf "\x00\x00\x00\x0c\x00\x12\x00\x00\x00\x00\x00\x2a\x00\x02cf" >&3
+    head -c 8 <&3 | od -An -tx1
+  ' _ "$1" "$2" 2>/dev/null) || return 1
+  out=${out//[[:space:]]/}
+  [[ $out =~ ^[0-9a-f]{8}0000002a$ ]]
+}
+
+# Serialise concurrent runs (two shells running `up` at once) on a lock file. The lock is held
+# until this script exits; daemons must not inherit it (see close_lock_fds).
+LOCK_FDS=()
+take_lock() { # name
+  mkdir -p "$BROKERS_DIR"
+  local fd
+  exec {fd}>"$BROKERS_DIR/.$1.lock"
+  LOCK_FDS+=("$fd")
+  if ! flock -w 900 "$fd"; then
+    die "timed out waiting for lock $BROKERS_DIR/.$1.lock (another brokers.sh running?)"
+  fi
+}
+close_lock_fds() {
+  local fd
+  for fd in "${LOCK_FDS[@]}"; do
+    exec {fd}>&-
+  done
+}
+
+APT_UPDATED=0
+# apt-get install, noninteractive, without letting packages start services (no systemd here).
+apt_install() {
+  mkdir -p "$BROKERS_DIR"
+  local aptlog=$BROKERS_DIR/apt.log
+  log "installing with apt-get: $* (log: $aptlog)"
+  (
+    policy=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy ]]; then
+      # invoke-rc.d asks policy-rc.d; 101 = "action forbidden": the postinst won't start it.
+      printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+      as_root chmod 755 "$policy"
+      trap 'as_root rm -f "$policy"' EXIT
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt_opts=(-o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+    if [[ $APT_UPDATED -eq 0 ]]; then
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" update
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y --no-install-recommends "$@"
+  ) >"$aptlog" 2>&1 || {
+    show_tail "$aptlog"
+    die "apt-get install $* failed"
+  }
+  APT_UPDATED=1
+}
+
+# Wait until "$@" succeeds, or die after $1 seconds. Usage: wait_for SECS WHAT CMD...
+wait_for() {
+  local secs=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@"; do
+    if ((SECONDS >= deadline)); then
+      return 1
+    fi
+    sleep 1
+  done
+  log "$what: ready after $((secs - (deadline - SECONDS)))s"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Java and Maven
+
+java_major() { # prints the major version of "$1"
+  local v
+  v=$("$1" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n 1)
+  v=${v#1.}
+  printf '%s\n' "${v%%[.+-]*}"
+}
+
+ensure_java() {
+  [[ -n $JAVA ]] && return 0
+  local candidate=""
+  if [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]]; then
+    candidate=$JAVA_HOME/bin/java
+  elif command -v java >/dev/null 2>&1; then
+    candidate=$(command -v java)
+  fi
+  if [[ -n $candidate ]] && (($(java_major "$candidate") >= 17)); then
+    JAVA=$candidate
+    return 0
+  fi
+  local arch jdk
+  arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+  jdk=/usr/lib/jvm/java-17-openjdk-$arch/bin/java
+  if [[ ! -x $jdk ]]; then
+    apt_install openjdk-17-jre-headless
+  fi
+  [[ -x $jdk ]] || die "no Java 17+ found (tried ${candidate:-java on PATH} and $jdk)"
+  JAVA=$jdk
+}
+
+ensure_maven() {
+  command -v mvn >/dev/null 2>&1 && return 0
+  apt_install maven
+  command -v mvn >/dev/null 2>&1 || die "maven installed but mvn not on PATH"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Kafka
+
+pom_hash() { sha256sum "$KAFKA_POM" | cut -d' ' -f1; }
+
+kafka_resolved() {
+  [[ -f $KAFKA_DIST/.complete && $(cat "$KAFKA_DIST/.complete") == "$(pom_hash)" ]]
+}
+
+# Download Kafka's jars (broker, tools, runtime deps, log4j2 binding) once; later calls are free.
+resolve_kafka() {
+  kafka_resolved && return 0
+  take_lock kafka-resolve
+  kafka_resolved && return 0 # someone else did it while we waited
+  ensure_java
+  ensure_maven
+  mkdir -p "$KAFKA_DIR/dist"
+  local tmp=$KAFKA_DIST.tmp.$$ mvnlog=$KAFKA_DIR/dist/mvn-$KAFKA_VERSION.log
+  rm -rf "$tmp"
+  log "resolving Apache Kafka $KAFKA_VERSION from Maven Central (log: $mvnlog)"
+  local t0=$SECONDS
+  if ! JAVA_HOME=$(dirname "$(dirname "$(readlink -f "$JAVA")")") \
+    mvn -B -q -Dstyle.color=never -f "$KAFKA_POM" \
+    dependency:copy-dependencies \
+    -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime \
+    -DoutputDirectory="$tmp/libs" >"$mvnlog" 2>&1; then
+    show_tail "$mvnlog"
+    rm -rf "$tmp"
+    die "could not resolve Kafka $KAFKA_VERSION with Maven (is KAFKA_VERSION a published version?)"
+  fi
+  local jar
+  for jar in "kafka_2.13-$KAFKA_VERSION.jar" "kafka-tools-$KAFKA_VERSION.jar" "kafka-clients-$KAFKA_VERSION.jar"; do
+    [[ -f $tmp/libs/$jar ]] || die "Maven finished but $jar is missing from $tmp/libs"
+  done
+  rm -rf "$KAFKA_DIST"
+  mv "$tmp" "$KAFKA_DIST"
+  pom_hash >"$KAFKA_DIST/.complete"
+  log "Kafka $KAFKA_VERSION: $(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars in $KAFKA_LIBS ($((SECONDS - t0))s)"
+}
+
+# The java command line that runs a Kafka main class (a tool); its logs (WARN+) go to stderr.
+KAFKA_TOOL_CMD=()
+kafka_tool_cmd() { # MAIN
+  # shellcheck disable=SC2206 # word-splitting of KAFKA_TOOLS_OPTS is intended
+  KAFKA_TOOL_CMD=("$JAVA" -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true
+    $KAFKA_TOOLS_OPTS "-Dlog4j2.configurationFile=$SCRIPT_DIR/kafka/tools-log4j2.properties"
+    -cp "$KAFKA_LIBS/*" "$1")
+}
+kafka_tool() { # MAIN [ARGS...]
+  kafka_tool_cmd "$1"
+  shift
+  "${KAFKA_TOOL_CMD[@]}" "$@"
+}
+
+# Is process $1 our broker (java ... kafka.Kafka $KAFKA_PROPS)?
+is_our_kafka() {
+  local -a args
+  mapfile -d '' -t args 2>/dev/null <"/proc/$1/cmdline" || return 1
+  ((${#args[@]} >= 3)) && [[ ${args[0]##*/} == java ]] || return 1
+  [[ ${args[-2]} == kafka.Kafka && ${args[-1]} == "$KAFKA_PROPS" ]]
+}
+
+# The pid of the broker started from this BROKERS_DIR, if it runs.
+kafka_pid() {
+  local pid p
+  if [[ -f $KAFKA_PIDFILE ]]; then
+    pid=$(cat "$KAFKA_PIDFILE")
+    if [[ $pid =~ ^[0-9]+$ ]] && is_our_kafka "$pid"; then
+      echo "$pid"
+      return 0
+    fi
+  fi
+  # Pid file lost? Look for our broker by its command line.
+  for p in /proc/[0-9]*; do
+    if is_our_kafka "${p#/proc/}"; then
+      echo "${p#/proc/}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+write_kafka_config() {
+  mkdir -p "$KAFKA_DATA" "$KAFKA_LOGS"
+  cat >"$KAFKA_PROPS.tmp" <<EOF
+# Generated by scripts/brokers.sh - edits are overwritten on the next 'up kafka'.
+# Single-node KRaft: this node is both broker and controller.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+
+log.dirs=$KAFKA_DATA
+num.partitions=$KAFKA_NUM_PARTITIONS
+auto.create.topics.enable=true
+delete.topic.enable=true
+default.replication.factor=1
+min.insync.replicas=1
+
+# Internal topics: one replica, and few partitions so the first consumer group is quick.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+log.retention.hours=24
+log.segment.bytes=104857600
+log.retention.check.interval.ms=300000
+EOF
+  mv "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
+}
+
+format_kafka_storage() {
+  [[ -f $KAFKA_DATA/meta.properties ]] && return 0
+  local id
+  if [[ -s $KAFKA_DIR/cluster.id ]]; then
+    id=$(cat "$KAFKA_DIR/cluster.id")
+  else
+    id=$(kafka_tool kafka.tools.StorageTool random-uuid 2>>"$KAFKA_OUT") ||
+      { show_tail "$KAFKA_OUT"; die "kafka-storage random-uuid failed"; }
+    echo "$id" >"$KAFKA_DIR/cluster.id"
+  fi
+  log "formatting Kafka storage $KAFKA_DATA (cluster id $id)"
+  kafka_tool kafka.tools.StorageTool format --config "$KAFKA_PROPS" --cluster-id "$id" --ignore-formatted \
+    >>"$KAFKA_OUT" 2>&1 || { show_tail "$KAFKA_OUT"; die "kafka-storage format failed"; }
+}
+
+kafka_up() {
+  local pid
+  if pid=$(kafka_pid); then
+    if kafka_probe "$HOST" "$KAFKA_PORT"; then
+      log "kafka: already running (pid $pid, $HOST:$KAFKA_PORT)"
+      return 0
+    fi
+    log "kafka: pid $pid is starting; waiting"
+  elif port_open "$HOST" "$KAFKA_PORT"; then
+    if kafka_probe "$HOST" "$KAFKA_PORT"; then
+      log "kafka: a broker not started from $BROKERS_DIR already answers on $HOST:$KAFKA_PORT; using it"
+      return 0
+    fi
+    die "port $HOST:$KAFKA_PORT is in use by something that is not Kafka ($(ss -ltnpH "sport = :$KAFKA_PORT" 2>/dev/null | head -n 1))"
+  else
+    take_lock kafka-start
+    if pid=$(kafka_pid); then
+      log "kafka: pid $pid started meanwhile; waiting"
+    else
+      resolve_kafka
+      ensure_java
+      write_kafka_config
+      format_kafka_storage
+      if port_open "$HOST" "$KAFKA_CONTROLLER_PORT"; then
+        die "controller port $HOST:$KAFKA_CONTROLLER_PORT is already in use (set KAFKA_CONTROLLER_PORT)"
+      fi
+      local -a jvm
+      # shellcheck disable=SC2206 # word-splitting of the heap options is intended
+      jvm=($KAFKA_HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent
+        -Djava.awt.headless=true
+        "-Dlog4j2.configurationFile=$SCRIPT_DIR/kafka/log4j2.properties"
+        "-Dkafka.logs.dir=$KAFKA_LOGS")
+      log "kafka: starting Kafka $KAFKA_VERSION on $HOST:$KAFKA_PORT (logs: $KAFKA_LOGS)"
+      printf '\n==== %s starting kafka %s\n' "$(date -u +%FT%TZ)" "$KAFKA_VERSION" >>"$KAFKA_OUT"
+      (
+        cd "$KAFKA_DIR"
+        close_lock_fds
+        # New session, no terminal, all fds redirected: survives this script and never holds
+        # the caller's stdout/stderr pipes open. The inner shell records its pid, then becomes java.
+        # shellcheck disable=SC2016 # expanded by the inner shell
+        nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PIDFILE" \
+          "$JAVA" "${jvm[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_PROPS" \
+          >>"$KAFKA_OUT" 2>&1 </dev/null &
+      )
+      local tries=0
+      until [[ -s $KAFKA_PIDFILE ]] || ((++tries > 50)); do
+        sleep 0.1
+      done
+      pid=$(cat "$KAFKA_PIDFILE" 2>/dev/null || true)
+    fi
+  fi
+
+  local deadline=$((SECONDS + START_TIMEOUT)) t0=$SECONDS
+  until kafka_probe "$HOST" "$KAFKA_PORT"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      show_tail "$KAFKA_OUT" "$KAFKA_LOGS/server.log"
+      die "kafka exited during startup (see $KAFKA_LOGS)"
+    fi
+    if ((SECONDS >= deadline)); then
+      show_tail "$KAFKA_OUT" "$KAFKA_LOGS/server.log"
+      die "kafka did not answer on $HOST:$KAFKA_PORT within ${START_TIMEOUT}s (pid $pid still running)"
+    fi
+    sleep 0.5
+  done
+  # The port answers; make sure the admin API works end to end (what clients and tests need).
+  resolve_kafka
+  ensure_java
+  local err=$KAFKA_LOGS/ready-check.err
+  until kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$HOST:$KAFKA_PORT" --list >/dev/null 2>"$err"; do
+    if ((SECONDS >= deadline)); then
+      show_tail "$err" "$KAFKA_LOGS/server.log"
+      die "kafka answers on $HOST:$KAFKA_PORT but 'kafka-topics --list' keeps failing"
+    fi
+    sleep 1
+  done
+  log "kafka: ready on $HOST:$KAFKA_PORT (pid $pid, Kafka $KAFKA_VERSION, $((SECONDS - t0))s)"
+}
+
+kafka_down() {
+  local pid
+  if ! pid=$(kafka_pid); then
+    rm -f "$KAFKA_PIDFILE"
+    if kafka_probe "$HOST" "$KAFKA_PORT"; then
+      log "kafka: the broker on $HOST:$KAFKA_PORT was not started from $BROKERS_DIR; leaving it alone"
+    else
+      log "kafka: not running"
+    fi
+    return 0
+  fi
+  log "kafka: stopping pid $pid"
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + STOP_TIMEOUT))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      log "kafka: still running after ${STOP_TIMEOUT}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 1
+      break
+    fi
+    sleep 0.5
+  done
+  rm -f "$KAFKA_PIDFILE"
+  log "kafka: stopped"
+}
+
+kafka_status() {
+  local pid
+  if pid=$(kafka_pid) && kafka_probe "$HOST" "$KAFKA_PORT"; then
+    echo "kafka: running (pid $pid, $HOST:$KAFKA_PORT, Kafka $KAFKA_VERSION, dir $KAFKA_DIR)"
+  elif [[ -n ${pid:-} ]]; then
+    echo "kafka: starting (pid $pid, not answering on $HOST:$KAFKA_PORT yet)"
+    return 1
+  elif kafka_probe "$HOST" "$KAFKA_PORT"; then
+    echo "kafka: running on $HOST:$KAFKA_PORT (not started from $BROKERS_DIR)"
+  else
+    echo "kafka: not running"
+    return 1
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# RabbitMQ
+
+rabbitmq_env() {
+  # Honoured by rabbitmq-server; only set when overridden so the defaults stay untouched.
+  if [[ $RABBITMQ_PORT != 5672 ]]; then
+    export RABBITMQ_NODE_PORT=$RABBITMQ_PORT
+  fi
+  if [[ $RABBITMQ_MANAGEMENT_PORT != 15672 ]]; then
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-} -rabbitmq_management tcp_config [{port,$RABBITMQ_MANAGEMENT_PORT}]"
+  fi
+}
+
+rabbitmq_installed() { command -v rabbitmq-server >/dev/null 2>&1 && command -v rabbitmqctl >/dev/null 2>&1; }
+rabbitmq_ping() { timeout 60 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
+rabbitmq_app_running() { timeout 60 rabbitmq-diagnostics -q check_running >/dev/null 2>&1; }
+rabbitmq_ready() {
+  port_open "$HOST" "$RABBITMQ_PORT" && port_open "$HOST" "$RABBITMQ_MANAGEMENT_PORT" && rabbitmq_app_running
+}
+rabbitmq_logs() {
+  local f
+  echo "$RABBITMQ_OUT"
+  for f in /var/log/rabbitmq/rabbit@*.log /var/log/rabbitmq/*.log; do
+    [[ -f $f ]] && echo "$f"
+  done | sort -u
+}
+
+rabbitmq_up() {
+  rabbitmq_env
+  if rabbitmq_installed && port_open "$HOST" "$RABBITMQ_PORT" && port_open "$HOST" "$RABBITMQ_MANAGEMENT_PORT" &&
+    rabbitmq_app_running; then
+    log "rabbitmq: already running (amqp $HOST:$RABBITMQ_PORT, management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/)"
+    return 0
+  fi
+  take_lock rabbitmq
+  mkdir -p "$RABBITMQ_DIR"
+  rm -f "$RABBITMQ_DIR/launcher.pid"
+  if ! rabbitmq_installed; then
+    apt_install rabbitmq-server
+    rabbitmq_installed || die "rabbitmq-server installed but not found on PATH"
+  fi
+  local t0=$SECONDS
+  # Enable the management plugin in the enabled_plugins file (works whether or not the node runs).
+  timeout 120 rabbitmq-plugins --offline enable rabbitmq_management >>"$RABBITMQ_OUT" 2>&1 ||
+    { show_tail "$RABBITMQ_OUT"; die "rabbitmq-plugins enable rabbitmq_management failed"; }
+
+  if rabbitmq_ping; then
+    # The Erlang node runs. Make sure the app and the management plugin do as well.
+    if ! rabbitmq_app_running; then
+      log "rabbitmq: node runs but the app is stopped; starting it"
+      timeout 120 rabbitmqctl start_app >>"$RABBITMQ_OUT" 2>&1 || true
+    fi
+    if ! port_open "$HOST" "$RABBITMQ_MANAGEMENT_PORT"; then
+      timeout 120 rabbitmq-plugins enable rabbitmq_management >>"$RABBITMQ_OUT" 2>&1 || true
+    fi
+  else
+    if port_open "$HOST" "$RABBITMQ_PORT"; then
+      die "port $HOST:$RABBITMQ_PORT is in use but the local RabbitMQ node does not answer ($(ss -ltnpH "sport = :$RABBITMQ_PORT" 2>/dev/null | head -n 1))"
+    fi
+    log "rabbitmq: starting rabbitmq-server (amqp $HOST:$RABBITMQ_PORT, management $RABBITMQ_MANAGEMENT_PORT)"
+    printf '\n==== %s starting rabbitmq-server\n' "$(date -u +%FT%TZ)" >>"$RABBITMQ_OUT"
+    # Like `rabbitmq-server -detached`, but keeps the server's console output in a file.
+    # New session, all fds redirected, so it never holds the caller's pipes open.
+    (
+      close_lock_fds
+      nohup setsid rabbitmq-server >>"$RABBITMQ_OUT" 2>&1 </dev/null &
+      echo $! >"$RABBITMQ_DIR/launcher.pid"
+    )
+  fi
+
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until rabbitmq_ready; do
+    if ((SECONDS >= deadline)); then
+      mapfile -t logs < <(rabbitmq_logs)
+      show_tail "${logs[@]}"
+      die "rabbitmq did not become ready within ${START_TIMEOUT}s (amqp $HOST:$RABBITMQ_PORT, management $HOST:$RABBITMQ_MANAGEMENT_PORT)"
+    fi
+    if [[ -s $RABBITMQ_DIR/launcher.pid ]] && ! kill -0 "$(cat "$RABBITMQ_DIR/launcher.pid")" 2>/dev/null; then
+      mapfile -t logs < <(rabbitmq_logs)
+      show_tail "${logs[@]}"
+      die "rabbitmq-server exited during startup"
+    fi
+    sleep 1
+  done
+  log "rabbitmq: ready (amqp $HOST:$RABBITMQ_PORT, management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/, guest/guest; $((SECONDS - t0))s)"
+}
+
+rabbitmq_down() {
+  if ! rabbitmq_installed; then
+    log "rabbitmq: not installed"
+    return 0
+  fi
+  if ! rabbitmq_ping; then
+    log "rabbitmq: not running"
+    return 0
+  fi
+  log "rabbitmq: stopping"
+  # `shutdown` waits until the node's OS process has exited; `stop` is the fallback.
+  if ! timeout "$STOP_TIMEOUT" rabbitmqctl -q shutdown >>"$RABBITMQ_OUT" 2>&1; then
+    timeout "$STOP_TIMEOUT" rabbitmqctl -q stop >>"$RABBITMQ_OUT" 2>&1 || true
+  fi
+  if rabbitmq_ping; then
+    show_tail "$RABBITMQ_OUT"
+    die "rabbitmq: still running after rabbitmqctl shutdown/stop"
+  fi
+  log "rabbitmq: stopped"
+}
+
+rabbitmq_status() {
+  if ! rabbitmq_installed; then
+    echo "rabbitmq: not installed (scripts/brokers.sh up rabbitmq installs it)"
+    return 1
+  fi
+  rabbitmq_env
+  if port_open "$HOST" "$RABBITMQ_PORT" && rabbitmq_app_running; then
+    local mgmt="management not listening on $RABBITMQ_MANAGEMENT_PORT"
+    port_open "$HOST" "$RABBITMQ_MANAGEMENT_PORT" && mgmt="management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/"
+    echo "rabbitmq: running (amqp $HOST:$RABBITMQ_PORT, $mgmt, $(rabbitmqctl -q version 2>/dev/null || echo '?'))"
+  elif rabbitmq_ping; then
+    echo "rabbitmq: node up but not ready (app stopped or still booting)"
+    return 1
+  else
+    echo "rabbitmq: not running"
+    return 1
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+
+usage() {
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+  exit 2
+}
+
+targets() { # which -> list of brokers
+  case ${1:-} in
+    rabbitmq) echo rabbitmq ;;
+    kafka) echo kafka ;;
+    all) echo rabbitmq kafka ;;
+    *) usage ;;
+  esac
+}
+
+main() {
+  local cmd=${1:-} t rc=0
+  [[ $# -gt 0 ]] && shift
+  case $cmd in
+    up)
+      [[ $# -eq 1 ]] || usage
+      for t in $(targets "$1"); do "${t}_up"; done
+      ;;
+    down)
+      [[ $# -eq 1 ]] || usage
+      for t in $(targets "$1"); do "${t}_down"; done
+      ;;
+    status)
+      [[ $# -le 1 ]] || usage
+      for t in $(targets "${1:-all}"); do "${t}_status" || rc=1; done
+      return "$rc"
+      ;;
+    resolve-kafka)
+      resolve_kafka
+      echo "$KAFKA_LIBS"
+      ;;
+    kafka-class)
+      [[ $# -ge 1 ]] || usage
+      resolve_kafka
+      ensure_java
+      kafka_tool_cmd "$1"
+      shift
+      close_lock_fds
+      exec "${KAFKA_TOOL_CMD[@]}" "$@"
+      ;;
+    -h | --help | help) usage ;;
+    *) usage ;;
+  esac
+}
+
+main "$@"
