@@ -16,6 +16,7 @@
 //! - [`fault`]: runtime fault injection (delay, failure rate, seed).
 //! - [`transport`]: the [`Transport`](transport::Transport) trait that every
 //!   service is written against, and its message types.
+//! - [`outbox`]: messages kept until delivered (memory, redb).
 //! - [`config`]: the one place that owns ports, names and defaults.
 //! - [`codec`]: the JSON codec shared by every transport.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -27,6 +28,7 @@ pub mod fault;
 pub mod ids;
 pub mod ledger;
 pub mod order;
+pub mod outbox;
 pub mod stock;
 pub mod transport;
 

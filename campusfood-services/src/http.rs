@@ -1,0 +1,152 @@
+//! The services over HTTP (axum), on the contract's paths. Each router is a
+//! plain `axum::Router`, so an application can mount it inside its own; the
+//! message routes are served by the services' [`RequestHandler`]s through
+//! the transport's adapter, so HTTP and in-process calls run the same code.
+//!
+//! Every service also answers `GET /health` and `GET /openapi.json`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use campusfood_core::OrderId;
+use campusfood_core::config::HttpConfig;
+use campusfood_core::fault::{FaultInjector, FaultUpdate};
+use campusfood_core::transport::RequestHandler;
+use campusfood_transport::http::{handler_route, json_error, read_json};
+use serde_json::json;
+
+use crate::inventory::InventoryService;
+use crate::notification::NotificationService;
+use crate::openapi;
+use crate::order::OrderService;
+
+fn health<S: Clone + Send + Sync + 'static>(
+    service: &'static str,
+) -> axum::routing::MethodRouter<S> {
+    get(move || async move { axum::Json(json!({"status": "ok", "service": service})) })
+}
+
+fn openapi_route<S: Clone + Send + Sync + 'static>(
+    doc: serde_json::Value,
+) -> axum::routing::MethodRouter<S> {
+    let doc = Arc::new(doc);
+    get(move || {
+        let doc = doc.clone();
+        async move { axum::Json((*doc).clone()) }
+    })
+}
+
+/// `POST /configure`: a partial fault update, validated atomically.
+fn configure_route(faults: Arc<FaultInjector>, max_bytes: usize) -> axum::routing::MethodRouter {
+    post(move |request: Request| {
+        let faults = faults.clone();
+        async move {
+            let message = match read_json(request, max_bytes).await {
+                Ok(m) => m,
+                Err(refusal) => return refusal,
+            };
+            let update: FaultUpdate = match serde_json::from_slice(&message.body) {
+                Ok(u) => u,
+                Err(e) => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid configuration: {e}"),
+                        None,
+                    );
+                }
+            };
+            match faults.configure(&update) {
+                Ok(config) => {
+                    tracing::info!(?config, "faults configured");
+                    axum::Json(json!({"status": "configured", "config": config.view()}))
+                        .into_response()
+                }
+                Err(e) => {
+                    let field = match e {
+                        campusfood_core::fault::FaultError::Delay(_) => "delay",
+                        campusfood_core::fault::FaultError::FailureRate(_) => "failure_rate",
+                    };
+                    json_error(StatusCode::BAD_REQUEST, e.to_string(), Some(field))
+                }
+            }
+        }
+    })
+}
+
+/// InventoryService: `POST /reserve`, `POST /configure`, `GET /inventory`,
+/// `GET /health`, `GET /openapi.json`.
+pub fn inventory_router(service: Arc<InventoryService>, max_body_bytes: usize) -> Router {
+    let faults = service.faults().clone();
+    Router::new()
+        .route(
+            HttpConfig::RESERVE_PATH,
+            handler_route(service.clone() as Arc<dyn RequestHandler>, max_body_bytes),
+        )
+        .route("/configure", configure_route(faults, max_body_bytes))
+        .route(
+            "/inventory",
+            get(move || {
+                let service = service.clone();
+                async move {
+                    match service.stock().await {
+                        Ok(stock) => axum::Json(stock).into_response(),
+                        Err(e) => {
+                            json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
+                        }
+                    }
+                }
+            }),
+        )
+        .route("/health", health("inventory"))
+        .route("/openapi.json", openapi_route(openapi::inventory()))
+}
+
+/// NotificationService: `POST /send`, `POST /configure`, `GET /health`,
+/// `GET /openapi.json`.
+pub fn notification_router(service: Arc<NotificationService>, max_body_bytes: usize) -> Router {
+    let faults = service.faults().clone();
+    Router::new()
+        .route(
+            HttpConfig::SEND_PATH,
+            handler_route(service as Arc<dyn RequestHandler>, max_body_bytes),
+        )
+        .route("/configure", configure_route(faults, max_body_bytes))
+        .route("/health", health("notification"))
+        .route("/openapi.json", openapi_route(openapi::notification()))
+}
+
+/// OrderService (sync): `POST /order`, `GET /orders`, `GET /orders/{id}`,
+/// `GET /health`, `GET /openapi.json`.
+pub fn order_router(service: Arc<OrderService>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(
+            HttpConfig::ORDER_PATH,
+            handler_route(service.clone() as Arc<dyn RequestHandler>, max_body_bytes),
+        )
+        .route(
+            "/orders",
+            get(|State(s): State<Arc<OrderService>>| async move { axum::Json(s.orders()) }),
+        )
+        .route("/orders/{id}", get(get_order))
+        .route("/health", health("order"))
+        .route("/openapi.json", openapi_route(openapi::order()))
+        .with_state(service)
+}
+
+async fn get_order(State(service): State<Arc<OrderService>>, Path(id): Path<String>) -> Response {
+    match OrderId::parse(&id) {
+        Err(e) => json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("order_id")),
+        Ok(id) => match service.order(&id) {
+            Some(order) => axum::Json(order).into_response(),
+            None => json_error(
+                StatusCode::NOT_FOUND,
+                format!("no recent order {id}"),
+                Some("order_id"),
+            ),
+        },
+    }
+}

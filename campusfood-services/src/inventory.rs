@@ -1,0 +1,197 @@
+//! InventoryService: reserves stock through an idempotent
+//! [`InventoryLedger`], after any injected fault. The decision logic lives
+//! here once; each architecture only decides how a reservation request
+//! arrives (an HTTP call, a queue message, a Kafka record) and what happens
+//! with the answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use campusfood_core::events::{
+    ErrorBody, ReserveInsufficient, ReserveOk, ReserveRequest, ReservedStatus,
+};
+use campusfood_core::fault::FaultInjector;
+use campusfood_core::ledger::{InventoryLedger, LedgerError, ReserveOutcome};
+use campusfood_core::order::Item;
+use campusfood_core::transport::{Message, Reply, RequestHandler, headers};
+use campusfood_core::{RequestId, ReservationId};
+
+use crate::reply::{decode_request, error_reply};
+
+/// The answer to a reservation request, before it is put on a wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReserveResult {
+    /// Reserved (200).
+    Reserved(ReserveOk),
+    /// Not enough stock (409).
+    Insufficient(ReserveInsufficient),
+    /// The item is not stocked (404).
+    UnknownItem {
+        /// The item asked for.
+        item: Item,
+        /// The request served.
+        request_id: RequestId,
+    },
+    /// An injected failure (500): nothing was decided.
+    Injected {
+        /// The request served.
+        request_id: RequestId,
+    },
+    /// The ledger could not answer (500): nothing was decided.
+    Unavailable {
+        /// What failed.
+        reason: String,
+        /// The request served.
+        request_id: RequestId,
+    },
+}
+
+impl ReserveResult {
+    /// The HTTP-style status of this answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Reserved(_) => 200,
+            Self::Insufficient(_) => 409,
+            Self::UnknownItem { .. } => 404,
+            Self::Injected { .. } | Self::Unavailable { .. } => 500,
+        }
+    }
+
+    /// The answer as a contract reply.
+    pub fn to_reply(&self) -> Reply {
+        let encoded = match self {
+            Self::Reserved(ok) => Reply::json(200, ok),
+            Self::Insufficient(body) => Reply::json(409, body),
+            Self::UnknownItem { item, request_id } => Reply::json(
+                404,
+                &ErrorBody {
+                    error: format!("unknown item {item}"),
+                    field: Some("item".to_owned()),
+                    request_id: Some(*request_id),
+                },
+            ),
+            Self::Injected { request_id } => Reply::json(
+                500,
+                &ErrorBody {
+                    error: "injected failure".to_owned(),
+                    field: None,
+                    request_id: Some(*request_id),
+                },
+            ),
+            Self::Unavailable { reason, request_id } => Reply::json(
+                500,
+                &ErrorBody {
+                    error: reason.clone(),
+                    field: None,
+                    request_id: Some(*request_id),
+                },
+            ),
+        };
+        encoded.unwrap_or_else(|e| error_reply(500, &e.to_string()))
+    }
+}
+
+/// The inventory service. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct InventoryService {
+    ledger: Arc<dyn InventoryLedger>,
+    faults: Arc<FaultInjector>,
+}
+
+impl InventoryService {
+    /// A service deciding through `ledger`, with faults from `faults`.
+    pub fn new(ledger: Arc<dyn InventoryLedger>, faults: Arc<FaultInjector>) -> Self {
+        Self { ledger, faults }
+    }
+
+    /// The runtime fault setting (for `/configure`).
+    pub fn faults(&self) -> &Arc<FaultInjector> {
+        &self.faults
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<dyn InventoryLedger> {
+        &self.ledger
+    }
+
+    /// Current stock levels.
+    pub async fn stock(&self) -> Result<BTreeMap<Item, u64>, LedgerError> {
+        self.ledger.stock().await
+    }
+
+    /// Reserves for `req`: waits any injected delay, may fail by injection
+    /// (drawn per order id and `attempt`), then decides through the ledger.
+    /// Idempotent: the same order id again gets the first decision.
+    #[tracing::instrument(name = "reserve", skip_all, fields(order_id = %req.order_id, request_id = %req.request_id))]
+    pub async fn reserve(&self, req: &ReserveRequest, attempt: u32) -> ReserveResult {
+        let request_id = req.request_id;
+        if self
+            .faults
+            .apply(req.order_id.as_str(), attempt)
+            .await
+            .is_err()
+        {
+            tracing::info!("injected failure");
+            return ReserveResult::Injected { request_id };
+        }
+        let reservation = match self.ledger.reserve(&req.order_id, &req.item, req.qty).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "ledger failed");
+                return ReserveResult::Unavailable {
+                    reason: e.to_string(),
+                    request_id,
+                };
+            }
+        };
+        if reservation.is_repeat() {
+            tracing::info!("repeated reservation: answering the first decision");
+        }
+        let record = reservation.record();
+        match record.outcome {
+            ReserveOutcome::Reserved { remaining } => ReserveResult::Reserved(ReserveOk {
+                status: ReservedStatus::Reserved,
+                reservation_id: ReservationId::for_order(&record.order_id),
+                item: record.item.clone(),
+                qty: record.qty,
+                remaining,
+                request_id,
+            }),
+            ReserveOutcome::Insufficient { available } => {
+                ReserveResult::Insufficient(ReserveInsufficient {
+                    error: format!(
+                        "insufficient stock of {}: {} asked, {available} available",
+                        record.item, record.qty
+                    ),
+                    item: record.item.clone(),
+                    available,
+                    request_id,
+                })
+            }
+            ReserveOutcome::UnknownItem => ReserveResult::UnknownItem {
+                item: record.item.clone(),
+                request_id,
+            },
+        }
+    }
+}
+
+/// Serves `POST /reserve` (or [`Route::RESERVE`](campusfood_core::transport::Route::RESERVE)
+/// on any request/reply transport). The attempt number comes from the
+/// `x-attempts` header (1 when absent).
+#[async_trait]
+impl RequestHandler for InventoryService {
+    async fn call(&self, request: Message) -> Reply {
+        let req: ReserveRequest = match decode_request(&request.body) {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
+        };
+        let attempt = request
+            .headers
+            .get(headers::ATTEMPTS)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1);
+        self.reserve(&req, attempt).await.to_reply()
+    }
+}

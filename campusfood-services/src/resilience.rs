@@ -1,0 +1,193 @@
+//! Resilience for a synchronous hop: retry with jittered backoff, a circuit
+//! breaker and a bulkhead. Each is off unless configured, so the original
+//! experiments reproduce exactly; the lab turns them on to show the
+//! difference.
+//!
+//! Time comes from [`tokio::time`], so tests drive the breaker's cool-down
+//! with paused time instead of sleeping.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use campusfood_core::config::{BreakerConfig, RetryConfig};
+use tokio::time::Instant;
+
+/// The backoff before attempt `next_attempt` (2 for the first retry): full
+/// jitter over an exponentially growing cap, `random(0..=min(max, base·2ⁿ⁻²))`.
+pub fn backoff(config: &RetryConfig, next_attempt: u32) -> Duration {
+    let exp = next_attempt.saturating_sub(2).min(20);
+    let cap = config
+        .base_delay
+        .saturating_mul(1u32 << exp)
+        .min(config.max_delay);
+    let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(fastrand::u64(0..=nanos))
+}
+
+/// Where a circuit breaker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls go through; consecutive failures are counted.
+    Closed {
+        /// Consecutive failures so far.
+        failures: u32,
+    },
+    /// Calls fail fast until the cool-down ends.
+    Open {
+        /// When a probe may go through.
+        until: Instant,
+    },
+    /// One probe call is in flight; others fail fast until it answers.
+    HalfOpen,
+}
+
+/// A call refused because the circuit is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("circuit open: the downstream service is failing, calls are refused until it recovers")]
+pub struct CircuitOpen;
+
+/// A consecutive-failure circuit breaker: opens after
+/// [`BreakerConfig::failure_threshold`] failures in a row, refuses calls for
+/// [`BreakerConfig::open_for`], then lets one probe through — success
+/// closes it, failure opens it again.
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    config: BreakerConfig,
+    state: Mutex<BreakerState>,
+}
+
+impl CircuitBreaker {
+    /// A closed breaker.
+    pub fn new(config: BreakerConfig) -> Self {
+        Self {
+            config,
+            state: Mutex::new(BreakerState::Closed { failures: 0 }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        *self.lock()
+    }
+
+    /// Asks to make a call: `Ok` to go ahead (then report with
+    /// [`on_success`](Self::on_success) or [`on_failure`](Self::on_failure)),
+    /// `Err` to fail fast.
+    pub fn try_acquire(&self) -> Result<(), CircuitOpen> {
+        let mut state = self.lock();
+        match *state {
+            BreakerState::Closed { .. } => Ok(()),
+            BreakerState::Open { until } if Instant::now() >= until => {
+                *state = BreakerState::HalfOpen;
+                tracing::info!("circuit half-open: letting a probe through");
+                Ok(())
+            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen => Err(CircuitOpen),
+        }
+    }
+
+    /// Reports a successful call: closes the circuit.
+    pub fn on_success(&self) {
+        let mut state = self.lock();
+        if !matches!(*state, BreakerState::Closed { failures: 0 }) {
+            if matches!(*state, BreakerState::HalfOpen) {
+                tracing::info!("circuit closed: probe succeeded");
+            }
+            *state = BreakerState::Closed { failures: 0 };
+        }
+    }
+
+    /// Reports a failed call: counts it, and opens the circuit at the
+    /// threshold or when a probe fails.
+    pub fn on_failure(&self) {
+        let mut state = self.lock();
+        let open = BreakerState::Open {
+            until: Instant::now() + self.config.open_for,
+        };
+        *state = match *state {
+            BreakerState::Closed { failures } if failures + 1 >= self.config.failure_threshold => {
+                tracing::warn!(failures = failures + 1, "circuit opened");
+                open
+            }
+            BreakerState::Closed { failures } => BreakerState::Closed {
+                failures: failures + 1,
+            },
+            BreakerState::HalfOpen => {
+                tracing::warn!("circuit re-opened: probe failed");
+                open
+            }
+            // A call admitted before the circuit opened: already open.
+            open @ BreakerState::Open { .. } => open,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker() -> CircuitBreaker {
+        CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 3,
+            open_for: Duration::from_secs(2),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_at_threshold_probes_after_cooldown_and_closes() {
+        let b = breaker();
+        for _ in 0..2 {
+            b.try_acquire().unwrap();
+            b.on_failure();
+        }
+        assert_eq!(b.state(), BreakerState::Closed { failures: 2 });
+        b.try_acquire().unwrap();
+        b.on_failure();
+        assert!(matches!(b.state(), BreakerState::Open { .. }));
+        assert_eq!(b.try_acquire(), Err(CircuitOpen));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        b.try_acquire().unwrap();
+        // Only one probe at a time.
+        assert_eq!(b.try_acquire(), Err(CircuitOpen));
+        b.on_success();
+        assert_eq!(b.state(), BreakerState::Closed { failures: 0 });
+        b.try_acquire().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_probe_reopens_and_success_resets_the_count() {
+        let b = breaker();
+        b.on_failure();
+        b.on_failure();
+        b.on_success();
+        b.on_failure();
+        assert_eq!(b.state(), BreakerState::Closed { failures: 1 });
+        b.on_failure();
+        b.on_failure();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        b.try_acquire().unwrap();
+        b.on_failure();
+        assert_eq!(b.try_acquire(), Err(CircuitOpen));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let c = RetryConfig {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(300),
+        };
+        for attempt in 2..12 {
+            for _ in 0..100 {
+                assert!(backoff(&c, attempt) <= Duration::from_millis(300));
+            }
+        }
+        assert!(backoff(&c, 2) <= Duration::from_millis(100));
+        let draws: std::collections::HashSet<_> = (0..50).map(|_| backoff(&c, 5)).collect();
+        assert!(draws.len() > 1, "backoff must be jittered");
+    }
+}

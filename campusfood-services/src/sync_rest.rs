@@ -1,0 +1,236 @@
+//! Part A assembled: bind the three services, run them, stop them. The
+//! `sync_rest` example is a thin shell over [`SyncRest::start`]; tests call
+//! it with port 0 and read the bound addresses back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use campusfood_core::Config;
+use campusfood_core::fault::FaultInjector;
+use campusfood_core::ledger::{InventoryLedger, LedgerError, RedbLedger};
+use campusfood_core::outbox::{OutboxError, RedbOutbox};
+use campusfood_core::transport::TransportError;
+use campusfood_transport::http::HttpTransport;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::http::{inventory_router, notification_router, order_router};
+use crate::inventory::InventoryService;
+use crate::notification::NotificationService;
+use crate::order::{OrderOptions, OrderService};
+
+/// File names of Part A's durable stores, inside the data directory.
+pub mod files {
+    /// The inventory ledger.
+    pub const LEDGER: &str = "sync-inventory.redb";
+    /// The order service's outbox of failed notifications.
+    pub const NOTIFICATION_OUTBOX: &str = "sync-order-outbox.redb";
+}
+
+/// Why Part A could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// A port could not be bound (in use, or not permitted).
+    #[error("{service}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Which service.
+        service: &'static str,
+        /// The address tried.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The ledger could not be opened.
+    #[error("inventory ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    /// The outbox could not be opened.
+    #[error("notification outbox: {0}")]
+    Outbox(#[from] OutboxError),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Transport(#[from] TransportError),
+}
+
+/// Which services this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPart {
+    /// All three.
+    All,
+    /// OrderService only (inventory and notification are elsewhere).
+    Order,
+    /// InventoryService only.
+    Inventory,
+    /// NotificationService only.
+    Notification,
+}
+
+/// An HTTP server running on its own task.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds `addr` (`host:port`; port 0 picks a free one) and serves
+    /// `router` there.
+    pub async fn start(
+        service: &'static str,
+        addr: &str,
+        router: axum::Router,
+    ) -> Result<Self, StartError> {
+        let bind_err = |source| StartError::Bind {
+            service,
+            addr: addr.to_owned(),
+            source,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        let (stop, mut rx) = watch::channel(false);
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let task = tokio::spawn(campusfood_transport::http::serve(
+            listener, router, shutdown,
+        ));
+        tracing::info!(service, %addr, "listening");
+        Ok(Self { addr, stop, task })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, finishes in-flight requests, and returns.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "server task failed"),
+        }
+    }
+}
+
+/// A running service and its server.
+#[derive(Debug)]
+pub struct Running<S> {
+    /// The service, for direct calls and inspection.
+    pub service: Arc<S>,
+    /// Its HTTP server.
+    pub server: Server,
+}
+
+/// Part A, running.
+#[derive(Debug)]
+pub struct SyncRest {
+    /// InventoryService, when this process runs it.
+    pub inventory: Option<Running<InventoryService>>,
+    /// NotificationService, when this process runs it.
+    pub notification: Option<Running<NotificationService>>,
+    /// OrderService, when this process runs it.
+    pub order: Option<Running<OrderService>>,
+    retrier: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+/// Opens Part A's durable inventory ledger in `config.data_dir`.
+pub fn open_ledger(config: &Config) -> Result<Arc<dyn InventoryLedger>, StartError> {
+    let path = config.data_dir.join(files::LEDGER);
+    Ok(Arc::new(RedbLedger::open(path, &config.stock)?))
+}
+
+impl SyncRest {
+    /// Starts `part` on `config`'s host and ports, with the durable redb
+    /// ledger and outbox in `config.data_dir`. When inventory or
+    /// notification run in this process, the order service calls them at
+    /// their bound addresses (so port 0 works).
+    pub async fn start(config: &Config, part: SyncPart) -> Result<Self, StartError> {
+        let ledger = match part {
+            SyncPart::All | SyncPart::Inventory => Some(open_ledger(config)?),
+            _ => None,
+        };
+        Self::start_with(config, part, ledger).await
+    }
+
+    /// Like [`start`](Self::start), with the ledger given (e.g. a
+    /// `MemoryLedger`); `ledger` is used only when inventory runs here.
+    pub async fn start_with(
+        config: &Config,
+        part: SyncPart,
+        ledger: Option<Arc<dyn InventoryLedger>>,
+    ) -> Result<Self, StartError> {
+        let http = &config.http;
+        let bind = |port: u16| format!("{}:{port}", http.host);
+        let mut this = Self {
+            inventory: None,
+            notification: None,
+            order: None,
+            retrier: None,
+        };
+        if let (SyncPart::All | SyncPart::Inventory, Some(ledger)) = (part, ledger) {
+            let service = Arc::new(InventoryService::new(
+                ledger,
+                Arc::new(FaultInjector::default()),
+            ));
+            let router = inventory_router(service.clone(), http.max_body_bytes);
+            let server = Server::start("inventory", &bind(http.inventory_port), router).await?;
+            this.inventory = Some(Running { service, server });
+        }
+        if matches!(part, SyncPart::All | SyncPart::Notification) {
+            let service = Arc::new(NotificationService::new(Arc::new(FaultInjector::default())));
+            let router = notification_router(service.clone(), http.max_body_bytes);
+            let server =
+                Server::start("notification", &bind(http.notification_port), router).await?;
+            this.notification = Some(Running { service, server });
+        }
+        if matches!(part, SyncPart::All | SyncPart::Order) {
+            let mut http = http.clone();
+            if let Some(inv) = &this.inventory {
+                http.inventory_url = format!("http://{}", inv.server.addr());
+            }
+            if let Some(n) = &this.notification {
+                http.notification_url = format!("http://{}", n.server.addr());
+            }
+            let transport = Arc::new(HttpTransport::sync_rest(&http)?);
+            let outbox = Arc::new(RedbOutbox::open(
+                config.data_dir.join(files::NOTIFICATION_OUTBOX),
+            )?);
+            let service = Arc::new(OrderService::new(
+                transport,
+                outbox,
+                OrderOptions::from(&http),
+            ));
+            let (stop, mut rx) = watch::channel(false);
+            let retrier = tokio::spawn(service.clone().run_notification_retrier(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }));
+            this.retrier = Some((stop, retrier));
+            let router = order_router(service.clone(), http.max_body_bytes);
+            let server = Server::start("order", &bind(http.order_port), router).await?;
+            this.order = Some(Running { service, server });
+        }
+        Ok(this)
+    }
+
+    /// Stops everything: order first (no new downstream calls), then the
+    /// services it calls.
+    pub async fn stop(self) {
+        if let Some(o) = self.order {
+            o.server.stop().await;
+        }
+        if let Some((stop, task)) = self.retrier {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        if let Some(n) = self.notification {
+            n.server.stop().await;
+        }
+        if let Some(i) = self.inventory {
+            i.server.stop().await;
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Part A — synchronous REST.
+//!
+//! ```sh
+//! cargo run --release --example sync_rest                  # all three services: 8000, 5001, 5002
+//! cargo run --release --example sync_rest -- inventory     # one service per process
+//! cargo run --release --example sync_rest -- --breaker --retry 3 order
+//! ```
+//!
+//! `CAMPUSFOOD_DATA_DIR` and `CAMPUSFOOD_STOCK` set the data directory and
+//! initial stock; every flag also reads the environment variable shown by
+//! `--help`. Logs go to stderr (`RUST_LOG`, `--log-json`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use campusfood::core::Config;
+use campusfood::core::config::{BreakerConfig, RetryConfig};
+use campusfood::services::sync_rest::{SyncPart, SyncRest};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "campusfood Part A: OrderService -> InventoryService -> NotificationService over blocking HTTP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    part: Option<Part>,
+    /// Address to bind.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_HOST",
+        default_value = "127.0.0.1",
+        global = true
+    )]
+    host: String,
+    /// OrderService port.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_ORDER_PORT",
+        default_value_t = 8000,
+        global = true
+    )]
+    order_port: u16,
+    /// InventoryService port.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_INVENTORY_PORT",
+        default_value_t = 5001,
+        global = true
+    )]
+    inventory_port: u16,
+    /// NotificationService port.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_NOTIFICATION_PORT",
+        default_value_t = 5002,
+        global = true
+    )]
+    notification_port: u16,
+    /// Where OrderService calls inventory (default: this host's inventory port).
+    #[arg(long, env = "CAMPUSFOOD_INVENTORY_URL", global = true)]
+    inventory_url: Option<String>,
+    /// Where OrderService calls notification (default: this host's notification port).
+    #[arg(long, env = "CAMPUSFOOD_NOTIFICATION_URL", global = true)]
+    notification_url: Option<String>,
+    /// Timeout of each downstream call, in seconds.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_DOWNSTREAM_TIMEOUT",
+        default_value_t = 5.0,
+        global = true
+    )]
+    downstream_timeout: f64,
+    /// Retry the idempotent reserve call up to N attempts in all (off: 1).
+    #[arg(long, env = "CAMPUSFOOD_RETRY", default_value_t = 1, global = true)]
+    retry: u32,
+    /// Turn on the circuit breaker on the inventory hop.
+    #[arg(long, env = "CAMPUSFOOD_BREAKER", global = true)]
+    breaker: bool,
+    /// Consecutive failures that open the breaker.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_BREAKER_THRESHOLD",
+        default_value_t = 5,
+        global = true
+    )]
+    breaker_threshold: u32,
+    /// Seconds the breaker stays open before a probe.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_BREAKER_OPEN_FOR",
+        default_value_t = 2.0,
+        global = true
+    )]
+    breaker_open_for: f64,
+    /// Bulkhead: at most N orders in flight (off when absent).
+    #[arg(long, env = "CAMPUSFOOD_MAX_IN_FLIGHT", global = true)]
+    max_in_flight: Option<usize>,
+    /// Log as JSON lines.
+    #[arg(long, env = "CAMPUSFOOD_LOG_JSON", global = true)]
+    log_json: bool,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+enum Part {
+    /// OrderService only.
+    Order,
+    /// InventoryService only.
+    Inventory,
+    /// NotificationService only.
+    Notification,
+}
+
+fn config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::from_env()?;
+    let http = &mut config.http;
+    http.host.clone_from(&cli.host);
+    http.order_port = cli.order_port;
+    http.inventory_port = cli.inventory_port;
+    http.notification_port = cli.notification_port;
+    http.inventory_url = cli
+        .inventory_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}:{}", cli.host, cli.inventory_port));
+    http.notification_url = cli
+        .notification_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}:{}", cli.host, cli.notification_port));
+    http.downstream_timeout = Duration::try_from_secs_f64(cli.downstream_timeout)
+        .context("--downstream-timeout must be a non-negative number of seconds")?;
+    if cli.retry > 1 {
+        http.retry = Some(RetryConfig {
+            max_attempts: cli.retry,
+            ..RetryConfig::default()
+        });
+    }
+    if cli.breaker {
+        http.breaker = Some(BreakerConfig {
+            failure_threshold: cli.breaker_threshold.max(1),
+            open_for: Duration::try_from_secs_f64(cli.breaker_open_for)
+                .context("--breaker-open-for must be a non-negative number of seconds")?,
+        });
+    }
+    http.max_in_flight = cli.max_in_flight;
+    Ok(config)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let config = config(&cli)?;
+    let part = match cli.part {
+        None => SyncPart::All,
+        Some(Part::Order) => SyncPart::Order,
+        Some(Part::Inventory) => SyncPart::Inventory,
+        Some(Part::Notification) => SyncPart::Notification,
+    };
+    tracing::info!(?part, data_dir = %config.data_dir.display(), stock = %config.stock, "starting Part A (sync REST)");
+    let system = SyncRest::start(&config, part).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    system.stop().await;
+    Ok(())
+}
