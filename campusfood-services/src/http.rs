@@ -47,7 +47,7 @@ fn configure_route(faults: Arc<FaultInjector>, max_bytes: usize) -> axum::routin
         async move {
             let message = match read_json(request, max_bytes).await {
                 Ok(m) => m,
-                Err(refusal) => return refusal,
+                Err(refusal) => return refusal.into_response(),
             };
             let update: FaultUpdate = match serde_json::from_slice(&message.body) {
                 Ok(u) => u,

@@ -192,10 +192,26 @@ pub fn reply_response(reply: Reply) -> Response {
     resp
 }
 
-/// Reads a JSON request body, refusing — with a JSON error — a body that is
-/// not declared `application/json` (415) or is larger than `max_bytes`
-/// (413). The request id header, if any, becomes a message header.
-pub async fn read_json(request: Request, max_bytes: usize) -> Result<Message, Response> {
+/// Why a request body was refused before it reached a handler. Answers as
+/// a JSON error with its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 413, 415 or 400.
+    pub status: StatusCode,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        json_error(self.status, self.message, None)
+    }
+}
+
+/// Reads a JSON request body, refusing a body that is not declared
+/// `application/json` (415) or is larger than `max_bytes` (413). The
+/// request id header, if any, becomes a message header.
+pub async fn read_json(request: Request, max_bytes: usize) -> Result<Message, Refusal> {
     let (parts, body) = request.into_parts();
     check_json_content_type(&parts.headers)?;
     let body = Limited::new(body, max_bytes)
@@ -205,17 +221,15 @@ pub async fn read_json(request: Request, max_bytes: usize) -> Result<Message, Re
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body larger than {max_bytes} bytes"),
-                    None,
-                )
+                Refusal {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!("body larger than {max_bytes} bytes"),
+                }
             } else {
-                json_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read body: {e}"),
-                    None,
-                )
+                Refusal {
+                    status: StatusCode::BAD_REQUEST,
+                    message: format!("cannot read body: {e}"),
+                }
             }
         })?
         .to_bytes();
@@ -231,7 +245,7 @@ pub async fn read_json(request: Request, max_bytes: usize) -> Result<Message, Re
     Ok(message)
 }
 
-fn check_json_content_type(headers: &HeaderMap) -> Result<(), Response> {
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -240,11 +254,10 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), Response> {
     if essence.eq_ignore_ascii_case(CONTENT_TYPE) {
         Ok(())
     } else {
-        Err(json_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("content-type must be {CONTENT_TYPE}, got {ct:?}"),
-            None,
-        ))
+        Err(Refusal {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!("content-type must be {CONTENT_TYPE}, got {ct:?}"),
+        })
     }
 }
 
@@ -259,7 +272,7 @@ where
         async move {
             match read_json(request, max_bytes).await {
                 Ok(message) => reply_response(handler.call(message).await),
-                Err(refusal) => refusal,
+                Err(refusal) => refusal.into_response(),
             }
         }
     })
