@@ -1,0 +1,439 @@
+//! Part A (sync REST) end to end: the three services over real HTTP on
+//! ephemeral ports, each test with its own data directory.
+//!
+//! `cargo test --test sync_rest`; `TEST_LOG=1 RUST_LOG=info` shows logs.
+
+mod helpers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use campusfood::core::config::{BreakerConfig, RetryConfig};
+use campusfood::core::ledger::MemoryLedger;
+use campusfood::services::http::inventory_router;
+use campusfood::services::sync_rest::Server;
+use futures::future::join_all;
+use helpers::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn baseline_100_orders_are_all_confirmed() {
+    let app = spawn_app().await;
+    let mut latencies = Vec::new();
+    for _ in 0..100 {
+        let a = app.order("burger", 1).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        for k in [
+            "order_id",
+            "request_id",
+            "item",
+            "qty",
+            "status",
+            "reservation_id",
+            "elapsed_ms",
+        ] {
+            assert!(a.body.get(k).is_some(), "missing {k} in {}", a.body);
+        }
+        assert_eq!(a.body["status"], "confirmed");
+        let id = a.body["order_id"].as_str().unwrap();
+        assert_eq!(a.body["reservation_id"], format!("RES-{id}"));
+        latencies.push(a.elapsed);
+    }
+    eprintln!("baseline: {}", summary(&latencies));
+    assert_eq!(app.stock().await["burger"], 900);
+    assert_eq!(
+        app.get(app.order_url("/orders"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
+}
+
+#[tokio::test]
+async fn injected_delay_raises_every_orders_latency() {
+    let app = spawn_app().await;
+    let baseline: Vec<_> = join_all((0..5).map(|_| app.order("burger", 1))).await;
+    let slowest_baseline = baseline.iter().map(|a| a.elapsed).max().unwrap();
+    let c = app.configure_inventory(json!({"delay": 2.0})).await;
+    assert_eq!(c.status, 200);
+    assert_eq!(
+        c.body,
+        json!({"status": "configured", "config": {"delay": 2.0, "failure_rate": 0.0}})
+    );
+    let delayed: Vec<_> = join_all((0..5).map(|_| app.order("burger", 1))).await;
+    for a in &delayed {
+        assert_eq!(a.status, 201, "{}", a.body);
+        assert!(a.elapsed >= Duration::from_secs(2), "{:?}", a.elapsed);
+    }
+    let lat = |v: &[Answer]| v.iter().map(|a| a.elapsed).collect::<Vec<_>>();
+    eprintln!(
+        "baseline: {}\ndelayed:  {}",
+        summary(&lat(&baseline)),
+        summary(&lat(&delayed))
+    );
+    assert!(slowest_baseline < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn failure_rate_one_gives_503_and_reserves_nothing() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.configure_inventory(json!({"failure_rate": 1.0}))
+            .await
+            .status,
+        200
+    );
+    for a in join_all((0..10).map(|_| app.order("burger", 1))).await {
+        assert_eq!(a.status, 503, "{}", a.body);
+        for k in ["error", "order_id", "request_id", "elapsed_ms"] {
+            assert!(a.body.get(k).is_some(), "missing {k} in {}", a.body);
+        }
+    }
+    assert_eq!(app.stock().await["burger"], 1000);
+}
+
+#[tokio::test]
+async fn delay_beyond_the_downstream_timeout_gives_504_at_the_timeout() {
+    let app = spawn_app_with("burger=10", |h| {
+        h.downstream_timeout = Duration::from_millis(300)
+    })
+    .await;
+    assert_eq!(
+        app.configure_inventory(json!({"delay": 1.5})).await.status,
+        200
+    );
+    for a in join_all((0..5).map(|_| app.order("burger", 1))).await {
+        assert_eq!(a.status, 504, "{}", a.body);
+        assert!(a.elapsed >= Duration::from_millis(300), "{:?}", a.elapsed);
+        assert!(
+            a.elapsed < Duration::from_millis(1500),
+            "answered after the delay, not at the timeout: {:?}",
+            a.elapsed
+        );
+    }
+}
+
+#[tokio::test]
+async fn insufficient_stock_passes_inventorys_409_through() {
+    let app = spawn_app_with("burger=3", |_| {}).await;
+    let a = app.order("burger", 5).await;
+    assert_eq!(a.status, 409, "{}", a.body);
+    let inv = &a.body["inventory_response"];
+    assert_eq!(inv["available"], 3);
+    assert_eq!(inv["item"], "burger");
+    assert!(
+        inv["error"].is_string() && inv["request_id"].is_string(),
+        "{inv}"
+    );
+    assert_eq!(app.stock().await["burger"], 3);
+}
+
+#[tokio::test]
+async fn unknown_item_is_404_not_an_outage() {
+    let app = spawn_app().await;
+    let a = app.order("ramen", 1).await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert_eq!(a.body["item"], "ramen");
+}
+
+#[tokio::test]
+async fn configure_updates_partially_and_validates() {
+    let app = spawn_app().await;
+    let a = app
+        .configure_inventory(json!({"delay": 0.25, "failure_rate": 0.5}))
+        .await;
+    assert_eq!(
+        a.body["config"],
+        json!({"delay": 0.25, "failure_rate": 0.5})
+    );
+    let a = app.configure_inventory(json!({"failure_rate": 0.0})).await;
+    assert_eq!(
+        a.body["config"],
+        json!({"delay": 0.25, "failure_rate": 0.0})
+    );
+    for (bad, field) in [
+        (json!({"delay": -1}), Some("delay")),
+        (json!({"failure_rate": 1.5}), Some("failure_rate")),
+        (json!({"failure_rate": -0.1}), Some("failure_rate")),
+        (json!({"delay": "slow"}), None),
+        (json!({"bogus": 1}), None),
+    ] {
+        let a = app.configure_inventory(bad.clone()).await;
+        assert_eq!(a.status, 400, "{bad} -> {}", a.body);
+        assert!(a.body["error"].is_string());
+        if let Some(f) = field {
+            assert_eq!(a.body["field"], f, "{bad}");
+        }
+    }
+    // Nothing changed by the refused updates.
+    let a = app.configure_inventory(json!({})).await;
+    assert_eq!(
+        a.body["config"],
+        json!({"delay": 0.25, "failure_rate": 0.0})
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_json_error_and_loses_nothing() {
+    let app = spawn_app().await;
+    let url = || app.order_url("/order");
+    let cases: Vec<(&str, String, u16, Option<&str>)> = vec![
+        ("application/json", "{not json".into(), 400, None),
+        ("application/json", "[1, 2]".into(), 400, None),
+        (
+            "application/json",
+            r#"{"qty": 1}"#.into(),
+            422,
+            Some("item"),
+        ),
+        (
+            "application/json",
+            r#"{"item": "burger"}"#.into(),
+            422,
+            Some("qty"),
+        ),
+        (
+            "application/json",
+            r#"{"item": "burger", "qty": 0}"#.into(),
+            422,
+            Some("qty"),
+        ),
+        (
+            "application/json",
+            r#"{"item": "burger", "qty": -1}"#.into(),
+            422,
+            Some("qty"),
+        ),
+        (
+            "application/json",
+            r#"{"item": "burger", "qty": "x"}"#.into(),
+            422,
+            Some("qty"),
+        ),
+        (
+            "application/json",
+            r#"{"item": "burger", "qty": 1099511627776}"#.into(),
+            422,
+            Some("qty"),
+        ),
+        (
+            "application/json",
+            r#"{"item": "burger", "qty": 1.5}"#.into(),
+            422,
+            Some("qty"),
+        ),
+        (
+            "application/json",
+            r#"{"item": 42, "qty": 1}"#.into(),
+            422,
+            Some("item"),
+        ),
+        (
+            "text/plain",
+            r#"{"item": "burger", "qty": 1}"#.into(),
+            415,
+            None,
+        ),
+        (
+            "application/json",
+            format!(
+                r#"{{"item": "burger", "qty": 1, "pad": "{}"}}"#,
+                "x".repeat(64 * 1024)
+            ),
+            413,
+            None,
+        ),
+    ];
+    for (ct, body, status, field) in cases {
+        let shown = body.chars().take(60).collect::<String>();
+        let a = app.post_raw(url(), ct, body).await;
+        assert_eq!(a.status, status, "{ct} {shown} -> {}", a.body);
+        assert!(a.body["error"].is_string(), "{shown} -> {}", a.body);
+        if let Some(f) = field {
+            assert_eq!(a.body["field"], f, "{shown}");
+        }
+    }
+    assert_eq!(app.stock().await["burger"], 1000);
+    assert!(
+        app.get(app.order_url("/orders"))
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn fifty_concurrent_reserves_decrement_once(app: &TestApp) {
+    let order_id = "ORD-0000000000AA";
+    let body = json!({"order_id": order_id, "request_id": "5f0c8b4e-8d0e-4c43-9b4e-3f1f3f3f3f3f", "item": "burger", "qty": 2});
+    let answers =
+        join_all((0..50).map(|_| app.post_json(app.inventory_url("/reserve"), &body))).await;
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.body["remaining"], 98);
+        assert_eq!(a.body["reservation_id"], format!("RES-{order_id}"));
+    }
+    assert_eq!(app.stock().await["burger"], 98);
+}
+
+#[tokio::test]
+async fn reserve_is_idempotent_under_50_concurrent_duplicates_redb() {
+    let app = spawn_app_with("burger=100", |_| {}).await;
+    fifty_concurrent_reserves_decrement_once(&app).await;
+}
+
+#[tokio::test]
+async fn reserve_is_idempotent_under_50_concurrent_duplicates_memory() {
+    let ledger = Arc::new(MemoryLedger::new(&"burger=100".parse().unwrap()));
+    let app = spawn_app_with_ledger(ledger).await;
+    fifty_concurrent_reserves_decrement_once(&app).await;
+}
+
+#[tokio::test]
+async fn circuit_breaker_fails_fast_while_inventory_is_down_and_recovers() {
+    let mut app = spawn_app_with("burger=100", |h| {
+        h.breaker = Some(BreakerConfig {
+            failure_threshold: 3,
+            open_for: Duration::from_millis(200),
+        });
+    })
+    .await;
+    assert_eq!(app.order("burger", 1).await.status, 201);
+    // Inventory goes down.
+    let inventory = app.system.inventory.take().unwrap();
+    let addr = inventory.server.addr();
+    inventory.server.stop().await;
+    for _ in 0..3 {
+        let a = app.order("burger", 1).await;
+        assert_eq!(a.status, 503, "{}", a.body);
+        assert!(
+            a.body["error"].as_str().unwrap().contains("unavailable"),
+            "{}",
+            a.body
+        );
+    }
+    // Open: refused without calling inventory.
+    let a = app.order("burger", 1).await;
+    assert_eq!(a.status, 503);
+    assert!(
+        a.body["error"].as_str().unwrap().contains("circuit open"),
+        "{}",
+        a.body
+    );
+    // Inventory returns on the same address; a probe closes the circuit.
+    let router = inventory_router(inventory.service.clone(), app.config.http.max_body_bytes);
+    let server = Server::start("inventory", &addr.to_string(), router)
+        .await
+        .unwrap();
+    until("orders succeed again", Duration::from_secs(10), || async {
+        app.order("burger", 1).await.status == 201
+    })
+    .await;
+    let burger = campusfood::core::Item::parse("burger").unwrap();
+    assert_eq!(inventory.service.stock().await.unwrap()[&burger], 98);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn retry_rides_over_transient_inventory_failures() {
+    let app = spawn_app_with("burger=100", |h| {
+        h.retry = Some(RetryConfig {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        });
+    })
+    .await;
+    assert_eq!(
+        app.configure_inventory(json!({"failure_rate": 0.3, "seed": 7}))
+            .await
+            .status,
+        200
+    );
+    for a in join_all((0..20).map(|_| app.order("burger", 1))).await {
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    assert_eq!(app.stock().await["burger"], 80);
+}
+
+#[tokio::test]
+async fn bulkhead_refuses_orders_beyond_the_limit() {
+    let app = spawn_app_with("burger=100", |h| h.max_in_flight = Some(2)).await;
+    assert_eq!(
+        app.configure_inventory(json!({"delay": 0.5})).await.status,
+        200
+    );
+    let answers = join_all((0..6).map(|_| app.order("burger", 1))).await;
+    let ok = answers.iter().filter(|a| a.status == 201).count();
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
+    assert_eq!((ok, refused.len()), (2, 4));
+    assert!(
+        refused[0].body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many orders")
+    );
+}
+
+#[tokio::test]
+async fn failed_notifications_are_kept_and_delivered_later() {
+    let app = spawn_app().await;
+    let order = app.system.order.as_ref().unwrap().service.clone();
+    let notification = app.system.notification.as_ref().unwrap().service.clone();
+    assert_eq!(
+        app.configure_notification(json!({"failure_rate": 1.0}))
+            .await
+            .status,
+        200
+    );
+    for a in join_all((0..5).map(|_| app.order("burger", 1))).await {
+        assert_eq!(
+            a.status, 201,
+            "a failed notification must not fail the order: {}",
+            a.body
+        );
+    }
+    assert_eq!(order.pending_notifications().await.unwrap(), 5);
+    assert_eq!(notification.sent(), 0);
+    assert_eq!(
+        app.configure_notification(json!({"failure_rate": 0.0}))
+            .await
+            .status,
+        200
+    );
+    until("the outbox drains", Duration::from_secs(10), || async {
+        order.pending_notifications().await.unwrap() == 0
+    })
+    .await;
+    assert_eq!(notification.sent(), 5);
+}
+
+#[tokio::test]
+async fn orders_can_be_looked_up_and_openapi_is_served() {
+    let app = spawn_app().await;
+    let a = app.order("pizza", 2).await;
+    let id = a.body["order_id"].as_str().unwrap();
+    let o = app.get(app.order_url(&format!("/orders/{id}"))).await;
+    assert_eq!(
+        (o["item"].clone(), o["qty"].clone(), o["status"].clone()),
+        (json!("pizza"), json!(2), json!("confirmed"))
+    );
+    for (url, path) in [
+        (app.order_url("/openapi.json"), "/order"),
+        (app.inventory_url("/openapi.json"), "/reserve"),
+        (app.notification_url("/openapi.json"), "/send"),
+    ] {
+        let doc: Value = app.get(url).await;
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    for url in [
+        app.order_url("/health"),
+        app.inventory_url("/health"),
+        app.notification_url("/health"),
+    ] {
+        assert_eq!(app.get(url).await["status"], "ok");
+    }
+}
