@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the project's one test command (the README's, and what
+# .ci/run calls). On a fresh machine it installs and starts what the tests
+# need, and is a no-op for what is already there:
+#   - the brokers the enabled broker features test against
+#     (scripts/brokers.sh up …: RabbitMQ from Debian, Kafka from Maven Central);
+#   - then formatting, clippy (-D warnings) and every test of the workspace.
+#
+# CAMPUSFOOD_TEST_FEATURES overrides the features tested (comma-separated).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+features="${CAMPUSFOOD_TEST_FEATURES:-}"
+
+need_broker() { [[ ",$features," == *",$1,"* ]]; }
+if need_broker rabbitmq; then scripts/brokers.sh up rabbitmq; fi
+if need_broker kafka; then scripts/brokers.sh up kafka; fi
+
+feature_args=()
+if [[ -n "$features" ]]; then
+  feature_args=(--features "$features")
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (-D warnings)"
+cargo clippy --workspace --all-targets "${feature_args[@]}" -- -D warnings
+echo "== cargo test"
+cargo test --workspace "${feature_args[@]}"
