@@ -6,9 +6,15 @@
 //!   tests and embedding.
 //! - [`http`] (feature `http`): request/reply over HTTP — a pooled reqwest
 //!   client, and an axum adapter that serves any `RequestHandler`.
+//! - [`kafka`] (feature `kafka`): publish/subscribe over Kafka topics with
+//!   rdkafka — an idempotent producer, consumer groups with at-least-once
+//!   commits, in-process retries and `.dlq` dead-letter topics, lag and
+//!   offset resets.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "memory")]
 pub mod memory;

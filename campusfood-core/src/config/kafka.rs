@@ -1,6 +1,8 @@
 //! Part C settings: bootstrap servers, topics, groups and the analytics
 //! endpoint.
 
+use std::time::Duration;
+
 /// Kafka settings and names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
@@ -20,6 +22,25 @@ pub struct KafkaConfig {
     pub analytics_group: String,
     /// Analytics `/metrics` port (`HTTP_PORT`).
     pub analytics_port: u16,
+    /// The group a subscriber joins when it names none, so that every
+    /// subscription is resumable from committed offsets.
+    pub default_group: String,
+    /// `AUTO_OFFSET_RESET`: where a group with no committed offset starts,
+    /// `earliest` (replay what the topic retains) or `latest` (only new
+    /// records).
+    pub auto_offset_reset: String,
+    /// `GROUP_INSTANCE_ID`: static membership, so a restarted consumer gets
+    /// its partitions back without a rebalance. `None`: dynamic membership.
+    pub group_instance_id: Option<String>,
+    /// Partitions of topics created on first use (routes named after a
+    /// topic, dead-letter topics).
+    pub default_partitions: i32,
+    /// How long to wait for the broker when connecting and for admin calls
+    /// (metadata, topic creation, offsets).
+    pub request_timeout: Duration,
+    /// How often a consumer commits the offsets of records it has finished
+    /// (it also commits when partitions are revoked and when it stops).
+    pub commit_interval: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -33,6 +54,31 @@ impl Default for KafkaConfig {
             inventory_group: "inventory-consumer".to_owned(),
             analytics_group: "analytics-consumer".to_owned(),
             analytics_port: 8080,
+            default_group: "campusfood".to_owned(),
+            auto_offset_reset: "earliest".to_owned(),
+            group_instance_id: None,
+            default_partitions: 3,
+            request_timeout: Duration::from_secs(10),
+            commit_interval: Duration::from_secs(1),
         }
+    }
+}
+
+impl KafkaConfig {
+    /// The same settings with `suffix` appended to every topic and group
+    /// name (`order-events` → `order-events-<suffix>`), so tests and
+    /// parallel runs on one broker never see each other's records.
+    pub fn with_suffix(mut self, suffix: &str) -> Self {
+        for name in [
+            &mut self.order_topic,
+            &mut self.inventory_topic,
+            &mut self.inventory_group,
+            &mut self.analytics_group,
+            &mut self.default_group,
+        ] {
+            name.push('-');
+            name.push_str(suffix);
+        }
+        self
     }
 }

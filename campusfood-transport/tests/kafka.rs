@@ -1,0 +1,571 @@
+//! `KafkaTransport` against a real broker (never mocked):
+//!
+//! ```text
+//! scripts/brokers.sh up kafka
+//! cargo test -p campusfood-transport --features kafka --test kafka
+//! ```
+//!
+//! Every test uses its own topics and groups (a random suffix), so tests run
+//! in parallel and re-runs never see old records. Waits are deadlines on a
+//! condition, never fixed sleeps.
+#![cfg(feature = "kafka")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use campusfood_core::config::KafkaConfig;
+use campusfood_core::transport::{
+    Delivery, Disposition, Handler, Message, Route, SubscribeOptions, Subscription, Transport,
+    TransportError, headers,
+};
+use campusfood_transport::kafka::{KafkaTransport, OffsetReset, PartitionLag};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::FutureRecord;
+
+const NOT_RUNNING: &str =
+    "Kafka is not running on 127.0.0.1:9092: start it with `scripts/brokers.sh up kafka`";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A fresh suffix for this test's topics and groups.
+fn unique(test: &str) -> String {
+    format!("{test}-{:016x}", fastrand::u64(..))
+}
+
+/// A transport whose configured topics and groups carry `suffix`. Fails the
+/// test, saying how to start Kafka, when no broker answers.
+async fn transport(suffix: &str) -> KafkaTransport {
+    let config = KafkaConfig {
+        request_timeout: Duration::from_secs(5),
+        commit_interval: Duration::from_millis(200),
+        ..KafkaConfig::default()
+    }
+    .with_suffix(suffix);
+    match KafkaTransport::connect(&config).await {
+        Ok(t) => t,
+        Err(e) => panic!("{NOT_RUNNING} ({e})"),
+    }
+}
+
+/// A topic of `partitions` partitions named after the test, and its route.
+async fn topic(t: &KafkaTransport, name: &str, partitions: i32) -> (String, Route) {
+    t.create_topic(name, partitions).await.unwrap();
+    (name.to_owned(), Route::new(name))
+}
+
+/// Waits until `cond` holds, failing the test at the deadline.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Records every delivery and answers with `decide`.
+struct Recorder<F> {
+    seen: Mutex<Vec<Delivery>>,
+    decide: F,
+}
+
+impl<F> Recorder<F>
+where
+    F: Fn(&Delivery) -> Disposition + Send + Sync + 'static,
+{
+    fn new(decide: F) -> Arc<Self> {
+        Arc::new(Self {
+            seen: Mutex::new(Vec::new()),
+            decide,
+        })
+    }
+
+    fn seen(&self) -> Vec<Delivery> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl<F> Handler for Recorder<F>
+where
+    F: Fn(&Delivery) -> Disposition + Send + Sync + 'static,
+{
+    async fn handle(&self, delivery: Delivery) -> Disposition {
+        let d = (self.decide)(&delivery);
+        self.seen.lock().unwrap().push(delivery);
+        d
+    }
+}
+
+fn ack(_: &Delivery) -> Disposition {
+    Disposition::Ack
+}
+
+fn body(d: &Delivery) -> String {
+    String::from_utf8_lossy(&d.message.body).into_owned()
+}
+
+fn in_group(group: &str) -> SubscribeOptions {
+    SubscribeOptions {
+        group: Some(group.to_owned()),
+        retry_delay: Duration::from_millis(50),
+        ..Default::default()
+    }
+}
+
+/// `n` messages keyed `key-0` … `key-<keys-1>` round robin; the body is
+/// `<key>:<sequence within key>`.
+fn keyed(n: usize, keys: usize, start: usize) -> Vec<Message> {
+    (start..start + n)
+        .map(|i| {
+            let key = format!("key-{}", i % keys);
+            Message {
+                key: Some(key.clone()),
+                headers: BTreeMap::from([(headers::REQUEST_ID.to_owned(), format!("req-{i}"))]),
+                body: format!("{key}:{}", i / keys).into(),
+            }
+        })
+        .collect()
+}
+
+fn total(lags: &[PartitionLag]) -> i64 {
+    lags.iter().map(|l| l.lag).sum()
+}
+
+#[tokio::test]
+async fn publishes_keyed_records_and_keeps_per_key_order() {
+    let id = unique("order");
+    let t = transport(&id).await;
+    let (_, route) = topic(&t, &format!("t-{id}"), 6).await;
+    assert_eq!(
+        t.publish_many(&route, keyed(990, 20, 0)).await.unwrap(),
+        990
+    );
+    for m in keyed(10, 20, 990) {
+        t.publish(&route, m).await.unwrap();
+    }
+
+    let h = Recorder::new(ack);
+    let sub = t
+        .subscribe(&route, h.clone(), in_group(&format!("g-{id}")))
+        .await
+        .unwrap();
+    until("1000 records", || h.count() >= 1000).await;
+    sub.stop().await;
+
+    let seen = h.seen();
+    assert_eq!(seen.len(), 1000, "nothing delivered twice");
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for d in &seen {
+        let key = d.message.key.clone().unwrap();
+        let (k, seq) = body(d)
+            .split_once(':')
+            .map(|(k, s)| (k.to_owned(), s.parse::<i64>().unwrap()))
+            .unwrap();
+        assert_eq!(k, key, "the key travels as the record key");
+        let prev = last.insert(key.clone(), seq).unwrap_or(-1);
+        assert_eq!(seq, prev + 1, "{key}: {seq} after {prev}");
+        assert!(d.message.headers[headers::REQUEST_ID].starts_with("req-"));
+        assert_eq!(d.attempt, 1);
+    }
+    assert_eq!(last.len(), 20);
+    assert!(last.values().all(|&s| s == 49));
+}
+
+#[tokio::test]
+async fn a_restarted_subscriber_resumes_after_the_committed_offset() {
+    let id = unique("restart");
+    let t = transport(&id).await;
+    let (_, route) = topic(&t, &format!("t-{id}"), 3).await;
+    let group = format!("g-{id}");
+    t.publish_many(&route, keyed(300, 7, 0)).await.unwrap();
+
+    let first = Recorder::new(ack);
+    let sub = t
+        .subscribe(&route, first.clone(), in_group(&group))
+        .await
+        .unwrap();
+    until("some records", || first.count() >= 100).await;
+    sub.stop().await;
+    t.publish_many(&route, keyed(100, 7, 300)).await.unwrap();
+
+    let second = Recorder::new(ack);
+    let sub = t
+        .subscribe(&route, second.clone(), in_group(&group))
+        .await
+        .unwrap();
+    let remaining = 400 - first.count();
+    until("the rest", || second.count() >= remaining).await;
+    sub.stop().await;
+
+    let a: HashSet<String> = first.seen().iter().map(body).collect();
+    let b: HashSet<String> = second.seen().iter().map(body).collect();
+    assert!(a.len() >= 100 && a.len() < 400, "first saw {}", a.len());
+    assert_eq!(a.len(), first.count(), "no duplicates in the first run");
+    assert_eq!(b.len(), second.count(), "no duplicates in the second run");
+    assert!(a.is_disjoint(&b), "acked records were delivered again");
+    assert_eq!(a.len() + b.len(), 400, "records were lost");
+    assert_eq!(total(&t.lag(&group, route.as_str()).await.unwrap()), 0);
+}
+
+#[tokio::test]
+async fn retry_hands_the_same_record_again_then_ack() {
+    let id = unique("retry");
+    let t = transport(&id).await;
+    let (name, route) = topic(&t, &format!("t-{id}"), 1).await;
+    for i in 0..3 {
+        t.publish(
+            &route,
+            Message::default()
+                .with_key("k")
+                .with_header("n", i.to_string()),
+        )
+        .await
+        .unwrap();
+    }
+    let h = Recorder::new(|d: &Delivery| {
+        if d.attempt < 3 {
+            Disposition::Retry {
+                reason: format!("attempt {}", d.attempt),
+            }
+        } else {
+            Disposition::Ack
+        }
+    });
+    let sub = t
+        .subscribe(&route, h.clone(), in_group(&format!("g-{id}")))
+        .await
+        .unwrap();
+    until("9 deliveries", || h.count() >= 9).await;
+    sub.stop().await;
+    let order: Vec<(String, u32)> = h
+        .seen()
+        .iter()
+        .map(|d| (d.message.headers["n"].clone(), d.attempt))
+        .collect();
+    let expected: Vec<(String, u32)> = (0..3)
+        .flat_map(|i| (1..=3).map(move |a| (i.to_string(), a)))
+        .collect();
+    assert_eq!(
+        order, expected,
+        "retries of a record come before the next record"
+    );
+    let dlq = KafkaTransport::dead_letter_topic(&name);
+    assert_eq!(total(&t.lag(&format!("g-{id}"), &name).await.unwrap()), 0);
+    let dead = t.lag("nobody", &dlq).await.unwrap();
+    assert_eq!(
+        dead.iter().map(|l| l.high_watermark).sum::<i64>(),
+        0,
+        "nothing dead-lettered"
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_go_to_the_dlq_topic_and_later_records_keep_flowing() {
+    let id = unique("dlq");
+    let t = transport(&id).await;
+    let (name, route) = topic(&t, &format!("t-{id}"), 1).await;
+    let msg = |b: &'static str| Message::default().with_key("k").with_header("b", b);
+    t.publish(&route, msg("poison")).await.unwrap();
+    t.publish(&route, msg("flaky")).await.unwrap();
+    // A record no publish would make: a key that is not UTF-8, no value.
+    t.producer()
+        .send(
+            FutureRecord::<[u8], [u8]>::to(&name)
+                .key(&[0xff, 0xfe][..])
+                .headers(OwnedHeaders::new()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        t.publish(&route, msg("fine")).await.unwrap();
+    }
+    let h = Recorder::new(
+        |d: &Delivery| match d.message.headers.get("b").map(String::as_str) {
+            Some("poison") => Disposition::DeadLetter {
+                reason: "poison pill".into(),
+            },
+            Some("flaky") => Disposition::Retry {
+                reason: "still failing".into(),
+            },
+            _ => Disposition::Ack,
+        },
+    );
+    let opts = SubscribeOptions {
+        max_attempts: 2,
+        ..in_group(&format!("g-{id}"))
+    };
+    let sub = t.subscribe(&route, h.clone(), opts).await.unwrap();
+    until("all records", || h.count() >= 1 + 2 + 1 + 5).await;
+    sub.stop().await;
+    let seen = h.seen();
+    let malformed = &seen[3];
+    assert!(malformed.message.body.is_empty());
+    assert_eq!(malformed.message.key.as_deref(), Some("\u{fffd}\u{fffd}"));
+    assert!(seen[4..].iter().all(|d| d.message.headers["b"] == "fine"));
+
+    let dead = Recorder::new(ack);
+    let dlq = Route::new(KafkaTransport::dead_letter_topic(&name));
+    let sub = t
+        .subscribe(&dlq, dead.clone(), in_group(&format!("dlq-{id}")))
+        .await
+        .unwrap();
+    until("two dead letters", || dead.count() >= 2).await;
+    sub.stop().await;
+    let dead = dead.seen();
+    assert_eq!(dead.len(), 2);
+    let h0 = &dead[0].message.headers;
+    assert_eq!(h0["b"], "poison");
+    assert_eq!(h0[headers::DEATH_REASON], "poison pill");
+    assert_eq!(h0["x-origin-topic"], name);
+    assert_eq!(dead[0].message.key.as_deref(), Some("k"));
+    let h1 = &dead[1].message.headers;
+    assert_eq!(h1["b"], "flaky");
+    assert_eq!(
+        h1[headers::DEATH_REASON],
+        "gave up after 2 attempts: still failing"
+    );
+    assert_eq!(h1[headers::ATTEMPTS], "2");
+}
+
+/// Total lag of `topic` in `group` according to Kafka's own CLI.
+async fn cli_lag(group: &str, topic: &str) -> i64 {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-consumer-groups");
+    let args = [
+        "--bootstrap-server".to_owned(),
+        "127.0.0.1:9092".to_owned(),
+        "--describe".to_owned(),
+        "--group".to_owned(),
+        group.to_owned(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&script)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines().filter(|l| !l.trim().is_empty());
+    let header = lines
+        .by_ref()
+        .find(|l| l.starts_with("GROUP"))
+        .unwrap_or_else(|| panic!("no table in:\n{stdout}"));
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    let topic_col = cols.iter().position(|c| *c == "TOPIC").unwrap();
+    let lag_col = cols.iter().position(|c| *c == "LAG").unwrap();
+    lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|row| row.get(topic_col) == Some(&topic))
+        .map(|row| {
+            row[lag_col]
+                .parse::<i64>()
+                .unwrap_or_else(|_| panic!("LAG in {row:?}"))
+        })
+        .sum()
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+async fn consume(t: &KafkaTransport, route: &Route, group: &str, n: usize) -> Vec<Delivery> {
+    let h = Recorder::new(ack);
+    let sub: Subscription = t
+        .subscribe(route, h.clone(), in_group(group))
+        .await
+        .unwrap();
+    until(&format!("{n} records"), || h.count() >= n).await;
+    sub.stop().await;
+    h.seen()
+}
+
+#[tokio::test]
+async fn lag_is_reported_like_the_cli_and_offset_resets_replay() {
+    let id = unique("lag");
+    let t = transport(&id).await;
+    let (name, route) = topic(&t, &format!("t-{id}"), 3).await;
+    let group = format!("g-{id}");
+
+    t.publish_many(&route, keyed(10, 5, 0)).await.unwrap();
+    assert_eq!(consume(&t, &route, &group, 10).await.len(), 10);
+    assert_eq!(total(&t.lag(&group, &name).await.unwrap()), 0);
+
+    // Records newer than this are the 500 below.
+    let before = now_ms();
+    until("the clock to move", || now_ms() > before).await;
+    let mid = now_ms();
+    t.publish_many(&route, keyed(500, 5, 10)).await.unwrap();
+    let lags = t.lag(&group, &name).await.unwrap();
+    assert_eq!(lags.len(), 3);
+    assert_eq!(total(&lags), 500, "{lags:?}");
+    assert!(lags.iter().all(|l| l.committed.is_some()));
+    assert_eq!(cli_lag(&group, &name).await, 500);
+
+    let latest = t
+        .reset_offsets(&group, &name, OffsetReset::Latest)
+        .await
+        .unwrap();
+    assert_eq!(latest.iter().map(|p| p.offset).sum::<i64>(), 510);
+    assert_eq!(total(&t.lag(&group, &name).await.unwrap()), 0);
+    assert_eq!(cli_lag(&group, &name).await, 0);
+
+    t.reset_offsets(&group, &name, OffsetReset::Timestamp(mid))
+        .await
+        .unwrap();
+    assert_eq!(total(&t.lag(&group, &name).await.unwrap()), 500);
+
+    t.reset_offsets(&group, &name, OffsetReset::Offset(i64::MAX))
+        .await
+        .unwrap();
+    assert_eq!(total(&t.lag(&group, &name).await.unwrap()), 0);
+
+    let earliest = t
+        .reset_offsets(&group, &name, OffsetReset::Earliest)
+        .await
+        .unwrap();
+    assert!(earliest.iter().all(|p| p.offset == 0));
+    assert_eq!(total(&t.lag(&group, &name).await.unwrap()), 510);
+    assert_eq!(cli_lag(&group, &name).await, 510);
+    let again = consume(&t, &route, &group, 510).await;
+    let distinct: HashSet<String> = again.iter().map(body).collect();
+    assert_eq!(distinct.len(), 510, "every record consumed again, once");
+    assert_eq!(total(&t.lag(&group, &name).await.unwrap()), 0);
+}
+
+#[tokio::test]
+async fn reset_refuses_a_running_group_and_routes_map_to_topics() {
+    let id = unique("misc");
+    let t = transport(&id).await;
+    let c = t.config().clone();
+    assert_eq!(t.topic_for(&Route::ORDER_PLACED).unwrap(), c.order_topic);
+    assert_eq!(
+        t.topic_for(&Route::INVENTORY_RESERVED).unwrap(),
+        c.inventory_topic
+    );
+    assert_eq!(
+        t.topic_for(&Route::INVENTORY_FAILED).unwrap(),
+        c.inventory_topic
+    );
+    assert!(matches!(
+        t.topic_for(&Route::RESERVE),
+        Err(TransportError::UnknownRoute(_))
+    ));
+    assert!(matches!(
+        t.request(
+            &Route::ORDER_PLACED,
+            Message::default(),
+            Duration::from_secs(1)
+        )
+        .await,
+        Err(TransportError::Unsupported { .. })
+    ));
+
+    // The configured topics exist with their partition counts.
+    let lags = t.lag(&c.order_topic, &c.order_topic).await.unwrap();
+    assert_eq!(lags.len(), 6);
+    assert_eq!(t.lag("x", &c.inventory_topic).await.unwrap().len(), 3);
+
+    t.publish(&Route::ORDER_PLACED, Message::default().with_key("o-1"))
+        .await
+        .unwrap();
+    let h = Recorder::new(ack);
+    let sub = t
+        .subscribe(&Route::ORDER_PLACED, h.clone(), SubscribeOptions::default())
+        .await
+        .unwrap();
+    until("the order", || h.count() >= 1).await;
+    let e = t
+        .reset_offsets(&c.default_group, &c.order_topic, OffsetReset::Earliest)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("active member"), "{e}");
+    sub.stop().await;
+    assert_eq!(h.seen()[0].message.headers["x-route"], "order.placed");
+}
+
+#[tokio::test]
+async fn connect_fails_with_unavailable_naming_the_address() {
+    let config = KafkaConfig {
+        bootstrap_servers: "127.0.0.1:1".to_owned(),
+        request_timeout: Duration::from_secs(2),
+        ..KafkaConfig::default()
+    };
+    let e = KafkaTransport::connect(&config).await.unwrap_err();
+    assert!(matches!(e, TransportError::Unavailable { .. }), "{e}");
+    assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+}
+
+/// Producer and consumer rates for 100k small records:
+/// `cargo test --release -p campusfood-transport --features kafka --test kafka -- --ignored --nocapture throughput`
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn throughput_100k() {
+    const N: usize = 100_000;
+    let id = unique("rate");
+    let t = transport(&id).await;
+    let (_, route) = topic(&t, &format!("t-{id}"), 6).await;
+    let messages: Vec<Message> = (0..N)
+        .map(|i| Message {
+            key: Some(format!("order-{i}")),
+            headers: BTreeMap::new(),
+            body: format!(
+                r#"{{"order_id":"order-{i}","item_id":"item-{}","qty":{},"ts":{}}}"#,
+                i % 50,
+                i % 5 + 1,
+                i
+            )
+            .into(),
+        })
+        .collect();
+    let start = Instant::now();
+    assert_eq!(t.publish_many(&route, messages).await.unwrap(), N);
+    let produce = start.elapsed();
+    eprintln!(
+        "produced {N} records in {produce:?}: {:.0} records/s (acks=all, idempotent)",
+        N as f64 / produce.as_secs_f64()
+    );
+
+    let h = Recorder::new(ack);
+    let start = Instant::now();
+    let sub = t
+        .subscribe(&route, h.clone(), in_group(&format!("g-{id}")))
+        .await
+        .unwrap();
+    until("all records", || h.count() >= N).await;
+    let consume = start.elapsed();
+    sub.stop().await;
+    eprintln!(
+        "consumed {N} records in {consume:?}: {:.0} records/s (one subscriber, incl. group join)",
+        N as f64 / consume.as_secs_f64()
+    );
+
+    let start = Instant::now();
+    for m in keyed(1000, 10, 0) {
+        t.publish(&route, m).await.unwrap();
+    }
+    let one_by_one = start.elapsed();
+    eprintln!(
+        "1000 sequential publish() calls in {one_by_one:?}: {:?} each",
+        one_by_one / 1000
+    );
+}
