@@ -159,6 +159,18 @@ pub struct InventoryFailed {
     pub created_at: String,
 }
 
+/// `OrderNotified` (async, ours): the customer was notified; moves the
+/// order's status to `notified`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderNotified {
+    /// The order.
+    pub order_id: OrderId,
+    /// The request that placed the order.
+    pub request_id: RequestId,
+    /// When the notification was sent (RFC 3339).
+    pub created_at: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

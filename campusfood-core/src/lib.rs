@@ -16,6 +16,7 @@
 //! - [`fault`]: runtime fault injection (delay, failure rate, seed).
 //! - [`transport`]: the [`Transport`](transport::Transport) trait that every
 //!   service is written against, and its message types.
+//! - `group_commit` (feature `redb`): many writers, one durable commit.
 //! - [`outbox`]: messages kept until delivered (memory, redb).
 //! - [`config`]: the one place that owns ports, names and defaults.
 //! - [`codec`]: the JSON codec shared by every transport.
@@ -25,6 +26,8 @@ pub mod codec;
 pub mod config;
 pub mod events;
 pub mod fault;
+#[cfg(feature = "redb")]
+pub mod group_commit;
 pub mod ids;
 pub mod ledger;
 pub mod order;

@@ -57,6 +57,9 @@ impl Route {
     /// Stock could not be reserved for an order (event).
     pub const INVENTORY_FAILED: Route = Route::from_static("inventory.failed");
 
+    /// The customer was notified of an order (event).
+    pub const ORDER_NOTIFIED: Route = Route::from_static("order.notified");
+
     /// A route with a static name.
     pub const fn from_static(name: &'static str) -> Self {
         Self(Cow::Borrowed(name))

@@ -10,6 +10,15 @@
 //! - [`notification`]: send (log) confirmations.
 //! - [`order`]: the synchronous orchestrator (Part A), with timeout, retry,
 //!   circuit breaker, bulkhead, and an outbox for failed notifications.
+//! - [`order_store`]: the async OrderService's orders, status and
+//!   transactional outbox (memory, redb with group commit).
+//! - [`async_order`]: the asynchronous OrderService (transactional outbox
+//!   and relay).
+//! - [`async_system`] (feature `http`): the async architecture assembled
+//!   over any publish/subscribe transport.
+//! - [`workers`]: the message handlers of the async architectures: reserve,
+//!   notify, order status.
+//! - [`processed`]: processed-id sets for idempotent side effects.
 //! - [`resilience`]: the breaker and backoff used by `order`.
 //! - [`http`] (feature `http`): axum routers on the contract's paths.
 //! - [`openapi`]: the OpenAPI documents they serve.
@@ -17,13 +26,19 @@
 //!   tests run it.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod async_order;
+#[cfg(feature = "http")]
+pub mod async_system;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod inventory;
 pub mod notification;
 pub mod openapi;
 pub mod order;
+pub mod order_store;
+pub mod processed;
 mod reply;
 pub mod resilience;
 #[cfg(feature = "http")]
 pub mod sync_rest;
+pub mod workers;

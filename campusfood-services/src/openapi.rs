@@ -137,3 +137,37 @@ pub fn notification() -> Value {
         }),
     )
 }
+
+/// The asynchronous OrderService document.
+pub fn async_order() -> Value {
+    doc(
+        "campusfood OrderService (async)",
+        json!({
+            "/order": {"post": {"summary": "Accept an order: stored with its OrderPlaced event in one durable transaction, published by a relay",
+                "requestBody": body("PlaceOrder"),
+                "responses": {
+                    "201": resp("accepted", "OrderPlaced"),
+                    "400": resp("body is not a JSON object", "Error"),
+                    "413": resp("body too large", "Error"),
+                    "415": resp("content-type is not application/json", "Error"),
+                    "422": resp("a field is missing or invalid; `field` names it", "Error"),
+                    "503": resp("the order could not be stored", "Error")
+                }}},
+            "/orders/{id}": {"get": {"summary": "An order and its status: placed → reserved | failed → notified",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the order"}, "404": resp("not found", "Error")}}},
+            "/health": health()
+        }),
+        json!({
+            "PlaceOrder": {"type": "object", "required": ["item", "qty"], "properties": {
+                "item": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                "qty": {"type": "integer", "minimum": 1, "maximum": 1_000_000}}},
+            "OrderPlaced": {"type": "object", "properties": {
+                "order_id": {"type": "string", "pattern": "^ORD-[0-9A-F]{12}$"},
+                "request_id": {"type": "string", "format": "uuid"},
+                "item": {"type": "string"}, "qty": {"type": "integer"},
+                "status": {"const": "placed"},
+                "created_at": {"type": "string", "format": "date-time"}}}
+        }),
+    )
+}

@@ -48,8 +48,11 @@ pub enum StartError {
     /// The outbox could not be opened.
     #[error("notification outbox: {0}")]
     Outbox(#[from] OutboxError),
-    /// The HTTP client could not be built.
-    #[error("HTTP client: {0}")]
+    /// A service's store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] crate::order_store::StoreError),
+    /// A transport could not be set up (HTTP client, broker subscription).
+    #[error("transport: {0}")]
     Transport(#[from] TransportError),
 }
 

@@ -1,0 +1,204 @@
+//! OrderService for the asynchronous architectures (Part B, and any
+//! publish/subscribe transport): accepts an order by storing it with its
+//! `OrderPlaced` event in one durable transaction and answering 201 at
+//! once; a relay publishes the event afterwards (transactional outbox).
+//!
+//! So an accepted order is never lost: not when the broker is down at that
+//! moment (the relay publishes when it returns), not when the process dies
+//! right after answering (the event is on disk). The relay may publish an
+//! event twice (crash between publish and bookkeeping); every consumer is
+//! idempotent. Status moves placed → reserved | failed → notified as the
+//! [`StatusWorker`](crate::workers::StatusWorker)s see the events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use campusfood_core::events::{ErrorBody, OrderPlaced};
+use campusfood_core::order::{Order, OrderStatus, PlaceOrder};
+use campusfood_core::outbox::OutboxEntry;
+use campusfood_core::transport::{
+    Handler, Message, Reply, RequestHandler, Route, Transport, headers,
+};
+use campusfood_core::{OrderId, RequestId};
+use tokio::sync::Notify;
+
+use crate::order_store::{OrderStore, StoreError};
+use crate::reply::{error_reply, validation_reply};
+use crate::workers::StatusWorker;
+
+/// How many outbox entries the relay publishes at once.
+pub const RELAY_BATCH: usize = 256;
+
+/// The asynchronous OrderService.
+#[derive(Debug)]
+pub struct AsyncOrderService {
+    store: Arc<dyn OrderStore>,
+    transport: Arc<dyn Transport>,
+    /// Wakes the relay when an order was placed.
+    wake: Notify,
+}
+
+impl AsyncOrderService {
+    /// A service keeping orders in `store` and publishing on `transport`.
+    pub fn new(store: Arc<dyn OrderStore>, transport: Arc<dyn Transport>) -> Self {
+        Self {
+            store,
+            transport,
+            wake: Notify::new(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn OrderStore> {
+        &self.store
+    }
+
+    /// Accepts an order from a JSON body `{"item", "qty"}`: 201 with the
+    /// `OrderPlaced` event once it is durably stored, 400/422 for bad input,
+    /// 503 when the store fails.
+    pub async fn place(&self, body: &[u8], request_id: Option<RequestId>) -> Reply {
+        let req = match PlaceOrder::from_json(body) {
+            Ok(r) => r,
+            Err(e) => return validation_reply(&e),
+        };
+        let mut order = Order::new(req, OrderStatus::Placed);
+        if let Some(id) = request_id {
+            order.request_id = id;
+        }
+        let event = OrderPlaced {
+            order_id: order.order_id.clone(),
+            request_id: order.request_id,
+            item: order.item.clone(),
+            qty: order.qty,
+            status: OrderStatus::Placed,
+            created_at: order.created_at.clone(),
+        };
+        let message = match Message::json(&event) {
+            Ok(m) => m
+                .with_key(order.order_id.as_str())
+                .with_header(headers::REQUEST_ID, order.request_id.to_string()),
+            Err(e) => return error_reply(500, &e.to_string()),
+        };
+        let entry = OutboxEntry::new(order.order_id.as_str(), &Route::ORDER_PLACED, &message);
+        if let Err(e) = self.store.place(&order, entry).await {
+            tracing::error!(error = %e, "order not stored");
+            return Reply::json(
+                503,
+                &ErrorBody {
+                    error: format!("order could not be stored: {e}"),
+                    field: None,
+                    request_id: Some(order.request_id),
+                },
+            )
+            .unwrap_or_else(|e| error_reply(500, &e.to_string()));
+        }
+        tracing::info!(order_id = %order.order_id, request_id = %order.request_id, "order placed");
+        self.wake.notify_one();
+        Reply {
+            status: 201,
+            body: message.body,
+        }
+    }
+
+    /// The order `id`, if known.
+    pub async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        self.store.get(id).await
+    }
+
+    /// Publishes up to [`RELAY_BATCH`] waiting events (concurrently, each
+    /// confirmed), and removes those published from the outbox. Returns how
+    /// many were published and how many failed.
+    pub async fn relay_once(&self) -> Result<(usize, usize), StoreError> {
+        let entries = self.store.outbox(RELAY_BATCH).await?;
+        if entries.is_empty() {
+            return Ok((0, 0));
+        }
+        let sends = entries.iter().map(|e| async move {
+            let route = e.route();
+            match self.transport.publish(&route, e.message()).await {
+                Ok(()) => Some(e.id.clone()),
+                Err(err) => {
+                    tracing::warn!(order_id = %e.id, error = %err, "publish failed; will retry");
+                    None
+                }
+            }
+        });
+        let results = futures::future::join_all(sends).await;
+        let published: Vec<String> = results.into_iter().flatten().collect();
+        let failed = entries.len() - published.len();
+        let count = published.len();
+        if count > 0 {
+            self.store.published(published).await?;
+        }
+        Ok((count, failed))
+    }
+
+    /// Runs the relay until `shutdown`: publishes whenever an order is
+    /// placed (and every `poll` anyway), backing off while the transport
+    /// fails.
+    pub async fn run_relay(
+        self: Arc<Self>,
+        poll: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::ZERO;
+        loop {
+            let wait = if backoff.is_zero() { poll } else { backoff };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.wake.notified(), if backoff.is_zero() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            loop {
+                match self.relay_once().await {
+                    Ok((0, 0)) => {
+                        backoff = Duration::ZERO;
+                        break;
+                    }
+                    Ok((_, 0)) => backoff = Duration::ZERO,
+                    Ok((_, _failed)) => {
+                        backoff =
+                            (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "outbox unreadable");
+                        backoff =
+                            (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The status handlers this service subscribes: each event route with
+    /// the status it moves orders to.
+    pub fn status_workers(&self) -> Vec<(Route, Arc<dyn Handler>)> {
+        [
+            (Route::INVENTORY_RESERVED, OrderStatus::Reserved),
+            (Route::INVENTORY_FAILED, OrderStatus::Failed),
+            (Route::ORDER_NOTIFIED, OrderStatus::Notified),
+        ]
+        .into_iter()
+        .map(|(route, status)| {
+            let worker: Arc<dyn Handler> = Arc::new(StatusWorker::new(self.store.clone(), status));
+            (route, worker)
+        })
+        .collect()
+    }
+}
+
+/// Serves `POST /order`.
+#[async_trait]
+impl RequestHandler for AsyncOrderService {
+    async fn call(&self, request: Message) -> Reply {
+        let request_id = request
+            .headers
+            .get(headers::REQUEST_ID)
+            .and_then(|r| RequestId::parse(r).ok());
+        self.place(&request.body, request_id).await
+    }
+}

@@ -1,0 +1,279 @@
+//! The asynchronous architecture assembled over any publish/subscribe
+//! [`Transport`]: OrderService (HTTP in, outbox relay out, status
+//! consumers), InventoryService (HTTP for `/configure` and `/inventory`,
+//! the reserve consumer) and NotificationService (the notify consumer).
+//! The `async_rabbitmq` example runs it over RabbitMQ; tests also run it
+//! over the in-memory transport.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use campusfood_core::Config;
+use campusfood_core::OrderId;
+use campusfood_core::config::HttpConfig;
+use campusfood_core::fault::FaultInjector;
+use campusfood_core::ledger::{InventoryLedger, RedbLedger};
+use campusfood_core::transport::{
+    RequestHandler, Route, SubscribeOptions, Subscription, Transport,
+};
+use campusfood_transport::http::{handler_route, json_error};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::async_order::AsyncOrderService;
+use crate::http::inventory_router;
+use crate::inventory::InventoryService;
+use crate::notification::NotificationService;
+use crate::order_store::{OrderStore, RedbOrderStore};
+use crate::processed::{ProcessedIds, RedbProcessedIds};
+use crate::sync_rest::{Running, Server, StartError};
+use crate::workers::{NotifyWorker, ReserveWorker};
+
+/// File names of the async architecture's durable stores, inside the data
+/// directory.
+pub mod files {
+    /// The inventory ledger.
+    pub const LEDGER: &str = "async-inventory.redb";
+    /// Orders and the outbox.
+    pub const ORDERS: &str = "async-orders.redb";
+    /// Orders already notified.
+    pub const NOTIFIED: &str = "async-notified.redb";
+}
+
+/// Which services this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsyncPart {
+    /// All three.
+    All,
+    /// OrderService only.
+    Order,
+    /// InventoryService only.
+    Inventory,
+    /// NotificationService only.
+    Notification,
+}
+
+impl AsyncPart {
+    fn runs_order(self) -> bool {
+        matches!(self, Self::All | Self::Order)
+    }
+    fn runs_inventory(self) -> bool {
+        matches!(self, Self::All | Self::Inventory)
+    }
+    fn runs_notification(self) -> bool {
+        matches!(self, Self::All | Self::Notification)
+    }
+}
+
+/// How the consumers consume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncOptions {
+    /// OrderService HTTP port.
+    pub order_port: u16,
+    /// InventoryService HTTP port.
+    pub inventory_port: u16,
+    /// Deliveries in flight per consumer.
+    pub prefetch: u16,
+    /// Attempts before a failing message is dead-lettered.
+    pub max_attempts: u32,
+    /// Delay before a failed message is retried.
+    pub retry_delay: Duration,
+    /// How often the relay looks at the outbox when nothing wakes it.
+    pub relay_poll: Duration,
+}
+
+impl AsyncOptions {
+    /// The defaults, on the RabbitMQ ports of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            order_port: config.rabbitmq.order_port,
+            inventory_port: config.rabbitmq.inventory_port,
+            prefetch: 256,
+            max_attempts: 5,
+            retry_delay: Duration::from_secs(1),
+            relay_poll: Duration::from_millis(500),
+        }
+    }
+
+    fn subscribe(&self) -> SubscribeOptions {
+        SubscribeOptions {
+            prefetch: self.prefetch,
+            max_attempts: self.max_attempts,
+            retry_delay: self.retry_delay,
+            group: None,
+        }
+    }
+}
+
+/// The stores the services keep their state in.
+#[derive(Debug, Clone)]
+pub struct AsyncStores {
+    /// Inventory's ledger.
+    pub ledger: Arc<dyn InventoryLedger>,
+    /// Orders and outbox.
+    pub orders: Arc<dyn OrderStore>,
+    /// Notified orders.
+    pub notified: Arc<dyn ProcessedIds>,
+}
+
+impl AsyncStores {
+    /// The durable redb stores in `config.data_dir`.
+    pub fn open(config: &Config) -> Result<Self, StartError> {
+        let dir = &config.data_dir;
+        Ok(Self {
+            ledger: Arc::new(RedbLedger::open(dir.join(files::LEDGER), &config.stock)?),
+            orders: Arc::new(RedbOrderStore::open(dir.join(files::ORDERS))?),
+            notified: Arc::new(RedbProcessedIds::open(dir.join(files::NOTIFIED))?),
+        })
+    }
+}
+
+/// The async architecture, running.
+#[derive(Debug)]
+pub struct AsyncSystem {
+    /// OrderService and its HTTP server, when run here.
+    pub order: Option<Running<AsyncOrderService>>,
+    /// InventoryService and its HTTP server, when run here.
+    pub inventory: Option<Running<InventoryService>>,
+    /// NotificationService, when run here.
+    pub notification: Option<Arc<NotificationService>>,
+    subscriptions: Vec<Subscription>,
+    relay: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+impl AsyncSystem {
+    /// Starts `part` over `transport` with `stores`.
+    pub async fn start(
+        config: &Config,
+        part: AsyncPart,
+        options: &AsyncOptions,
+        transport: Arc<dyn Transport>,
+        stores: AsyncStores,
+    ) -> Result<Self, StartError> {
+        let host = &config.http.host;
+        let max_body = config.http.max_body_bytes;
+        let mut this = Self {
+            order: None,
+            inventory: None,
+            notification: None,
+            subscriptions: Vec::new(),
+            relay: None,
+        };
+        let subscribe = |route: Route, handler| {
+            let transport = transport.clone();
+            let opts = options.subscribe();
+            async move { transport.subscribe(&route, handler, opts).await }
+        };
+        if part.runs_inventory() {
+            let service = Arc::new(InventoryService::new(
+                stores.ledger.clone(),
+                Arc::new(FaultInjector::default()),
+            ));
+            let worker = Arc::new(ReserveWorker::new(service.clone(), transport.clone()));
+            this.subscriptions
+                .push(subscribe(Route::ORDER_PLACED, worker).await?);
+            let router = inventory_router(service.clone(), max_body);
+            let server = Server::start(
+                "inventory",
+                &format!("{host}:{}", options.inventory_port),
+                router,
+            )
+            .await?;
+            this.inventory = Some(Running { service, server });
+        }
+        if part.runs_notification() {
+            let service = Arc::new(NotificationService::new(Arc::new(FaultInjector::default())));
+            let worker = Arc::new(NotifyWorker::new(
+                service.clone(),
+                stores.notified.clone(),
+                transport.clone(),
+            ));
+            this.subscriptions
+                .push(subscribe(Route::INVENTORY_RESERVED, worker).await?);
+            this.notification = Some(service);
+        }
+        if part.runs_order() {
+            let service = Arc::new(AsyncOrderService::new(
+                stores.orders.clone(),
+                transport.clone(),
+            ));
+            for (route, worker) in service.status_workers() {
+                this.subscriptions.push(subscribe(route, worker).await?);
+            }
+            let (stop, mut rx) = watch::channel(false);
+            let relay = tokio::spawn(service.clone().run_relay(options.relay_poll, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }));
+            this.relay = Some((stop, relay));
+            let server = Server::start(
+                "order",
+                &format!("{host}:{}", options.order_port),
+                async_order_router(service.clone(), max_body),
+            )
+            .await?;
+            this.order = Some(Running { service, server });
+        }
+        Ok(this)
+    }
+
+    /// Stops HTTP first, then the relay, then the consumers (each drains).
+    pub async fn stop(self) {
+        if let Some(o) = self.order {
+            o.server.stop().await;
+        }
+        if let Some((stop, task)) = self.relay {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        for s in self.subscriptions {
+            s.stop().await;
+        }
+        if let Some(i) = self.inventory {
+            i.server.stop().await;
+        }
+    }
+}
+
+/// OrderService (async): `POST /order`, `GET /orders/{id}`, `GET /health`,
+/// `GET /openapi.json`.
+pub fn async_order_router(service: Arc<AsyncOrderService>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(
+            HttpConfig::ORDER_PATH,
+            handler_route(service.clone() as Arc<dyn RequestHandler>, max_body_bytes),
+        )
+        .route("/orders/{id}", get(get_order))
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok", "service": "order"})) }),
+        )
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(crate::openapi::async_order()) }),
+        )
+        .with_state(service)
+}
+
+async fn get_order(
+    State(service): State<Arc<AsyncOrderService>>,
+    Path(id): Path<String>,
+) -> Response {
+    let id = match OrderId::parse(&id) {
+        Ok(id) => id,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("order_id")),
+    };
+    match service.order(&id).await {
+        Ok(Some(order)) => axum::Json(order).into_response(),
+        Ok(None) => json_error(
+            StatusCode::NOT_FOUND,
+            format!("no order {id}"),
+            Some("order_id"),
+        ),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+    }
+}

@@ -1,0 +1,280 @@
+//! The message handlers of the asynchronous architecture, written against
+//! [`Handler`] so they run on any publish/subscribe transport (RabbitMQ,
+//! Kafka, in-memory).
+//!
+//! Each answers a [`Disposition`]: `Ack` once its effects are durable,
+//! `Retry` for what may pass (an injected fault, a storage or broker
+//! hiccup), `DeadLetter` for what never will (a poison message). Every one
+//! is safe to run twice on the same message: the ledger and the order
+//! status are idempotent, and the notifier remembers what it sent.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use campusfood_core::events::{
+    FailReason, InventoryFailed, InventoryReserved, NotifyRequest, OrderNotified, OrderPlaced,
+    ReserveRequest,
+};
+use campusfood_core::order::{OrderStatus, now_rfc3339};
+use campusfood_core::transport::{
+    Delivery, Disposition, Handler, Message, Route, Transport, headers,
+};
+use campusfood_core::{OrderId, ReservationId};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::inventory::{InventoryService, ReserveResult};
+use crate::notification::NotificationService;
+use crate::order_store::OrderStore;
+use crate::processed::ProcessedIds;
+
+/// Decodes a delivery's body, or says why it is poison.
+pub fn decode_or_poison<T: DeserializeOwned>(delivery: &Delivery) -> Result<T, Disposition> {
+    let value: serde_json::Value =
+        serde_json::from_slice(&delivery.message.body).map_err(|e| Disposition::DeadLetter {
+            reason: format!("invalid JSON: {e}"),
+        })?;
+    serde_json::from_value(value).map_err(|e| Disposition::DeadLetter {
+        reason: format!("invalid message: {e}"),
+    })
+}
+
+/// Publishes `event` on `route`, keyed by `order`, carrying the request id.
+async fn publish<T: serde::Serialize>(
+    transport: &dyn Transport,
+    route: &Route,
+    order: &OrderId,
+    request_id: &str,
+    event: &T,
+) -> Result<(), Disposition> {
+    let message = Message::json(event)
+        .map_err(|e| Disposition::DeadLetter {
+            reason: format!("cannot encode event: {e}"),
+        })?
+        .with_key(order.as_str())
+        .with_header(headers::REQUEST_ID, request_id);
+    transport
+        .publish(route, message)
+        .await
+        .map_err(|e| Disposition::Retry {
+            reason: format!("publishing {route}: {e}"),
+        })
+}
+
+/// Consumes `OrderPlaced`: reserves through the idempotent ledger (after
+/// injected faults), then publishes `InventoryReserved` or
+/// `InventoryFailed`. A redelivered order gets the first decision again,
+/// and the event is published again (consumers are idempotent).
+#[derive(Debug)]
+pub struct ReserveWorker {
+    inventory: Arc<InventoryService>,
+    transport: Arc<dyn Transport>,
+}
+
+impl ReserveWorker {
+    /// A worker deciding with `inventory` and publishing on `transport`.
+    pub fn new(inventory: Arc<InventoryService>, transport: Arc<dyn Transport>) -> Self {
+        Self {
+            inventory,
+            transport,
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for ReserveWorker {
+    async fn handle(&self, delivery: Delivery) -> Disposition {
+        let placed: OrderPlaced = match decode_or_poison(&delivery) {
+            Ok(p) => p,
+            Err(poison) => return poison,
+        };
+        let request = ReserveRequest {
+            order_id: placed.order_id.clone(),
+            request_id: placed.request_id,
+            item: placed.item.clone(),
+            qty: placed.qty,
+        };
+        let request_id = placed.request_id.to_string();
+        let result = self.inventory.reserve(&request, delivery.attempt).await;
+        let published = match result {
+            ReserveResult::Reserved(ok) => {
+                let event = InventoryReserved {
+                    order_id: placed.order_id.clone(),
+                    reservation_id: ReservationId::for_order(&placed.order_id),
+                    item: ok.item,
+                    qty: ok.qty,
+                    remaining: ok.remaining,
+                    request_id: placed.request_id,
+                    created_at: now_rfc3339(),
+                };
+                publish(
+                    &*self.transport,
+                    &Route::INVENTORY_RESERVED,
+                    &placed.order_id,
+                    &request_id,
+                    &event,
+                )
+                .await
+            }
+            ReserveResult::Insufficient(_) | ReserveResult::UnknownItem { .. } => {
+                let reason = if matches!(result, ReserveResult::Insufficient(_)) {
+                    FailReason::InsufficientStock
+                } else {
+                    FailReason::ItemNotFound
+                };
+                let event = InventoryFailed {
+                    order_id: placed.order_id.clone(),
+                    reason,
+                    request_id: placed.request_id,
+                    created_at: now_rfc3339(),
+                };
+                publish(
+                    &*self.transport,
+                    &Route::INVENTORY_FAILED,
+                    &placed.order_id,
+                    &request_id,
+                    &event,
+                )
+                .await
+            }
+            ReserveResult::Injected { .. } => {
+                return Disposition::Retry {
+                    reason: "injected failure".to_owned(),
+                };
+            }
+            ReserveResult::Unavailable { reason, .. } => return Disposition::Retry { reason },
+        };
+        match published {
+            Ok(()) => Disposition::Ack,
+            Err(d) => d,
+        }
+    }
+}
+
+/// Consumes `InventoryReserved`: sends the confirmation once per order
+/// (a redelivery is recognised and not sent again), then publishes
+/// `OrderNotified`.
+#[derive(Debug)]
+pub struct NotifyWorker {
+    notification: Arc<NotificationService>,
+    processed: Arc<dyn ProcessedIds>,
+    transport: Arc<dyn Transport>,
+}
+
+impl NotifyWorker {
+    /// A worker sending with `notification`, remembering in `processed`.
+    pub fn new(
+        notification: Arc<NotificationService>,
+        processed: Arc<dyn ProcessedIds>,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
+        Self {
+            notification,
+            processed,
+            transport,
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for NotifyWorker {
+    async fn handle(&self, delivery: Delivery) -> Disposition {
+        let reserved: InventoryReserved = match decode_or_poison(&delivery) {
+            Ok(r) => r,
+            Err(poison) => return poison,
+        };
+        let id = reserved.order_id.as_str();
+        match self.processed.contains(id).await {
+            Ok(true) => {
+                tracing::info!(order_id = id, "already notified: redelivery skipped");
+                return Disposition::Ack;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                return Disposition::Retry {
+                    reason: e.to_string(),
+                };
+            }
+        }
+        let request = NotifyRequest {
+            order_id: reserved.order_id.clone(),
+            request_id: reserved.request_id,
+            message: format!(
+                "Order {} confirmed: {} x {}",
+                reserved.order_id, reserved.qty, reserved.item
+            ),
+        };
+        if let Err(e) = self.notification.send(&request).await {
+            return Disposition::Retry {
+                reason: e.to_string(),
+            };
+        }
+        let event = OrderNotified {
+            order_id: reserved.order_id.clone(),
+            request_id: reserved.request_id,
+            created_at: now_rfc3339(),
+        };
+        let request_id = reserved.request_id.to_string();
+        if let Err(d) = publish(
+            &*self.transport,
+            &Route::ORDER_NOTIFIED,
+            &reserved.order_id,
+            &request_id,
+            &event,
+        )
+        .await
+        {
+            return d;
+        }
+        match self.processed.record(id).await {
+            Ok(_) => Disposition::Ack,
+            Err(e) => Disposition::Retry {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// Only the order id of an event, for status updates.
+#[derive(Deserialize)]
+struct AboutOrder {
+    order_id: OrderId,
+}
+
+/// Consumes an inventory or notification event and moves the order's
+/// status forward to `status`.
+#[derive(Debug)]
+pub struct StatusWorker {
+    store: Arc<dyn OrderStore>,
+    status: OrderStatus,
+}
+
+impl StatusWorker {
+    /// A worker moving orders in `store` to `status`.
+    pub fn new(store: Arc<dyn OrderStore>, status: OrderStatus) -> Self {
+        Self { store, status }
+    }
+}
+
+#[async_trait]
+impl Handler for StatusWorker {
+    async fn handle(&self, delivery: Delivery) -> Disposition {
+        let about: AboutOrder = match decode_or_poison(&delivery) {
+            Ok(a) => a,
+            Err(poison) => return poison,
+        };
+        match self.store.advance(&about.order_id, self.status).await {
+            Ok(Some(order)) => {
+                tracing::debug!(order_id = %order.order_id, status = ?order.status, "order status");
+                Disposition::Ack
+            }
+            Ok(None) => {
+                tracing::warn!(order_id = %about.order_id, "event for an order this service does not know");
+                Disposition::Ack
+            }
+            Err(e) => Disposition::Retry {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
