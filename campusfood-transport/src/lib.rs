@@ -9,7 +9,7 @@
 //! - [`kafka`] (feature `kafka`): publish/subscribe over Kafka topics with
 //!   rdkafka — an idempotent producer, consumer groups with at-least-once
 //!   commits, in-process retries and `.dlq` dead-letter topics, lag and
-//!   offset resets.
+//!   offset resets, and exactly-once (transactional) read-process-write.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 #[cfg(feature = "http")]

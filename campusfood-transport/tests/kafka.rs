@@ -22,9 +22,15 @@ use campusfood_core::transport::{
     Delivery, Disposition, Handler, Message, Route, SubscribeOptions, Subscription, Transport,
     TransportError, headers,
 };
-use campusfood_transport::kafka::{KafkaTransport, OffsetReset, PartitionLag};
-use rdkafka::message::OwnedHeaders;
+use campusfood_transport::kafka::{
+    KafkaTransport, OffsetReset, Outcome, PartitionLag, Processor, TransactionalOptions,
+    TransactionalProcessor,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const NOT_RUNNING: &str =
     "Kafka is not running on 127.0.0.1:9092: start it with `scripts/brokers.sh up kafka`";
@@ -513,6 +519,201 @@ async fn connect_fails_with_unavailable_naming_the_address() {
     let e = KafkaTransport::connect(&config).await.unwrap_err();
     assert!(matches!(e, TransportError::Unavailable { .. }), "{e}");
     assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+}
+
+/// Every data record of `topic` as `(key, value, headers)`, read from the
+/// start to the end of each partition with `isolation` (`read_committed` or
+/// `read_uncommitted`): aborted records appear only with the latter.
+async fn read_all(
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+) -> Vec<(String, String, BTreeMap<String, String>)> {
+    let (topic, isolation) = (topic.to_owned(), isolation.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9092")
+            .set("group.id", format!("reader-{:016x}", fastrand::u64(..)))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", &isolation)
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut at_end = HashSet::new();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + DEADLINE;
+        while at_end.len() < partitions as usize {
+            assert!(Instant::now() < deadline, "timed out reading {topic}");
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                Some(Ok(m)) => {
+                    at_end.remove(&m.partition());
+                    let text = |b: Option<&[u8]>| {
+                        String::from_utf8_lossy(b.unwrap_or_default()).into_owned()
+                    };
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_owned(), text(h.value)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push((text(m.key()), text(m.payload()), headers));
+                }
+            }
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// Emits `out-<body>` for each input; `r3` fails once (retry), `r5`'s first
+/// output is too large to produce (the transaction aborts), `r7` is poison.
+#[derive(Default)]
+struct Enricher {
+    calls: Mutex<Vec<(String, u32)>>,
+    emitted: Mutex<usize>,
+    output: String,
+}
+
+#[async_trait]
+impl Processor for Enricher {
+    async fn process(&self, d: Delivery) -> Outcome {
+        let b = body(&d);
+        self.calls.lock().unwrap().push((b.clone(), d.attempt));
+        match (b.as_str(), d.attempt) {
+            ("r3", 1) => Outcome::Retry {
+                reason: "not yet".into(),
+            },
+            ("r5", 1) => {
+                // Long past linger.ms: the outputs before this one reach
+                // the broker before the transaction aborts.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Outcome::Emit(vec![(
+                    Route::new(self.output.clone()),
+                    Message {
+                        body: vec![b'x'; 2 << 20].into(),
+                        ..Default::default()
+                    },
+                )])
+            }
+            ("r7", _) => Outcome::DeadLetter {
+                reason: "poison".into(),
+            },
+            _ => {
+                *self.emitted.lock().unwrap() += 1;
+                let out = Message {
+                    key: d.message.key.clone(),
+                    body: format!("out-{b}").into(),
+                    ..Default::default()
+                };
+                Outcome::Emit(vec![(Route::new(self.output.clone()), out)])
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn transactional_processor_writes_each_output_exactly_once() {
+    let id = unique("eos");
+    let t = transport(&id).await;
+    let (input, in_route) = topic(&t, &format!("t-in-{id}"), 1).await;
+    let (output, _) = topic(&t, &format!("t-out-{id}"), 3).await;
+    let group = format!("g-{id}");
+    let records = (0..10).map(|i| Message {
+        key: Some(format!("k{}", i % 2)),
+        body: format!("r{i}").into(),
+        ..Default::default()
+    });
+    t.publish_many(&in_route, records).await.unwrap();
+
+    let enricher = Arc::new(Enricher {
+        output: output.clone(),
+        ..Default::default()
+    });
+    let options = TransactionalOptions {
+        retry_delay: Duration::from_millis(50),
+        max_batch_wait: Duration::from_millis(200),
+        ..TransactionalOptions::new(&group, format!("tx-{id}"))
+    };
+    let p = TransactionalProcessor::new(&t, &in_route, enricher.clone(), options)
+        .await
+        .unwrap();
+    let run = p.spawn();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let lag = t.lag(&group, &input).await.unwrap();
+        if lag[0].committed == Some(10) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "input not consumed: {lag:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.stop().await;
+
+    let calls = enricher.calls.lock().unwrap().clone();
+    // An aborted transaction hands its records again, at the same attempt.
+    let attempts = |b: &str| -> Vec<u32> {
+        let mut a: Vec<u32> = calls
+            .iter()
+            .filter(|(x, _)| x == b)
+            .map(|(_, a)| *a)
+            .collect();
+        a.dedup();
+        a
+    };
+    assert_eq!(attempts("r3"), [1, 2], "{calls:?}");
+    assert_eq!(attempts("r5"), [1, 2], "{calls:?}");
+    assert_eq!(attempts("r7"), [1], "{calls:?}");
+
+    let committed = read_all(&output, 3, "read_committed").await;
+    let mut bodies: Vec<&str> = committed.iter().map(|(_, v, _)| v.as_str()).collect();
+    bodies.sort_unstable();
+    let expected = [
+        "out-r0", "out-r1", "out-r2", "out-r3", "out-r4", "out-r5", "out-r6", "out-r8", "out-r9",
+    ];
+    assert_eq!(bodies, expected, "each output exactly once");
+    for key in ["k0", "k1"] {
+        let seq: Vec<&str> = committed
+            .iter()
+            .filter(|(k, _, _)| k == key)
+            .map(|(_, v, _)| v.as_str())
+            .collect();
+        let mut sorted = seq.clone();
+        sorted.sort_unstable();
+        assert_eq!(seq, sorted, "{key}: order kept");
+    }
+    // Outputs of the aborted transaction reached the log, but only a
+    // read_uncommitted reader sees them.
+    let everything = read_all(&output, 3, "read_uncommitted").await;
+    assert!(everything.len() <= *enricher.emitted.lock().unwrap());
+    assert!(
+        everything.len() > committed.len(),
+        "no aborted output in the log: {everything:?}"
+    );
+
+    let dead = read_all(
+        &KafkaTransport::dead_letter_topic(&input),
+        1,
+        "read_committed",
+    )
+    .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1, "r7");
+    assert_eq!(dead[0].2[headers::DEATH_REASON], "poison");
+    assert_eq!(cli_lag(&group, &input).await, 0);
 }
 
 /// Producer and consumer rates for 100k small records:

@@ -55,12 +55,19 @@
 //! `kafka-consumer-groups --describe` and `--reset-offsets` do, on the same
 //! committed offsets, so either tool sees the other's work.
 //!
+//! # Exactly once
+//! [`TransactionalProcessor`] reads, processes and writes in Kafka
+//! transactions (the consumed offsets commit in the same transaction as the
+//! produced records), for read-process-write stages such as the inventory
+//! consumer.
+//!
 //! All blocking librdkafka calls (metadata, offsets, commits on stop,
 //! closing) run on tokio's blocking pool.
 
 mod admin;
 mod consumer;
 mod context;
+mod transactional;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -85,6 +92,7 @@ use rdkafka::types::RDKafkaErrorCode;
 pub use admin::{OffsetReset, PartitionLag, PartitionOffset};
 pub use context::KafkaContext;
 use context::KafkaContext as Ctx;
+pub use transactional::{Outcome, Processor, TransactionalOptions, TransactionalProcessor};
 
 /// Appended to a topic's name to name its dead-letter topic.
 pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
@@ -339,7 +347,7 @@ impl KafkaTransport {
 
     /// The topic of `route`, created with the default partition count if it
     /// is not one of the configured topics and does not exist yet.
-    async fn ensure_route_topic(&self, route: &Route) -> Result<String, TransportError> {
+    pub(super) async fn ensure_route_topic(&self, route: &Route) -> Result<String, TransportError> {
         let topic = self.topic_for(route)?;
         self.create_topic(&topic, self.inner.config.default_partitions)
             .await?;

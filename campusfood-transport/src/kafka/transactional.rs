@@ -1,0 +1,551 @@
+//! Exactly-once read-process-write: see [`TransactionalProcessor`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use campusfood_core::transport::{
+    Delivery, Message, Route, StopSignal, Subscription, TransportError, headers,
+};
+use futures::FutureExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::consumer::{Record, consumer_config};
+use super::context::KafkaContext;
+use super::{
+    KafkaProducer, KafkaTransport, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER,
+    ORIGIN_TOPIC_HEADER, kafka_headers, producer_config, record, unavailable,
+};
+
+/// How long to wait before trying a batch again after Kafka failed it.
+const BACKOFF: Duration = Duration::from_secs(1);
+
+/// What a [`Processor`] makes of one input record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: produce these records (possibly none), atomically with the
+    /// input record's offset.
+    Emit(Vec<(Route, Message)>),
+    /// Failed for a reason that may pass: hand the same record again after
+    /// the retry delay (nothing after it in its partition goes first), until
+    /// [`TransactionalOptions::max_attempts`], then dead-letter it.
+    Retry {
+        /// Why, for logs and the dead-letter headers.
+        reason: String,
+    },
+    /// Can never succeed: write it to the dead-letter topic, atomically
+    /// with its offset.
+    DeadLetter {
+        /// Why, for the dead-letter headers.
+        reason: String,
+    },
+}
+
+/// The processing step of a [`TransactionalProcessor`].
+#[async_trait]
+pub trait Processor: Send + Sync + 'static {
+    /// Processes one input record. May be called again for the same record
+    /// when a transaction is aborted, so effects outside Kafka must be
+    /// idempotent.
+    async fn process(&self, delivery: Delivery) -> Outcome;
+}
+
+/// How a [`TransactionalProcessor`] consumes and commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionalOptions {
+    /// The consumer group the input offsets are committed for.
+    pub group: String,
+    /// The producer's `transactional.id`: stable across restarts of one
+    /// instance, distinct between instances running at once.
+    pub transactional_id: String,
+    /// Most input records in one transaction.
+    pub max_batch: usize,
+    /// How long to gather more records once the first of a batch arrived.
+    pub max_batch_wait: Duration,
+    /// Attempts before a record the processor keeps failing is
+    /// dead-lettered.
+    pub max_attempts: u32,
+    /// How long to wait before handing a failed record again.
+    pub retry_delay: Duration,
+}
+
+impl TransactionalOptions {
+    /// Options for `group` and `transactional_id`, with batches of up to
+    /// 500 records gathered for up to 50 ms, and 5 attempts a second apart.
+    pub fn new(group: impl Into<String>, transactional_id: impl Into<String>) -> Self {
+        Self {
+            group: group.into(),
+            transactional_id: transactional_id.into(),
+            max_batch: 500,
+            max_batch_wait: Duration::from_millis(50),
+            max_attempts: 5,
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Exactly-once read-process-write: a consumer reading committed records
+/// only (`isolation.level=read_committed`) and a transactional producer
+/// (`transactional.id`). Per batch of input records:
+///
+/// 1. `begin_transaction`;
+/// 2. hand each record to the [`Processor`] and produce what it emits (and
+///    dead letters) inside the transaction;
+/// 3. `send_offsets_to_transaction` with the consumer's group metadata —
+///    the input offsets commit *in* the transaction;
+/// 4. `commit_transaction`.
+///
+/// Either all of a batch's outputs and its input offsets become visible to
+/// `read_committed` readers, or none do: on any failure the transaction is
+/// aborted and the consumer rewound to the batch's first records, which are
+/// then read and processed again. A stale member (after a rebalance) or a
+/// second instance with the same `transactional.id` is fenced by the broker
+/// and cannot commit. The processor's *own* side effects (outside Kafka)
+/// are not covered, so it must be idempotent — as the stock ledger is.
+/// Outputs of an aborted transaction may be in the log: readers of the
+/// output topics must read with `isolation.level=read_committed`
+/// (librdkafka's default, and what [`KafkaTransport`] subscriptions use).
+///
+/// `Retry` from the processor commits the records before the failing one,
+/// rewinds to it and hands it again after the retry delay, up to the
+/// maximum attempts; then it is dead-lettered, like `DeadLetter`, to
+/// `<topic>.dlq` within the transaction.
+///
+/// Create with [`TransactionalProcessor::new`], run with
+/// [`TransactionalProcessor::spawn`].
+pub struct TransactionalProcessor {
+    transport: KafkaTransport,
+    consumer: Arc<StreamConsumer<KafkaContext>>,
+    producer: KafkaProducer,
+    processor: Arc<dyn Processor>,
+    options: TransactionalOptions,
+    route: Route,
+    topic: String,
+    dead_letters: String,
+    timeout: Duration,
+    /// Failed attempts so far of records not yet done, by partition and
+    /// offset.
+    failures: HashMap<(i32, i64), u32>,
+}
+
+impl fmt::Debug for TransactionalProcessor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransactionalProcessor")
+            .field("topic", &self.topic)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a batch ended.
+enum BatchEnd {
+    /// Committed, or aborted and rewound: carry on.
+    Continue,
+    /// A stop came while waiting to retry.
+    Stopped,
+    /// The producer cannot go on (fenced by a newer instance).
+    Fatal,
+}
+
+/// What the processor made of a record, ready to produce.
+enum Outputs {
+    Records(Vec<(String, Route, Message)>),
+    Retry(String),
+}
+
+fn txn_error(what: &str, e: &KafkaError) -> String {
+    format!("{what}: {e}")
+}
+
+fn is_fatal(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(t) if t.is_fatal())
+}
+
+impl TransactionalProcessor {
+    /// Subscribes a `read_committed` consumer in `options.group` to
+    /// `input`'s topic and initialises a transactional producer (fencing
+    /// any older instance with the same `transactional_id`).
+    ///
+    /// # Errors
+    /// [`TransportError::UnknownRoute`] for a route with no topic,
+    /// [`TransportError::Unavailable`] when Kafka refuses or does not
+    /// answer.
+    pub async fn new(
+        transport: &KafkaTransport,
+        input: &Route,
+        processor: Arc<dyn Processor>,
+        options: TransactionalOptions,
+    ) -> Result<Self, TransportError> {
+        let config = transport.config().clone();
+        let topic = transport.ensure_route_topic(input).await?;
+        let dead_letters = KafkaTransport::dead_letter_topic(&topic);
+        transport.create_topic(&dead_letters, 1).await?;
+
+        let mut pc = producer_config(&config);
+        pc.set("transactional.id", &options.transactional_id);
+        let producer: KafkaProducer = pc.create_with_context(KafkaContext).map_err(|e| {
+            unavailable(
+                input,
+                format!("cannot create a transactional producer: {e}"),
+            )
+        })?;
+        let p = producer.clone();
+        let timeout = config.request_timeout;
+        tokio::task::spawn_blocking(move || p.init_transactions(timeout))
+            .await
+            .map_err(|e| unavailable(input, e))?
+            .map_err(|e| unavailable(input, txn_error("cannot initialise transactions", &e)))?;
+
+        let mut cc = consumer_config(&config, &options.group);
+        cc.set("isolation.level", "read_committed");
+        let consumer: StreamConsumer<KafkaContext> = cc
+            .create_with_context(KafkaContext)
+            .map_err(|e| unavailable(input, format!("cannot create a consumer: {e}")))?;
+        consumer
+            .subscribe(&[&topic])
+            .map_err(|e| unavailable(input, format!("cannot subscribe to {topic}: {e}")))?;
+        Ok(Self {
+            transport: transport.clone(),
+            consumer: Arc::new(consumer),
+            producer,
+            processor,
+            options,
+            route: input.clone(),
+            topic,
+            dead_letters,
+            timeout,
+            failures: HashMap::new(),
+        })
+    }
+
+    /// Runs the processor on a task until the returned subscription is
+    /// stopped. Stopping finishes (commits) the batch in hand.
+    pub fn spawn(self) -> Subscription {
+        let span = tracing::info_span!(
+            "kafka_transactional",
+            topic = %self.topic,
+            group = %self.options.group,
+            transactional_id = %self.options.transactional_id
+        );
+        Subscription::spawn(move |stop| self.run(stop).instrument(span))
+    }
+
+    async fn run(mut self, mut stop: StopSignal) {
+        tracing::info!("transactional processor started");
+        while let Some(batch) = self.gather(&mut stop).await {
+            match self.run_batch(&batch, &mut stop).await {
+                BatchEnd::Continue if !stop.is_stopped() => {}
+                BatchEnd::Continue | BatchEnd::Stopped => break,
+                BatchEnd::Fatal => {
+                    tracing::error!("transactional producer failed fatally: stopping");
+                    break;
+                }
+            }
+        }
+        let consumer = self.consumer;
+        let closing = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        });
+        if tokio::time::timeout(self.timeout * 3, closing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("consumer still closing");
+        }
+        tracing::info!("transactional processor stopped");
+    }
+
+    /// Waits for a record, then gathers more for up to `max_batch_wait`.
+    /// `None` when stopped before any record came.
+    async fn gather(&self, stop: &mut StopSignal) -> Option<Vec<Record>> {
+        let first = loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.stopped() => return None,
+                m = self.consumer.recv() => m.map(|m| Record::from_kafka(&m)),
+            };
+            match next {
+                Ok(r) => break r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receive failed");
+                    tokio::select! {
+                        _ = stop.stopped() => return None,
+                        _ = tokio::time::sleep(BACKOFF) => {}
+                    }
+                }
+            }
+        };
+        let mut batch = vec![first];
+        let deadline = Instant::now() + self.options.max_batch_wait;
+        while batch.len() < self.options.max_batch.max(1) {
+            tokio::select! {
+                biased;
+                _ = stop.stopped() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                m = self.consumer.recv() => match m {
+                    Ok(m) => batch.push(Record::from_kafka(&m)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "receive failed");
+                        break;
+                    }
+                },
+            }
+        }
+        Some(batch)
+    }
+
+    /// Processes `batch` in one transaction. See the module docs.
+    async fn run_batch(&mut self, batch: &[Record], stop: &mut StopSignal) -> BatchEnd {
+        if let Err(e) = self.producer.begin_transaction() {
+            tracing::error!(error = %e, "cannot begin a transaction");
+            return if is_fatal(&e) {
+                BatchEnd::Fatal
+            } else {
+                self.backoff(stop).await
+            };
+        }
+        let mut pending: Vec<DeliveryFuture> = Vec::new();
+        let mut done = 0;
+        let mut retry = None;
+        for rec in batch {
+            let failed = self
+                .failures
+                .get(&(rec.partition, rec.offset))
+                .copied()
+                .unwrap_or(0);
+            let outputs = match self.outputs(rec, failed + 1).await {
+                Outputs::Records(outputs) => outputs,
+                Outputs::Retry(reason) => {
+                    retry = Some((rec, reason));
+                    break;
+                }
+            };
+            for (topic, route, message) in &outputs {
+                let r = record(topic, message, kafka_headers(route, message));
+                match self.producer.send_result(r) {
+                    Ok(delivery) => pending.push(delivery),
+                    Err((e, _)) => {
+                        // Part of this record's output may be in the
+                        // transaction already: the whole batch goes.
+                        let reason = format!("cannot produce to {topic}: {e}");
+                        tracing::warn!(offset = rec.offset, %reason, "aborting the batch");
+                        *self
+                            .failures
+                            .entry((rec.partition, rec.offset))
+                            .or_default() += 1;
+                        return self
+                            .abort_and_rewind(batch, stop, self.options.retry_delay)
+                            .await;
+                    }
+                }
+            }
+            done += 1;
+        }
+
+        if done == 0 {
+            self.abort(batch).await;
+        } else {
+            for result in futures::future::join_all(pending).await {
+                let error = match result {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err((e, _))) => e.to_string(),
+                    Err(_) => "the producer was dropped".to_owned(),
+                };
+                tracing::warn!(%error, "an output was not acknowledged: aborting the batch");
+                return self.abort_and_rewind(batch, stop, BACKOFF).await;
+            }
+            match self.commit(&batch[..done]).await {
+                Ok(()) => {
+                    for rec in &batch[..done] {
+                        self.failures.remove(&(rec.partition, rec.offset));
+                    }
+                    tracing::debug!(records = done, "transaction committed");
+                }
+                Err(e) if is_fatal(&e) => {
+                    tracing::error!(error = %e, "cannot commit");
+                    return BatchEnd::Fatal;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot commit: aborting the batch");
+                    return self.abort_and_rewind(batch, stop, BACKOFF).await;
+                }
+            }
+        }
+
+        let Some((rec, reason)) = retry else {
+            return BatchEnd::Continue;
+        };
+        let failed = self
+            .failures
+            .entry((rec.partition, rec.offset))
+            .or_default();
+        *failed += 1;
+        tracing::debug!(offset = rec.offset, attempt = *failed, %reason, "retry later");
+        let rest = &batch[done..];
+        self.rewind(rest).await;
+        tokio::select! {
+            _ = stop.stopped() => BatchEnd::Stopped,
+            _ = tokio::time::sleep(self.options.retry_delay) => BatchEnd::Continue,
+        }
+    }
+
+    /// Asks the processor about `rec` and resolves what it emits to topics.
+    async fn outputs(&self, rec: &Record, attempt: u32) -> Outputs {
+        let max = self.options.max_attempts.max(1);
+        let delivery = Delivery {
+            message: rec.message.clone(),
+            attempt,
+        };
+        let outcome = AssertUnwindSafe(self.processor.process(delivery))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Outcome::Retry {
+                reason: "processor panicked".to_owned(),
+            });
+        let dead = |reason: String| {
+            tracing::warn!(offset = rec.offset, attempts = attempt, %reason, "dead-lettered");
+            let mut m = rec.message.clone();
+            let extra = [
+                (headers::DEATH_REASON, reason),
+                (headers::ATTEMPTS, attempt.to_string()),
+                (ORIGIN_TOPIC_HEADER, rec.topic.clone()),
+                (ORIGIN_PARTITION_HEADER, rec.partition.to_string()),
+                (ORIGIN_OFFSET_HEADER, rec.offset.to_string()),
+            ];
+            m.headers
+                .extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+            Outputs::Records(vec![(self.dead_letters.clone(), self.route.clone(), m)])
+        };
+        match outcome {
+            Outcome::Emit(outputs) => {
+                let mut resolved = Vec::with_capacity(outputs.len());
+                for (route, message) in outputs {
+                    match self.transport.ensure_route_topic(&route).await {
+                        Ok(topic) => resolved.push((topic, route, message)),
+                        Err(TransportError::UnknownRoute(r)) => {
+                            return dead(format!("no topic for output route {r}"));
+                        }
+                        Err(e) => return Outputs::Retry(e.to_string()),
+                    }
+                }
+                Outputs::Records(resolved)
+            }
+            Outcome::Retry { reason } if attempt < max => Outputs::Retry(reason),
+            Outcome::Retry { reason } => dead(format!("gave up after {max} attempts: {reason}")),
+            Outcome::DeadLetter { reason } => dead(reason),
+        }
+    }
+
+    /// Commits the offsets after `done` and the transaction.
+    async fn commit(&self, done: &[Record]) -> Result<(), KafkaError> {
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for rec in done {
+            let o = next.entry(rec.partition).or_insert(rec.offset + 1);
+            *o = (*o).max(rec.offset + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, offset) in next {
+            offsets.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
+        }
+        let group = self
+            .consumer
+            .group_metadata()
+            // Not in the group (any more): nothing can be committed for it.
+            .ok_or(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::UnknownMemberId,
+            ))?;
+        let producer = self.producer.clone();
+        let timeout = self.timeout;
+        let joined = tokio::task::spawn_blocking(move || {
+            producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
+            let mut tries = 0;
+            loop {
+                match producer.commit_transaction(timeout) {
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 3 => {
+                        tries += 1;
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        joined.unwrap_or_else(|_| Err(KafkaError::Canceled))
+    }
+
+    /// Aborts the open transaction.
+    async fn abort(&self, batch: &[Record]) {
+        let producer = self.producer.clone();
+        let timeout = self.timeout;
+        match tokio::task::spawn_blocking(move || producer.abort_transaction(timeout)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, records = batch.len(), "abort failed"),
+            Err(e) => tracing::warn!(error = %e, "abort failed"),
+        }
+    }
+
+    /// Aborts, rewinds to the batch's first records and waits `delay`.
+    async fn abort_and_rewind(
+        &self,
+        batch: &[Record],
+        stop: &mut StopSignal,
+        delay: Duration,
+    ) -> BatchEnd {
+        self.abort(batch).await;
+        self.rewind(batch).await;
+        tokio::select! {
+            _ = stop.stopped() => BatchEnd::Stopped,
+            _ = tokio::time::sleep(delay) => BatchEnd::Continue,
+        }
+    }
+
+    async fn backoff(&self, stop: &mut StopSignal) -> BatchEnd {
+        tokio::select! {
+            _ = stop.stopped() => BatchEnd::Stopped,
+            _ = tokio::time::sleep(BACKOFF) => BatchEnd::Continue,
+        }
+    }
+
+    /// Moves the consumer back to the first of `records` in each of their
+    /// partitions, so they are read again.
+    async fn rewind(&self, records: &[Record]) {
+        let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+        for rec in records {
+            let o = first.entry(rec.partition).or_insert(rec.offset);
+            *o = (*o).min(rec.offset);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (partition, offset) in first {
+            if let Err(e) = tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset))
+            {
+                tracing::warn!(error = %e, "cannot rewind");
+            }
+        }
+        let consumer = self.consumer.clone();
+        let timeout = self.timeout;
+        let sought =
+            tokio::task::spawn_blocking(move || consumer.seek_partitions(tpl, timeout)).await;
+        match sought {
+            Ok(Ok(tpl)) => {
+                for e in tpl.elements() {
+                    if let Err(err) = e.error() {
+                        // Not ours any more: its next owner reads from the
+                        // committed offset anyway.
+                        tracing::debug!(partition = e.partition(), error = %err, "not rewound");
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot rewind"),
+            Err(e) => tracing::warn!(error = %e, "cannot rewind"),
+        }
+    }
+}
