@@ -7,11 +7,11 @@
 //! costs one `fsync`; paying it once per order would cap throughput at a few
 //! thousand orders per second. Instead the ledger *group-commits*:
 //!
-//! - One dedicated writer thread (a plain `std::thread`: redb is blocking)
-//!   owns the write side. [`RedbLedger::reserve`] sends its request over a
-//!   bounded channel together with a oneshot for the reply, and awaits it.
+//! - One dedicated writer thread ([`GroupCommit`], shared with the other
+//!   durable stores) owns the write side. [`RedbLedger::reserve`] submits
+//!   its request and awaits the answer.
 //! - The writer blocks for the first request, then drains whatever else is
-//!   already queued (at most [`RedbLedger::MAX_BATCH`]), applies the whole batch in ONE
+//!   already queued (at most [`MAX_BATCH`]), applies the whole batch in ONE
 //!   write transaction in arrival order, commits once with
 //!   [`Durability::Immediate`] (one `fsync`), and only then answers every
 //!   request of the batch.
@@ -47,18 +47,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    Table, TableDefinition,
+    Table, TableDefinition, WriteTransaction,
 };
-use tokio::sync::{mpsc, oneshot};
 
 use super::{InventoryLedger, LedgerError, Reservation, ReservationRecord, ReserveOutcome, decide};
+use crate::group_commit::{CommitError, GroupCommit, MAX_BATCH};
 use crate::ids::OrderId;
 use crate::order::{Item, Quantity};
 use crate::stock::StockSpec;
@@ -74,17 +71,13 @@ const FORMAT_KEY: &str = "format_version";
 /// The file format this code writes and reads.
 const FORMAT_VERSION: u64 = 1;
 
-/// How many requests may wait for the writer before `reserve` waits to send.
-const QUEUE_CAPACITY: usize = 4 * RedbLedger::MAX_BATCH;
-
 type Reply = Result<Reservation, LedgerError>;
 
-/// One `reserve` call, on its way to the writer.
+/// One `reserve` call, as the writer applies it.
 struct Request {
     order: OrderId,
     item: Item,
     qty: Quantity,
-    reply: oneshot::Sender<Reply>,
 }
 
 /// A durable, group-committing [`InventoryLedger`] stored in a redb file.
@@ -120,39 +113,24 @@ pub struct RedbLedger {
 struct Inner {
     db: Arc<Database>,
     path: PathBuf,
-    /// `None` only while dropping.
-    requests: Option<mpsc::Sender<Request>>,
-    /// `None` only while dropping.
-    writer: Option<JoinHandle<()>>,
-    commits: Arc<AtomicU64>,
+    /// Dropped after `db` (declaration order): its drop waits for the
+    /// writer thread, so the file is closed when the last handle is gone.
+    writer: GroupCommit<Request, Reply>,
 }
 
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedbLedger")
             .field("path", &self.path)
-            .field("commits", &self.commits.load(Ordering::Relaxed))
+            .field("commits", &self.writer.commits())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Closing the channel ends the writer once it has answered what is
-        // queued; waiting for it means the file is closed when drop returns.
-        drop(self.requests.take());
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                tracing::error!(path = %self.path.display(), "ledger writer thread panicked");
-            }
-        }
     }
 }
 
 impl RedbLedger {
     /// The most requests the writer applies in one write transaction (one
     /// commit, one `fsync`).
-    pub const MAX_BATCH: usize = 1024;
+    pub const MAX_BATCH: usize = MAX_BATCH;
 
     /// Opens the ledger in the file at `path`, creating the file (and its
     /// parent directories) if needed.
@@ -183,23 +161,10 @@ impl RedbLedger {
         tracing::info!(path = %shown, fresh, "inventory ledger opened");
 
         let db = Arc::new(db);
-        let commits = Arc::new(AtomicU64::new(0));
-        let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = {
-            let (db, commits) = (db.clone(), commits.clone());
-            std::thread::Builder::new()
-                .name("ledger-writer".to_owned())
-                .spawn(move || run_writer(&db, queue, &commits))
-                .map_err(|e| LedgerError::Storage(format!("starting ledger writer: {e}")))?
-        };
+        let writer = GroupCommit::spawn("ledger-writer", db.clone(), Box::new(apply_batch))
+            .map_err(commit_error)?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                db,
-                path,
-                requests: Some(requests),
-                writer: Some(writer),
-                commits,
-            }),
+            inner: Arc::new(Inner { db, path, writer }),
         })
     }
 
@@ -212,7 +177,7 @@ impl RedbLedger {
     /// ledger was opened. Each is one write transaction and one `fsync`, so
     /// `reserve` calls divided by this is the mean batch size.
     pub fn commits(&self) -> u64 {
-        self.inner.commits.load(Ordering::Relaxed)
+        self.inner.writer.commits()
     }
 
     /// Every recorded decision, in order-id order. Reads the whole table:
@@ -258,20 +223,16 @@ impl InventoryLedger for RedbLedger {
         item: &Item,
         qty: Quantity,
     ) -> Result<Reservation, LedgerError> {
-        let requests = self.inner.requests.as_ref().ok_or(LedgerError::Closed)?;
-        let (reply, answer) = oneshot::channel();
         let request = Request {
             order: order.clone(),
             item: item.clone(),
             qty,
-            reply,
         };
-        requests
-            .send(request)
+        self.inner
+            .writer
+            .submit(request)
             .await
-            .map_err(|_| LedgerError::Closed)?;
-        // A dropped reply sender means the writer is gone without answering.
-        answer.await.map_err(|_| LedgerError::Closed)?
+            .map_err(commit_error)?
     }
 
     async fn stock(&self) -> Result<BTreeMap<Item, u64>, LedgerError> {
@@ -349,69 +310,28 @@ fn initialise(db: &Database, initial: &StockSpec) -> Result<bool, redb::Error> {
     Ok(fresh)
 }
 
-/// The writer thread: batch, apply, commit once, answer; until every
-/// [`RedbLedger`] handle is gone.
-fn run_writer(db: &Database, mut queue: mpsc::Receiver<Request>, commits: &AtomicU64) {
-    let mut batch = Vec::with_capacity(RedbLedger::MAX_BATCH);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < RedbLedger::MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let started = Instant::now();
-        match apply_batch(db, &batch) {
-            Ok(answers) => {
-                commits.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    batch = batch.len(),
-                    micros = started.elapsed().as_micros() as u64,
-                    "ledger batch committed"
-                );
-                for (request, answer) in batch.drain(..).zip(answers) {
-                    // The caller may have gone away (cancelled); the decision
-                    // stands and a retry will see it as a repeat.
-                    let _ = request.reply.send(answer);
-                }
-            }
-            Err(error) => {
-                tracing::error!(batch = batch.len(), %error, "ledger batch failed, nothing decided");
-                for request in batch.drain(..) {
-                    let _ = request.reply.send(Err(LedgerError::Storage(error.clone())));
-                }
-            }
-        }
+/// A writer failure as a ledger error.
+fn commit_error(e: CommitError) -> LedgerError {
+    match e {
+        CommitError::Storage(s) => LedgerError::Storage(s),
+        CommitError::Closed => LedgerError::Closed,
     }
-    tracing::debug!("ledger writer stopped: every handle dropped");
 }
 
-/// Applies `batch` in one write transaction and commits it durably. On `Err`
-/// the transaction was dropped uncommitted (or the commit failed) and the
-/// batch is answered with that error.
-fn apply_batch(db: &Database, batch: &[Request]) -> Result<Vec<Reply>, String> {
-    let mut txn = db
-        .begin_write()
-        .map_err(|e| format!("beginning write transaction: {e}"))?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| format!("requesting durable commit: {e}"))?;
-    let answers = {
-        let mut stock = txn
-            .open_table(STOCK)
-            .map_err(|e| format!("opening stock table: {e}"))?;
-        let mut records = txn
-            .open_table(RESERVATIONS)
-            .map_err(|e| format!("opening reservations table: {e}"))?;
-        batch
-            .iter()
-            .map(|request| apply_one(&mut stock, &mut records, request))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("writing reservation: {e}"))?
-    };
-    txn.commit()
-        .map_err(|e| format!("committing {} reservations: {e}", batch.len()))?;
-    Ok(answers)
+/// Applies a batch inside the writer's transaction, in arrival order. An
+/// `Err` dooms the whole batch (nothing of it is committed).
+fn apply_batch(txn: &WriteTransaction, batch: &[Request]) -> Result<Vec<Reply>, String> {
+    let mut stock = txn
+        .open_table(STOCK)
+        .map_err(|e| format!("opening stock table: {e}"))?;
+    let mut records = txn
+        .open_table(RESERVATIONS)
+        .map_err(|e| format!("opening reservations table: {e}"))?;
+    batch
+        .iter()
+        .map(|request| apply_one(&mut stock, &mut records, request))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("writing reservation: {e}"))
 }
 
 /// Decides one request inside the batch's transaction. The outer `Err` is a
