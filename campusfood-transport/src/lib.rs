@@ -10,6 +10,10 @@
 //!   rdkafka — an idempotent producer, consumer groups with at-least-once
 //!   commits, in-process retries and `.dlq` dead-letter topics, lag and
 //!   offset resets, and exactly-once (transactional) read-process-write.
+//! - [`rabbitmq`] (feature `rabbitmq`): publish/subscribe over RabbitMQ with
+//!   amqprs — the contract's topology, publisher confirms, manual acks,
+//!   delayed bounded retries through retry queues, dead-letter queues that
+//!   can be listed and replayed, reconnection.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 #[cfg(feature = "http")]
@@ -18,3 +22,5 @@ pub mod http;
 pub mod kafka;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;

@@ -1,5 +1,14 @@
-//! Part B settings: the broker URL, service ports and the contract's
-//! topology names.
+//! Part B settings: the broker URL, service ports, the contract's topology
+//! names, and how the RabbitMQ transport names what the contract leaves
+//! open (retry and dead-letter queues, consumer groups).
+//!
+//! Every exchange and queue the RabbitMQ transport touches is named here or
+//! derived here ([`RabbitConfig::retry_queue`],
+//! [`RabbitConfig::dead_letter_queue_of`], [`RabbitConfig::group_queue`]);
+//! [`RabbitConfig::with_prefix`] moves all of them under a prefix so that
+//! tests and labs can share one broker without colliding.
+
+use std::time::Duration;
 
 /// RabbitMQ settings and topology names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +37,42 @@ pub struct RabbitConfig {
     pub failed_key: String,
     /// Queue notification consumes reservations from.
     pub notify_queue: String,
+    /// Consumer group the order service follows inventory outcomes with, so
+    /// that its order status moves `placed` → `reserved` | `failed`. Its
+    /// queues, `<status_group>.<reserved_key>` and
+    /// `<status_group>.<failed_key>` ([`RabbitConfig::group_queue`]), are
+    /// declared with the rest of the topology, so an outcome published
+    /// before the order service first subscribes waits for it (and
+    /// `inventory.failed` always has a queue to land in). Subscribing to
+    /// `inventory.failed` without a group uses this group's queue.
+    pub status_group: String,
+    /// Appended to a consumed queue's name to name its retry queue, where a
+    /// message waits out the retry delay before it returns to the queue.
+    pub retry_suffix: String,
+    /// Appended to a consumed queue's name to name its dead-letter queue
+    /// (bound to [`dead_letter_exchange`](Self::dead_letter_exchange) with
+    /// its own name as routing key). The reserve queue uses the contract's
+    /// [`dead_letter_queue`](Self::dead_letter_queue) instead.
+    pub dead_letter_suffix: String,
+    /// How long a publish waits for the broker's confirm before it reports
+    /// the broker unavailable.
+    pub confirm_timeout: Duration,
+    /// How many times a publish tries (reconnecting in between) before it
+    /// reports the broker unavailable; callers such as an outbox relay retry
+    /// later.
+    pub publish_attempts: u32,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
+    /// First pause before a consumer reconnects after losing the broker;
+    /// doubles on each failure up to
+    /// [`reconnect_backoff_max`](Self::reconnect_backoff_max).
+    pub reconnect_backoff: Duration,
+    /// Longest pause between a consumer's reconnection attempts.
+    pub reconnect_backoff_max: Duration,
+    /// Longest a stopping subscription waits for its in-flight handlers
+    /// before closing its channel anyway (the broker then redelivers what
+    /// they had not acknowledged).
+    pub drain_timeout: Duration,
 }
 
 impl Default for RabbitConfig {
@@ -45,6 +90,88 @@ impl Default for RabbitConfig {
             reserved_key: "inventory.reserved".to_owned(),
             failed_key: "inventory.failed".to_owned(),
             notify_queue: "inventory.notify".to_owned(),
+            status_group: "orders.status".to_owned(),
+            retry_suffix: ".retry".to_owned(),
+            dead_letter_suffix: ".dlq".to_owned(),
+            confirm_timeout: Duration::from_secs(10),
+            publish_attempts: 3,
+            connect_timeout: Duration::from_secs(5),
+            reconnect_backoff: Duration::from_millis(100),
+            reconnect_backoff_max: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl RabbitConfig {
+    /// The defaults with every exchange, queue and group name prefixed with
+    /// `<prefix>.` (routing keys stay as they are: they only matter within
+    /// an exchange). Tests give each case a unique prefix so that they run
+    /// in parallel on one broker.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self::default().prefixed(prefix)
+    }
+
+    /// This configuration with every exchange, queue and group name
+    /// prefixed with `<prefix>.`.
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        for name in [
+            &mut self.orders_exchange,
+            &mut self.reserve_queue,
+            &mut self.dead_letter_exchange,
+            &mut self.dead_letter_queue,
+            &mut self.inventory_exchange,
+            &mut self.notify_queue,
+            &mut self.status_group,
+        ] {
+            *name = format!("{prefix}.{name}");
+        }
+        self
+    }
+
+    /// The queue consumer group `group` reads `routing_key`'s messages from:
+    /// `<group>.<routing_key>`.
+    pub fn group_queue(&self, group: &str, routing_key: &str) -> String {
+        format!("{group}.{routing_key}")
+    }
+
+    /// The retry queue of `queue`: `<queue><retry_suffix>`.
+    pub fn retry_queue(&self, queue: &str) -> String {
+        format!("{queue}{}", self.retry_suffix)
+    }
+
+    /// The dead-letter queue of `queue`: the contract's
+    /// [`dead_letter_queue`](Self::dead_letter_queue) for the reserve queue,
+    /// `<queue><dead_letter_suffix>` for any other.
+    pub fn dead_letter_queue_of(&self, queue: &str) -> String {
+        if queue == self.reserve_queue {
+            self.dead_letter_queue.clone()
+        } else {
+            format!("{queue}{}", self.dead_letter_suffix)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_moves_names_but_not_routing_keys() {
+        let c = RabbitConfig::with_prefix("t1");
+        assert_eq!(c.orders_exchange, "t1.orders");
+        assert_eq!(c.reserve_queue, "t1.orders.reserve");
+        assert_eq!(c.dead_letter_queue, "t1.orders.dlq");
+        assert_eq!(c.order_placed_key, "order.placed");
+        assert_eq!(
+            c.group_queue(&c.status_group, &c.failed_key),
+            "t1.orders.status.inventory.failed"
+        );
+        assert_eq!(c.retry_queue(&c.reserve_queue), "t1.orders.reserve.retry");
+        assert_eq!(c.dead_letter_queue_of(&c.reserve_queue), "t1.orders.dlq");
+        assert_eq!(
+            c.dead_letter_queue_of(&c.notify_queue),
+            "t1.inventory.notify.dlq"
+        );
     }
 }

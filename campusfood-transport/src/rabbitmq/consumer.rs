@@ -1,0 +1,324 @@
+//! The consumer loop of one subscription.
+//!
+//! One channel per subscription: `basic.qos(prefetch)`, manual acks, and up
+//! to `prefetch` handlers running at once (a semaphore, as in the memory
+//! transport). Each delivery is acknowledged only once what its
+//! [`Disposition`] asks for is durable:
+//! - `Ack`: `basic.ack`.
+//! - `Retry` before `max_attempts`: published (confirmed) to the queue's
+//!   retry queue with `expiration = retry_delay` and `x-attempts + 1`, then
+//!   acked. When it expires the broker dead-letters it back into the queue
+//!   through the default exchange: a delay without a hot loop, and without
+//!   holding a prefetch slot while waiting.
+//! - `Retry` at `max_attempts`, or `DeadLetter`: published (confirmed) to
+//!   the dead-letter exchange with the reason in `x-death-reason`, then
+//!   acked.
+//!
+//! If that publish fails the delivery is nacked back onto the queue after
+//! the retry delay (or, if the channel is gone, the broker requeues it): it
+//! is handled again, never lost. A handler that panics counts as `Retry`.
+//!
+//! When the channel or connection is lost, the loop reconnects with
+//! exponential backoff and consumes again; deliveries that were in flight
+//! are requeued by the broker and redelivered (handlers are idempotent).
+//! On stop it cancels the consumer, lets in-flight handlers finish and ack
+//! (at most
+//! [`drain_timeout`](campusfood_core::config::RabbitConfig::drain_timeout)),
+//! then closes the channel; deliveries
+//! prefetched but not started go back to the queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqprs::BasicProperties;
+use amqprs::channel::{
+    BasicAckArguments, BasicCancelArguments, BasicConsumeArguments, BasicNackArguments,
+    BasicQosArguments, ConsumerMessage,
+};
+use campusfood_core::transport::{
+    Delivery, Disposition, Handler, Route, StopSignal, SubscribeOptions, headers,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use super::Inner;
+use super::connection::{BrokerError, Chan};
+use super::message;
+use super::topology::QueueSpec;
+
+/// Longest a stopping subscription waits for the broker to confirm the
+/// consumer's cancellation.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A consuming channel.
+pub(crate) struct Consumer {
+    chan: Chan,
+    tag: String,
+    deliveries: mpsc::UnboundedReceiver<ConsumerMessage>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a channel, declares what `spec` needs, sets the prefetch and
+/// starts consuming.
+pub(crate) async fn start(
+    inner: &Inner,
+    spec: &QueueSpec,
+    prefetch: u16,
+) -> Result<Consumer, BrokerError> {
+    let chan = inner.broker.channel().await?;
+    inner.topology.declare_consumed(&chan, spec).await?;
+    chan.channel
+        .basic_qos(BasicQosArguments::new(0, prefetch, false))
+        .await
+        .map_err(|e| chan.explain(e))?;
+    let (tag, deliveries) = chan
+        .channel
+        .basic_consume_rx(
+            BasicConsumeArguments::new(&spec.queue, "")
+                .manual_ack(true)
+                .finish(),
+        )
+        .await
+        .map_err(|e| chan.explain(e))?;
+    tracing::debug!(queue = %spec.queue, %tag, prefetch, "consuming");
+    Ok(Consumer {
+        chan,
+        tag,
+        deliveries,
+    })
+}
+
+/// What a subscription runs with.
+pub(crate) struct Job {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) route: Route,
+    pub(crate) spec: QueueSpec,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) options: SubscribeOptions,
+}
+
+/// Runs the subscription until stopped or the transport is closed,
+/// starting with `first` and reconnecting whenever the channel is lost.
+pub(crate) async fn run(job: Arc<Job>, first: Consumer, mut stop: StopSignal) {
+    let config = job.inner.topology.config();
+    let prefetch = job.options.prefetch.max(1);
+    let permits = Arc::new(Semaphore::new(usize::from(prefetch)));
+    let mut backoff = config.reconnect_backoff;
+    let mut next = Some(first);
+    loop {
+        let consumer = match next.take() {
+            Some(c) => c,
+            None => {
+                let started = tokio::select! {
+                    _ = stop.stopped() => break,
+                    started = start(&job.inner, &job.spec, prefetch) => started,
+                };
+                match started {
+                    Ok(c) => {
+                        tracing::info!(queue = %job.spec.queue, "consuming again after reconnecting");
+                        backoff = config.reconnect_backoff;
+                        c
+                    }
+                    Err(BrokerError::Closed) => break,
+                    Err(err) => {
+                        tracing::warn!(queue = %job.spec.queue, error = %err, retry_in = ?backoff, "cannot consume; will retry");
+                        tokio::select! {
+                            _ = stop.stopped() => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(config.reconnect_backoff_max);
+                        continue;
+                    }
+                }
+            }
+        };
+        let Consumer {
+            chan,
+            tag,
+            mut deliveries,
+        } = consumer;
+        let stopped = loop {
+            let permit = tokio::select! {
+                biased;
+                _ = stop.stopped() => break true,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break true,
+                },
+            };
+            let delivery = tokio::select! {
+                biased;
+                _ = stop.stopped() => break true,
+                d = deliveries.recv() => d,
+            };
+            let Some(delivery) = delivery else {
+                break false;
+            };
+            tokio::spawn(handle(job.clone(), chan.clone(), delivery, permit));
+        };
+        if stopped {
+            drain(&job, chan, &tag, &permits, prefetch).await;
+            break;
+        }
+        if job.inner.broker.is_closed() {
+            break;
+        }
+        tracing::warn!(queue = %job.spec.queue, "lost the consuming channel; reconnecting");
+    }
+    tracing::debug!(queue = %job.spec.queue, "subscription ended");
+}
+
+/// Cancels the consumer, waits for in-flight handlers, closes the channel.
+async fn drain(job: &Job, chan: Chan, tag: &str, permits: &Semaphore, prefetch: u16) {
+    let cancel = chan.channel.basic_cancel(BasicCancelArguments::new(tag));
+    match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::debug!(error = %err, "cancelling the consumer"),
+        Err(_) => tracing::debug!("broker did not confirm the consumer's cancellation"),
+    }
+    let drain_timeout = job.inner.topology.config().drain_timeout;
+    if tokio::time::timeout(drain_timeout, permits.acquire_many(u32::from(prefetch)))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            queue = %job.spec.queue,
+            after = ?drain_timeout,
+            "handlers still running at stop; closing the channel: their messages will be redelivered"
+        );
+    }
+    chan.close().await;
+}
+
+/// Handles one delivery and settles it; see the [module docs](self).
+async fn handle(
+    job: Arc<Job>,
+    chan: Chan,
+    delivery: ConsumerMessage,
+    permit: OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    let ConsumerMessage {
+        deliver,
+        basic_properties,
+        content,
+        ..
+    } = delivery;
+    let (Some(deliver), Some(props)) = (deliver, basic_properties) else {
+        return;
+    };
+    let tag = deliver.delivery_tag();
+    let inbound = message::inbound(&props, content.unwrap_or_default());
+    let attempt = inbound.attempt;
+    let message_id = inbound
+        .message_id
+        .clone()
+        .unwrap_or_else(message::new_message_id);
+    let body = inbound.message.body.clone();
+    let handler = job.handler.clone();
+    let for_handler = Delivery {
+        message: inbound.message,
+        attempt,
+    };
+    // On its own task so that a panicking handler cannot strand the
+    // delivery unacknowledged.
+    let disposition = match tokio::spawn(async move { handler.handle(for_handler).await }).await {
+        Ok(d) => d,
+        Err(err) => Disposition::Retry {
+            reason: format!("handler failed: {err}"),
+        },
+    };
+    let (queue, route) = (&job.spec.queue, &job.route);
+    let max_attempts = job.options.max_attempts.max(1);
+    let settled = match disposition {
+        Disposition::Ack => Ok(()),
+        Disposition::Retry { reason } if attempt < max_attempts => {
+            tracing::debug!(%route, %queue, attempt, %reason, delay = ?job.options.retry_delay, "retry later");
+            let props = message::forward(
+                &props,
+                &message_id,
+                &[],
+                &[(headers::ATTEMPTS, (attempt + 1).to_string())],
+                Some(job.options.retry_delay),
+            );
+            publish(&job, "", &job.spec.retry_queue, &props, &body).await
+        }
+        Disposition::Retry { reason } => {
+            let reason = format!("gave up after {max_attempts} attempts: {reason}");
+            dead_letter(&job, &props, &message_id, attempt, reason, &body).await
+        }
+        Disposition::DeadLetter { reason } => {
+            dead_letter(&job, &props, &message_id, attempt, reason, &body).await
+        }
+    };
+    match settled {
+        Ok(()) => {
+            if let Err(err) = chan
+                .channel
+                .basic_ack(BasicAckArguments::new(tag, false))
+                .await
+            {
+                tracing::debug!(%queue, error = %err, "ack lost with the channel; the broker will redeliver");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(
+                %queue, error = %err, delay = ?job.options.retry_delay,
+                "could not hand the message on; returning it to the queue"
+            );
+            tokio::time::sleep(job.options.retry_delay).await;
+            if let Err(err) = chan
+                .channel
+                .basic_nack(BasicNackArguments::new(tag, false, true))
+                .await
+            {
+                tracing::debug!(%queue, error = %err, "nack lost with the channel; the broker will redeliver");
+            }
+        }
+    }
+}
+
+async fn dead_letter(
+    job: &Job,
+    props: &BasicProperties,
+    message_id: &str,
+    attempt: u32,
+    reason: String,
+    body: &[u8],
+) -> Result<(), BrokerError> {
+    tracing::warn!(
+        route = %job.route, queue = %job.spec.queue, id = %message_id, attempts = attempt, %reason,
+        "dead-lettered"
+    );
+    let props = message::forward(
+        props,
+        message_id,
+        &[],
+        &[
+            (headers::DEATH_REASON, reason),
+            (headers::ATTEMPTS, attempt.to_string()),
+        ],
+        None,
+    );
+    let target = &job.spec.dead_letter;
+    publish(job, &target.exchange, &target.routing_key, &props, body).await
+}
+
+async fn publish(
+    job: &Job,
+    exchange: &str,
+    routing_key: &str,
+    props: &BasicProperties,
+    body: &[u8],
+) -> Result<(), BrokerError> {
+    job.inner
+        .publisher
+        .publish(&job.inner.broker, exchange, routing_key, props, body)
+        .await
+}
