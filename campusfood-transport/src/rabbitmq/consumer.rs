@@ -258,29 +258,47 @@ async fn handle(
         }
     };
     match settled {
-        Ok(()) => {
-            if let Err(err) = chan
-                .channel
-                .basic_ack(BasicAckArguments::new(tag, false))
-                .await
-            {
-                tracing::debug!(%queue, error = %err, "ack lost with the channel; the broker will redeliver");
-            }
-        }
+        Ok(()) => settle(&chan, queue, tag, Settle::Ack).await,
         Err(err) => {
             tracing::warn!(
                 %queue, error = %err, delay = ?job.options.retry_delay,
                 "could not hand the message on; returning it to the queue"
             );
             tokio::time::sleep(job.options.retry_delay).await;
-            if let Err(err) = chan
-                .channel
+            settle(&chan, queue, tag, Settle::Requeue).await;
+        }
+    }
+}
+
+enum Settle {
+    Ack,
+    Requeue,
+}
+
+/// Acks or requeues delivery `tag` on the channel it came from, unless that
+/// channel is closed: delivery tags belong to a channel, and a closed
+/// channel's id may already be reused by a new one, where the same tag
+/// would settle some other message. The broker requeues what a closed
+/// channel left unacknowledged, so skipping loses nothing.
+async fn settle(chan: &Chan, queue: &str, tag: u64, how: Settle) {
+    if !chan.is_usable() {
+        tracing::debug!(%queue, tag, "channel gone before the ack; the broker will redeliver");
+        return;
+    }
+    let sent = match how {
+        Settle::Ack => {
+            chan.channel
+                .basic_ack(BasicAckArguments::new(tag, false))
+                .await
+        }
+        Settle::Requeue => {
+            chan.channel
                 .basic_nack(BasicNackArguments::new(tag, false, true))
                 .await
-            {
-                tracing::debug!(%queue, error = %err, "nack lost with the channel; the broker will redeliver");
-            }
         }
+    };
+    if let Err(err) = sent {
+        tracing::debug!(%queue, tag, error = %err, "ack lost with the channel; the broker will redeliver");
     }
 }
 

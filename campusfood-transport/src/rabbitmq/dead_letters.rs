@@ -84,6 +84,17 @@ pub(crate) async fn replay(inner: &Inner, spec: &QueueSpec, id: &str) -> Result<
                 .publisher
                 .publish(&inner.broker, "", &spec.queue, &props, &body)
                 .await?;
+            // A tag only means something on the (still open) channel it
+            // came from; see `consumer::settle`.
+            if !chan.is_usable() {
+                return Err(BrokerError::ChannelClosed {
+                    code: 0,
+                    text: format!(
+                        "dead letter {id} was replayed but the channel closed before it \
+                         was removed: it is still listed"
+                    ),
+                });
+            }
             chan.channel
                 .basic_ack(BasicAckArguments::new(tag, false))
                 .await
@@ -112,7 +123,7 @@ async fn get(
 /// Requeues every message held up to `last` (closing the channel would do
 /// it too; this keeps the channel's state explicit).
 async fn put_back(chan: &Chan, last: Option<u64>) {
-    if let Some(tag) = last {
+    if let Some(tag) = last.filter(|_| chan.is_usable()) {
         if let Err(err) = chan
             .channel
             .basic_nack(BasicNackArguments::new(tag, true, true))
