@@ -341,30 +341,37 @@ async fn dead_letters_go_to_the_dlq_topic_and_later_records_keep_flowing() {
     assert_eq!(h1[headers::ATTEMPTS], "2");
 }
 
-/// Total lag of `topic` in `group` according to Kafka's own CLI.
-async fn cli_lag(group: &str, topic: &str) -> i64 {
+/// Runs Kafka's own `kafka-consumer-groups` with `args`; its stdout.
+async fn cli(args: &[&str]) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-consumer-groups");
-    let args = [
-        "--bootstrap-server".to_owned(),
-        "127.0.0.1:9092".to_owned(),
-        "--describe".to_owned(),
-        "--group".to_owned(),
-        group.to_owned(),
-    ];
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&script)
-            .args(args)
+            .args(&args)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// Total lag of `topic` in `group` according to Kafka's own CLI.
+async fn cli_lag(group: &str, topic: &str) -> i64 {
+    let stdout = cli(&[
+        "--bootstrap-server",
+        "127.0.0.1:9092",
+        "--describe",
+        "--group",
+        group,
+    ])
+    .await;
     let mut lines = stdout.lines().filter(|l| !l.trim().is_empty());
     let header = lines
         .by_ref()
@@ -456,6 +463,48 @@ async fn lag_is_reported_like_the_cli_and_offset_resets_replay() {
     let distinct: HashSet<String> = again.iter().map(body).collect();
     assert_eq!(distinct.len(), 510, "every record consumed again, once");
     assert_eq!(total(&t.lag(&group, &name).await.unwrap()), 0);
+
+    // Kafka's own reset works on the same group.
+    let out = cli(&[
+        "--bootstrap-server",
+        "127.0.0.1:9092",
+        "--reset-offsets",
+        "--to-earliest",
+        "--execute",
+        "--group",
+        &group,
+        "--topic",
+        &name,
+    ])
+    .await;
+    assert!(out.contains(&name), "{out}");
+    assert_eq!(total(&t.lag(&group, &name).await.unwrap()), 510);
+}
+
+#[tokio::test]
+async fn a_static_member_resumes_after_its_commit() {
+    let id = unique("static");
+    let config = KafkaConfig {
+        group_instance_id: Some(format!("instance-{id}")),
+        request_timeout: Duration::from_secs(5),
+        ..KafkaConfig::default()
+    }
+    .with_suffix(&id);
+    let t = KafkaTransport::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{NOT_RUNNING} ({e})"));
+    let (_, route) = topic(&t, &format!("t-{id}"), 2).await;
+    let group = format!("g-{id}");
+    t.publish_many(&route, keyed(10, 3, 0)).await.unwrap();
+    let first = consume(&t, &route, &group, 10).await;
+    t.publish_many(&route, keyed(10, 3, 10)).await.unwrap();
+    // Same instance id: it takes its partitions back without waiting for
+    // the session of the stopped one to expire.
+    let second = consume(&t, &route, &group, 10).await;
+    let a: HashSet<String> = first.iter().map(body).collect();
+    let b: HashSet<String> = second.iter().map(body).collect();
+    assert_eq!((a.len(), b.len()), (10, 10));
+    assert!(a.is_disjoint(&b));
 }
 
 #[tokio::test]

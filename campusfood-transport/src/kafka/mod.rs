@@ -50,6 +50,12 @@
 //! After a crash, records handled since the last commit are delivered again,
 //! so handlers must be idempotent (the order id is the key for that).
 //!
+//! [`SubscribeOptions::prefetch`] is not used: librdkafka fetches ahead on
+//! its own, and records are handled one at a time in arrival order (in
+//! order per partition). A handler, retries included, must return within
+//! librdkafka's `max.poll.interval.ms` (5 minutes) or the consumer is
+//! dropped from the group and its partitions go to another member.
+//!
 //! # Operations
 //! [`KafkaTransport::lag`] and [`KafkaTransport::reset_offsets`] do what
 //! `kafka-consumer-groups --describe` and `--reset-offsets` do, on the same
