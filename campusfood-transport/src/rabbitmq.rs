@@ -54,6 +54,9 @@
 //!   idempotent.
 //!   [`Delivery::attempt`](campusfood_core::transport::Delivery::attempt)
 //!   is read from `x-attempts` (1 when absent).
+//! - [`Transport::subscribe`] fails with [`TransportError::Unavailable`] if
+//!   the broker cannot be reached at that moment; once running, a
+//!   subscription outlives outages.
 //! - Up to [`SubscribeOptions::prefetch`] handlers run at once
 //!   (`basic.qos`). If the connection drops, consumers reconnect with
 //!   exponential backoff ([`RabbitConfig::reconnect_backoff`] up to
@@ -335,9 +338,12 @@ impl Transport for RabbitTransport {
             .topology
             .publish_target(route)
             .ok_or_else(|| TransportError::UnknownRoute(route.clone()))?;
-        let props = message::outbound(&message).map_err(|e| TransportError::Unavailable {
-            route: route.clone(),
-            reason: e.to_string(),
+        let props = message::outbound(&message).map_err(|e| {
+            tracing::error!(%route, error = %e, "cannot publish");
+            TransportError::Unsupported {
+                transport: "rabbitmq",
+                operation: "header names longer than 255 bytes",
+            }
         })?;
         self.inner
             .publisher

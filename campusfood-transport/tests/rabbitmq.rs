@@ -1063,6 +1063,14 @@ async fn errors_name_the_problem() {
             .await,
         Err(TransportError::Unsupported { .. })
     ));
+    assert!(matches!(
+        t.publish(
+            &Route::ORDER_PLACED,
+            numbered(1).with_header("h".repeat(300), "v")
+        )
+        .await,
+        Err(TransportError::Unsupported { .. })
+    ));
     let caps = t.capabilities();
     assert!(caps.publish && caps.subscribe && !caps.request);
     assert_eq!(t.name(), "rabbitmq");

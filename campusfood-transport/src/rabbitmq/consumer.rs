@@ -42,7 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::Inner;
 use super::connection::{BrokerError, Chan};
-use super::message;
+use super::message::{self, BROKER_DEATH_HEADERS};
 use super::topology::QueueSpec;
 
 /// Longest a stopping subscription waits for the broker to confirm the
@@ -230,9 +230,12 @@ async fn handle(
     // delivery unacknowledged.
     let disposition = match tokio::spawn(async move { handler.handle(for_handler).await }).await {
         Ok(d) => d,
-        Err(err) => Disposition::Retry {
-            reason: format!("handler failed: {err}"),
-        },
+        Err(err) => {
+            tracing::error!(route = %job.route, error = %err, "handler panicked; retrying the message");
+            Disposition::Retry {
+                reason: format!("handler failed: {err}"),
+            }
+        }
     };
     let (queue, route) = (&job.spec.queue, &job.route);
     let max_attempts = job.options.max_attempts.max(1);
@@ -240,10 +243,14 @@ async fn handle(
         Disposition::Ack => Ok(()),
         Disposition::Retry { reason } if attempt < max_attempts => {
             tracing::debug!(%route, %queue, attempt, %reason, delay = ?job.options.retry_delay, "retry later");
+            // RabbitMQ's own death history is dropped on the way to the
+            // retry queue: the attempt count is ours, and a history that
+            // shows the queue cycling could make the broker drop the
+            // message as a dead-letter loop.
             let props = message::forward(
                 &props,
                 &message_id,
-                &[],
+                &BROKER_DEATH_HEADERS,
                 &[(headers::ATTEMPTS, (attempt + 1).to_string())],
                 Some(job.options.retry_delay),
             );
