@@ -28,7 +28,7 @@
 //! prefetched but not started go back to the queue.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use amqprs::BasicProperties;
 use amqprs::channel::{
@@ -44,6 +44,10 @@ use super::Inner;
 use super::connection::{BrokerError, Chan};
 use super::message::{self, BROKER_DEATH_HEADERS};
 use super::topology::QueueSpec;
+
+/// How long a consumer must have run for its loss to count as a fresh
+/// failure (reconnect at once) rather than a repeat (back off).
+const STABLE: Duration = Duration::from_secs(5);
 
 /// Longest a stopping subscription waits for the broker to confirm the
 /// consumer's cancellation.
@@ -122,7 +126,6 @@ pub(crate) async fn run(job: Arc<Job>, first: Consumer, mut stop: StopSignal) {
                 match started {
                     Ok(c) => {
                         tracing::info!(queue = %job.spec.queue, "consuming again after reconnecting");
-                        backoff = config.reconnect_backoff;
                         c
                     }
                     Err(BrokerError::Closed) => break,
@@ -143,6 +146,7 @@ pub(crate) async fn run(job: Arc<Job>, first: Consumer, mut stop: StopSignal) {
             tag,
             mut deliveries,
         } = consumer;
+        let consuming_since = Instant::now();
         let stopped = loop {
             let permit = tokio::select! {
                 biased;
@@ -170,6 +174,16 @@ pub(crate) async fn run(job: Arc<Job>, first: Consumer, mut stop: StopSignal) {
             break;
         }
         tracing::warn!(queue = %job.spec.queue, "lost the consuming channel; reconnecting");
+        if consuming_since.elapsed() < STABLE {
+            // Lost again right after starting: back off rather than spin.
+            tokio::select! {
+                _ = stop.stopped() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(config.reconnect_backoff_max);
+        } else {
+            backoff = config.reconnect_backoff;
+        }
     }
     tracing::debug!(queue = %job.spec.queue, "subscription ended");
 }
