@@ -18,6 +18,9 @@ use campusfood::core::config::{BreakerConfig, RetryConfig};
 use campusfood::services::sync_rest::{SyncPart, SyncRest};
 use clap::{Parser, Subcommand};
 
+#[path = "common/mod.rs"]
+mod common;
+
 #[derive(Parser, Debug)]
 #[command(
     about = "campusfood Part A: OrderService -> InventoryService -> NotificationService over blocking HTTP"
@@ -145,44 +148,10 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().with_current_span(true).init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    common::init_logging(cli.log_json);
     let config = config(&cli)?;
     let part = match cli.part {
         None => SyncPart::All,
@@ -192,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(?part, data_dir = %config.data_dir.display(), stock = %config.stock, "starting Part A (sync REST)");
     let system = SyncRest::start(&config, part).await?;
-    shutdown_signal().await;
+    common::shutdown_signal().await;
     tracing::info!("shutting down");
     system.stop().await;
     Ok(())

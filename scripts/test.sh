@@ -12,13 +12,15 @@ cd "$(dirname "$0")/.."
 
 features="${CAMPUSFOOD_TEST_FEATURES:-}"
 
-need_broker() { [[ ",$features," == *",$1,"* ]]; }
+# The broker features are on by default; only an explicit feature list
+# without them spares starting their broker.
+need_broker() { [[ -z "$features" || ",$features," == *",$1,"* ]]; }
 if need_broker rabbitmq; then scripts/brokers.sh up rabbitmq; fi
 if need_broker kafka; then scripts/brokers.sh up kafka; fi
 
 feature_args=()
 if [[ -n "$features" ]]; then
-  feature_args=(--features "$features")
+  feature_args=(--no-default-features --features "$features")
 fi
 
 echo "== cargo fmt --check"

@@ -85,6 +85,10 @@ pub struct AsyncOptions {
     pub retry_delay: Duration,
     /// How often the relay looks at the outbox when nothing wakes it.
     pub relay_poll: Duration,
+    /// The consumer group the OrderService follows events in. It must
+    /// differ from the consumers that act on those events (notification
+    /// reads `inventory.reserved` too): each group gets every event.
+    pub status_group: String,
 }
 
 impl AsyncOptions {
@@ -97,15 +101,16 @@ impl AsyncOptions {
             max_attempts: 5,
             retry_delay: Duration::from_secs(1),
             relay_poll: Duration::from_millis(500),
+            status_group: config.rabbitmq.status_group.clone(),
         }
     }
 
-    fn subscribe(&self) -> SubscribeOptions {
+    fn subscribe(&self, group: Option<&str>) -> SubscribeOptions {
         SubscribeOptions {
             prefetch: self.prefetch,
             max_attempts: self.max_attempts,
             retry_delay: self.retry_delay,
-            group: None,
+            group: group.map(str::to_owned),
         }
     }
 }
@@ -164,9 +169,9 @@ impl AsyncSystem {
             subscriptions: Vec::new(),
             relay: None,
         };
-        let subscribe = |route: Route, handler| {
+        let subscribe = |route: Route, handler, group: Option<&str>| {
             let transport = transport.clone();
-            let opts = options.subscribe();
+            let opts = options.subscribe(group);
             async move { transport.subscribe(&route, handler, opts).await }
         };
         if part.runs_inventory() {
@@ -176,7 +181,7 @@ impl AsyncSystem {
             ));
             let worker = Arc::new(ReserveWorker::new(service.clone(), transport.clone()));
             this.subscriptions
-                .push(subscribe(Route::ORDER_PLACED, worker).await?);
+                .push(subscribe(Route::ORDER_PLACED, worker, None).await?);
             let router = inventory_router(service.clone(), max_body);
             let server = Server::start(
                 "inventory",
@@ -194,7 +199,7 @@ impl AsyncSystem {
                 transport.clone(),
             ));
             this.subscriptions
-                .push(subscribe(Route::INVENTORY_RESERVED, worker).await?);
+                .push(subscribe(Route::INVENTORY_RESERVED, worker, None).await?);
             this.notification = Some(service);
         }
         if part.runs_order() {
@@ -203,7 +208,8 @@ impl AsyncSystem {
                 transport.clone(),
             ));
             for (route, worker) in service.status_workers() {
-                this.subscriptions.push(subscribe(route, worker).await?);
+                this.subscriptions
+                    .push(subscribe(route, worker, Some(&options.status_group)).await?);
             }
             let (stop, mut rx) = watch::channel(false);
             let relay = tokio::spawn(service.clone().run_relay(options.relay_poll, async move {

@@ -1,0 +1,214 @@
+//! Part B — asynchronous RabbitMQ.
+//!
+//! ```sh
+//! scripts/brokers.sh up rabbitmq
+//! cargo run --release --example async_rabbitmq                  # Order :8001, Inventory :5003, Notification
+//! cargo run --release --example async_rabbitmq -- inventory     # one service per process: order | inventory | notification
+//! cargo run --release --example async_rabbitmq -- dlq list      # dead letters: list | show ID | replay ID | replay-all
+//! ```
+//!
+//! `CAMPUSFOOD_DATA_DIR` and `CAMPUSFOOD_STOCK` as in every example; every
+//! flag also reads the environment variable `--help` shows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use campusfood::core::Config;
+use campusfood::core::transport::{DeadLetters, Route};
+use campusfood::services::async_system::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
+use campusfood::transport::rabbitmq::RabbitTransport;
+use clap::{Parser, Subcommand};
+
+#[path = "common/mod.rs"]
+mod common;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "campusfood Part B: OrderService -> RabbitMQ -> InventoryService -> RabbitMQ -> NotificationService"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// AMQP URL of the broker.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_RABBITMQ_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672",
+        global = true
+    )]
+    url: String,
+    /// OrderService port.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_ORDER_PORT",
+        default_value_t = 8001,
+        global = true
+    )]
+    order_port: u16,
+    /// InventoryService port.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_INVENTORY_PORT",
+        default_value_t = 5003,
+        global = true
+    )]
+    inventory_port: u16,
+    /// Unacknowledged deliveries per consumer.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_PREFETCH",
+        default_value_t = 256,
+        global = true
+    )]
+    prefetch: u16,
+    /// Attempts before a failing message is dead-lettered.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_MAX_ATTEMPTS",
+        default_value_t = 5,
+        global = true
+    )]
+    max_attempts: u32,
+    /// Seconds before a failed message is retried.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_RETRY_DELAY",
+        default_value_t = 1.0,
+        global = true
+    )]
+    retry_delay: f64,
+    /// Log as JSON lines.
+    #[arg(long, env = "CAMPUSFOOD_LOG_JSON", global = true)]
+    log_json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// OrderService only.
+    Order,
+    /// InventoryService only.
+    Inventory,
+    /// NotificationService only.
+    Notification,
+    /// Inspect and replay dead-lettered orders (`orders.dlq`).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqAction {
+    /// List dead letters with their reasons.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one dead letter in full.
+    Show {
+        /// Its id, as `list` shows it.
+        id: String,
+    },
+    /// Put one dead letter back on its queue.
+    Replay {
+        /// Its id, as `list` shows it.
+        id: String,
+    },
+    /// Put every dead letter back on its queue.
+    ReplayAll,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    common::init_logging(cli.log_json);
+    let mut config = Config::from_env()?;
+    config.rabbitmq.url.clone_from(&cli.url);
+    config.rabbitmq.order_port = cli.order_port;
+    config.rabbitmq.inventory_port = cli.inventory_port;
+    let transport = Arc::new(
+        RabbitTransport::connect(&config.rabbitmq)
+            .await
+            .with_context(|| {
+                format!(
+                    "RabbitMQ at {} (start it with `scripts/brokers.sh up rabbitmq`)",
+                    cli.url
+                )
+            })?,
+    );
+    let part = match cli.command {
+        None => AsyncPart::All,
+        Some(Command::Order) => AsyncPart::Order,
+        Some(Command::Inventory) => AsyncPart::Inventory,
+        Some(Command::Notification) => AsyncPart::Notification,
+        Some(Command::Dlq { action }) => return dlq(&transport, action).await,
+    };
+    let mut options = AsyncOptions::from_config(&config);
+    options.prefetch = cli.prefetch;
+    options.max_attempts = cli.max_attempts;
+    options.retry_delay = Duration::try_from_secs_f64(cli.retry_delay)
+        .context("--retry-delay must be >= 0 seconds")?;
+    tracing::info!(?part, data_dir = %config.data_dir.display(), stock = %config.stock, url = %cli.url, "starting Part B (RabbitMQ)");
+    let stores = AsyncStores::open(&config)?;
+    let system = AsyncSystem::start(&config, part, &options, transport, stores).await?;
+    common::shutdown_signal().await;
+    tracing::info!("shutting down");
+    system.stop().await;
+    Ok(())
+}
+
+/// The dead-letter tools print to stdout: they are a command-line tool's output.
+#[allow(clippy::print_stdout)]
+async fn dlq(transport: &RabbitTransport, action: DlqAction) -> anyhow::Result<()> {
+    let route = Route::ORDER_PLACED;
+    match action {
+        DlqAction::List { limit } => {
+            let letters = transport.dead_letters(&route, limit).await?;
+            println!(
+                "{} dead letter(s) on {}",
+                letters.len(),
+                transport.config().dead_letter_queue
+            );
+            for d in letters {
+                println!(
+                    "{}\tattempts={}\t{}\t{}",
+                    d.id,
+                    d.attempts,
+                    d.reason,
+                    String::from_utf8_lossy(&d.message.body)
+                );
+            }
+        }
+        DlqAction::Show { id } => {
+            let letter = transport
+                .dead_letters(&route, usize::MAX)
+                .await?
+                .into_iter()
+                .find(|d| d.id == id)
+                .with_context(|| format!("no dead letter {id}"))?;
+            println!(
+                "id:       {}\nreason:   {}\nattempts: {}\nkey:      {:?}\nheaders:  {:?}\nbody:     {}",
+                letter.id,
+                letter.reason,
+                letter.attempts,
+                letter.message.key,
+                letter.message.headers,
+                String::from_utf8_lossy(&letter.message.body)
+            );
+        }
+        DlqAction::Replay { id } => {
+            anyhow::ensure!(transport.replay(&route, &id).await?, "no dead letter {id}");
+            println!("replayed {id}");
+        }
+        DlqAction::ReplayAll => {
+            let letters = transport.dead_letters(&route, usize::MAX).await?;
+            for d in &letters {
+                transport.replay(&route, &d.id).await?;
+            }
+            println!("replayed {}", letters.len());
+        }
+    }
+    Ok(())
+}
