@@ -12,6 +12,7 @@
 //! | exchange `inventory` | direct, durable; keys `inventory.reserved`, `inventory.failed` |
 //! | queue `inventory.notify` | durable, bound to `inventory`/`inventory.reserved` |
 //! | queues `orders.status.inventory.reserved`, `orders.status.inventory.failed` | durable, bound to `inventory` with their key: the order service's status group ([`RabbitConfig::status_group`]) |
+//! | queue `orders.status.order.notified` | durable, bound to `orders`/`order.notified` (not in the original contract: notification tells the order service) |
 //!
 //! A subscription adds, for the queue it consumes, a retry queue
 //! `<queue>.retry` and (but for `orders.reserve`, whose dead letters go to
@@ -23,13 +24,16 @@
 //! | [`Route::ORDER_PLACED`] | `orders` / `order.placed` | `orders.reserve` |
 //! | [`Route::INVENTORY_RESERVED`] | `inventory` / `inventory.reserved` | `inventory.notify` |
 //! | [`Route::INVENTORY_FAILED`] | `inventory` / `inventory.failed` | `orders.status.inventory.failed` |
+//! | [`Route::ORDER_NOTIFIED`] | `orders` / `order.notified` | `orders.status.order.notified` |
 //!
 //! Any other route is [`TransportError::UnknownRoute`]; request/reply is
 //! [`TransportError::Unsupported`]. A subscription with
 //! [`SubscribeOptions::group`] `g` consumes its own durable queue
 //! `g.<routing key>`: members of a group compete, each group gets every
-//! message (as in the memory transport). The order service follows both
-//! inventory outcomes with group [`RabbitConfig::status_group`].
+//! message (as in the memory transport). The order service follows
+//! inventory outcomes and notifications with group
+//! [`RabbitConfig::status_group`]; it must name that group at least for
+//! `inventory.reserved`, whose default queue is notification's.
 //!
 //! # Delivery semantics: at least once
 //! - **publish** returns once the broker has confirmed the message

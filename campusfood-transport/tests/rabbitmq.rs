@@ -521,12 +521,16 @@ async fn contract_topology_and_message_properties() {
         "orders.reserve must carry x-dead-letter-exchange"
     );
 
-    // inventory.failed always has a queue (the status group's), and
-    // inventory.reserved reaches both notification and the status group.
+    // inventory.failed and order.notified always have a queue (the status
+    // group's), and inventory.reserved reaches both notification and the
+    // status group.
     t.publish(&Route::INVENTORY_FAILED, numbered(2))
         .await
         .unwrap();
     t.publish(&Route::INVENTORY_RESERVED, numbered(3))
+        .await
+        .unwrap();
+    t.publish(&Route::ORDER_NOTIFIED, numbered(4))
         .await
         .unwrap();
     let status_failed = config.group_queue(&config.status_group, &config.failed_key);
@@ -534,6 +538,10 @@ async fn contract_topology_and_message_properties() {
     assert_eq!(depth(&t, &status_failed).await, 1);
     assert_eq!(depth(&t, &status_reserved).await, 1);
     assert_eq!(depth(&t, &config.notify_queue).await, 1);
+    let status_notified = config.group_queue(&config.status_group, &config.order_notified_key);
+    assert_eq!(depth(&t, &status_notified).await, 1);
+    // order.notified goes to the orders exchange but not to orders.reserve.
+    assert_eq!(depth(&t, &config.reserve_queue).await, 0);
     assert_eq!(
         t.queue_for(&Route::INVENTORY_FAILED, None).unwrap(),
         status_failed

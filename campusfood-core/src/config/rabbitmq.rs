@@ -37,14 +37,21 @@ pub struct RabbitConfig {
     pub failed_key: String,
     /// Queue notification consumes reservations from.
     pub notify_queue: String,
-    /// Consumer group the order service follows inventory outcomes with, so
-    /// that its order status moves `placed` → `reserved` | `failed`. Its
-    /// queues, `<status_group>.<reserved_key>` and
-    /// `<status_group>.<failed_key>` ([`RabbitConfig::group_queue`]), are
-    /// declared with the rest of the topology, so an outcome published
-    /// before the order service first subscribes waits for it (and
-    /// `inventory.failed` always has a queue to land in). Subscribing to
-    /// `inventory.failed` without a group uses this group's queue.
+    /// Routing key of `OrderNotified` (on the orders exchange): the
+    /// notification service tells the order service a customer was
+    /// notified. Not in the original contract.
+    pub order_notified_key: String,
+    /// Consumer group the order service follows inventory outcomes and
+    /// notifications with, so that its order status moves `placed` →
+    /// `reserved` | `failed` → `notified`. Its queues,
+    /// `<status_group>.<reserved_key>`, `<status_group>.<failed_key>` and
+    /// `<status_group>.<order_notified_key>` ([`RabbitConfig::group_queue`]),
+    /// are declared with the rest of the topology, so an event published
+    /// before the order service first subscribes waits for it (and every
+    /// event always has a queue to land in). Subscribing to
+    /// `inventory.failed` or `order.notified` without a group uses this
+    /// group's queue; `inventory.reserved` without a group is notification's
+    /// `inventory.notify`, so the order service must name this group.
     pub status_group: String,
     /// Appended to a consumed queue's name to name its retry queue, where a
     /// message waits out the retry delay before it returns to the queue.
@@ -90,6 +97,7 @@ impl Default for RabbitConfig {
             reserved_key: "inventory.reserved".to_owned(),
             failed_key: "inventory.failed".to_owned(),
             notify_queue: "inventory.notify".to_owned(),
+            order_notified_key: "order.notified".to_owned(),
             status_group: "orders.status".to_owned(),
             retry_suffix: ".retry".to_owned(),
             dead_letter_suffix: ".dlq".to_owned(),

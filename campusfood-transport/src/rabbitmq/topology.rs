@@ -84,6 +84,7 @@ impl Topology {
             &t.config.order_placed_key,
             &t.config.reserved_key,
             &t.config.failed_key,
+            &t.config.order_notified_key,
         ] {
             check_name(name)?;
         }
@@ -103,6 +104,8 @@ impl Topology {
             (&c.inventory_exchange, &c.reserved_key)
         } else if *route == Route::INVENTORY_FAILED {
             (&c.inventory_exchange, &c.failed_key)
+        } else if *route == Route::ORDER_NOTIFIED {
+            (&c.orders_exchange, &c.order_notified_key)
         } else {
             return None;
         };
@@ -114,8 +117,8 @@ impl Topology {
 
     /// The queue `group` consumes `route` from: with no group, the
     /// contract's queue (`orders.reserve`, `inventory.notify`; for
-    /// `inventory.failed`, the status group's); with a group,
-    /// `<group>.<routing key>`, bound to the route's exchange and key.
+    /// `inventory.failed` and `order.notified`, the status group's); with a
+    /// group, `<group>.<routing key>`, bound to the route's exchange and key.
     pub(crate) fn queue_for(
         &self,
         route: &Route,
@@ -182,6 +185,7 @@ impl Topology {
             (Route::INVENTORY_RESERVED, None),
             (Route::INVENTORY_RESERVED, Some(c.status_group.as_str())),
             (Route::INVENTORY_FAILED, None),
+            (Route::ORDER_NOTIFIED, None),
         ] {
             if let Some(target) = self.publish_target(&route) {
                 let queue = self.queue_name(&route, &target, group);
@@ -383,6 +387,14 @@ mod tests {
 
         let q = t.queue_for(&Route::INVENTORY_FAILED, None).unwrap();
         assert_eq!(q.queue, "orders.status.inventory.failed");
+        let d = t.publish_target(&Route::ORDER_NOTIFIED).unwrap();
+        assert_eq!(
+            (d.exchange.as_str(), d.routing_key.as_str()),
+            ("orders", "order.notified")
+        );
+        let q = t.queue_for(&Route::ORDER_NOTIFIED, None).unwrap();
+        assert_eq!(q.queue, "orders.status.order.notified");
+        assert_eq!(q.dead_letter_queue, "orders.status.order.notified.dlq");
         let q = t
             .queue_for(&Route::INVENTORY_RESERVED, Some("orders.status"))
             .unwrap();
