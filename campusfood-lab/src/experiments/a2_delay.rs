@@ -1,0 +1,182 @@
+//! A2 — delay injection: the same orders before and while inventory is
+//! slowed down by `POST /configure {"delay": …}`.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use campusfood_core::fault::FaultUpdate;
+
+use super::common::{latencies, secs, statuses, summary};
+use crate::context::Context;
+use crate::error::LabError;
+use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
+use crate::part_a::{OrderClient, Sample, count_status, sequential};
+use crate::stats::{cdf, ms};
+
+/// The increase may exceed the delay by this share (scheduling, the
+/// sleep's own slack) and still count as "the delay, not more".
+const SLACK: f64 = 0.5;
+
+/// A2 — delay injection.
+#[derive(Debug, Clone, Copy)]
+pub struct A2Delay;
+
+async fn measure(
+    ctx: &Context,
+    client: &OrderClient,
+) -> Result<(Vec<Sample>, Vec<Sample>), LabError> {
+    let s = ctx.settings();
+    client.heal_inventory().await?;
+    let bar = ctx.bar(s.orders, "baseline orders");
+    let baseline = sequential(client, s.orders, Instant::now(), &bar).await;
+    bar.finish_and_clear();
+    client
+        .configure_inventory(FaultUpdate {
+            delay: Some(s.delay.as_secs_f64()),
+            failure_rate: None,
+            seed: None,
+        })
+        .await?;
+    let bar = ctx.bar(
+        s.delayed_orders,
+        &format!("orders, inventory delayed {}", secs(s.delay)),
+    );
+    let delayed = sequential(client, s.delayed_orders, Instant::now(), &bar).await;
+    bar.finish_and_clear();
+    Ok((baseline, delayed))
+}
+
+#[async_trait]
+impl Experiment for A2Delay {
+    fn id(&self) -> &'static str {
+        "A2"
+    }
+
+    fn title(&self) -> &'static str {
+        "Delay injection"
+    }
+
+    fn shows(&self) -> &'static str {
+        "That a synchronous caller inherits every downstream delay: with a delay injected into \
+         the InventoryService at runtime (`POST /configure {\"delay\": …}`), each order blocks \
+         the client for the whole delay plus the baseline — latency rises by the delay, one \
+         for one, and nothing in the OrderService can absorb it. Orders still succeed while \
+         the delay stays under the 5 s downstream timeout (A3 shows what happens above it)."
+    }
+
+    async fn run(&self, ctx: &Context) -> Result<Outcome, LabError> {
+        let s = ctx.settings().clone();
+        let app = ctx.part_a(|_| {}).await?;
+        let timeout = app
+            .config()
+            .map_or(s.timeout, |c| c.http.downstream_timeout);
+        let client = app.client().clone();
+        let measured = measure(ctx, &client).await;
+        let healed = client.heal_inventory().await;
+        app.stop().await;
+        let (baseline, delayed) = measured?;
+        healed?;
+
+        let mut out = Outcome::default();
+        out.setup("baseline_orders", s.orders);
+        out.setup("delayed_orders", s.delayed_orders);
+        out.setup("delay_ms", ms(s.delay));
+        out.setup("downstream_timeout_ms", ms(timeout));
+        let b = summary(&baseline);
+        let d = summary(&delayed);
+        let delay_ms = ms(s.delay);
+        let increase = d.avg_ms - b.avg_ms;
+
+        let mut t = Table::new(
+            "latency",
+            "Baseline vs injected delay",
+            &[
+                "Scenario", "Orders", "Statuses", "Min (ms)", "Avg (ms)", "P50 (ms)", "P95 (ms)",
+                "Max (ms)",
+            ],
+        );
+        for (name, samples, sum) in [
+            ("Baseline".to_owned(), &baseline, &b),
+            (format!("{} delay", secs(s.delay)), &delayed, &d),
+        ] {
+            t.row(vec![
+                name.into(),
+                samples.len().into(),
+                statuses(samples).into(),
+                sum.min_ms.into(),
+                sum.avg_ms.into(),
+                sum.p50_ms.into(),
+                sum.p95_ms.into(),
+                sum.max_ms.into(),
+            ]);
+        }
+        t.row(vec![
+            "Increase".into(),
+            Cell::Text(String::new()),
+            Cell::Text(String::new()),
+            (d.min_ms - b.min_ms).into(),
+            increase.into(),
+            (d.p50_ms - b.p50_ms).into(),
+            (d.p95_ms - b.p95_ms).into(),
+            (d.max_ms - b.max_ms).into(),
+        ]);
+        out.table(t);
+        out.metrics(b.metrics("baseline"));
+        out.metrics(d.metrics("delayed"));
+        out.metric("delay_ms", delay_ms);
+        out.metric("increase.avg_ms", increase);
+
+        out.chart(
+            Chart::new(
+                "latency-cdf",
+                &format!(
+                    "A2: latency, baseline vs {} delay on inventory (CDF)",
+                    secs(s.delay)
+                ),
+                Axis::log("latency (ms, log scale)"),
+                Axis::linear("orders answered within (%)"),
+            )
+            .with_series(Series::line("baseline", cdf(&latencies(&baseline), 400)))
+            .with_series(Series::line(
+                &format!("{} delay", secs(s.delay)),
+                cdf(&latencies(&delayed), 400),
+            ))
+            .with_guide(Guide::x("injected delay", delay_ms)),
+        );
+
+        out.conclude(
+            "Every delayed order blocked the client for at least the injected delay",
+            d.min_ms >= delay_ms,
+            format!(
+                "fastest delayed order {:.2} ms ≥ delay {delay_ms:.0} ms (baseline min {:.2} ms)",
+                d.min_ms, b.min_ms
+            ),
+        );
+        out.conclude(
+            "Latency rises by the delay, one for one — not less, not much more",
+            increase >= delay_ms && increase <= delay_ms * (1.0 + SLACK),
+            format!(
+                "average {:.2} → {:.2} ms: +{increase:.2} ms for a {delay_ms:.0} ms delay \
+                 (claim: between 1× and {:.1}× the delay)",
+                b.avg_ms,
+                d.avg_ms,
+                1.0 + SLACK
+            ),
+        );
+        let ok_b = count_status(&baseline, 201);
+        let ok_d = count_status(&delayed, 201);
+        out.conclude(
+            "Slow is not failed: orders still succeed while the delay is under the timeout",
+            s.delay < timeout && ok_b == baseline.len() && ok_d == delayed.len(),
+            format!(
+                "{ok_b}/{} baseline and {ok_d}/{} delayed orders answered 201; delay {} < \
+                 timeout {}",
+                baseline.len(),
+                delayed.len(),
+                secs(s.delay),
+                secs(timeout)
+            ),
+        );
+        Ok(out)
+    }
+}

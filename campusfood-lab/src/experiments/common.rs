@@ -1,0 +1,81 @@
+//! Small helpers the Part A experiments share.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::experiment::Cell;
+use crate::part_a::Sample;
+use crate::stats::{LatencySummary, ms};
+
+/// Latencies of `samples`.
+pub(crate) fn latencies(samples: &[Sample]) -> Vec<Duration> {
+    samples.iter().map(|s| s.latency).collect()
+}
+
+/// The summary of `samples`, or all zeros when there are none.
+pub(crate) fn summary(samples: &[Sample]) -> LatencySummary {
+    LatencySummary::of(latencies(samples)).unwrap_or(LatencySummary {
+        count: 0,
+        min_ms: 0.0,
+        avg_ms: 0.0,
+        p50_ms: 0.0,
+        p95_ms: 0.0,
+        p99_ms: 0.0,
+        max_ms: 0.0,
+    })
+}
+
+/// `201 ×48, 503 ×2` — every status seen, with counts (0 = no answer).
+pub(crate) fn statuses(samples: &[Sample]) -> String {
+    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+    for s in samples {
+        *counts.entry(s.status).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(status, n)| match status {
+            0 => format!("no answer ×{n}"),
+            s => format!("{s} ×{n}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `[order #, latency ms]` points.
+pub(crate) fn by_order(samples: &[Sample]) -> Vec<[f64; 2]> {
+    samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| [(i + 1) as f64, ms(s.latency)])
+        .collect()
+}
+
+/// A summary's cells: min, avg, p50, p95, p99, max.
+pub(crate) fn summary_cells(s: &LatencySummary) -> Vec<Cell> {
+    vec![
+        s.min_ms.into(),
+        s.avg_ms.into(),
+        s.p50_ms.into(),
+        s.p95_ms.into(),
+        s.p99_ms.into(),
+        s.max_ms.into(),
+    ]
+}
+
+/// Seconds as the report spells them: `2 s`, `0.3 s`.
+pub(crate) fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if (s - s.round()).abs() < 1e-9 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// The first error message among `samples`, for evidence.
+pub(crate) fn first_error(samples: &[Sample]) -> Option<&str> {
+    samples.iter().find_map(|s| s.error.as_deref())
+}

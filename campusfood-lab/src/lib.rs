@@ -1,0 +1,50 @@
+//! # campusfood-lab
+//!
+//! Runs the assignment's experiments against the real services and writes a
+//! report a person can read, share and compare between runs:
+//! `reports/<name>/report.md`, `report.json` and one SVG per chart.
+//!
+//! ```sh
+//! cargo run --release --example lab -- list
+//! cargo run --release --example lab -- run all --name example
+//! cargo run --release --example lab -- run A2 A4 --fast
+//! ```
+//!
+//! ## Layout
+//! - [`experiment`]: the [`Experiment`] trait and what a run of one yields,
+//!   an [`Outcome`]: tables, chart series, metrics and checked
+//!   [`Conclusion`]s. Nothing in it knows about Markdown or SVG.
+//! - [`experiments`]: the registry ([`experiments::all`]) and one file per
+//!   experiment (`a1_baseline.rs` …). Adding B1 means adding a file and a
+//!   line in the registry; the runner does not change.
+//! - [`context`]: what an experiment gets to work with: [`Settings`]
+//!   (sizes and durations, `--fast`), the services ([`Services`]: started in
+//!   process per experiment, or running ones) and progress bars.
+//! - [`part_a`]: Part A as an experiment drives it: a [`PartA`] handle
+//!   (in process or external), an [`OrderClient`] that turns every answer
+//!   into a [`Sample`], inventory outages, and a fixed-rate load generator.
+//! - [`stats`]: latency summaries (hdrhistogram) and CDFs, in milliseconds.
+//! - [`chart`]: SVG rendering with plotters (no system fonts needed).
+//! - [`report`]: the report's data model (serde, stable keys, ms) and its
+//!   Markdown rendering.
+//! - [`runner`]: selects experiments, runs them one after another, writes
+//!   the report after each, and returns it.
+//! - [`progress`]: indicatif bars on stderr, hidden when it is not a TTY.
+
+pub mod chart;
+pub mod context;
+pub mod error;
+pub mod experiment;
+pub mod experiments;
+pub mod part_a;
+pub mod progress;
+pub mod report;
+pub mod runner;
+pub mod stats;
+
+pub use context::{Context, Services, Settings};
+pub use error::LabError;
+pub use experiment::{Cell, Chart, Conclusion, Experiment, Outcome, Series, Table};
+pub use part_a::{OrderClient, PartA, Sample};
+pub use report::Report;
+pub use runner::{RunConfig, list, run, select};

@@ -1,0 +1,518 @@
+//! Part A as an experiment drives it: a [`PartA`] handle (started in this
+//! process, or running elsewhere), an [`OrderClient`] that turns every
+//! answer — or the lack of one — into a [`Sample`], inventory outages
+//! ([`OutageKind`]), and the two load shapes the experiments use: one
+//! client sending orders one after another ([`sequential`]) and orders
+//! sent at a fixed rate whatever the answers ([`fixed_rate`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use campusfood_core::Config;
+use campusfood_core::config::HttpConfig;
+use campusfood_core::fault::FaultUpdate;
+use campusfood_services::http::inventory_router;
+use campusfood_services::inventory::InventoryService;
+use campusfood_services::sync_rest::{Running, Server, SyncPart, SyncRest};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::context::Settings;
+use crate::error::LabError;
+
+/// How long the lab's client waits for any answer before it records the
+/// order as unanswered: far above every timeout an experiment provokes.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One order as the client saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// When it was sent, since the experiment's origin.
+    pub sent: Duration,
+    /// From sending the request to reading the whole answer.
+    pub latency: Duration,
+    /// The HTTP status; 0 when no answer came (connection failed, client
+    /// timeout).
+    pub status: u16,
+    /// The answer's `error` field, or the client's error, when not 201.
+    pub error: Option<String>,
+}
+
+impl Sample {
+    /// Confirmed (201).
+    pub fn ok(&self) -> bool {
+        self.status == 201
+    }
+
+    /// When the answer came, since the experiment's origin.
+    pub fn answered(&self) -> Duration {
+        self.sent + self.latency
+    }
+}
+
+/// Counts of samples with `status`.
+pub fn count_status(samples: &[Sample], status: u16) -> usize {
+    samples.iter().filter(|s| s.status == status).count()
+}
+
+/// The most orders that were in flight at once.
+pub fn peak_in_flight(samples: &[Sample]) -> usize {
+    let mut events: Vec<(Duration, i32)> = samples
+        .iter()
+        .flat_map(|s| [(s.sent, 1), (s.answered(), -1)])
+        .collect();
+    // Ends sort before starts at the same instant.
+    events.sort();
+    let (mut now, mut peak) = (0i64, 0i64);
+    for (_, delta) in events {
+        now += i64::from(delta);
+        peak = peak.max(now);
+    }
+    usize::try_from(peak).unwrap_or(0)
+}
+
+/// An HTTP client of Part A's public endpoints.
+#[derive(Debug, Clone)]
+pub struct OrderClient {
+    http: reqwest::Client,
+    order_url: String,
+    inventory_url: Option<String>,
+    item: String,
+}
+
+impl OrderClient {
+    /// A client of the OrderService at `order_url` (and the
+    /// InventoryService at `inventory_url`, for `/configure` and stock),
+    /// ordering one `item` at a time.
+    pub fn new(order_url: &str, inventory_url: Option<&str>, item: &str) -> Result<Self, LabError> {
+        let http = reqwest::Client::builder()
+            .timeout(CLIENT_TIMEOUT)
+            .build()
+            .map_err(|source| LabError::Http {
+                what: "building the HTTP client".to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            http,
+            order_url: order_url.trim_end_matches('/').to_owned(),
+            inventory_url: inventory_url.map(|u| u.trim_end_matches('/').to_owned()),
+            item: item.to_owned(),
+        })
+    }
+
+    /// The OrderService's base URL.
+    pub fn order_url(&self) -> &str {
+        &self.order_url
+    }
+
+    /// The InventoryService's base URL, when known.
+    pub fn inventory_url(&self) -> Option<&str> {
+        self.inventory_url.as_deref()
+    }
+
+    /// The item ordered.
+    pub fn item(&self) -> &str {
+        &self.item
+    }
+
+    /// `POST /order` `{"item", "qty": 1}`; never fails: a missing answer is
+    /// a sample with status 0.
+    pub async fn order(&self, origin: Instant) -> Sample {
+        let start = Instant::now();
+        let sent = start.duration_since(origin);
+        let body = serde_json::json!({"item": self.item, "qty": 1});
+        let result = async {
+            let resp = self
+                .http
+                .post(format!("{}{}", self.order_url, HttpConfig::ORDER_PATH))
+                .json(&body)
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, bytes))
+        }
+        .await;
+        let latency = start.elapsed();
+        match result {
+            Ok((status, bytes)) => {
+                let error = (status != 201).then(|| {
+                    serde_json::from_slice::<serde_json::Value>(&bytes)
+                        .ok()
+                        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
+                });
+                Sample {
+                    sent,
+                    latency,
+                    status,
+                    error,
+                }
+            }
+            Err(e) => Sample {
+                sent,
+                latency,
+                status: 0,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    fn inventory(&self) -> Result<&str, LabError> {
+        self.inventory_url
+            .as_deref()
+            .ok_or_else(|| LabError::Unavailable {
+                needs: "the inventory service's URL".to_owned(),
+                hint: "pass --inventory-url with --order-url".to_owned(),
+            })
+    }
+
+    /// `POST /configure` on inventory.
+    pub async fn configure_inventory(&self, update: FaultUpdate) -> Result<(), LabError> {
+        let what = format!("configuring inventory {update:?}");
+        let resp = self
+            .http
+            .post(format!("{}/configure", self.inventory()?))
+            .json(&update)
+            .send()
+            .await
+            .map_err(|source| LabError::Http {
+                what: what.clone(),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        if status == 200 {
+            return Ok(());
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(LabError::Unexpected { what, status, body })
+    }
+
+    /// Turns inventory's faults off (no delay, no failures).
+    pub async fn heal_inventory(&self) -> Result<(), LabError> {
+        self.configure_inventory(FaultUpdate {
+            delay: Some(0.0),
+            failure_rate: Some(0.0),
+            seed: None,
+        })
+        .await
+    }
+
+    /// The stock of the ordered item (`GET /inventory`).
+    pub async fn stock(&self) -> Result<u64, LabError> {
+        let what = "reading inventory's stock".to_owned();
+        let http = |source| LabError::Http {
+            what: what.clone(),
+            source,
+        };
+        let resp = self
+            .http
+            .get(format!("{}/inventory", self.inventory()?))
+            .send()
+            .await
+            .map_err(http)?;
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.map_err(http)?;
+        body.get(&self.item)
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| LabError::Unexpected {
+                what: what.clone(),
+                status,
+                body: format!("no stock for {}: {body}", self.item),
+            })
+    }
+}
+
+/// Part A, as one experiment uses it.
+#[derive(Debug)]
+pub struct PartA {
+    client: OrderClient,
+    /// The services, when this process runs them.
+    system: Option<SyncRest>,
+    /// Their configuration, when this process runs them.
+    config: Option<Config>,
+    /// Holds the ledger and outbox files; removed on drop.
+    _data: Option<tempfile::TempDir>,
+}
+
+impl PartA {
+    /// Starts all three services on port 0 with the ledger in a fresh temp
+    /// dir, plenty of stock of `settings.item`, and `tune` applied to the
+    /// HTTP settings.
+    pub async fn start(
+        settings: &Settings,
+        tune: impl FnOnce(&mut HttpConfig),
+    ) -> Result<Self, LabError> {
+        let data = tempfile::Builder::new()
+            .prefix("campusfood-lab-")
+            .tempdir()
+            .map_err(|source| LabError::Io {
+                what: "creating a temp data dir".to_owned(),
+                source,
+            })?;
+        let stock = format!("{}=100000000", settings.item)
+            .parse()
+            .map_err(|e| LabError::Setting {
+                key: "item".to_owned(),
+                message: format!("{e}"),
+            })?;
+        let mut config = Config {
+            data_dir: data.path().to_path_buf(),
+            stock,
+            ..Config::default()
+        };
+        config.http.order_port = 0;
+        config.http.inventory_port = 0;
+        config.http.notification_port = 0;
+        tune(&mut config.http);
+        let system = SyncRest::start(&config, SyncPart::All).await?;
+        let addr = |s: Option<SocketAddr>| s.map(|a| format!("http://{a}"));
+        let order_url = addr(system.order.as_ref().map(|o| o.server.addr()));
+        let inventory_url = addr(system.inventory.as_ref().map(|i| i.server.addr()));
+        let order_url = order_url.ok_or_else(|| LabError::Unavailable {
+            needs: "an order service".to_owned(),
+            hint: "SyncRest started without one".to_owned(),
+        })?;
+        let client = OrderClient::new(&order_url, inventory_url.as_deref(), &settings.item)?;
+        tracing::info!(%order_url, "Part A started in process");
+        Ok(Self {
+            client,
+            system: Some(system),
+            config: Some(config),
+            _data: Some(data),
+        })
+    }
+
+    /// Services running elsewhere; orders ask for `item`.
+    pub fn external(
+        order_url: &str,
+        inventory_url: Option<&str>,
+        item: &str,
+    ) -> Result<Self, LabError> {
+        Ok(Self {
+            client: OrderClient::new(order_url, inventory_url, item)?,
+            system: None,
+            config: None,
+            _data: None,
+        })
+    }
+
+    /// The client.
+    pub fn client(&self) -> &OrderClient {
+        &self.client
+    }
+
+    /// The in-process services, if this process runs them.
+    pub fn system(&self) -> Option<&SyncRest> {
+        self.system.as_ref()
+    }
+
+    /// Their configuration, if this process runs them.
+    pub fn config(&self) -> Option<&Config> {
+        self.config.as_ref()
+    }
+
+    /// Takes the inventory service down, the `kind` way, until
+    /// [`end_outage`](Self::end_outage). Needs in-process services.
+    pub async fn inventory_outage(&mut self, kind: OutageKind) -> Result<Outage, LabError> {
+        let running = self
+            .system
+            .as_mut()
+            .and_then(|s| s.inventory.take())
+            .ok_or_else(|| LabError::Unavailable {
+                needs: "an in-process inventory service".to_owned(),
+                hint: "it stops and restarts inventory; run without --order-url".to_owned(),
+            })?;
+        let addr = running.server.addr();
+        running.server.stop().await;
+        let black_hole = match kind {
+            OutageKind::Refused => None,
+            OutageKind::Unresponsive => Some(black_hole(addr).await?),
+        };
+        tracing::info!(?kind, %addr, "inventory down");
+        Ok(Outage {
+            kind,
+            addr,
+            service: running.service,
+            black_hole,
+        })
+    }
+
+    /// Brings inventory back on the same address, with the same ledger.
+    pub async fn end_outage(&mut self, outage: Outage) -> Result<(), LabError> {
+        if let Some(hole) = outage.black_hole {
+            // Dropping the task drops the listener and every accepted
+            // connection: the callers waiting on them see a reset.
+            hole.abort();
+            let _ = hole.await;
+        }
+        let max_body = self
+            .config
+            .as_ref()
+            .map_or(HttpConfig::default().max_body_bytes, |c| {
+                c.http.max_body_bytes
+            });
+        let router = inventory_router(outage.service.clone(), max_body);
+        let server = Server::start("inventory", &outage.addr.to_string(), router).await?;
+        if let Some(system) = self.system.as_mut() {
+            system.inventory = Some(Running {
+                service: outage.service,
+                server,
+            });
+        }
+        tracing::info!(addr = %outage.addr, "inventory back");
+        Ok(())
+    }
+
+    /// Stops the in-process services (waits for in-flight requests).
+    pub async fn stop(self) {
+        if let Some(system) = self.system {
+            system.stop().await;
+        }
+    }
+}
+
+/// How inventory is down during an outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutageKind {
+    /// The process is gone: connections are refused at once.
+    Refused,
+    /// The host is up but hangs: connections are accepted and never
+    /// answered (a stuck process, a full accept queue, a dead network
+    /// path), so every caller waits for its timeout.
+    Unresponsive,
+}
+
+impl OutageKind {
+    /// A short name for tables and keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::Unresponsive => "unresponsive",
+        }
+    }
+}
+
+/// An ongoing inventory outage; end it with [`PartA::end_outage`].
+#[derive(Debug)]
+pub struct Outage {
+    /// How inventory is down.
+    pub kind: OutageKind,
+    addr: SocketAddr,
+    service: Arc<InventoryService>,
+    black_hole: Option<JoinHandle<()>>,
+}
+
+/// A listener on `addr` that accepts connections and never answers.
+async fn black_hole(addr: SocketAddr) -> Result<JoinHandle<()>, LabError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| LabError::Io {
+            what: format!("binding the unresponsive stand-in on {addr}"),
+            source,
+        })?;
+    Ok(tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    }))
+}
+
+/// Sends `n` orders one after another (one client), ticking `bar`.
+pub async fn sequential(
+    client: &OrderClient,
+    n: u64,
+    origin: Instant,
+    bar: &ProgressBar,
+) -> Vec<Sample> {
+    let mut samples = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for _ in 0..n {
+        samples.push(client.order(origin).await);
+        bar.inc(1);
+    }
+    samples
+}
+
+/// Sends orders at `rate` per second for `duration`, each on its own task
+/// whatever happens to the others (an open loop: users keep arriving), and
+/// returns every sample once all are answered, in sending order. `bar`
+/// counts answered orders.
+pub async fn fixed_rate(
+    client: &OrderClient,
+    rate: f64,
+    duration: Duration,
+    origin: Instant,
+    bar: &ProgressBar,
+) -> Result<Vec<Sample>, LabError> {
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let end = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    loop {
+        ticker.tick().await;
+        if Instant::now() >= end {
+            break;
+        }
+        let (client, bar) = (client.clone(), bar.clone());
+        tasks.push(tokio::spawn(async move {
+            let s = client.order(origin).await;
+            bar.inc(1);
+            s
+        }));
+    }
+    let mut samples = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        samples.push(t.await?);
+    }
+    samples.sort_by_key(|s| s.sent);
+    Ok(samples)
+}
+
+/// Waits until `cond` holds, polling every 20 ms, or fails after `deadline`.
+pub async fn until<F, Fut>(what: &str, deadline: Duration, mut cond: F) -> Result<(), LabError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if cond().await {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            return Err(LabError::Deadline {
+                what: what.to_owned(),
+                after: deadline,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(sent_ms: u64, latency_ms: u64) -> Sample {
+        Sample {
+            sent: Duration::from_millis(sent_ms),
+            latency: Duration::from_millis(latency_ms),
+            status: 201,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn peak_in_flight_counts_overlaps() {
+        assert_eq!(peak_in_flight(&[]), 0);
+        assert_eq!(peak_in_flight(&[s(0, 10), s(10, 10), s(20, 10)]), 1);
+        assert_eq!(peak_in_flight(&[s(0, 100), s(10, 100), s(20, 10)]), 3);
+    }
+}
