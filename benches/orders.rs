@@ -34,7 +34,10 @@ const CONCURRENCY: usize = 16;
 const PER_CLIENT: usize = 50;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 async fn post(client: &reqwest::Client, url: &str) {
@@ -52,19 +55,28 @@ async fn post(client: &reqwest::Client, url: &str) {
 fn sync_rest(c: &mut Criterion) {
     let rt = runtime();
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::default();
-    config.data_dir = data.path().to_path_buf();
-    config.stock = STOCK.parse().expect("stock");
+    let mut config = Config {
+        data_dir: data.path().to_path_buf(),
+        stock: STOCK.parse().expect("stock"),
+        ..Config::default()
+    };
     config.http.order_port = 0;
     config.http.inventory_port = 0;
     config.http.notification_port = 0;
-    let system = rt.block_on(SyncRest::start(&config, SyncPart::All)).expect("Part A starts");
-    let url = format!("http://{}/order", system.order.as_ref().expect("order").server.addr());
+    let system = rt
+        .block_on(SyncRest::start(&config, SyncPart::All))
+        .expect("Part A starts");
+    let url = format!(
+        "http://{}/order",
+        system.order.as_ref().expect("order").server.addr()
+    );
     let client = reqwest::Client::new();
 
     let mut g = c.benchmark_group("sync_rest/post_order");
     g.measurement_time(Duration::from_secs(5));
-    g.bench_function("1_connection", |b| b.to_async(&rt).iter(|| post(&client, &url)));
+    g.bench_function("1_connection", |b| {
+        b.to_async(&rt).iter(|| post(&client, &url))
+    });
     g.throughput(Throughput::Elements((CONCURRENCY * PER_CLIENT) as u64));
     g.bench_function("16_connections", |b| {
         b.to_async(&rt).iter(|| async {
@@ -101,9 +113,22 @@ fn memory(c: &mut Criterion) {
     let mut g = c.benchmark_group("memory/place_order");
     for (name, ledger) in ledgers {
         let transport = MemoryTransport::new();
-        transport.serve(Route::RESERVE, Arc::new(InventoryService::new(ledger, Arc::new(FaultInjector::default()))));
-        transport.serve(Route::NOTIFY, Arc::new(NotificationService::new(Arc::new(FaultInjector::default()))));
-        let order = OrderService::new(Arc::new(transport), Arc::new(MemoryOutbox::new()), OrderOptions::default());
+        transport.serve(
+            Route::RESERVE,
+            Arc::new(InventoryService::new(
+                ledger,
+                Arc::new(FaultInjector::default()),
+            )),
+        );
+        transport.serve(
+            Route::NOTIFY,
+            Arc::new(NotificationService::new(Arc::new(FaultInjector::default()))),
+        );
+        let order = OrderService::new(
+            Arc::new(transport),
+            Arc::new(MemoryOutbox::new()),
+            OrderOptions::default(),
+        );
         g.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
                 let reply = order.place(BODY.as_bytes(), None).await;

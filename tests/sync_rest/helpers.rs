@@ -46,9 +46,11 @@ async fn spawn(
 ) -> TestApp {
     init_logging();
     let data = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = data.path().to_path_buf();
-    config.stock = stock.parse().unwrap();
+    let mut config = Config {
+        data_dir: data.path().to_path_buf(),
+        stock: stock.parse().unwrap(),
+        ..Config::default()
+    };
     config.http.order_port = 0;
     config.http.inventory_port = 0;
     config.http.notification_port = 0;

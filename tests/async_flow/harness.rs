@@ -1,0 +1,211 @@
+//! One harness, two buses: the same scenarios run over the in-memory
+//! transport and over a real RabbitMQ broker (unique exchange and queue
+//! names per test, so tests run in parallel on one broker).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use campusfood::core::config::RabbitConfig;
+use campusfood::core::ledger::MemoryLedger;
+use campusfood::core::order::OrderStatus;
+use campusfood::core::transport::{DeadLetter, DeadLetters, Route, Transport};
+use campusfood::core::{Config, Item, OrderId};
+use campusfood::services::async_system::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
+use campusfood::services::order_store::MemoryOrderStore;
+use campusfood::services::processed::MemoryProcessedIds;
+use campusfood::transport::memory::MemoryTransport;
+use campusfood::transport::rabbitmq::RabbitTransport;
+use serde_json::Value;
+
+pub const RABBITMQ_DOWN: &str =
+    "RabbitMQ is not running on 127.0.0.1:5672: start it with `scripts/brokers.sh up rabbitmq`";
+
+/// What a scenario needs of a bus beyond the `Transport` trait.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// The transport services get.
+    fn transport(&self) -> Arc<dyn Transport>;
+    /// Messages of `route` waiting for its default consumer.
+    async fn depth(&self, route: &Route) -> u64;
+    /// Dead letters of `route`.
+    async fn dead_letters(&self, route: &Route) -> Vec<DeadLetter>;
+    /// Replays dead letter `id` of `route`.
+    async fn replay(&self, route: &Route, id: &str) -> bool;
+}
+
+pub struct Memory(pub MemoryTransport);
+
+#[async_trait]
+impl Bus for Memory {
+    fn transport(&self) -> Arc<dyn Transport> {
+        Arc::new(self.0.clone())
+    }
+    async fn depth(&self, route: &Route) -> u64 {
+        self.0.depth(route, None)
+    }
+    async fn dead_letters(&self, route: &Route) -> Vec<DeadLetter> {
+        self.0.dead_letters(route, 100).await.unwrap()
+    }
+    async fn replay(&self, route: &Route, id: &str) -> bool {
+        self.0.replay(route, id).await.unwrap()
+    }
+}
+
+pub struct Rabbit(pub Arc<RabbitTransport>);
+
+#[async_trait]
+impl Bus for Rabbit {
+    fn transport(&self) -> Arc<dyn Transport> {
+        self.0.clone()
+    }
+    async fn depth(&self, route: &Route) -> u64 {
+        let c = self.0.config();
+        let queue = if *route == Route::ORDER_PLACED {
+            &c.reserve_queue
+        } else {
+            &c.notify_queue
+        };
+        u64::from(self.0.queue_depth(queue).await.unwrap())
+    }
+    async fn dead_letters(&self, route: &Route) -> Vec<DeadLetter> {
+        self.0.dead_letters(route, 100).await.unwrap()
+    }
+    async fn replay(&self, route: &Route, id: &str) -> bool {
+        self.0.replay(route, id).await.unwrap()
+    }
+}
+
+pub struct App {
+    pub config: Config,
+    pub options: AsyncOptions,
+    pub bus: Box<dyn Bus>,
+    pub stores: AsyncStores,
+    pub client: reqwest::Client,
+}
+
+fn base(stock: &str) -> (Config, AsyncStores) {
+    let config = Config {
+        stock: stock.parse().unwrap(),
+        ..Config::default()
+    };
+    let stores = AsyncStores {
+        ledger: Arc::new(MemoryLedger::new(&config.stock)),
+        orders: Arc::new(MemoryOrderStore::new()),
+        notified: Arc::new(MemoryProcessedIds::new()),
+    };
+    (config, stores)
+}
+
+fn options(config: &Config) -> AsyncOptions {
+    let mut options = AsyncOptions::from_config(config);
+    options.order_port = 0;
+    options.inventory_port = 0;
+    options.retry_delay = Duration::from_millis(50);
+    options.max_attempts = 3;
+    options.relay_poll = Duration::from_millis(20);
+    options
+}
+
+pub fn memory(stock: &str) -> App {
+    let (config, stores) = base(stock);
+    App {
+        options: options(&config),
+        config,
+        bus: Box::new(Memory(MemoryTransport::new())),
+        stores,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// A unique prefix for one test's exchanges and queues.
+pub fn unique(test: &str) -> String {
+    format!("t-{test}-{:016x}", fastrand::u64(..))
+}
+
+/// RabbitMQ settings for one test: every name under a unique prefix.
+pub fn rabbit_config(test: &str) -> RabbitConfig {
+    RabbitConfig::with_prefix(&unique(test))
+}
+
+pub async fn connect_rabbit(config: &RabbitConfig) -> Arc<RabbitTransport> {
+    match RabbitTransport::connect(config).await {
+        Ok(t) => Arc::new(t),
+        Err(e) => panic!("{RABBITMQ_DOWN} ({e})"),
+    }
+}
+
+pub async fn rabbitmq(test: &str, stock: &str) -> App {
+    let (mut config, stores) = base(stock);
+    config.rabbitmq = rabbit_config(test);
+    let transport = connect_rabbit(&config.rabbitmq).await;
+    App {
+        options: options(&config),
+        config,
+        bus: Box::new(Rabbit(transport)),
+        stores,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl App {
+    pub async fn start(&self, part: AsyncPart) -> AsyncSystem {
+        self.start_on(part, self.bus.transport()).await
+    }
+
+    pub async fn start_on(&self, part: AsyncPart, transport: Arc<dyn Transport>) -> AsyncSystem {
+        AsyncSystem::start(
+            &self.config,
+            part,
+            &self.options,
+            transport,
+            self.stores.clone(),
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn order(&self, system: &AsyncSystem, body: Value) -> (u16, Value) {
+        let url = format!(
+            "http://{}/order",
+            system.order.as_ref().unwrap().server.addr()
+        );
+        let resp = self.client.post(url).json(&body).send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    pub async fn status(&self, id: &str) -> OrderStatus {
+        self.stores
+            .orders
+            .get(&OrderId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+    }
+
+    pub async fn stock(&self, item: &str) -> u64 {
+        self.stores.ledger.stock().await.unwrap()[&Item::parse(item).unwrap()]
+    }
+
+    /// Waits until every order of `ids` is notified.
+    pub async fn all_notified(&self, ids: &[String], deadline: Duration) {
+        for id in ids {
+            until("notified", deadline, async || {
+                self.status(id).await == OrderStatus::Notified
+            })
+            .await;
+        }
+    }
+}
+
+pub async fn until(what: &str, deadline: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !cond().await {
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,294 @@
+//! The async architecture's scenarios, each a function of an [`App`] so
+//! that it runs over every bus (see `main.rs`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use campusfood::core::order::OrderStatus;
+use campusfood::core::transport::{
+    Capabilities, Handler, Message, Reply, Route, SubscribeOptions, Subscription, Transport,
+    TransportError,
+};
+use campusfood::services::async_system::AsyncPart;
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::harness::{App, until};
+
+pub async fn baseline_orders_flow_to_notified(app: App) {
+    let system = app.start(AsyncPart::All).await;
+    let mut ids = Vec::new();
+    let start = Instant::now();
+    for _ in 0..5 {
+        let (status, body) = app
+            .order(&system, json!({"item": "burger", "qty": 1}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["status"], "placed");
+        for k in ["order_id", "request_id", "item", "qty", "created_at"] {
+            assert!(body.get(k).is_some(), "{k} missing: {body}");
+        }
+        ids.push(body["order_id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        until("notified", Duration::from_secs(5), async || {
+            app.status(id).await == OrderStatus::Notified
+        })
+        .await;
+    }
+    eprintln!("5 orders placed → notified in {:?}", start.elapsed());
+    assert_eq!(app.stock("burger").await, 95);
+    assert_eq!(system.notification.as_ref().unwrap().sent(), 5);
+    system.stop().await;
+}
+
+pub async fn backlog_waits_for_inventory_and_drains_exactly_once(app: App) {
+    let front = app.start(AsyncPart::Order).await;
+    let notifier = app.start(AsyncPart::Notification).await;
+    let ids: Vec<String> =
+        join_all((0..50).map(|_| app.order(&front, json!({"item": "burger", "qty": 1}))))
+            .await
+            .into_iter()
+            .map(|(s, b)| {
+                assert_eq!(s, 201);
+                b["order_id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+    until("a backlog of 50", Duration::from_secs(5), async || {
+        app.bus.depth(&Route::ORDER_PLACED).await == 50
+    })
+    .await;
+    assert_eq!(app.stock("burger").await, 100);
+    let inventory = app.start(AsyncPart::Inventory).await;
+    until("the backlog drains", Duration::from_secs(10), async || {
+        app.bus.depth(&Route::ORDER_PLACED).await == 0
+    })
+    .await;
+    for id in &ids {
+        until("notified", Duration::from_secs(5), async || {
+            app.status(id).await == OrderStatus::Notified
+        })
+        .await;
+    }
+    assert_eq!(app.stock("burger").await, 50);
+    assert_eq!(app.stores.ledger.reservation_count().await.unwrap(), 50);
+    for s in [front, notifier, inventory] {
+        s.stop().await;
+    }
+}
+
+pub async fn a_duplicate_order_placed_reserves_and_notifies_once(mut app: App) {
+    // One delivery at a time, so that a sentinel order handled after the
+    // duplicates proves the duplicates were handled (FIFO per queue).
+    app.options.prefetch = 1;
+    let system = app.start(AsyncPart::All).await;
+    let (_, body) = app
+        .order(&system, json!({"item": "burger", "qty": 3}))
+        .await;
+    let id = body["order_id"].as_str().unwrap().to_owned();
+    app.all_notified(&[id], Duration::from_secs(10)).await;
+    // The same event again, twice (a redelivery, a republish).
+    for _ in 0..2 {
+        let m = Message {
+            body: body.to_string().into(),
+            ..Default::default()
+        };
+        app.bus
+            .transport()
+            .publish(&Route::ORDER_PLACED, m)
+            .await
+            .unwrap();
+    }
+    let (_, sentinel) = app.order(&system, json!({"item": "pizza", "qty": 1})).await;
+    app.all_notified(
+        &[sentinel["order_id"].as_str().unwrap().to_owned()],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(app.stock("burger").await, 97);
+    assert_eq!(app.stores.ledger.reservation_count().await.unwrap(), 2);
+    assert_eq!(system.notification.as_ref().unwrap().sent(), 2);
+    system.stop().await;
+}
+
+pub async fn poison_messages_are_dead_lettered_and_valid_orders_keep_flowing(app: App) {
+    let system = app.start(AsyncPart::All).await;
+    let poison = [
+        "{not json".to_owned(),
+        json!({"item": "burger", "qty": 1}).to_string(),
+        json!({"order_id": "ORD-00000000000A", "request_id": "5f0c8b4e-8d0e-4c43-9b4e-3f1f3f3f3f3f", "qty": 1, "status": "placed", "created_at": "x"}).to_string(),
+        json!({"order_id": "ORD-00000000000B", "request_id": "5f0c8b4e-8d0e-4c43-9b4e-3f1f3f3f3f3f", "item": "burger", "qty": "two", "status": "placed", "created_at": "x"}).to_string(),
+    ];
+    for p in &poison {
+        app.bus
+            .transport()
+            .publish(
+                &Route::ORDER_PLACED,
+                Message {
+                    body: p.clone().into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let (_, body) = app
+        .order(&system, json!({"item": "burger", "qty": 1}))
+        .await;
+    let id = body["order_id"].as_str().unwrap().to_owned();
+    until("valid order notified", Duration::from_secs(5), async || {
+        app.status(&id).await == OrderStatus::Notified
+    })
+    .await;
+    until("4 dead letters", Duration::from_secs(10), async || {
+        app.bus.dead_letters(&Route::ORDER_PLACED).await.len() == 4
+    })
+    .await;
+    // Each names what is wrong (in whatever order the broker kept them).
+    let reasons: Vec<String> = app
+        .bus
+        .dead_letters(&Route::ORDER_PLACED)
+        .await
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    for expected in ["invalid JSON", "`order_id`", "`item`", "`qty`"] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no reason mentions {expected}: {reasons:?}"
+        );
+    }
+    assert_eq!(app.stock("burger").await, 99);
+    system.stop().await;
+}
+
+pub async fn injected_failures_retry_with_a_bound_then_dead_letter_and_replay_succeeds(app: App) {
+    use campusfood::core::fault::FaultUpdate;
+    let system = app.start(AsyncPart::All).await;
+    let inventory = system.inventory.as_ref().unwrap().service.clone();
+    inventory
+        .faults()
+        .configure(&FaultUpdate {
+            failure_rate: Some(1.0),
+            ..Default::default()
+        })
+        .unwrap();
+    let (_, body) = app
+        .order(&system, json!({"item": "burger", "qty": 1}))
+        .await;
+    let id = body["order_id"].as_str().unwrap().to_owned();
+    until(
+        "dead-lettered after 3 attempts",
+        Duration::from_secs(10),
+        async || !app.bus.dead_letters(&Route::ORDER_PLACED).await.is_empty(),
+    )
+    .await;
+    let dead = app.bus.dead_letters(&Route::ORDER_PLACED).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(
+        dead[0].reason.contains("injected failure"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(app.status(&id).await, OrderStatus::Placed);
+    assert_eq!(app.stock("burger").await, 100);
+    // Fixed: replay it.
+    inventory
+        .faults()
+        .configure(&FaultUpdate {
+            failure_rate: Some(0.0),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(app.bus.replay(&Route::ORDER_PLACED, &dead[0].id).await);
+    app.all_notified(&[id], Duration::from_secs(10)).await;
+    assert_eq!(app.stock("burger").await, 99);
+    assert!(app.bus.dead_letters(&Route::ORDER_PLACED).await.is_empty());
+    system.stop().await;
+}
+
+pub async fn bad_input_is_refused_and_nothing_is_published(app: App) {
+    let system = app.start(AsyncPart::Order).await;
+    for (body, status) in [
+        (json!({"qty": 1}), 422),
+        (json!({"item": "burger", "qty": 0}), 422),
+        (json!([1]), 400),
+    ] {
+        let (s, b) = app.order(&system, body.clone()).await;
+        assert_eq!(s, status, "{body} -> {b}");
+        assert!(b["error"].is_string());
+    }
+    assert_eq!(app.stores.orders.order_count().await.unwrap(), 0);
+    assert_eq!(app.stores.orders.outbox_len().await.unwrap(), 0);
+    system.stop().await;
+}
+
+/// The bus, except that publishing fails while `down` is set: the broker
+/// unreachable, as the order service sees it.
+#[derive(Debug)]
+struct Unreachable {
+    inner: Arc<dyn Transport>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl Transport for Unreachable {
+    fn name(&self) -> &'static str {
+        "unreachable"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn request(
+        &self,
+        route: &Route,
+        request: Message,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
+        self.inner.request(route, request, timeout).await
+    }
+    async fn publish(&self, route: &Route, message: Message) -> Result<(), TransportError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(TransportError::Unavailable {
+                route: route.clone(),
+                reason: "connection refused".into(),
+            });
+        }
+        self.inner.publish(route, message).await
+    }
+    async fn subscribe(
+        &self,
+        route: &Route,
+        handler: Arc<dyn Handler>,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, TransportError> {
+        self.inner.subscribe(route, handler, options).await
+    }
+}
+
+pub async fn orders_are_accepted_while_publishing_fails_and_published_later(app: App) {
+    let flaky = Arc::new(Unreachable {
+        inner: app.bus.transport(),
+        down: AtomicBool::new(true),
+    });
+    let front = app.start_on(AsyncPart::Order, flaky.clone()).await;
+    let back = app.start(AsyncPart::Inventory).await;
+    let notifier = app.start(AsyncPart::Notification).await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let (status, body) = app.order(&front, json!({"item": "burger", "qty": 1})).await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["order_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(app.stores.orders.outbox_len().await.unwrap(), 10);
+    flaky.down.store(false, Ordering::SeqCst);
+    app.all_notified(&ids, Duration::from_secs(15)).await;
+    assert_eq!(app.stores.orders.outbox_len().await.unwrap(), 0);
+    assert_eq!(app.stock("burger").await, 90);
+    for s in [front, back, notifier] {
+        s.stop().await;
+    }
+}
