@@ -28,6 +28,7 @@ use campusfood_core::transport::{
     DeadLetters, Delivery, Disposition, Handler, Message, Route, SubscribeOptions, Transport,
     TransportError, headers,
 };
+use campusfood_testkit::Outage;
 use campusfood_transport::rabbitmq::{KEY_HEADER, RabbitTransport};
 use tokio::sync::Notify;
 
@@ -314,97 +315,6 @@ async fn force_close_connection(t: &RabbitTransport) {
         status == 204 || status == 200,
         "closing {name}: {status} {body}"
     );
-}
-
-/// A TCP proxy in front of the broker that can be cut and restored: a
-/// broker outage for one transport, without stopping the broker everyone
-/// else's tests share. While cut it drops every connection and refuses new
-/// ones (counting them). Plain threads and blocking sockets.
-struct Outage {
-    port: u16,
-    state: Arc<ProxyState>,
-}
-
-#[derive(Default)]
-struct ProxyState {
-    up: AtomicBool,
-    closed: AtomicBool,
-    refused: AtomicU32,
-    live: Mutex<Vec<std::net::TcpStream>>,
-}
-
-impl Outage {
-    fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(ProxyState::default());
-        state.up.store(true, Ordering::SeqCst);
-        let st = state.clone();
-        std::thread::spawn(move || {
-            while !st.closed.load(Ordering::SeqCst) {
-                let client = match listener.accept() {
-                    Ok((client, _)) => client,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                    Err(_) => break,
-                };
-                if !st.up.load(Ordering::SeqCst) {
-                    st.refused.fetch_add(1, Ordering::SeqCst);
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                    continue;
-                }
-                let Ok(upstream) = std::net::TcpStream::connect("127.0.0.1:5672") else {
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let mut live = st.live.lock().unwrap();
-                live.push(client.try_clone().unwrap());
-                live.push(upstream.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
-                    (upstream, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                        let _ = from.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Self { port, state }
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}", self.port)
-    }
-
-    /// The broker "goes down": connections drop, new ones are refused.
-    fn cut(&self) {
-        self.state.up.store(false, Ordering::SeqCst);
-        for s in self.state.live.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    /// The broker is back.
-    fn restore(&self) {
-        self.state.up.store(true, Ordering::SeqCst);
-    }
-
-    fn refused(&self) -> u32 {
-        self.state.refused.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Outage {
-    fn drop(&mut self) {
-        self.state.closed.store(true, Ordering::SeqCst);
-        self.cut();
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -981,9 +891,9 @@ async fn consumer_and_publisher_reconnect_when_the_broker_drops_the_connection()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_fails_publishes_retryably_and_consumers_resume_after_it() {
-    let proxy = Outage::start();
+    let proxy = Outage::start("127.0.0.1:5672");
     let mut config = config("outage");
-    config.url = proxy.url();
+    config.url = proxy.amqp_url();
     config.connect_timeout = Duration::from_secs(2);
     config.confirm_timeout = Duration::from_secs(2);
     config.publish_attempts = 2;

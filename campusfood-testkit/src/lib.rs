@@ -1,0 +1,117 @@
+//! # campusfood-testkit
+//!
+//! Test support shared by the workspace's test suites. Not for production
+//! use: it panics freely.
+//!
+//! - [`Outage`]: a TCP proxy in front of a broker that can be cut and
+//!   restored — a broker outage for one test's connections, without stopping
+//!   the broker every other test shares.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A TCP proxy to `upstream` that can be cut and restored. While cut it
+/// drops every connection and refuses new ones (counting them). Plain
+/// threads and blocking sockets, so it works under any async runtime.
+#[derive(Debug)]
+pub struct Outage {
+    port: u16,
+    state: Arc<ProxyState>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    up: AtomicBool,
+    closed: AtomicBool,
+    refused: AtomicU32,
+    live: Mutex<Vec<TcpStream>>,
+}
+
+impl Outage {
+    /// A proxy on a free loopback port forwarding to `upstream`
+    /// (`host:port`), up.
+    pub fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(ProxyState::default());
+        state.up.store(true, Ordering::SeqCst);
+        let st = state.clone();
+        let upstream = upstream.to_owned();
+        std::thread::spawn(move || {
+            while !st.closed.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Polling the non-blocking listener; the test's
+                        // deadlines bound how long anyone waits.
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                if !st.up.load(Ordering::SeqCst) {
+                    st.refused.fetch_add(1, Ordering::SeqCst);
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(upstream) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let mut live = st.live.lock().unwrap();
+                live.push(client.try_clone().unwrap());
+                live.push(upstream.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, state }
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// An AMQP URL (guest/guest) through the proxy.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}", self.port)
+    }
+
+    /// The broker "goes down": connections drop, new ones are refused.
+    pub fn cut(&self) {
+        self.state.up.store(false, Ordering::SeqCst);
+        for s in self.state.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// The broker is back.
+    pub fn restore(&self) {
+        self.state.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Connections refused while cut.
+    pub fn refused(&self) -> u32 {
+        self.state.refused.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.state.closed.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+}
