@@ -84,7 +84,7 @@ pub struct App {
     pub client: reqwest::Client,
 }
 
-fn base(stock: &str) -> (Config, AsyncStores) {
+pub fn base(stock: &str) -> (Config, AsyncStores) {
     let config = Config {
         stock: stock.parse().unwrap(),
         ..Config::default()
@@ -138,6 +138,12 @@ pub async fn connect_rabbit(config: &RabbitConfig) -> Arc<RabbitTransport> {
 pub async fn rabbitmq(test: &str, stock: &str) -> App {
     let (mut config, stores) = base(stock);
     config.rabbitmq = rabbit_config(test);
+    rabbitmq_with(config, stores).await
+}
+
+/// An app over RabbitMQ with `config` as given (e.g. a URL through a
+/// cuttable proxy).
+pub async fn rabbitmq_with(config: Config, stores: AsyncStores) -> App {
     let transport = connect_rabbit(&config.rabbitmq).await;
     App {
         options: options(&config),

@@ -4,6 +4,7 @@
 //! (`scripts/brokers.sh up rabbitmq`; each test uses its own names).
 
 mod harness;
+mod rabbitmq_faults;
 mod scenarios;
 
 macro_rules! on_every_bus {
