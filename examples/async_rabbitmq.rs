@@ -16,7 +16,9 @@ use std::time::Duration;
 use anyhow::Context;
 use campusfood::core::Config;
 use campusfood::core::transport::{DeadLetters, Route};
-use campusfood::services::async_system::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
+use campusfood::services::async_system::{
+    AsyncOptions, AsyncPart, AsyncStores, AsyncSystem, Observability,
+};
 use campusfood::transport::rabbitmq::RabbitTransport;
 use clap::{Parser, Subcommand};
 
@@ -152,7 +154,19 @@ async fn main() -> anyhow::Result<()> {
         .context("--retry-delay must be >= 0 seconds")?;
     tracing::info!(?part, data_dir = %config.data_dir.display(), stock = %config.stock, url = %cli.url, "starting Part B (RabbitMQ)");
     let stores = AsyncStores::open(&config)?;
-    let system = AsyncSystem::start(&config, part, &options, transport, stores).await?;
+    let observability = Observability {
+        prometheus: campusfood::services::metrics::install_prometheus()?,
+        backlog: Some(transport.clone()),
+    };
+    let system = AsyncSystem::start_observed(
+        &config,
+        part,
+        &options,
+        transport,
+        stores,
+        Some(observability),
+    )
+    .await?;
     common::shutdown_signal().await;
     tracing::info!("shutting down");
     system.stop().await;

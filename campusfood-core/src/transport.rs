@@ -353,6 +353,14 @@ pub trait DeadLetters: Transport {
     async fn replay(&self, route: &Route, id: &str) -> Result<bool, TransportError>;
 }
 
+/// Extension: transports that can say how many messages wait on a route
+/// for its default consumer (a queue's depth; a consumer group's lag).
+#[async_trait]
+pub trait Backlog: Transport {
+    /// Messages of `route` waiting to be consumed.
+    async fn backlog(&self, route: &Route) -> Result<u64, TransportError>;
+}
+
 /// Tells a running consumer to stop: resolves when a stop was asked for or
 /// its [`Subscription`] was dropped.
 #[derive(Debug, Clone)]

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use crate::async_order::AsyncOrderService;
 use crate::http::inventory_router;
 use crate::inventory::InventoryService;
+use crate::metrics::{Metered, metrics_route, sample_backlog};
 use crate::notification::NotificationService;
 use crate::order_store::{OrderStore, RedbOrderStore};
 use crate::processed::{ProcessedIds, RedbProcessedIds};
@@ -138,6 +139,17 @@ impl AsyncStores {
     }
 }
 
+/// What a process exposes about itself: Prometheus metrics at
+/// `GET /metrics` (on the order and inventory servers), and a queue-depth
+/// gauge sampled from `backlog` every second.
+#[derive(Debug, Clone)]
+pub struct Observability {
+    /// The installed recorder's handle ([`crate::metrics::install_prometheus`]).
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    /// Where queue depths come from, if the transport can tell.
+    pub backlog: Option<Arc<dyn campusfood_core::transport::Backlog>>,
+}
+
 /// The async architecture, running.
 #[derive(Debug)]
 pub struct AsyncSystem {
@@ -149,6 +161,7 @@ pub struct AsyncSystem {
     pub notification: Option<Arc<NotificationService>>,
     subscriptions: Vec<Subscription>,
     relay: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    sampler: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl AsyncSystem {
@@ -160,6 +173,27 @@ impl AsyncSystem {
         transport: Arc<dyn Transport>,
         stores: AsyncStores,
     ) -> Result<Self, StartError> {
+        Self::start_observed(config, part, options, transport, stores, None).await
+    }
+
+    /// Like [`start`](Self::start), counting the traffic ([`Metered`]) and
+    /// serving it at `GET /metrics` when `observability` is given.
+    pub async fn start_observed(
+        config: &Config,
+        part: AsyncPart,
+        options: &AsyncOptions,
+        transport: Arc<dyn Transport>,
+        stores: AsyncStores,
+        observability: Option<Observability>,
+    ) -> Result<Self, StartError> {
+        let transport: Arc<dyn Transport> = match &observability {
+            Some(_) => Arc::new(Metered::new(transport)),
+            None => transport,
+        };
+        let with_metrics = |router: Router| match &observability {
+            Some(o) => router.route("/metrics", metrics_route(o.prometheus.clone())),
+            None => router,
+        };
         let host = &config.http.host;
         let max_body = config.http.max_body_bytes;
         let mut this = Self {
@@ -168,7 +202,21 @@ impl AsyncSystem {
             notification: None,
             subscriptions: Vec::new(),
             relay: None,
+            sampler: None,
         };
+        if let Some(backlog) = observability.as_ref().and_then(|o| o.backlog.clone()) {
+            let (stop, mut rx) = watch::channel(false);
+            let routes = vec![Route::ORDER_PLACED, Route::INVENTORY_RESERVED];
+            let task = tokio::spawn(sample_backlog(
+                backlog,
+                routes,
+                Duration::from_secs(1),
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+            ));
+            this.sampler = Some((stop, task));
+        }
         let subscribe = |route: Route, handler, group: Option<&str>| {
             let transport = transport.clone();
             let opts = options.subscribe(group);
@@ -182,7 +230,7 @@ impl AsyncSystem {
             let worker = Arc::new(ReserveWorker::new(service.clone(), transport.clone()));
             this.subscriptions
                 .push(subscribe(Route::ORDER_PLACED, worker, None).await?);
-            let router = inventory_router(service.clone(), max_body);
+            let router = with_metrics(inventory_router(service.clone(), max_body));
             let server = Server::start(
                 "inventory",
                 &format!("{host}:{}", options.inventory_port),
@@ -219,7 +267,7 @@ impl AsyncSystem {
             let server = Server::start(
                 "order",
                 &format!("{host}:{}", options.order_port),
-                async_order_router(service.clone(), max_body),
+                with_metrics(async_order_router(service.clone(), max_body)),
             )
             .await?;
             this.order = Some(Running { service, server });
@@ -238,6 +286,10 @@ impl AsyncSystem {
         }
         for s in self.subscriptions {
             s.stop().await;
+        }
+        if let Some((stop, task)) = self.sampler {
+            let _ = stop.send(true);
+            let _ = task.await;
         }
         if let Some(i) = self.inventory {
             i.server.stop().await;

@@ -7,6 +7,8 @@
 //! ## Layout
 //! - [`inventory`]: reserve through the idempotent ledger, after injected
 //!   faults — the decision logic every architecture shares.
+//! - [`metrics`]: a metering decorator for any transport, queue-depth
+//!   sampling, Prometheus exposition.
 //! - [`notification`]: send (log) confirmations.
 //! - [`order`]: the synchronous orchestrator (Part A), with timeout, retry,
 //!   circuit breaker, bulkhead, and an outbox for failed notifications.
@@ -32,6 +34,7 @@ pub mod async_system;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod inventory;
+pub mod metrics;
 pub mod notification;
 pub mod openapi;
 pub mod order;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use campusfood_core::transport::{
-    Capabilities, DeadLetter, DeadLetters, Delivery, Disposition, Handler, Message, Reply,
+    Backlog, Capabilities, DeadLetter, DeadLetters, Delivery, Disposition, Handler, Message, Reply,
     RequestHandler, Route, SubscribeOptions, Subscription, Transport, TransportError,
 };
 use tokio::sync::{Semaphore, mpsc};
@@ -256,6 +256,14 @@ impl Transport for MemoryTransport {
                 .acquire_many(u32::from(options.prefetch.max(1)))
                 .await;
         }))
+    }
+}
+
+#[async_trait]
+impl Backlog for MemoryTransport {
+    /// Waiting in, or being handled by, the route's default group.
+    async fn backlog(&self, route: &Route) -> Result<u64, TransportError> {
+        Ok(self.depth(route, None))
     }
 }
 

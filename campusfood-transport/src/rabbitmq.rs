@@ -96,8 +96,8 @@ use amqprs::channel::QueueDeclareArguments;
 use async_trait::async_trait;
 use campusfood_core::config::RabbitConfig;
 use campusfood_core::transport::{
-    Capabilities, DeadLetter, DeadLetters, Handler, Message, Reply, Route, SubscribeOptions,
-    Subscription, Transport, TransportError,
+    Backlog, Capabilities, DeadLetter, DeadLetters, Handler, Message, Reply, Route,
+    SubscribeOptions, Subscription, Transport, TransportError,
 };
 
 use connection::{Broker, BrokerError};
@@ -387,6 +387,16 @@ impl Transport for RabbitTransport {
         Ok(Subscription::spawn(move |stop| {
             consumer::run(job, first, stop)
         }))
+    }
+}
+
+#[async_trait]
+impl Backlog for RabbitTransport {
+    /// The ready messages of the route's default queue (deliveries in
+    /// flight, not yet acknowledged, are not counted).
+    async fn backlog(&self, route: &Route) -> Result<u64, TransportError> {
+        let queue = self.queue_for(route, None)?;
+        self.queue_depth(&queue).await.map(u64::from)
     }
 }
 
