@@ -40,10 +40,12 @@ impl Progress {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-        let bar = self.multi.add(ProgressBar::new(len));
-        bar.set_style(style);
-        bar.set_prefix(prefix.to_owned());
-        bar.set_message(message.to_owned());
+        let bar = self.multi.add(
+            ProgressBar::new(len)
+                .with_style(style)
+                .with_prefix(prefix.to_owned())
+                .with_message(message.to_owned()),
+        );
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     }

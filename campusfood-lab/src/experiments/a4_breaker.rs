@@ -381,6 +381,16 @@ impl Experiment for A4Breaker {
                     statuses(&d_on)
                 ),
             );
+            let reset = d_off.iter().filter(|s| s.status != 504).count();
+            if reset > 0 {
+                out.note(format!(
+                    "Breaker off, unresponsive: the {reset} orders of the outage that were not \
+                     504s are the ones still waiting when inventory came back — the stand-in \
+                     closed their connections, so they failed (503) just before their timeout; \
+                     about rate × timeout of them ({:.0}) are in flight at any moment.",
+                    plan.rate * plan.timeout.as_secs_f64()
+                ));
+            }
             out.conclude(
                 "Once open, the breaker stops sending orders into the hung inventory",
                 on.waited(plan.timeout) * 2 < off.waited(plan.timeout),
