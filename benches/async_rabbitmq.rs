@@ -1,0 +1,200 @@
+//! Part B over a real RabbitMQ (`scripts/brokers.sh up rabbitmq`).
+//!
+//! ```sh
+//! cargo bench --bench async_rabbitmq
+//! ```
+//!
+//! - `rabbitmq/accept_order/1_connection`: `POST /order` → 201 on the async
+//!   OrderService, one request at a time: the order and its event are
+//!   group-committed to redb (one fsync), the relay publishes afterwards.
+//! - `rabbitmq/drain_backlog/2000`: 2,000 `OrderPlaced` wait in
+//!   `orders.reserve` with no consumer; the inventory consumer starts and
+//!   the time until all 2,000 are decided in the durable ledger (and their
+//!   events published with confirms) is measured: the backlog drain rate.
+//!
+//! Without a broker it says so and measures nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use campusfood::core::config::RabbitConfig;
+use campusfood::core::events::OrderPlaced;
+use campusfood::core::ledger::RedbLedger;
+use campusfood::core::order::{OrderStatus, now_rfc3339};
+use campusfood::core::transport::{Message, Route, Transport};
+use campusfood::core::{Config, Item, OrderId, Quantity, RequestId};
+use campusfood::services::async_system::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
+use campusfood::services::order_store::RedbOrderStore;
+use campusfood::services::processed::RedbProcessedIds;
+use campusfood::transport::rabbitmq::RabbitTransport;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const BACKLOG: u64 = 2000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+struct Setup {
+    config: Config,
+    options: AsyncOptions,
+    transport: Arc<RabbitTransport>,
+    _data: tempfile::TempDir,
+}
+
+async fn setup(name: &str) -> Option<Setup> {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = Config {
+        data_dir: data.path().to_path_buf(),
+        stock: "burger=1000000000".parse().expect("stock"),
+        ..Config::default()
+    };
+    config.rabbitmq = RabbitConfig::with_prefix(&format!("bench-{name}-{:08x}", fastrand::u32(..)));
+    let transport = match RabbitTransport::connect(&config.rabbitmq).await {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            eprintln!(
+                "RabbitMQ benchmarks skipped: {e} (start it with `scripts/brokers.sh up rabbitmq`)"
+            );
+            return None;
+        }
+    };
+    let mut options = AsyncOptions::from_config(&config);
+    options.order_port = 0;
+    options.inventory_port = 0;
+    Some(Setup {
+        config,
+        options,
+        transport,
+        _data: data,
+    })
+}
+
+fn stores(config: &Config, tag: &str) -> AsyncStores {
+    let dir = &config.data_dir;
+    AsyncStores {
+        ledger: Arc::new(
+            RedbLedger::open(dir.join(format!("{tag}-ledger.redb")), &config.stock)
+                .expect("ledger"),
+        ),
+        orders: Arc::new(
+            RedbOrderStore::open(dir.join(format!("{tag}-orders.redb"))).expect("orders"),
+        ),
+        notified: Arc::new(
+            RedbProcessedIds::open(dir.join(format!("{tag}-notified.redb"))).expect("notified"),
+        ),
+    }
+}
+
+fn accept(c: &mut Criterion) {
+    let rt = runtime();
+    // amqprs closes its connection and channels on drop from within tokio.
+    let _in_runtime = rt.enter();
+    let Some(s) = rt.block_on(setup("accept")) else {
+        return;
+    };
+    let system = rt
+        .block_on(AsyncSystem::start(
+            &s.config,
+            AsyncPart::Order,
+            &s.options,
+            s.transport.clone(),
+            stores(&s.config, "accept"),
+        ))
+        .expect("order service");
+    let url = format!(
+        "http://{}/order",
+        system.order.as_ref().expect("order").server.addr()
+    );
+    let client = reqwest::Client::new();
+    let mut g = c.benchmark_group("rabbitmq/accept_order");
+    g.bench_function("1_connection", |b| {
+        b.to_async(&rt).iter(|| async {
+            let resp = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(r#"{"item":"burger","qty":1}"#)
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(resp.status().as_u16(), 201);
+        })
+    });
+    g.finish();
+    rt.block_on(system.stop());
+    rt.block_on(s.transport.teardown()).ok();
+}
+
+fn placed() -> Message {
+    let order_id = OrderId::generate();
+    let event = OrderPlaced {
+        order_id: order_id.clone(),
+        request_id: RequestId::generate(),
+        item: Item::parse("burger").expect("item"),
+        qty: Quantity::new(1).expect("qty"),
+        status: OrderStatus::Placed,
+        created_at: now_rfc3339(),
+    };
+    Message::json(&event)
+        .expect("encode")
+        .with_key(order_id.as_str())
+}
+
+fn drain(c: &mut Criterion) {
+    let rt = runtime();
+    let _in_runtime = rt.enter();
+    let Some(s) = rt.block_on(setup("drain")) else {
+        return;
+    };
+    let mut g = c.benchmark_group("rabbitmq/drain_backlog");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(BACKLOG));
+    let mut round = 0;
+    g.bench_function(BACKLOG.to_string(), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                round += 1;
+                total += rt.block_on(async {
+                    // The backlog, published with confirms, 256 at a time.
+                    let messages: Vec<Message> = (0..BACKLOG).map(|_| placed()).collect();
+                    for chunk in messages.chunks(256) {
+                        let sends = chunk.iter().map(|m| async {
+                            s.transport.publish(&Route::ORDER_PLACED, m.clone()).await
+                        });
+                        for r in futures::future::join_all(sends).await {
+                            r.expect("published");
+                        }
+                    }
+                    let stores = stores(&s.config, &format!("drain-{round}"));
+                    let ledger = stores.ledger.clone();
+                    let start = Instant::now();
+                    let inventory = AsyncSystem::start(
+                        &s.config,
+                        AsyncPart::Inventory,
+                        &s.options,
+                        s.transport.clone(),
+                        stores,
+                    )
+                    .await
+                    .expect("inventory");
+                    while ledger.reservation_count().await.expect("count") < BACKLOG {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    let took = start.elapsed();
+                    inventory.stop().await;
+                    took
+                });
+            }
+            total
+        })
+    });
+    g.finish();
+    rt.block_on(s.transport.teardown()).ok();
+}
+
+criterion_group!(benches, accept, drain);
+criterion_main!(benches);
