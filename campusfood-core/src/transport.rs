@@ -136,6 +136,14 @@ impl Message {
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, CodecError> {
         codec::decode(&self.body)
     }
+
+    /// The request id the sender passed in [`headers::REQUEST_ID`], when it
+    /// is a valid one.
+    pub fn request_id(&self) -> Option<crate::RequestId> {
+        self.headers
+            .get(headers::REQUEST_ID)
+            .and_then(|r| crate::RequestId::parse(r).ok())
+    }
 }
 
 /// The answer to a request: an HTTP-style status and a JSON body.

@@ -195,10 +195,6 @@ impl AsyncOrderService {
 #[async_trait]
 impl RequestHandler for AsyncOrderService {
     async fn call(&self, request: Message) -> Reply {
-        let request_id = request
-            .headers
-            .get(headers::REQUEST_ID)
-            .and_then(|r| RequestId::parse(r).ok());
-        self.place(&request.body, request_id).await
+        self.place(&request.body, request.request_id()).await
     }
 }

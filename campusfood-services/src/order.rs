@@ -425,10 +425,6 @@ impl OrderService {
 #[async_trait]
 impl RequestHandler for OrderService {
     async fn call(&self, request: Message) -> Reply {
-        let request_id = request
-            .headers
-            .get(headers::REQUEST_ID)
-            .and_then(|r| RequestId::parse(r).ok());
-        self.place(&request.body, request_id).await
+        self.place(&request.body, request.request_id()).await
     }
 }
