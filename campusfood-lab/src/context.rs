@@ -84,7 +84,7 @@ impl Settings {
             failure_orders: 10,
             timeout_orders: 3,
             timeout: Duration::from_millis(200),
-            breaker_timeout: Duration::from_millis(200),
+            breaker_timeout: Duration::from_millis(300),
             outage: Duration::from_millis(1500),
             rate: 40.0,
             ..Self::full()
