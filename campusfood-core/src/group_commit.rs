@@ -40,6 +40,13 @@ pub enum CommitError {
 pub type ApplyBatch<Op, Out> =
     Box<dyn Fn(&WriteTransaction, &[Op]) -> Result<Vec<Out>, String> + Send + 'static>;
 
+/// Whether an operation must be on disk before it is answered. A batch is
+/// committed with an `fsync` when any of its operations says so; a batch of
+/// only lazy operations is committed without one (it becomes durable with
+/// the next durable commit). For bookkeeping whose loss after a crash is
+/// harmless, such as forgetting an event that was already published.
+pub type NeedsSync<Op> = Box<dyn Fn(&Op) -> bool + Send + 'static>;
+
 struct Request<Op, Out> {
     op: Op,
     reply: oneshot::Sender<Result<Out, CommitError>>,
@@ -69,18 +76,29 @@ pub const MAX_BATCH: usize = 1024;
 
 impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
     /// Starts the writer thread `name` over `db`, applying batches with
-    /// `apply`.
+    /// `apply`; every batch is committed durably.
     pub fn spawn(
         name: &'static str,
         db: Arc<Database>,
         apply: ApplyBatch<Op, Out>,
+    ) -> Result<Self, CommitError> {
+        Self::spawn_with(name, db, apply, Box::new(|_| true))
+    }
+
+    /// Like [`spawn`](Self::spawn), committing a batch durably only when
+    /// one of its operations `needs_sync`.
+    pub fn spawn_with(
+        name: &'static str,
+        db: Arc<Database>,
+        apply: ApplyBatch<Op, Out>,
+        needs_sync: NeedsSync<Op>,
     ) -> Result<Self, CommitError> {
         let (requests, queue) = mpsc::channel(4 * MAX_BATCH);
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let writer = std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || run_writer(name, &db, queue, &apply, &counter))
+            .spawn(move || run_writer(name, &db, queue, &apply, &needs_sync, &counter))
             .map_err(|e| CommitError::Storage(format!("starting {name}: {e}")))?;
         Ok(Self {
             name,
@@ -123,6 +141,7 @@ fn run_writer<Op, Out>(
     db: &Database,
     mut queue: mpsc::Receiver<Request<Op, Out>>,
     apply: &ApplyBatch<Op, Out>,
+    needs_sync: &NeedsSync<Op>,
     commits: &AtomicU64,
 ) {
     let mut batch: Vec<Request<Op, Out>> = Vec::new();
@@ -136,7 +155,8 @@ fn run_writer<Op, Out>(
         }
         let started = Instant::now();
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.drain(..).map(|r| (r.op, r.reply)).unzip();
-        match commit_batch(db, apply, &ops) {
+        let durable = ops.iter().any(needs_sync);
+        match commit_batch(db, apply, &ops, durable) {
             Ok(answers) => {
                 commits.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(
@@ -165,12 +185,18 @@ fn commit_batch<Op, Out>(
     db: &Database,
     apply: &ApplyBatch<Op, Out>,
     ops: &[Op],
+    durable: bool,
 ) -> Result<Vec<Out>, String> {
     let mut txn = db
         .begin_write()
         .map_err(|e| format!("beginning write transaction: {e}"))?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| format!("requesting durable commit: {e}"))?;
+    let durability = if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    };
+    txn.set_durability(durability)
+        .map_err(|e| format!("setting commit durability: {e}"))?;
     let answers = apply(&txn, ops)?;
     if answers.len() != ops.len() {
         return Err(format!(

@@ -243,7 +243,15 @@ impl RedbOrderStore {
                 .map_err(|e| StoreError(e.to_string()))?;
             txn.commit().map_err(|e| StoreError(e.to_string()))?;
         }
-        let writer = GroupCommit::spawn("order-store-writer", db.clone(), Box::new(apply))?;
+        // Forgetting published events is bookkeeping: if it is lost in a
+        // crash, the relay publishes those events again and consumers,
+        // being idempotent, absorb them. Everything else is durable.
+        let writer = GroupCommit::spawn_with(
+            "order-store-writer",
+            db.clone(),
+            Box::new(apply),
+            Box::new(|op| !matches!(op, Write::Published(_))),
+        )?;
         Ok(Self { db, writer })
     }
 
