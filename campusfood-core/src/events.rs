@@ -171,6 +171,61 @@ pub struct OrderNotified {
     pub created_at: String,
 }
 
+/// `OrderEvent` (Kafka, `order-events`): an order, keyed by its id.
+/// Exactly the contract's `{order_id, item_id, qty, ts}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    /// The order; the record key, unique across runs.
+    pub order_id: OrderId,
+    /// What was ordered, `item-1` … `item-<ITEM_COUNT>`.
+    pub item_id: Item,
+    /// How many.
+    pub qty: Quantity,
+    /// When the order was produced, in milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// The outcome an [`InventoryEvent`] reports, spelled `Success` or
+/// `Failure` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InventoryStatus {
+    /// The stock was reserved.
+    Success,
+    /// It was not: an injected failure, not enough stock, or an unknown
+    /// item.
+    Failure,
+}
+
+/// `InventoryEvent` (Kafka, `inventory-events`): the order's fields plus
+/// the inventory decision, keyed by the order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryEvent {
+    /// The order; the record key.
+    pub order_id: OrderId,
+    /// What was ordered.
+    pub item_id: Item,
+    /// How many.
+    pub qty: Quantity,
+    /// The order's `ts` (milliseconds since the Unix epoch), unchanged, so
+    /// a replay writes the same event.
+    pub ts: u64,
+    /// What inventory decided.
+    pub status: InventoryStatus,
+}
+
+impl InventoryEvent {
+    /// The event reporting `status` for `order`.
+    pub fn for_order(order: &OrderEvent, status: InventoryStatus) -> Self {
+        Self {
+            order_id: order.order_id.clone(),
+            item_id: order.item_id.clone(),
+            qty: order.qty,
+            ts: order.ts,
+            status,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
