@@ -26,6 +26,9 @@
 //! - [`openapi`]: the OpenAPI documents they serve.
 //! - [`sync_rest`] (feature `http`): Part A assembled, as the example and
 //!   tests run it.
+//! - [`streaming`] (feature `kafka`): Part C — the Kafka order producer,
+//!   the exactly-once inventory consumer, the analytics consumer with
+//!   `/metrics`, offset tools, and their assembly.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod async_order;
@@ -42,6 +45,8 @@ pub mod order_store;
 pub mod processed;
 mod reply;
 pub mod resilience;
+#[cfg(feature = "kafka")]
+pub mod streaming;
 #[cfg(feature = "http")]
 pub mod sync_rest;
 pub mod workers;

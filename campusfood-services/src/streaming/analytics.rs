@@ -152,7 +152,7 @@ struct Bucket {
 }
 
 #[derive(Debug, Default)]
-struct State {
+struct Counters {
     seen_orders: HashSet<u64>,
     seen_inventory: HashSet<u64>,
     totals: Totals,
@@ -166,7 +166,7 @@ struct State {
 pub struct Analytics {
     window_secs: u64,
     started: Instant,
-    state: Mutex<State>,
+    state: Mutex<Counters>,
 }
 
 /// The dedupe key of an order id: its 48-bit number.
@@ -184,11 +184,11 @@ impl Analytics {
         Self {
             window_secs: window.as_secs().max(1),
             started: Instant::now(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(Counters::default()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Counters> {
         // Every critical section leaves the state consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -239,7 +239,7 @@ impl Analytics {
     }
 
     /// The bucket of `second`, dropping buckets that left the window.
-    fn bucket<'a>(&self, s: &'a mut State, second: u64) -> &'a mut Bucket {
+    fn bucket<'a>(&self, s: &'a mut Counters, second: u64) -> &'a mut Bucket {
         let oldest = second.saturating_sub(self.window_secs - 1);
         while s.buckets.front().is_some_and(|b| b.second < oldest) {
             s.buckets.pop_front();
@@ -410,7 +410,8 @@ impl AnalyticsConsumer {
             group: options.group.clone(),
             topics: [config.order_topic.clone(), config.inventory_topic.clone()],
         };
-        let server = Server::start("analytics", &options.http_addr, router(metrics.clone())).await?;
+        let server =
+            Server::start("analytics", &options.http_addr, router(metrics.clone())).await?;
         let mut this = Self {
             metrics,
             subscriptions: Vec::with_capacity(2),
@@ -570,7 +571,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         a.record_order(&g.next_order());
         let m = a.snapshot();
-        assert_eq!((m.orders_per_min, m.inventory_events, m.failures), (6.0, 0, 0));
+        assert_eq!(
+            (m.orders_per_min, m.inventory_events, m.failures),
+            (6.0, 0, 0)
+        );
         assert_eq!(m.failure_rate_pct, 0.0);
         assert_eq!(m.totals.orders, 21);
     }

@@ -81,7 +81,8 @@ pub struct InventoryOptions {
 
 impl Default for InventoryOptions {
     /// Group `inventory-consumer`, `FAIL_RATE` 0.05, seed
-    /// [`DEFAULT_SEED`], no throttle, exactly once, 3 workers.
+    /// [`DEFAULT_SEED`], no throttle, exactly once, 6 workers (one per
+    /// partition of `order-events`).
     fn default() -> Self {
         Self {
             group: "inventory-consumer".to_owned(),
@@ -89,7 +90,7 @@ impl Default for InventoryOptions {
             seed: DEFAULT_SEED,
             throttle: Duration::ZERO,
             exactly_once: true,
-            workers: 3,
+            workers: 6,
             transactional_id: "inventory-consumer".to_owned(),
             group_instance_id: None,
             max_attempts: 5,
@@ -479,7 +480,10 @@ mod tests {
                 InventoryStatus::Success
             };
             assert_eq!(e.status, expected);
-            assert_eq!((&e.order_id, &e.item_id, e.qty, e.ts), (&o.order_id, &o.item_id, o.qty, o.ts));
+            assert_eq!(
+                (&e.order_id, &e.item_id, e.qty, e.ts),
+                (&o.order_id, &o.item_id, o.qty, o.ts)
+            );
             first.push(e);
         }
         // A redelivery decides the same (and takes no stock twice).
@@ -501,14 +505,26 @@ mod tests {
             Decision::Emit(e) => e.status,
             other => panic!("{other:?}"),
         };
-        assert_eq!(status(d.decide(&order_message(&o).unwrap()).await), InventoryStatus::Success);
+        assert_eq!(
+            status(d.decide(&order_message(&o).unwrap()).await),
+            InventoryStatus::Success
+        );
         let mut o2 = g.next_order();
         o2.qty = o.qty;
-        assert_eq!(status(d.decide(&order_message(&o2).unwrap()).await), InventoryStatus::Failure);
+        assert_eq!(
+            status(d.decide(&order_message(&o2).unwrap()).await),
+            InventoryStatus::Failure
+        );
         let mut o3 = g.next_order();
         o3.item_id = campusfood_core::Item::parse("item-9").unwrap();
-        assert_eq!(status(d.decide(&order_message(&o3).unwrap()).await), InventoryStatus::Failure);
-        for body in [&b"not json"[..], br#"{"order_id":"order-1","item_id":"item-1","qty":1,"ts":1}"#] {
+        assert_eq!(
+            status(d.decide(&order_message(&o3).unwrap()).await),
+            InventoryStatus::Failure
+        );
+        for body in [
+            &b"not json"[..],
+            br#"{"order_id":"order-1","item_id":"item-1","qty":1,"ts":1}"#,
+        ] {
             let m = Message {
                 body: bytes::Bytes::copy_from_slice(body),
                 ..Message::default()

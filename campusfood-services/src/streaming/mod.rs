@@ -59,7 +59,7 @@
 //! Resetting the analytics group to `earliest` (with `offsets reset`, or
 //! Kafka's own `kafka-consumer-groups --reset-offsets --to-earliest`) and
 //! restarting it re-reads the same records, so its deterministic
-//! [`Totals`](analytics::Totals) — orders, inventory events, successes,
+//! [`Totals`] — orders, inventory events, successes,
 //! failures, duplicates dropped, malformed — come out identical. The rolling
 //! window (`orders_per_min` …) depends on when records arrive and differs, as
 //! the original's notes say it must. Re-running the *inventory* consumer over
@@ -206,7 +206,11 @@ pub async fn connect(
 /// addresses.
 async fn probe(bootstrap: &str, timeout: Duration) -> Result<(), String> {
     let mut failures = Vec::new();
-    for addr in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+    for addr in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
         let host_port = addr.split_once("://").map_or(addr, |(_, rest)| rest);
         match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(host_port)).await {
             Ok(Ok(_)) => return Ok(()),
@@ -250,6 +254,8 @@ pub fn item_ids(item_count: u32) -> Result<Vec<Item>, StreamingError> {
 /// [`StreamingError::Invalid`] if `item_count` is 0.
 pub fn item_stock(item_count: u32, per_item: u64) -> Result<StockSpec, StreamingError> {
     Ok(StockSpec::from_levels(
-        item_ids(item_count)?.into_iter().map(|item| (item, per_item)),
+        item_ids(item_count)?
+            .into_iter()
+            .map(|item| (item, per_item)),
     ))
 }

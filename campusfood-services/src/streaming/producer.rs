@@ -86,11 +86,12 @@ pub struct ProducerOptions {
 }
 
 impl Default for ProducerOptions {
-    /// The contract's defaults: `burst` of 10,000, progress every 1,000,
-    /// 50 items, quantities up to 5, one order a second when idle.
+    /// The contract's defaults: `idle` (as the original), bursts of
+    /// 10,000, progress every 1,000, 50 items, quantities up to 5, one
+    /// order a second when idle.
     fn default() -> Self {
         Self {
-            mode: ProducerMode::Burst,
+            mode: ProducerMode::Idle,
             total_events: 10_000,
             print_every: 1_000,
             sleep: Duration::from_secs(1),
@@ -208,9 +209,7 @@ pub async fn publish_orders(
         }
         m
     });
-    Ok(transport
-        .publish_many(&Route::ORDER_PLACED, queued)
-        .await?)
+    Ok(transport.publish_many(&Route::ORDER_PLACED, queued).await?)
 }
 
 /// Runs the producer as `options.mode` says. `idle` runs until `stop`
@@ -231,9 +230,11 @@ pub async fn run(
     let events = match options.mode {
         ProducerMode::Once => {
             let order = generator.next_order();
+            let message = order_message(&order)?;
+            let route = Route::ORDER_PLACED;
             tokio::select! {
                 _ = &mut stop => 0,
-                sent = transport.publish(&Route::ORDER_PLACED, order_message(&order)?) => {
+                sent = transport.publish(&route, message) => {
                     sent?;
                     tracing::info!(order_id = %order.order_id, item = %order.item_id, qty = %order.qty, "produced one order");
                     1
@@ -297,9 +298,15 @@ mod tests {
 
     #[test]
     fn modes_parse_case_insensitively() {
-        assert_eq!("BURST".parse::<ProducerMode>().unwrap(), ProducerMode::Burst);
+        assert_eq!(
+            "BURST".parse::<ProducerMode>().unwrap(),
+            ProducerMode::Burst
+        );
         assert_eq!("idle".parse::<ProducerMode>().unwrap(), ProducerMode::Idle);
-        assert_eq!(" once ".parse::<ProducerMode>().unwrap(), ProducerMode::Once);
+        assert_eq!(
+            " once ".parse::<ProducerMode>().unwrap(),
+            ProducerMode::Once
+        );
         assert!("sometimes".parse::<ProducerMode>().is_err());
     }
 
