@@ -1,0 +1,502 @@
+//! Part C against a real Kafka (never mocked):
+//!
+//! ```text
+//! scripts/brokers.sh up kafka
+//! cargo test --test streaming_kafka
+//! ```
+//!
+//! Every test has its own topics, groups and ledger (a random suffix), so
+//! tests run in parallel and re-runs never see old records. Waits are
+//! deadlines on a condition, never fixed sleeps. The SIGKILL test re-runs
+//! this binary as the child process it kills (see [`child_inventory_consumer`]).
+#![cfg(feature = "kafka")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod helpers;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use campusfood::core::events::{InventoryStatus, OrderEvent};
+use campusfood::core::fault::decide;
+use campusfood::core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
+use campusfood::core::transport::{Route, headers};
+use campusfood::services::streaming::analytics::{MetricsSnapshot, Totals};
+use campusfood::services::streaming::inventory::DEFAULT_SEED;
+use campusfood::services::streaming::offsets::{self, ResetTarget};
+use campusfood::services::streaming::system::files;
+use campusfood::services::streaming::{AnalyticsConsumer, StreamingPart};
+use campusfood::transport::kafka::KafkaTransport;
+use helpers::*;
+
+/// The lag a drained consumer of the transactional `inventory-events` may
+/// still show: one commit marker per partition (3) when the last record of
+/// a partition is followed by its transaction's marker. The transport's
+/// consumer commits "last record + 1", not librdkafka's position, which is
+/// past the marker; see the README's Part C notes.
+const MARKER_LAG: i64 = 3;
+/// Commit markers a short burst may leave in `inventory-events`: one per
+/// partition per transaction (at most 6 workers' transactions).
+const MARKERS_MAX: i64 = 3 * 6 * 4;
+
+/// The orders `decide(seed, id, 1) < rate` fails: with ample stock,
+/// exactly the failures.
+fn predicted_failures(orders: &[OrderEvent], rate: f64) -> HashSet<String> {
+    orders
+        .iter()
+        .filter(|o| decide(DEFAULT_SEED, o.order_id.as_str(), 1) < rate)
+        .map(|o| o.order_id.to_string())
+        .collect()
+}
+
+async fn metrics_over_http(addr: std::net::SocketAddr) -> MetricsSnapshot {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_burst_is_decided_exactly_once_and_counted() {
+    const N: usize = 10_000;
+    let h = harness("burst").await;
+    let mut system = h.start(StreamingPart::All).await;
+    let analytics = system.analytics.take().unwrap();
+    let orders = h.produce(N).await;
+    let started = Instant::now();
+
+    until("analytics to count every order and outcome", || {
+        let t = analytics.totals();
+        t.orders == N as u64 && t.inventory_events == N as u64
+    })
+    .await;
+    println!("10k burst processed end to end in {:?}", started.elapsed());
+
+    // inventory-events, read committed: each order exactly once.
+    let reader = h.reader(&Route::INVENTORY_RESERVED).await;
+    until("the reader to see every inventory event", || {
+        reader.count() >= N
+    })
+    .await;
+    let events = reader.inventory_events();
+    assert_eq!(reader.count(), N, "no duplicates in inventory-events");
+    let produced: HashSet<_> = orders.iter().map(|o| o.order_id.clone()).collect();
+    assert_eq!(events.keys().cloned().collect::<HashSet<_>>(), produced);
+
+    // Failures are exactly the seeded draw (stock is ample).
+    let rate = h.options.inventory.fail_rate;
+    let predicted = predicted_failures(&orders, rate);
+    for (id, e) in &events {
+        let expected = if predicted.contains(id.as_str()) {
+            InventoryStatus::Failure
+        } else {
+            InventoryStatus::Success
+        };
+        assert_eq!(e[0].status, expected, "{id}");
+    }
+    let share = predicted.len() as f64 / N as f64;
+    assert!(
+        (share - rate).abs() < 0.01,
+        "failure share {share} vs FAIL_RATE {rate}"
+    );
+
+    let t = analytics.totals();
+    assert_eq!(
+        t,
+        Totals {
+            orders: N as u64,
+            inventory_events: N as u64,
+            successes: (N - predicted.len()) as u64,
+            failures: predicted.len() as u64,
+            duplicates_dropped: 0,
+            malformed: 0,
+        }
+    );
+
+    // The contract's /metrics, plus totals and lag (drained once committed).
+    let addr = analytics.addr();
+    let m = metrics_over_http(addr).await;
+    assert_eq!(m.window_seconds, 60);
+    assert_eq!(m.orders_per_min, N as f64);
+    assert_eq!(m.inventory_events, N as u64);
+    assert_eq!(m.failures, predicted.len() as u64);
+    assert!((m.failure_rate_pct - share * 100.0).abs() < 0.01);
+    assert_eq!(m.totals, t);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let lag = metrics_over_http(addr).await.lag;
+        if lag[h.order_topic()] == Some(0)
+            && lag[h.inventory_topic()].is_some_and(|l| l <= MARKER_LAG)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lag did not drain: {lag:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let raw: serde_json::Value = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(raw["generated_at"].as_str().unwrap().ends_with('Z'));
+
+    let counts = system.inventory.as_ref().unwrap().counts();
+    assert!(counts.decided >= N as u64);
+    analytics.stop().await;
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_analytics_consumer_builds_lag_that_drains() {
+    const N: usize = 1_500;
+    let mut h = harness("throttle").await;
+    h.options.analytics.throttle = Duration::from_millis(3);
+    let system = h.start(StreamingPart::All).await;
+    let group = h.options.analytics.group.clone();
+    h.produce(N).await;
+
+    // Our lag API sees a backlog on the analytics group...
+    until_async("analytics lag to build up", || async {
+        h.lag(&group, h.order_topic()).await > 200
+    })
+    .await;
+    // ...and so does Kafka's own CLI, while the inventory consumer keeps up.
+    let cli = cli_lag(&group);
+    assert!(cli > 0, "kafka-consumer-groups --describe shows lag {cli}");
+    let analytics = system.analytics.as_ref().unwrap();
+    let m = analytics.metrics().await;
+    assert!(m.lag.values().any(|l| l.unwrap_or(0) > 0), "{m:?}");
+    let inventory_group = h.options.inventory.group.clone();
+    until_async("the inventory consumer to keep up", || async {
+        h.lag(&inventory_group, h.order_topic()).await == 0
+    })
+    .await;
+
+    // After the burst the backlog drains to zero (on the transactional
+    // inventory topic: up to one trailing commit marker per partition).
+    until_async("analytics lag to drain", || async {
+        h.lag(&group, h.order_topic()).await == 0
+            && h.lag(&group, h.inventory_topic()).await <= MARKER_LAG
+    })
+    .await;
+    let cli = cli_lag(&group);
+    assert!(
+        cli <= MARKER_LAG,
+        "kafka-consumer-groups --describe: lag {cli} after the drain"
+    );
+    let t = analytics.totals();
+    assert_eq!((t.orders, t.inventory_events), (N as u64, N as u64));
+    system.stop().await;
+}
+
+/// How the analytics group is rewound between the two runs.
+#[derive(Clone, Copy)]
+enum Rewind {
+    OurCommand,
+    KafkaCli,
+}
+
+async fn replay_after_reset(test: &str, rewind: Rewind) {
+    const N: usize = 400;
+    let h = harness(test).await;
+    let mut system = h.start(StreamingPart::All).await;
+    let group = h.options.analytics.group.clone();
+    let topics = h.both_topics();
+    h.produce(N).await;
+    let analytics = system.analytics.take().unwrap();
+    until("the first run to count everything", || {
+        let t = analytics.totals();
+        t.orders == N as u64 && t.inventory_events == N as u64
+    })
+    .await;
+    let first = analytics.totals();
+
+    // A running group is refused.
+    let refused = offsets::reset(&h.transport, &group, &topics, ResetTarget::Earliest)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("stop its consumers first"), "{refused}");
+
+    analytics.stop().await;
+    match rewind {
+        Rewind::OurCommand => {
+            let done = offsets::reset(&h.transport, &group, &topics, ResetTarget::Earliest)
+                .await
+                .unwrap();
+            assert_eq!(done.len(), 2);
+            assert!(done.iter().all(|(_, ps)| ps.iter().all(|p| p.offset == 0)));
+        }
+        Rewind::KafkaCli => {
+            kafka_consumer_groups(&[
+                "--group",
+                &group,
+                "--topic",
+                &topics[0],
+                "--topic",
+                &topics[1],
+                "--reset-offsets",
+                "--to-earliest",
+                "--execute",
+            ]);
+        }
+    }
+    let lag = offsets::lag(&h.transport, &group, &topics).await.unwrap();
+    assert_eq!(lag[0].total(), N as i64, "every order is unread again");
+    let inventory_lag = lag[1].total() - N as i64;
+    assert!(
+        (0..=MARKERS_MAX).contains(&inventory_lag),
+        "every inventory event is unread again (plus commit markers): {inventory_lag}"
+    );
+
+    let replay = AnalyticsConsumer::start(&h.transport, &h.options.analytics)
+        .await
+        .unwrap();
+    until("the replay to count everything", || {
+        let t = replay.totals();
+        t.orders == N as u64 && t.inventory_events == N as u64
+    })
+    .await;
+    assert_eq!(replay.totals(), first, "a replay gives identical totals");
+    replay.stop().await;
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_with_our_command_replays_identical_totals() {
+    replay_after_reset("replay-ours", Rewind::OurCommand).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_with_kafkas_cli_replays_identical_totals() {
+    replay_after_reset("replay-cli", Rewind::KafkaCli).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_events_are_dead_lettered_and_counted() {
+    let h = harness("malformed").await;
+    let system = h.start(StreamingPart::All).await;
+    let bad_orders: [&[u8]; 3] = [
+        b"not json",
+        br#"{"order_id":"order-1","item_id":"item-1","qty":1,"ts":1.5}"#,
+        br#"{"order_id":"ORD-00000000ABCD","item_id":"item-1","qty":0,"ts":1}"#,
+    ];
+    for (i, body) in bad_orders.iter().enumerate() {
+        h.publish_raw(&Route::ORDER_PLACED, &format!("bad-{i}"), body)
+            .await;
+    }
+    h.publish_raw(&Route::INVENTORY_RESERVED, "bad-inv", b"{\"status\":")
+        .await;
+    h.produce(100).await;
+
+    let analytics = system.analytics.as_ref().unwrap();
+    until("the valid events to flow past the bad ones", || {
+        let t = analytics.totals();
+        t.orders == 100 && t.inventory_events == 100 && t.malformed == 4
+    })
+    .await;
+    assert_eq!(system.inventory.as_ref().unwrap().counts().malformed, 3);
+
+    let order_dlq = h
+        .reader(&Route::new(KafkaTransport::dead_letter_topic(
+            h.order_topic(),
+        )))
+        .await;
+    let inventory_dlq = h
+        .reader(&Route::new(KafkaTransport::dead_letter_topic(
+            h.inventory_topic(),
+        )))
+        .await;
+    until("the dead letters", || {
+        order_dlq.count() == 3 && inventory_dlq.count() == 1
+    })
+    .await;
+    for m in order_dlq.messages().iter().chain(&inventory_dlq.messages()) {
+        assert!(m.headers.contains_key(headers::DEATH_REASON), "{m:?}");
+    }
+    let bodies: HashSet<Vec<u8>> = order_dlq
+        .messages()
+        .iter()
+        .map(|m| m.body.to_vec())
+        .collect();
+    assert_eq!(bodies, bad_orders.iter().map(|b| b.to_vec()).collect());
+    let events = h.reader(&Route::INVENTORY_RESERVED).await;
+    until("the inventory events of the valid orders", || {
+        events.count() >= 101
+    })
+    .await;
+    assert_eq!(events.count(), 101, "100 events and the bad record");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_mode_decides_every_order() {
+    const N: usize = 300;
+    let mut h = harness("alo").await;
+    h.options.inventory.exactly_once = false;
+    h.options.inventory.workers = 2;
+    let system = h.start(StreamingPart::All).await;
+    let orders = h.produce(N).await;
+    let analytics = system.analytics.as_ref().unwrap();
+    until("every outcome", || {
+        analytics.totals().inventory_events == N as u64
+    })
+    .await;
+    let t = analytics.totals();
+    let predicted = predicted_failures(&orders, h.options.inventory.fail_rate);
+    assert_eq!(t.failures, predicted.len() as u64);
+    assert_eq!(t.successes + t.failures, N as u64);
+    system.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// kill -9 of the inventory consumer in the middle of a burst.
+
+/// Set (to `<suffix> <data dir>`) only in the child process.
+const CHILD_ENV: &str = "STREAMING_KAFKA_CHILD";
+/// The child-mode test, as `--exact` names it.
+const CHILD_TEST: &str = "child_inventory_consumer";
+/// Static membership, so the restarted child gets its partitions back at
+/// once instead of after the killed one's session timeout.
+const CHILD_INSTANCE: &str = "inventory-child";
+/// Pause per order in the child, so the burst is still running at the kill.
+const CHILD_THROTTLE: Duration = Duration::from_millis(2);
+
+/// Child mode. Does nothing in a normal test run (`STREAMING_KAFKA_CHILD`
+/// unset): it exists so that [`sigkill_mid_burst_keeps_each_order_exactly_once`]
+/// can run the inventory consumer in a process it can SIGKILL.
+#[test]
+fn child_inventory_consumer() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (suffix, dir) = spec.split_once(' ').unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut h = harness_in(suffix, dir.into()).await;
+        h.options.inventory.group_instance_id = Some(CHILD_INSTANCE.to_owned());
+        h.options.inventory.throttle = CHILD_THROTTLE;
+        let _system = h.start(StreamingPart::Inventory).await;
+        println!("READY");
+        std::future::pending::<()>().await;
+    });
+}
+
+fn spawn_child(suffix: &str, dir: &std::path::Path) -> Child {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, format!("{suffix} {}", dir.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("READY") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(DEADLINE)
+        .expect("the child inventory consumer did not start");
+    child
+}
+
+fn kill9(child: &mut Child) {
+    child.kill().unwrap(); // SIGKILL on unix
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "not SIGKILLed: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_burst_keeps_each_order_exactly_once() {
+    const N: usize = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = unique("kill9");
+    let h = harness_in(&suffix, dir.path().to_path_buf()).await;
+    let events = h.reader(&Route::INVENTORY_RESERVED).await;
+    let orders = h.produce(N).await;
+
+    let mut child = spawn_child(&suffix, dir.path());
+    until("the child to be part-way through the burst", || {
+        events.count() >= 300
+    })
+    .await;
+    kill9(&mut child);
+    let at_kill = events.count();
+    assert!(
+        at_kill < N,
+        "the burst was over before the kill ({at_kill})"
+    );
+
+    let mut child = spawn_child(&suffix, dir.path());
+    until("every order to be decided after the restart", || {
+        events.count() >= N
+    })
+    .await;
+    let group = h.options.inventory.group.clone();
+    until_async("the group to commit the whole burst", || async {
+        h.lag(&group, h.order_topic()).await == 0
+    })
+    .await;
+    kill9(&mut child);
+    // Everything committed is visible to the reader by now; anything more
+    // would be a duplicate.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let by_order = events.inventory_events();
+    assert_eq!(by_order.len(), N, "every order decided");
+    assert_eq!(
+        events.count(),
+        N,
+        "each order exactly once in inventory-events"
+    );
+    println!("killed after {at_kill} of {N} events; {N} events, no duplicates");
+
+    // The ledger took stock once per reserved order, and agrees with the
+    // events.
+    let ledger = RedbLedger::open(dir.path().join(files::LEDGER), &h.config.stock).unwrap();
+    let records = ledger.records().await.unwrap();
+    let mut reserved: BTreeMap<_, u64> = BTreeMap::new();
+    for r in &records {
+        let status = by_order[&r.order_id][0].status;
+        if let ReserveOutcome::Reserved { .. } = r.outcome {
+            *reserved.entry(r.item.clone()).or_default() += u64::from(r.qty.get());
+            assert_eq!(status, InventoryStatus::Success);
+        } else {
+            assert_eq!(status, InventoryStatus::Failure);
+        }
+    }
+    let stock = ledger.stock().await.unwrap();
+    for (item, initial) in h.config.stock.levels() {
+        let taken = reserved.get(item).copied().unwrap_or(0);
+        assert_eq!(
+            stock[item] + taken,
+            *initial,
+            "{item}: stock + reserved = initial"
+        );
+    }
+    let injected = predicted_failures(&orders, h.options.inventory.fail_rate);
+    assert_eq!(
+        records.len(),
+        N - injected.len(),
+        "one ledger record per non-injected order"
+    );
+    assert_eq!(
+        ledger.reservation_count().await.unwrap(),
+        records.len() as u64
+    );
+}
