@@ -121,6 +121,9 @@ struct InventoryArgs {
     /// Consumers in the group in this process (one per partition of the order topic).
     #[arg(long, env = "INVENTORY_WORKERS", default_value_t = 6)]
     workers: usize,
+    /// Most orders per Kafka transaction (exactly-once mode).
+    #[arg(long, env = "INVENTORY_MAX_BATCH", default_value_t = 500)]
+    max_batch: usize,
     /// Prefix of the workers' transactional ids (default: the group).
     #[arg(long, env = "TRANSACTIONAL_ID")]
     transactional_id: Option<String>,
@@ -319,6 +322,7 @@ fn inventory_options(args: &InventoryArgs, group: &str) -> InventoryOptions {
         seed: args.seed,
         exactly_once: !args.at_least_once,
         workers: args.workers,
+        max_batch: args.max_batch,
         transactional_id: args
             .transactional_id
             .clone()

@@ -72,6 +72,9 @@ pub struct InventoryOptions {
     /// when there are several): a restarted process takes its partitions
     /// back at once instead of waiting for the session timeout.
     pub group_instance_id: Option<String>,
+    /// Exactly-once mode: the most orders decided in one transaction (a
+    /// crash re-decides at most this many per worker).
+    pub max_batch: usize,
     /// Attempts at an order whose reservation the ledger cannot answer,
     /// before it is dead-lettered.
     pub max_attempts: u32,
@@ -82,7 +85,7 @@ pub struct InventoryOptions {
 impl Default for InventoryOptions {
     /// Group `inventory-consumer`, `FAIL_RATE` 0.05, seed
     /// [`DEFAULT_SEED`], no throttle, exactly once, 6 workers (one per
-    /// partition of `order-events`).
+    /// partition of `order-events`), up to 500 orders per transaction.
     fn default() -> Self {
         Self {
             group: "inventory-consumer".to_owned(),
@@ -93,6 +96,7 @@ impl Default for InventoryOptions {
             workers: 6,
             transactional_id: "inventory-consumer".to_owned(),
             group_instance_id: None,
+            max_batch: 500,
             max_attempts: 5,
             retry_delay: Duration::from_secs(1),
         }
@@ -374,6 +378,7 @@ impl InventoryConsumer {
                         options.group.clone(),
                         format!("{}-{n}", options.transactional_id),
                     );
+                    txn.max_batch = options.max_batch.max(1);
                     txn.max_attempts = options.max_attempts;
                     txn.retry_delay = options.retry_delay;
                     let worker = Arc::new(TransactionalWorker(decider.clone()));
