@@ -131,7 +131,7 @@ pub struct MetricsSnapshot {
     /// Deterministic totals since the consumer started.
     pub totals: Totals,
     /// The group's lag per topic (records not yet committed); `null` when
-    /// it could not be read.
+    /// Kafka did not tell within 2 s.
     pub lag: BTreeMap<String, Option<i64>>,
 }
 
@@ -335,6 +335,9 @@ impl Handler for AnalyticsHandler {
     }
 }
 
+/// How long `/metrics` waits for the lag before answering without it.
+const LAG_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What `/metrics` needs to answer.
 #[derive(Debug, Clone)]
 struct Metrics {
@@ -347,17 +350,19 @@ struct Metrics {
 impl Metrics {
     async fn snapshot(&self) -> MetricsSnapshot {
         let mut snapshot = self.analytics.snapshot();
-        let lags = futures::future::join_all(
-            self.topics
-                .iter()
-                .map(|topic| self.transport.lag(&self.group, topic)),
-        )
+        let lags = futures::future::join_all(self.topics.iter().map(|topic| {
+            tokio::time::timeout(LAG_TIMEOUT, self.transport.lag(&self.group, topic))
+        }))
         .await;
         for (topic, lag) in self.topics.iter().zip(lags) {
             let total = match lag {
-                Ok(partitions) => Some(partitions.iter().map(|p| p.lag).sum()),
-                Err(e) => {
+                Ok(Ok(partitions)) => Some(partitions.iter().map(|p| p.lag).sum()),
+                Ok(Err(e)) => {
                     tracing::debug!(%topic, error = %e, "lag unavailable");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(%topic, "lag unavailable: Kafka did not answer in time");
                     None
                 }
             };
