@@ -8,7 +8,7 @@ use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
 use crate::error::LabError;
-use crate::experiment::{Chart, GuideAxis, SeriesStyle};
+use crate::experiment::{Chart, GuideAxis, Legend, SeriesStyle};
 
 /// Width and height of every chart, in pixels.
 pub const SIZE: (u32, u32) = (860, 500);
@@ -81,7 +81,21 @@ fn ranges(chart: &Chart) -> ((f64, f64), (f64, f64)) {
             _ => {}
         }
     }
-    (span(&xs, chart.x.log), span(&ys, chart.y.log))
+    let x = if chart.x.categories.is_empty() {
+        span(&xs, chart.x.log)
+    } else {
+        (0.5, chart.x.categories.len() as f64 + 0.5)
+    };
+    (x, span(&ys, chart.y.log))
+}
+
+/// The name of category position `v`, or nothing between positions.
+fn category(names: &[String], v: f64) -> String {
+    let i = v.round();
+    if (v - i).abs() > 1e-6 || i < 1.0 {
+        return String::new();
+    }
+    names.get(i as usize - 1).cloned().unwrap_or_default()
 }
 
 fn span(values: &[f64], log: bool) -> (f64, f64) {
@@ -147,6 +161,21 @@ where
     Y::CoordDescType: ValueFormatter<f64>,
 {
     let e = |e: &dyn std::fmt::Display| e.to_string();
+    let names = &chart.x.categories;
+    let x_label = |v: &f64| {
+        if names.is_empty() {
+            label(v)
+        } else {
+            category(names, *v)
+        }
+    };
+    // Key points at every half step, so that each whole position gets one.
+    let x_ticks = if names.is_empty() {
+        10
+    } else {
+        names.len() * 2 + 1
+    };
+    let dot = if names.is_empty() { 3 } else { 6 };
     let mut ctx = ChartBuilder::on(root)
         .caption(&chart.title, ("sans-serif", 20))
         .margin(14)
@@ -157,7 +186,8 @@ where
     ctx.configure_mesh()
         .x_desc(chart.x.label.as_str())
         .y_desc(chart.y.label.as_str())
-        .x_label_formatter(&label)
+        .x_labels(x_ticks)
+        .x_label_formatter(&x_label)
         .y_label_formatter(&label)
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 15))
@@ -184,7 +214,7 @@ where
                     });
             }
             SeriesStyle::Points => {
-                ctx.draw_series(points.map(|p| Circle::new(p, 3, color.mix(0.65).filled())))
+                ctx.draw_series(points.map(|p| Circle::new(p, dot, color.mix(0.65).filled())))
                     .map_err(|x| e(&x))?
                     .label(s.name.as_str())
                     .legend(move |(x, y)| Circle::new((x + 9, y), 4, color.filled()));
@@ -205,7 +235,11 @@ where
             });
     }
     ctx.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(match chart.legend {
+            Legend::UpperLeft => SeriesLabelPosition::UpperLeft,
+            Legend::UpperRight => SeriesLabelPosition::UpperRight,
+            Legend::LowerRight => SeriesLabelPosition::LowerRight,
+        })
         .label_font(("sans-serif", 13))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
@@ -229,10 +263,12 @@ mod tests {
                 Axis {
                     label: "x (ms)".into(),
                     log: xlog,
+                    categories: Vec::new(),
                 },
                 Axis {
                     label: "y".into(),
                     log: ylog,
+                    categories: Vec::new(),
                 },
             )
             .with_series(Series::line(
@@ -249,6 +285,18 @@ mod tests {
             chart.guides.clear();
             assert!(render_svg(&chart).unwrap().starts_with("<svg"));
         }
+        let grouped = Chart::new(
+            "g",
+            "Grouped",
+            Axis::categories("condition", &["healthy", "slow", "down"]),
+            Axis::log("p50 (ms)"),
+        )
+        .with_series(Series::points("a", vec![[0.9, 1.0], [1.9, 2000.0]]))
+        .with_series(Series::points("b", vec![[1.1, 2.0], [3.1, 3.0]]));
+        let svg = render_svg(&grouped).unwrap();
+        assert!(svg.contains("healthy") && svg.contains("slow") && svg.contains("down"));
+        assert_eq!(category(&grouped.x.categories, 2.0), "slow");
+        assert_eq!(category(&grouped.x.categories, 2.5), "");
         assert_eq!(label(&2000.0), "2000");
         assert_eq!(label(&1.5), "1.5");
         assert_eq!(label(&0.25), "0.25");

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::LabError;
 use crate::part_a::PartA;
+use crate::part_b::{PartB, PartBOptions};
+use crate::part_c::{PartC, PartCOptions};
 use crate::progress::Progress;
 
 /// Sizes and durations of a run. [`Settings::full`] reproduces the
@@ -165,7 +167,10 @@ impl Services {
     pub fn describe(&self) -> String {
         match self {
             Self::InProcess => {
-                "in process: a fresh Part A per experiment (port 0, redb ledger in a temp dir)"
+                "in process: a fresh Part A per experiment (port 0, redb ledger in a \
+                                 temp dir); Parts B and C over the local RabbitMQ and \
+                                 Kafka (names under a suffix unique to the run, redb stores \
+                                 in a temp dir)"
                     .to_owned()
             }
             Self::External {
@@ -237,6 +242,48 @@ impl Context {
                 PartA::external(order_url, inventory_url.as_deref(), &self.settings.item)
             }
         }
+    }
+
+    /// Part B started in process over RabbitMQ for this experiment (see
+    /// [`PartB::start`]): always in process, whatever [`Services`] says
+    /// (they are Part A's). [`LabError::Unavailable`] without a broker.
+    pub async fn part_b(&self, options: PartBOptions) -> Result<PartB, LabError> {
+        PartB::start(&self.settings, &self.experiment, options).await
+    }
+
+    /// Part C started in process over Kafka for this experiment (see
+    /// [`PartC::start`]). [`LabError::Unavailable`] without a broker.
+    pub async fn part_c(&self, options: PartCOptions) -> Result<PartC, LabError> {
+        PartC::start(&self.settings, &self.experiment, options).await
+    }
+
+    /// The experiment's id.
+    pub fn id(&self) -> &str {
+        &self.experiment
+    }
+
+    /// A size: `--set <key>=N`, else `full` (or `fast` with `--fast`).
+    pub fn size(&self, key: &str, full: u64, fast: u64) -> Result<u64, LabError> {
+        let n = self
+            .settings
+            .param(key, if self.settings.fast { fast } else { full })?;
+        if n == 0 {
+            return Err(LabError::Setting {
+                key: key.to_owned(),
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(n)
+    }
+
+    /// A duration in milliseconds: `--set <key>=MS`, else `full` (or `fast`
+    /// with `--fast`).
+    pub fn millis(&self, key: &str, full: Duration, fast: Duration) -> Result<Duration, LabError> {
+        let default = if self.settings.fast { fast } else { full };
+        let ms: u64 = self
+            .settings
+            .param(key, u64::try_from(default.as_millis()).unwrap_or(u64::MAX))?;
+        Ok(Duration::from_millis(ms))
     }
 
     /// A progress bar of `len` steps, labelled with the experiment's id.

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use campusfood_core::transport::TransportError;
 use campusfood_services::sync_rest::StartError;
 use thiserror::Error;
 
@@ -85,6 +86,23 @@ pub enum LabError {
     /// A task of the experiment panicked or was cancelled.
     #[error("experiment task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A broker call (publish, queue depth, dead letters) failed.
+    #[error("{what}: {source}")]
+    Broker {
+        /// What was tried.
+        what: String,
+        /// Why.
+        #[source]
+        source: TransportError,
+    },
+    /// A service's store (ledger, orders) could not be read.
+    #[error("{what}: {message}")]
+    Store {
+        /// What was read.
+        what: String,
+        /// Why.
+        message: String,
+    },
     /// A local socket (e.g. the unresponsive stand-in for inventory) failed.
     #[error("{what}: {source}")]
     Io {

@@ -194,6 +194,12 @@ impl From<u64> for Cell {
     }
 }
 
+impl From<i64> for Cell {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+
 impl From<usize> for Cell {
     fn from(v: usize) -> Self {
         Self::Int(i64::try_from(v).unwrap_or(i64::MAX))
@@ -218,6 +224,22 @@ pub struct Chart {
     /// Reference lines (a timeout, the start of an outage).
     #[serde(default)]
     pub guides: Vec<Guide>,
+    /// Where the legend goes (out of the data's way).
+    #[serde(default)]
+    pub legend: Legend,
+}
+
+/// A corner of the plot for the legend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Legend {
+    /// Top left (the default).
+    #[default]
+    UpperLeft,
+    /// Top right.
+    UpperRight,
+    /// Bottom right.
+    LowerRight,
 }
 
 impl Chart {
@@ -230,7 +252,14 @@ impl Chart {
             y,
             series: Vec::new(),
             guides: Vec::new(),
+            legend: Legend::UpperLeft,
         }
+    }
+
+    /// Puts the legend in `corner`.
+    pub fn with_legend(mut self, corner: Legend) -> Self {
+        self.legend = corner;
+        self
     }
 
     /// Adds a series.
@@ -254,6 +283,11 @@ pub struct Axis {
     /// Logarithmic scale (for latencies spanning orders of magnitude).
     #[serde(default)]
     pub log: bool,
+    /// Named positions: when set, the axis runs from 0.5 to `n + 0.5` and
+    /// value `i` (1-based) is labelled with the `i`-th name (conditions,
+    /// architectures); points may sit a little off `i` to stand apart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
 }
 
 impl Axis {
@@ -262,6 +296,7 @@ impl Axis {
         Self {
             label: label.to_owned(),
             log: false,
+            categories: Vec::new(),
         }
     }
 
@@ -270,6 +305,16 @@ impl Axis {
         Self {
             label: label.to_owned(),
             log: true,
+            categories: Vec::new(),
+        }
+    }
+
+    /// An axis of named positions 1, 2, … (see [`categories`](Self::categories)).
+    pub fn categories(label: &str, names: &[&str]) -> Self {
+        Self {
+            label: label.to_owned(),
+            log: false,
+            categories: names.iter().map(|n| (*n).to_owned()).collect(),
         }
     }
 }

@@ -23,6 +23,15 @@
 //! - [`part_a`]: Part A as an experiment drives it: a [`PartA`] handle
 //!   (in process or external), an [`OrderClient`] that turns every answer
 //!   into a [`Sample`], inventory outages, and a fixed-rate load generator.
+//! - [`part_b`]: Part B as an experiment drives it: a [`PartB`] handle
+//!   (the async services in process over RabbitMQ, names under a prefix
+//!   unique to the run, each service stoppable, optionally through a
+//!   cuttable proxy) and a [`Probe`](part_b::Probe) that records every
+//!   delivery a consumer handled.
+//! - [`part_c`]: Part C as an experiment drives it: a [`PartC`] handle
+//!   (the Kafka inventory and analytics consumers in process, topics and
+//!   groups under a suffix unique to the run, each consumer stoppable), a
+//!   producer, lag and offset resets.
 //! - [`stats`]: latency summaries (hdrhistogram) and CDFs, in milliseconds.
 //! - [`chart`]: SVG rendering with plotters (no system fonts needed).
 //! - [`report`]: the report's data model (serde, stable keys, ms) and its
@@ -37,6 +46,8 @@ pub mod error;
 pub mod experiment;
 pub mod experiments;
 pub mod part_a;
+pub mod part_b;
+pub mod part_c;
 pub mod progress;
 pub mod report;
 pub mod runner;
@@ -46,5 +57,7 @@ pub use context::{Context, Services, Settings};
 pub use error::LabError;
 pub use experiment::{Cell, Chart, Conclusion, Experiment, Outcome, Series, Table};
 pub use part_a::{OrderClient, PartA, Sample};
+pub use part_b::{PartB, PartBOptions};
+pub use part_c::{PartC, PartCOptions};
 pub use report::Report;
 pub use runner::{RunConfig, list, run, select};

@@ -40,6 +40,8 @@ pub struct Sample {
     pub status: u16,
     /// The answer's `error` field, or the client's error, when not 201.
     pub error: Option<String>,
+    /// The answer's `order_id`, when 201 (Part B follows the order by it).
+    pub order_id: Option<String>,
 }
 
 impl Sample {
@@ -140,17 +142,25 @@ impl OrderClient {
         let latency = start.elapsed();
         match result {
             Ok((status, bytes)) => {
+                let json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+                let field = |name: &str| {
+                    json.as_ref()
+                        .and_then(|v| v.get(name).and_then(|e| e.as_str()).map(str::to_owned))
+                };
                 let error = (status != 201).then(|| {
-                    serde_json::from_slice::<serde_json::Value>(&bytes)
-                        .ok()
-                        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
+                    field("error").unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
                 });
+                let order_id = if status == 201 {
+                    field("order_id")
+                } else {
+                    None
+                };
                 Sample {
                     sent,
                     latency,
                     status,
                     error,
+                    order_id,
                 }
             }
             Err(e) => Sample {
@@ -158,6 +168,7 @@ impl OrderClient {
                 latency,
                 status: 0,
                 error: Some(e.to_string()),
+                order_id: None,
             },
         }
     }
@@ -439,6 +450,42 @@ pub async fn sequential(
     samples
 }
 
+/// Sends `n` orders from `clients` concurrent clients, each sending its
+/// next order as soon as its previous one is answered (a closed loop), and
+/// returns every sample in sending order. `bar` counts answered orders.
+pub async fn concurrent(
+    client: &OrderClient,
+    n: u64,
+    clients: u64,
+    origin: Instant,
+    bar: &ProgressBar,
+) -> Result<Vec<Sample>, LabError> {
+    let clients = clients.clamp(1, n.max(1));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            // Client c sends orders c, c + clients, c + 2·clients, …
+            let mine = (c..n)
+                .step_by(usize::try_from(clients).unwrap_or(1))
+                .count();
+            let (client, bar) = (client.clone(), bar.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(mine);
+                for _ in 0..mine {
+                    samples.push(client.order(origin).await);
+                    bar.inc(1);
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut samples = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for t in tasks {
+        samples.extend(t.await?);
+    }
+    samples.sort_by_key(|s| s.sent);
+    Ok(samples)
+}
+
 /// Sends orders at `rate` per second for `duration`, each on its own task
 /// whatever happens to the others (an open loop: users keep arriving), and
 /// returns every sample once all are answered, in sending order. `bar`
@@ -506,6 +553,7 @@ mod tests {
             latency: Duration::from_millis(latency_ms),
             status: 201,
             error: None,
+            order_id: None,
         }
     }
 

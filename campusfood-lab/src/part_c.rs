@@ -1,0 +1,456 @@
+//! Part C as an experiment drives it: a [`PartC`] handle that runs the Kafka
+//! streaming consumers in this process — topics and groups under a suffix
+//! unique to the run, the inventory consumer's durable redb ledger in a
+//! temporary directory — with the inventory and analytics consumers started
+//! and stopped on their own, a producer of `OrderEvent`s, and the lag and
+//! offset tools of `campusfood_services::streaming`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use campusfood_core::config::KafkaConfig;
+use campusfood_core::events::OrderEvent;
+use campusfood_core::ledger::{InventoryLedger, RedbLedger};
+use campusfood_core::transport::{Route, Transport};
+use campusfood_core::{Config, OrderId};
+use campusfood_services::streaming::offsets::{self, ResetTarget};
+use campusfood_services::streaming::producer::{OrderGenerator, order_message, publish_orders};
+use campusfood_services::streaming::system::files;
+use campusfood_services::streaming::{
+    AnalyticsConsumer, ConnectRetry, StreamingError, StreamingOptions, StreamingPart,
+    StreamingSystem, connect, item_stock,
+};
+use campusfood_transport::kafka::KafkaTransport;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::context::Settings;
+use crate::error::LabError;
+use crate::part_a::Sample;
+
+/// How to get a broker when there is none.
+pub const KAFKA_HINT: &str = "start it with `scripts/brokers.sh up kafka`";
+
+/// The `--set` key of Kafka's bootstrap servers.
+pub const KAFKA_BOOTSTRAP_KEY: &str = "kafka.bootstrap";
+
+/// Items the producer draws from (`item-1` … `item-50`, the contract's
+/// `ITEM_COUNT`).
+pub const ITEMS: u32 = 50;
+
+/// Stock of each item: ample, so only injected failures fail.
+pub const ITEM_STOCK: u64 = 1_000_000;
+
+/// How a [`PartC`] is set up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartCOptions {
+    /// The inventory consumer's `FAIL_RATE`.
+    pub fail_rate: f64,
+    /// The inventory consumer's `THROTTLE_MS` (a pause before each order).
+    pub inventory_throttle: Duration,
+    /// The analytics consumer's `THROTTLE_MS`.
+    pub analytics_throttle: Duration,
+    /// The analytics window (`WINDOW_SEC`).
+    pub window: Duration,
+    /// Start the inventory consumer at once.
+    pub inventory: bool,
+    /// Start the analytics consumer at once.
+    pub analytics: bool,
+}
+
+impl Default for PartCOptions {
+    /// The contract's consumers: `FAIL_RATE` 0.05, no throttle, a 60 s
+    /// window; both started.
+    fn default() -> Self {
+        Self {
+            fail_rate: 0.05,
+            inventory_throttle: Duration::ZERO,
+            analytics_throttle: Duration::ZERO,
+            window: Duration::from_secs(60),
+            inventory: true,
+            analytics: true,
+        }
+    }
+}
+
+/// Part C, running in this process over Kafka, for one experiment.
+#[derive(Debug)]
+pub struct PartC {
+    config: Config,
+    options: StreamingOptions,
+    transport: KafkaTransport,
+    ledger: Arc<dyn InventoryLedger>,
+    inventory: Option<StreamingSystem>,
+    analytics: Option<AnalyticsConsumer>,
+    generator: OrderGenerator,
+    /// Holds the ledger file; removed on drop.
+    _data: tempfile::TempDir,
+}
+
+fn streaming_err(what: &str) -> impl FnOnce(StreamingError) -> LabError + '_ {
+    move |e| LabError::Store {
+        what: what.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl PartC {
+    /// Connects to Kafka (`--set kafka.bootstrap=…`, default the
+    /// contract's), names topics and groups with a suffix unique to this
+    /// run, opens the redb ledger in a temp dir with `item-1` … `item-50`
+    /// stocked, and starts the consumers `opts` asks for.
+    ///
+    /// # Errors
+    /// [`LabError::Unavailable`] when Kafka cannot be reached (the
+    /// experiment is then skipped); others when a consumer cannot start.
+    pub async fn start(
+        settings: &Settings,
+        experiment: &str,
+        opts: PartCOptions,
+    ) -> Result<Self, LabError> {
+        let bootstrap = settings.param(
+            KAFKA_BOOTSTRAP_KEY,
+            KafkaConfig::default().bootstrap_servers,
+        )?;
+        let suffix = format!(
+            "lab-{}-{:012x}",
+            experiment.to_ascii_lowercase(),
+            fastrand::u64(..) & 0xffff_ffff_ffff
+        );
+        let kafka = KafkaConfig {
+            bootstrap_servers: bootstrap,
+            request_timeout: Duration::from_secs(5),
+            commit_interval: Duration::from_millis(200),
+            ..KafkaConfig::default()
+        }
+        .with_suffix(&suffix);
+        let once = ConnectRetry {
+            attempts: 1,
+            ..ConnectRetry::default()
+        };
+        let transport = match connect(&kafka, &once).await {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(LabError::Unavailable {
+                    needs: format!("Kafka ({e})"),
+                    hint: KAFKA_HINT.to_owned(),
+                });
+            }
+        };
+        let data = tempfile::Builder::new()
+            .prefix("campusfood-lab-c-")
+            .tempdir()
+            .map_err(|source| LabError::Io {
+                what: "creating a temp data dir".to_owned(),
+                source,
+            })?;
+        let mut config = Config {
+            data_dir: data.path().to_path_buf(),
+            stock: item_stock(ITEMS, ITEM_STOCK).map_err(streaming_err("stock"))?,
+            kafka,
+            ..Config::default()
+        };
+        config.http.host = "127.0.0.1".to_owned();
+        let ledger: Arc<dyn InventoryLedger> = Arc::new(
+            RedbLedger::open(config.data_dir.join(files::LEDGER), &config.stock).map_err(|e| {
+                LabError::Store {
+                    what: "opening the ledger".to_owned(),
+                    message: e.to_string(),
+                }
+            })?,
+        );
+        let mut options = StreamingOptions::default();
+        options.inventory = options
+            .inventory
+            .in_group(config.kafka.inventory_group.clone());
+        options.inventory.fail_rate = opts.fail_rate;
+        options.inventory.throttle = opts.inventory_throttle;
+        options.inventory.retry_delay = Duration::from_millis(50);
+        options.analytics.group = config.kafka.analytics_group.clone();
+        options.analytics.http_addr = "127.0.0.1:0".to_owned();
+        options.analytics.report_interval = Duration::ZERO;
+        options.analytics.throttle = opts.analytics_throttle;
+        options.analytics.window = opts.window;
+        let mut this = Self {
+            config,
+            options,
+            transport,
+            ledger,
+            inventory: None,
+            analytics: None,
+            generator: OrderGenerator::new(ITEMS, 5).map_err(streaming_err("generator"))?,
+            _data: data,
+        };
+        let started = async {
+            if opts.inventory {
+                this.start_inventory().await?;
+            }
+            if opts.analytics {
+                this.start_analytics().await?;
+            }
+            Ok::<_, LabError>(())
+        }
+        .await;
+        if let Err(e) = started {
+            this.stop().await;
+            return Err(e);
+        }
+        tracing::info!(%suffix, "Part C started in process");
+        Ok(this)
+    }
+
+    /// The configuration (topics, groups).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The consumers' options.
+    pub fn options(&self) -> &StreamingOptions {
+        &self.options
+    }
+
+    /// The transport (for lag and offsets).
+    pub fn transport(&self) -> &KafkaTransport {
+        &self.transport
+    }
+
+    /// Starts the inventory consumer, if it is not running, with `throttle`
+    /// before each order.
+    pub async fn start_inventory_with(&mut self, throttle: Duration) -> Result<(), LabError> {
+        if self.inventory.is_none() {
+            self.options.inventory.throttle = throttle;
+            let system = StreamingSystem::start_with(
+                StreamingPart::Inventory,
+                &self.options,
+                &self.transport,
+                Some(self.ledger.clone()),
+            )
+            .await
+            .map_err(streaming_err("starting the inventory consumer"))?;
+            self.inventory = Some(system);
+        }
+        Ok(())
+    }
+
+    /// Starts the inventory consumer, if it is not running.
+    pub async fn start_inventory(&mut self) -> Result<(), LabError> {
+        let throttle = self.options.inventory.throttle;
+        self.start_inventory_with(throttle).await
+    }
+
+    /// Stops the inventory consumer (its last batch commits).
+    pub async fn stop_inventory(&mut self) {
+        if let Some(s) = self.inventory.take() {
+            s.stop().await;
+        }
+    }
+
+    /// Starts the analytics consumer, if it is not running.
+    pub async fn start_analytics(&mut self) -> Result<(), LabError> {
+        if self.analytics.is_none() {
+            let a = AnalyticsConsumer::start(&self.transport, &self.options.analytics)
+                .await
+                .map_err(streaming_err("starting the analytics consumer"))?;
+            self.analytics = Some(a);
+        }
+        Ok(())
+    }
+
+    /// Stops the analytics consumer (it commits and leaves its group).
+    pub async fn stop_analytics(&mut self) {
+        if let Some(a) = self.analytics.take() {
+            a.stop().await;
+        }
+    }
+
+    /// The running analytics consumer.
+    pub fn analytics(&self) -> Option<&AnalyticsConsumer> {
+        self.analytics.as_ref()
+    }
+
+    /// `n` fresh orders.
+    pub fn orders(&self, n: usize) -> Vec<OrderEvent> {
+        self.generator.orders(n)
+    }
+
+    /// Produces `orders` as one burst; returns once Kafka acknowledged all.
+    pub async fn produce(&self, orders: &[OrderEvent]) -> Result<usize, LabError> {
+        publish_orders(&self.transport, orders, 0)
+            .await
+            .map_err(streaming_err("producing orders"))
+    }
+
+    /// Places one order the Kafka way — produces one fresh `OrderEvent` and
+    /// waits for Kafka's acknowledgement — and returns it as the client saw
+    /// it: status 201 when acknowledged, 0 when not.
+    pub async fn place(&self, origin: Instant) -> Sample {
+        let order = self.generator.next_order();
+        let start = Instant::now();
+        let sent = start.duration_since(origin);
+        let result = match order_message(&order) {
+            Ok(m) => self
+                .transport
+                .publish(&Route::ORDER_PLACED, m)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let latency = start.elapsed();
+        match result {
+            Ok(()) => Sample {
+                sent,
+                latency,
+                status: 201,
+                error: None,
+                order_id: Some(order.order_id.to_string()),
+            },
+            Err(e) => Sample {
+                sent,
+                latency,
+                status: 0,
+                error: Some(e),
+                order_id: None,
+            },
+        }
+    }
+
+    /// Whether the inventory consumer has decided order `id` (its ledger
+    /// holds the decision).
+    pub async fn decided(&self, id: &str) -> Result<bool, LabError> {
+        let id = OrderId::parse(id).map_err(|e| LabError::Store {
+            what: "order id".to_owned(),
+            message: e.to_string(),
+        })?;
+        self.ledger
+            .reservation(&id)
+            .await
+            .map(|r| r.is_some())
+            .map_err(|e| LabError::Store {
+                what: "reading a reservation".to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Decisions in the ledger.
+    pub async fn decisions(&self) -> Result<u64, LabError> {
+        self.ledger
+            .reservation_count()
+            .await
+            .map_err(|e| LabError::Store {
+                what: "counting reservations".to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// The lag of `group` on `topic`, summed over partitions.
+    pub async fn lag(&self, group: &str, topic: &str) -> Result<i64, LabError> {
+        Ok(offsets::lag(&self.transport, group, &[topic.to_owned()])
+            .await
+            .map_err(streaming_err("reading lag"))?
+            .iter()
+            .map(offsets::GroupTopicLag::total)
+            .sum())
+    }
+
+    /// Resets the (stopped) analytics group to `to` on both topics.
+    pub async fn reset_analytics(&self, to: ResetTarget) -> Result<(), LabError> {
+        let topics =
+            offsets::topics_for_group(&self.config.kafka, &self.options.analytics.group.clone());
+        offsets::reset(&self.transport, &self.options.analytics.group, &topics, to)
+            .await
+            .map(drop)
+            .map_err(streaming_err("resetting the analytics group"))
+    }
+
+    /// Samples the lag of each `(group, topic)` every `every` on its own
+    /// task until [`LagSampler::finish`].
+    pub fn sample_lag(
+        &self,
+        pairs: Vec<(String, String)>,
+        every: Duration,
+        origin: Instant,
+    ) -> LagSampler {
+        let transport = self.transport.clone();
+        let (stop, mut rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut series = vec![Vec::new(); pairs.len()];
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                let last = tokio::select! {
+                    _ = ticker.tick() => false,
+                    _ = rx.wait_for(|s| *s) => true,
+                };
+                for (points, (group, topic)) in series.iter_mut().zip(&pairs) {
+                    match transport.lag(group, topic).await {
+                        Ok(parts) => {
+                            let lag: i64 = parts.iter().map(|p| p.lag).sum();
+                            points.push([origin.elapsed().as_secs_f64(), lag as f64]);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "lag sample left out"),
+                    }
+                }
+                if last {
+                    return series;
+                }
+            }
+        });
+        LagSampler { stop, task }
+    }
+
+    /// Stops both consumers.
+    pub async fn stop(mut self) {
+        self.stop_analytics().await;
+        self.stop_inventory().await;
+    }
+}
+
+/// Lag being sampled ([`PartC::sample_lag`]).
+#[derive(Debug)]
+pub struct LagSampler {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Vec<Vec<[f64; 2]>>>,
+}
+
+impl LagSampler {
+    /// Stops sampling (after one last reading) and returns one series of
+    /// `[seconds since origin, lag]` per `(group, topic)`, in order.
+    pub async fn finish(self) -> Result<Vec<Vec<[f64; 2]>>, LabError> {
+        let _ = self.stop.send(true);
+        Ok(self.task.await?)
+    }
+}
+
+/// Waits up to `deadline` until every order of `ids` is decided, polling
+/// every 5 ms, and returns when each was first seen decided.
+pub async fn wait_decided(
+    c: &PartC,
+    ids: &[String],
+    deadline: Duration,
+) -> Result<Vec<(String, Instant)>, LabError> {
+    let end = Instant::now() + deadline;
+    let mut pending: Vec<String> = ids.to_vec();
+    let mut done = Vec::with_capacity(ids.len());
+    while !pending.is_empty() {
+        let mut still = Vec::with_capacity(pending.len());
+        for id in pending {
+            if c.decided(&id).await? {
+                done.push((id, Instant::now()));
+            } else {
+                still.push(id);
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            break;
+        }
+        if Instant::now() >= end {
+            return Err(LabError::Deadline {
+                what: format!("{} Kafka orders decided", pending.len()),
+                after: deadline,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(done)
+}
