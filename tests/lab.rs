@@ -59,8 +59,11 @@ fn assert_svg(path: &Path) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_experiment_holds_its_conclusions_in_fast_mode_and_is_reported() {
+/// Runs `names` in fast mode into a fresh report and checks, for each
+/// experiment run: passed, every conclusion held, tables, charts and
+/// metrics present; then that `report.md` and `report.json` are well
+/// formed and agree with the report returned.
+async fn run_fast_and_check(names: &[&str], run: &str) -> (Report, tempfile::TempDir) {
     init_logging();
     let out = tempfile::tempdir().unwrap();
     let settings = Settings::fast();
@@ -68,13 +71,15 @@ async fn every_experiment_holds_its_conclusions_in_fast_mode_and_is_reported() {
     assert_eq!(settings.orders, 50);
     assert_eq!(settings.delay.as_millis(), 300);
     assert_eq!(settings.timeout.as_millis(), 200);
-    let config = config(out.path(), "fast", settings);
-    let report = campusfood_lab::run(&config, &["all".to_owned()])
-        .await
-        .unwrap();
-
-    let ids: Vec<&str> = campusfood_lab::list().iter().map(|e| e.id).collect();
-    assert!(ids.len() >= 4, "{ids:?}");
+    let config = config(out.path(), run, settings);
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let report = campusfood_lab::run(&config, &names).await.unwrap();
+    let ids: Vec<&str> = campusfood_lab::select(&names)
+        .unwrap()
+        .iter()
+        .map(|e| e.id())
+        .collect();
+    assert!(!ids.is_empty());
     for id in &ids {
         let e = report
             .experiment(id)
@@ -89,6 +94,20 @@ async fn every_experiment_holds_its_conclusions_in_fast_mode_and_is_reported() {
         assert!(!e.tables.is_empty(), "{id} has no table");
         assert!(!e.charts.is_empty(), "{id} has no chart");
         assert!(!e.metrics.is_empty(), "{id} has no metrics");
+        for t in &e.tables {
+            assert!(
+                t.rows.iter().all(|r| r.len() == t.columns.len()),
+                "{id}: table {} has a row of the wrong width",
+                t.id
+            );
+        }
+        for c in &e.charts {
+            assert!(
+                c.chart.series.iter().any(|s| !s.points.is_empty()),
+                "{id}: chart {} is empty",
+                c.file
+            );
+        }
     }
     assert!(report.all_passed());
 
@@ -128,7 +147,6 @@ async fn every_experiment_holds_its_conclusions_in_fast_mode_and_is_reported() {
     assert_eq!(in_json, ids);
     assert_eq!(value["metadata"]["mode"], "fast");
     assert!(value["metadata"]["machine"]["cores"].as_u64().unwrap() >= 1);
-    assert!(value["experiments"][0]["metrics"]["latency.p50_ms"].is_f64());
     // It also reads back into the lab's own types (floats may differ in
     // the last digit, so compare what a reader compares).
     let parsed: Report = serde_json::from_str(&json).unwrap();
@@ -143,6 +161,105 @@ async fn every_experiment_holds_its_conclusions_in_fast_mode_and_is_reported() {
             r.metrics.keys().collect::<Vec<_>>()
         );
     }
+    (report, out)
+}
+
+fn metric(report: &Report, id: &str, key: &str) -> f64 {
+    *report
+        .experiment(id)
+        .unwrap()
+        .metrics
+        .get(key)
+        .unwrap_or_else(|| panic!("{id} has no metric {key}"))
+}
+
+fn setup(report: &Report, id: &str, key: &str) -> serde_json::Value {
+    report.experiment(id).unwrap().setup[key].clone()
+}
+
+// Parts A and B and the cross-architecture comparisons in one run, Part C
+// (mostly waiting for Kafka consumer groups to settle) in another, in
+// parallel: the lab suite stays well under a minute.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_a_b_and_the_comparisons_hold_their_conclusions_in_fast_mode() {
+    let (report, _dir) = run_fast_and_check(&["A", "B", "X"], "fast-abx").await;
+    assert!(report.experiments[0].metrics["latency.p50_ms"] > 0.0);
+    // B2: a 2 s downtime, the whole backlog held and drained once.
+    assert_eq!(setup(&report, "B2", "downtime_ms"), 2000.0);
+    let n = metric(&report, "B2", "orders");
+    assert_eq!(metric(&report, "B2", "backlog.peak"), n);
+    assert_eq!(metric(&report, "B2", "reservations"), n);
+    // B3: copies delivered, one effect.
+    assert!(metric(&report, "B3", "deliveries") >= 4.0);
+    assert_eq!(metric(&report, "B3", "reservation_records"), 1.0);
+    assert_eq!(metric(&report, "B3", "confirmations"), 1.0);
+    // B4: every poison kind dead-lettered with its reason, the failure after
+    // its bounded attempts.
+    assert_eq!(
+        metric(&report, "B4", "poison.dead_lettered"),
+        metric(&report, "B4", "poison.published")
+    );
+    assert_eq!(metric(&report, "B4", "failure.attempts"), 3.0);
+    // B5: a 1 s outage, zero loss.
+    assert_eq!(setup(&report, "B5", "outage_ms"), 1000.0);
+    assert_eq!(
+        metric(&report, "B5", "notified"),
+        metric(&report, "B5", "accepted")
+    );
+    assert!(metric(&report, "B5", "refused_reconnections") > 0.0);
+    // X1: the headline, in numbers.
+    let delay = setup(&report, "X1", "delay_ms").as_f64().unwrap();
+    assert!(metric(&report, "X1", "rest.slow.min_ms") >= delay);
+    assert!(metric(&report, "X1", "rabbitmq.slow.p50_ms") < delay / 10.0);
+    assert!(metric(&report, "X1", "kafka.slow.p50_ms") < delay / 10.0);
+    assert_eq!(metric(&report, "X1", "rest.down.success_pct"), 0.0);
+    assert_eq!(metric(&report, "X1", "rabbitmq.down.success_pct"), 100.0);
+    assert_eq!(metric(&report, "X1", "kafka.down.success_pct"), 100.0);
+    let x2 = setup(&report, "X2", "orders").as_f64().unwrap();
+    for arch in ["rest", "rabbitmq", "kafka"] {
+        assert_eq!(metric(&report, "X2", &format!("{arch}.reservations")), x2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_c_holds_its_conclusions_in_fast_mode() {
+    let (report, _dir) = run_fast_and_check(&["C"], "fast-c").await;
+    let n = metric(&report, "C1", "orders");
+    assert_eq!(
+        metric(&report, "C1", "failures"),
+        metric(&report, "C1", "failures.predicted")
+    );
+    assert!(metric(&report, "C1", "produce_per_s") > metric(&report, "C1", "e2e_per_s"));
+    assert!(n >= 1000.0);
+    assert!(
+        metric(&report, "C2", "inventory.caught_up_s")
+            < metric(&report, "C2", "analytics.drained_s")
+    );
+    assert_eq!(
+        metric(&report, "C3", "first.totals.orders"),
+        metric(&report, "C3", "replay.totals.orders")
+    );
+    assert_eq!(
+        metric(&report, "C3", "lag_after_reset.order_events"),
+        metric(&report, "C3", "orders")
+    );
+}
+
+#[test]
+fn the_two_fast_runs_cover_every_experiment() {
+    let names = |n: &[&str]| -> Vec<String> { n.iter().map(|s| (*s).to_owned()).collect() };
+    let mut covered: Vec<&str> = campusfood_lab::select(&names(&["A", "B", "X"]))
+        .unwrap()
+        .iter()
+        .chain(campusfood_lab::select(&names(&["C"])).unwrap().iter())
+        .map(|e| e.id())
+        .collect();
+    covered.sort_unstable();
+    let mut all: Vec<&str> = campusfood_lab::list().iter().map(|e| e.id).collect();
+    all.sort_unstable();
+    assert_eq!(covered, all);
+    assert!(all.len() >= 14, "{all:?}");
 }
 
 #[tokio::test]

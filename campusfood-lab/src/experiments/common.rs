@@ -1,7 +1,7 @@
-//! Small helpers the Part A experiments share.
+//! Small helpers the experiments share.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use crate::experiment::Cell;
 use crate::part_a::Sample;
@@ -78,4 +78,42 @@ pub(crate) fn secs(d: Duration) -> String {
 /// The first error message among `samples`, for evidence.
 pub(crate) fn first_error(samples: &[Sample]) -> Option<&str> {
     samples.iter().find_map(|s| s.error.as_deref())
+}
+
+/// The order ids of the accepted (201) samples, in sending order.
+pub(crate) fn accepted_ids(samples: &[Sample]) -> Vec<String> {
+    samples.iter().filter_map(|s| s.order_id.clone()).collect()
+}
+
+/// For each accepted sample whose order became `notified` (`notified_at`),
+/// the time from sending it to that moment: the end-to-end latency.
+pub(crate) fn end_to_end(
+    samples: &[Sample],
+    notified_at: &HashMap<String, Instant>,
+    origin: Instant,
+) -> Vec<Duration> {
+    samples
+        .iter()
+        .filter_map(|s| {
+            let at = notified_at.get(s.order_id.as_deref()?)?;
+            Some(at.saturating_duration_since(origin + s.sent))
+        })
+        .collect()
+}
+
+/// A cumulative count: `[x, how many of xs are ≤ x]`, as a step line
+/// starting at `[start, 0]`.
+pub(crate) fn cumulative(mut xs: Vec<f64>, start: f64) -> Vec<[f64; 2]> {
+    xs.sort_by(f64::total_cmp);
+    let mut points = vec![[start, 0.0]];
+    for (i, x) in xs.into_iter().enumerate() {
+        points.push([x, i as f64]);
+        points.push([x, (i + 1) as f64]);
+    }
+    points
+}
+
+/// Seconds since `origin` of `at`.
+pub(crate) fn since(origin: Instant, at: Instant) -> f64 {
+    at.saturating_duration_since(origin).as_secs_f64()
 }
