@@ -31,7 +31,7 @@ use campusfood_services::inventory::InventoryService;
 use campusfood_services::order_store::OrderStore;
 use campusfood_testkit::Outage;
 use campusfood_transport::rabbitmq::RabbitTransport;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::context::Settings;
@@ -702,6 +702,8 @@ struct ProbeLog {
 pub struct Probe {
     inner: Arc<dyn Transport>,
     log: Arc<Mutex<ProbeLog>>,
+    /// Woken after every delivery handled.
+    handled: Arc<Notify>,
 }
 
 impl Probe {
@@ -710,6 +712,37 @@ impl Probe {
         Self {
             inner,
             log: Arc::default(),
+            handled: Arc::default(),
+        }
+    }
+
+    /// Waits until `group`'s consumer of `route` has acknowledged order
+    /// `order_id` (woken by every delivery handled, no polling), and returns
+    /// when it first did; fails after `deadline`.
+    pub async fn first_ack(
+        &self,
+        route: &Route,
+        group: Option<&str>,
+        order_id: &str,
+        deadline: Duration,
+    ) -> Result<Instant, LabError> {
+        let key = (route.clone(), group.map(str::to_owned), order_id.to_owned());
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            let woken = self.handled.notified();
+            tokio::pin!(woken);
+            // Registered before looking, so a delivery handled in between
+            // still wakes us.
+            woken.as_mut().enable();
+            if let Some(at) = self.with_log(|l| l.first_ack.get(&key).copied()) {
+                return Ok(at);
+            }
+            if tokio::time::timeout_at(end, woken).await.is_err() {
+                return Err(LabError::Deadline {
+                    what: format!("{route} of {order_id} acknowledged"),
+                    after: deadline,
+                });
+            }
         }
     }
 
@@ -775,6 +808,7 @@ struct Probed {
     route: Route,
     group: Option<String>,
     log: Arc<Mutex<ProbeLog>>,
+    handled: Arc<Notify>,
 }
 
 #[async_trait]
@@ -803,6 +837,8 @@ impl Handler for Probed {
             attempt,
             outcome,
         });
+        drop(log);
+        self.handled.notify_waiters();
         disposition
     }
 }
@@ -841,6 +877,7 @@ impl Transport for Probe {
             route: route.clone(),
             group: options.group.clone(),
             log: self.log.clone(),
+            handled: self.handled.clone(),
         });
         self.inner.subscribe(route, probed, options).await
     }
