@@ -647,9 +647,8 @@ impl Processor for Enricher {
                 reason: "not yet".into(),
             },
             ("r5", 1) => {
-                // Long past linger.ms: the outputs before this one reach
-                // the broker before the transaction aborts.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // The outputs queued before this one reach the broker
+                // before the transaction aborts.
                 Outcome::Emit(vec![(
                     Route::new(self.output.clone()),
                     Message {
@@ -763,6 +762,28 @@ async fn transactional_processor_writes_each_output_exactly_once() {
     assert_eq!(dead[0].1, "r7");
     assert_eq!(dead[0].2[headers::DEATH_REASON], "poison");
     assert_eq!(cli_lag(&group, &input).await, 0);
+
+    // A subscriber of the transactional output drains it to lag 0: it
+    // commits past the commit markers after each partition's last record.
+    let reader = format!("r-{id}");
+    let h = Recorder::new(ack);
+    let sub = t
+        .subscribe(&Route::new(output.clone()), h.clone(), in_group(&reader))
+        .await
+        .unwrap();
+    until("the committed outputs", || h.count() >= expected.len()).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let lag = t.lag(&reader, &output).await.unwrap();
+        if total(&lag) == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "output lag stays: {lag:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sub.stop().await;
+    assert_eq!(h.count(), expected.len());
+    assert_eq!(cli_lag(&reader, &output).await, 0);
 }
 
 /// Producer and consumer rates for 100k small records:

@@ -32,12 +32,6 @@ use campusfood::services::streaming::{AnalyticsConsumer, StreamingPart};
 use campusfood::transport::kafka::KafkaTransport;
 use helpers::*;
 
-/// The lag a drained consumer of the transactional `inventory-events` may
-/// still show: the commit markers after a partition's last record, at most
-/// one per partition (3) per transaction open at once (6 workers). The
-/// transport's consumer commits "last record + 1", not librdkafka's
-/// position, which is past the markers; see the README's Part C notes.
-const MARKER_LAG: i64 = 3 * 6;
 /// The orders `decide(seed, id, 1) < rate` fails: with ample stock,
 /// exactly the failures.
 fn predicted_failures(orders: &[OrderEvent], rate: f64) -> HashSet<String> {
@@ -126,9 +120,7 @@ async fn ten_thousand_burst_is_decided_exactly_once_and_counted() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let lag = metrics_over_http(addr).await.lag;
-        if lag[h.order_topic()] == Some(0)
-            && lag[h.inventory_topic()].is_some_and(|l| l <= MARKER_LAG)
-        {
+        if lag[h.order_topic()] == Some(0) && lag[h.inventory_topic()] == Some(0) {
             break;
         }
         assert!(Instant::now() < deadline, "lag did not drain: {lag:?}");
@@ -174,16 +166,15 @@ async fn a_throttled_analytics_consumer_builds_lag_that_drains() {
     })
     .await;
 
-    // After the burst the backlog drains to zero (on the transactional
-    // inventory topic: up to one trailing commit marker per partition).
+    // After the burst the backlog drains to zero, on the transactional
+    // inventory topic too (the consumer commits past the commit markers).
     until_async("analytics lag to drain", || async {
-        h.lag(&group, h.order_topic()).await == 0
-            && h.lag(&group, h.inventory_topic()).await <= MARKER_LAG
+        h.lag(&group, h.order_topic()).await == 0 && h.lag(&group, h.inventory_topic()).await == 0
     })
     .await;
     let cli = cli_lag(&group);
-    assert!(
-        cli <= MARKER_LAG,
+    assert_eq!(
+        cli, 0,
         "kafka-consumer-groups --describe: lag {cli} after the drain"
     );
     let t = analytics.totals();

@@ -1,9 +1,13 @@
 //! The consumer loop behind [`Transport::subscribe`](super::Transport):
 //! one `StreamConsumer`, one record at a time, offsets stored after the
 //! handler is done and committed in the background, on revocation and on
-//! stop. See the [module docs](super) for the semantics.
+//! stop. At a commit tick (and on stop) no record is in flight, so the
+//! consumer's position — past the transaction markers that follow a
+//! partition's last record — is stored too: a drained consumer of a
+//! transactional topic shows lag 0. See the [module docs](super) for the
+//! semantics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +22,7 @@ use futures::FutureExt;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
@@ -138,11 +143,21 @@ impl Worker {
         let mut tick = tokio::time::interval(self.commit_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut dirty = false;
+        // The next offset stored per partition, by this loop.
+        let mut stored: HashMap<i32, i64> = HashMap::new();
         loop {
             let next = tokio::select! {
                 biased;
-                _ = stop.stopped() => break,
+                _ = stop.stopped() => {
+                    // Nothing in flight: the position is all done.
+                    self.store_positions(&mut stored);
+                    break;
+                }
                 _ = tick.tick() => {
+                    // Nothing in flight: every record before the position
+                    // is done, and the position is past the transaction
+                    // markers that follow them.
+                    dirty |= self.store_positions(&mut stored);
                     if dirty {
                         commit_stored(&*self.consumer, CommitMode::Async);
                         dirty = false;
@@ -176,6 +191,8 @@ impl Worker {
                             error = %e,
                             "cannot store offset"
                         );
+                    } else {
+                        stored.insert(record.partition, record.offset + 1);
                     }
                     dirty = true;
                 }
@@ -183,6 +200,55 @@ impl Worker {
             }
         }
         self.close().await;
+    }
+
+    /// Stores the consumer's position for each assigned partition where it
+    /// is past what this loop stored (`stored`, updated). Only to be called
+    /// with no record in flight: the position is past every record handed
+    /// out, and past the control records (transaction markers) librdkafka
+    /// skipped after them. Whether anything new was stored.
+    fn store_positions(&self, stored: &mut HashMap<i32, i64>) -> bool {
+        let positions = match self.consumer.position() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "no position");
+                return false;
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut ahead = Vec::new();
+        for e in positions.elements() {
+            let Offset::Offset(position) = e.offset() else {
+                continue;
+            };
+            if stored
+                .get(&e.partition())
+                .is_some_and(|&done| done >= position)
+            {
+                continue;
+            }
+            if tpl
+                .add_partition_offset(e.topic(), e.partition(), Offset::Offset(position))
+                .is_ok()
+            {
+                ahead.push((e.partition(), position));
+            }
+        }
+        if ahead.is_empty() {
+            return false;
+        }
+        match self.consumer.store_offsets(&tpl) {
+            Ok(()) => {
+                stored.extend(ahead);
+                true
+            }
+            Err(e) => {
+                // Revoked meanwhile: its next owner starts from the last
+                // commit, at worst before a few markers.
+                tracing::debug!(error = %e, "cannot store the position");
+                false
+            }
+        }
     }
 
     /// Hands `record` to the handler until it is acked or dead-lettered, or

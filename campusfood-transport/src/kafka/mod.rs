@@ -28,7 +28,10 @@
 //! - [`Disposition::Ack`]: its offset is stored, and stored offsets are
 //!   committed every [`KafkaConfig::commit_interval`], before partitions are
 //!   revoked, and when the subscription stops. Nothing is ever committed
-//!   past a record whose handler has not returned.
+//!   past a record whose handler has not returned. At a commit tick and on
+//!   stop, with no record in flight, the consumer's position is stored
+//!   too: it is past the commit markers that follow a transactional
+//!   topic's last records, so a drained consumer shows lag 0 there as well.
 //! - [`Disposition::Retry`]: Kafka cannot redeliver one record, so the same
 //!   record is handed to the handler again after
 //!   [`SubscribeOptions::retry_delay`] (its partition waits; nothing skips

@@ -57,6 +57,32 @@ pub trait Processor: Send + Sync + 'static {
     /// when a transaction is aborted, so effects outside Kafka must be
     /// idempotent.
     async fn process(&self, delivery: Delivery) -> Outcome;
+
+    /// Processes a batch of input records (in offset order per partition),
+    /// returning one [`Outcome`] per record, in the same order. The
+    /// [`TransactionalProcessor`] calls this, once per transaction; outputs
+    /// are produced in record order whatever order the work was done in.
+    ///
+    /// A processor may decide the records concurrently; records after one
+    /// that ends in [`Outcome::Retry`] are not committed in this
+    /// transaction and are handed again later (so, as with `process`,
+    /// effects outside Kafka must be idempotent). Fewer outcomes than
+    /// records: the first record without one counts as a `Retry`.
+    ///
+    /// The default calls [`process`](Self::process) for each record in
+    /// turn and stops after the first `Retry`.
+    async fn process_batch(&self, deliveries: Vec<Delivery>) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let outcome = self.process(delivery).await;
+            let retry = matches!(outcome, Outcome::Retry { .. });
+            outcomes.push(outcome);
+            if retry {
+                break;
+            }
+        }
+        outcomes
+    }
 }
 
 /// How a [`TransactionalProcessor`] consumes and commits.
@@ -98,8 +124,9 @@ impl TransactionalOptions {
 /// (`transactional.id`). Per batch of input records:
 ///
 /// 1. `begin_transaction`;
-/// 2. hand each record to the [`Processor`] and produce what it emits (and
-///    dead letters) inside the transaction;
+/// 2. hand the batch to the [`Processor`] ([`Processor::process_batch`])
+///    and produce what it emits for each record (and dead letters), in
+///    record order, inside the transaction;
 /// 3. `send_offsets_to_transaction` with the consumer's group metadata —
 ///    the input offsets commit *in* the transaction;
 /// 4. `commit_transaction`.
@@ -308,22 +335,48 @@ impl TransactionalProcessor {
     async fn run_batch(&mut self, batch: &[Record], stop: &mut StopSignal) -> BatchEnd {
         if let Err(e) = self.producer.begin_transaction() {
             tracing::error!(error = %e, "cannot begin a transaction");
-            return if is_fatal(&e) {
-                BatchEnd::Fatal
-            } else {
-                self.backoff(stop).await
-            };
+            if is_fatal(&e) {
+                return BatchEnd::Fatal;
+            }
+            // Read again after the backoff, not skipped.
+            self.rewind(batch).await;
+            return self.backoff(stop).await;
         }
+        let attempts: Vec<u32> = batch
+            .iter()
+            .map(|rec| {
+                self.failures
+                    .get(&(rec.partition, rec.offset))
+                    .copied()
+                    .unwrap_or(0)
+                    + 1
+            })
+            .collect();
+        let deliveries = batch
+            .iter()
+            .zip(&attempts)
+            .map(|(rec, &attempt)| Delivery {
+                message: rec.message.clone(),
+                attempt,
+            })
+            .collect();
+        let mut outcomes = AssertUnwindSafe(self.processor.process_batch(deliveries))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                vec![Outcome::Retry {
+                    reason: "processor panicked".to_owned(),
+                }]
+            })
+            .into_iter();
         let mut pending: Vec<DeliveryFuture> = Vec::new();
         let mut done = 0;
         let mut retry = None;
-        for rec in batch {
-            let failed = self
-                .failures
-                .get(&(rec.partition, rec.offset))
-                .copied()
-                .unwrap_or(0);
-            let outputs = match self.outputs(rec, failed + 1).await {
+        for (rec, &attempt) in batch.iter().zip(&attempts) {
+            let outcome = outcomes.next().unwrap_or_else(|| Outcome::Retry {
+                reason: "no outcome from the processor".to_owned(),
+            });
+            let outputs = match self.outputs(rec, attempt, outcome).await {
                 Outputs::Records(outputs) => outputs,
                 Outputs::Retry(reason) => {
                     retry = Some((rec, reason));
@@ -343,6 +396,10 @@ impl TransactionalProcessor {
                             .failures
                             .entry((rec.partition, rec.offset))
                             .or_default() += 1;
+                        // Let what is already queued reach the log (the
+                        // abort marks it aborted) rather than purging it
+                        // mid-flight.
+                        futures::future::join_all(pending).await;
                         return self
                             .abort_and_rewind(batch, stop, self.options.retry_delay)
                             .await;
@@ -364,7 +421,7 @@ impl TransactionalProcessor {
                 tracing::warn!(%error, "an output was not acknowledged: aborting the batch");
                 return self.abort_and_rewind(batch, stop, BACKOFF).await;
             }
-            match self.commit(&batch[..done]).await {
+            match self.commit(&batch[..done], done == batch.len()).await {
                 Ok(()) => {
                     for rec in &batch[..done] {
                         self.failures.remove(&(rec.partition, rec.offset));
@@ -399,19 +456,9 @@ impl TransactionalProcessor {
         }
     }
 
-    /// Asks the processor about `rec` and resolves what it emits to topics.
-    async fn outputs(&self, rec: &Record, attempt: u32) -> Outputs {
+    /// Resolves what the processor made of `rec` (on `attempt`) to topics.
+    async fn outputs(&self, rec: &Record, attempt: u32, outcome: Outcome) -> Outputs {
         let max = self.options.max_attempts.max(1);
-        let delivery = Delivery {
-            message: rec.message.clone(),
-            attempt,
-        };
-        let outcome = AssertUnwindSafe(self.processor.process(delivery))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Outcome::Retry {
-                reason: "processor panicked".to_owned(),
-            });
         let dead = |reason: String| {
             tracing::warn!(offset = rec.offset, attempts = attempt, %reason, "dead-lettered");
             let mut m = rec.message.clone();
@@ -446,12 +493,24 @@ impl TransactionalProcessor {
         }
     }
 
-    /// Commits the offsets after `done` and the transaction.
-    async fn commit(&self, done: &[Record]) -> Result<(), KafkaError> {
+    /// Commits the offsets after `done` and the transaction. When `whole`
+    /// (every record read is done), a partition's offset is the consumer's
+    /// position if that is further: past the transaction markers of a
+    /// transactional input that follow its last record.
+    async fn commit(&self, done: &[Record], whole: bool) -> Result<(), KafkaError> {
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         for rec in done {
             let o = next.entry(rec.partition).or_insert(rec.offset + 1);
             *o = (*o).max(rec.offset + 1);
+        }
+        if whole && let Ok(positions) = self.consumer.position() {
+            for e in positions.elements() {
+                if let (Some(o), Offset::Offset(position)) =
+                    (next.get_mut(&e.partition()), e.offset())
+                {
+                    *o = (*o).max(position);
+                }
+            }
         }
         let mut offsets = TopicPartitionList::new();
         for (partition, offset) in next {
