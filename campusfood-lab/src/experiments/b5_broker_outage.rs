@@ -273,7 +273,7 @@ impl Experiment for B5BrokerOutage {
             m.notified_in_store.into(),
             m.reservations.into(),
             used.into(),
-            peak_outbox.into(),
+            (peak_outbox as u64).into(),
             m.outbox_after.into(),
             u64::from(m.refused).into(),
         ]);
@@ -336,7 +336,7 @@ impl Experiment for B5BrokerOutage {
             during_count > 0 && during_after_restore,
             format!(
                 "all {during_count} orders sent while the broker was away were notified after \
-                 it was back ({:.2} s)",
+                 it was back (at {:.2} s)",
                 m.restored
             ),
         );

@@ -196,19 +196,19 @@ impl Experiment for C2Throttle {
         );
         t.row(vec![
             "analytics / order-events".into(),
-            peak_a.into(),
+            (peak_a as u64).into(),
             m.final_lag.0.into(),
             m.drained.into(),
         ]);
         t.row(vec![
             "analytics / inventory-events".into(),
-            peak(&a_inventory).into(),
+            (peak(&a_inventory) as u64).into(),
             m.final_lag.1.into(),
             m.drained.into(),
         ]);
         t.row(vec![
             "inventory / order-events".into(),
-            peak_i.into(),
+            (peak_i as u64).into(),
             m.final_lag.2.into(),
             m.inventory_caught_up.into(),
         ]);

@@ -512,13 +512,33 @@ impl Experiment for X1Headline {
             later_ok,
             evidence.join("; "),
         );
+        for a in &measured_async {
+            if let Some(sl) = get(a.key, "slow") {
+                out.note(format!(
+                    "{}, slow inventory: the orders were reserved {:.1} s to {:.1} s after they \
+                     were placed (p50 {:.1} s) — the work queues up behind the slow consumer, \
+                     {}; the producer does not notice.",
+                    a.name,
+                    sl.3.min_ms / 1000.0,
+                    sl.3.max_ms / 1000.0,
+                    sl.3.p50_ms / 1000.0,
+                    if a.key == "kafka" {
+                        "which, throttled, decides one order at a time per worker (all of a \
+                         worker's partitions one after another)"
+                    } else {
+                        "which takes up to its prefetch of deliveries at once"
+                    }
+                ));
+            }
+        }
         out.note(
             "“Reserved” is when the stock was taken: for REST, the 201 itself (inventory reserves \
              before the order service answers); for RabbitMQ, when inventory's consumer \
              acknowledged the `OrderPlaced` (the decision durable in its ledger and \
              `InventoryReserved` published); for Kafka, when the inventory consumer's ledger holds \
              the decision (polled every 5 ms). Kafka's inventory consumer runs with FAIL_RATE 0 \
-             here, so every order is reserved.",
+             here, so every order is reserved. Kafka's producer waits up to 5 ms to batch \
+             records (`linger.ms=5`), which is most of its acknowledgement time.",
         );
         out.note(format!(
             "REST down is inventory stopped (connection refused): the order service answers 503 \
