@@ -5,6 +5,7 @@
 //! and stopped on their own, a producer of `OrderEvent`s, and the lag and
 //! offset tools of `campusfood_services::streaming`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +22,13 @@ use campusfood_services::streaming::{
     StreamingSystem, connect, item_stock,
 };
 use campusfood_transport::kafka::KafkaTransport;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::context::Settings;
 use crate::error::LabError;
 use crate::part_a::Sample;
+use crate::part_b::Gauge;
 
 /// How to get a broker when there is none.
 pub const KAFKA_HINT: &str = "start it with `scripts/brokers.sh up kafka`";
@@ -398,10 +400,94 @@ impl PartC {
         LagSampler { stop, task }
     }
 
+    /// A gauge of the ledger's decisions (reservation records), to sample
+    /// on its own task ([`Gauge::sample`]).
+    pub fn decisions_gauge(&self) -> Gauge {
+        Gauge::Reservations(self.ledger.clone())
+    }
+
+    /// Watches the ledger, from now on, for the orders handed to
+    /// [`DecisionWatcher::watch`], and notes when each is first decided
+    /// (polled every millisecond, only the orders not yet seen); gives up
+    /// after `deadline`.
+    pub fn watch_decisions(&self, deadline: Duration) -> DecisionWatcher {
+        let ledger = self.ledger.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let task = tokio::spawn(async move {
+            let end = Instant::now() + deadline;
+            let mut pending: Vec<String> = Vec::new();
+            let mut seen = HashMap::new();
+            let mut open = true;
+            loop {
+                while open {
+                    match rx.try_recv() {
+                        Ok(id) => pending.push(id),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                    }
+                }
+                let mut still = Vec::with_capacity(pending.len());
+                for id in pending {
+                    let oid = OrderId::parse(&id).map_err(|e| LabError::Store {
+                        what: "order id".to_owned(),
+                        message: e.to_string(),
+                    })?;
+                    let decided = ledger
+                        .reservation(&oid)
+                        .await
+                        .map_err(|e| LabError::Store {
+                            what: "reading a reservation".to_owned(),
+                            message: e.to_string(),
+                        })?;
+                    if decided.is_some() {
+                        seen.insert(id, Instant::now());
+                    } else {
+                        still.push(id);
+                    }
+                }
+                pending = still;
+                if !open && pending.is_empty() {
+                    return Ok(seen);
+                }
+                if Instant::now() >= end {
+                    return Err(LabError::Deadline {
+                        what: format!("{} Kafka orders decided", pending.len()),
+                        after: deadline,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        DecisionWatcher { ids: tx, task }
+    }
+
     /// Stops both consumers.
     pub async fn stop(mut self) {
         self.stop_analytics().await;
         self.stop_inventory().await;
+    }
+}
+
+/// Orders being watched for their decision ([`PartC::watch_decisions`]).
+#[derive(Debug)]
+pub struct DecisionWatcher {
+    ids: mpsc::UnboundedSender<String>,
+    task: JoinHandle<Result<HashMap<String, Instant>, LabError>>,
+}
+
+impl DecisionWatcher {
+    /// Watches order `id` too.
+    pub fn watch(&self, id: &str) {
+        // The task only ends after `finish` drops the sender, or on an
+        // error that `finish` reports.
+        let _ = self.ids.send(id.to_owned());
+    }
+
+    /// Waits until every watched order is decided and returns when each
+    /// first was.
+    pub async fn finish(self) -> Result<HashMap<String, Instant>, LabError> {
+        drop(self.ids);
+        self.task.await?
     }
 }
 

@@ -14,7 +14,7 @@ use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::part_a::{OutageKind, Sample, count_status, sequential};
 use crate::part_b::PartBOptions;
-use crate::part_c::{PartC, PartCOptions, wait_decided};
+use crate::part_c::{DecisionWatcher, PartC, PartCOptions, wait_decided};
 use crate::stats::{LatencySummary, ms};
 
 /// X1 — REST vs queue vs stream under inventory faults.
@@ -144,16 +144,22 @@ async fn rabbitmq(ctx: &Context, n: u64, delay: Duration) -> Result<Vec<Cond>, L
     run
 }
 
-/// One order at a time on Part C's producer.
+/// One order at a time on Part C's producer, each watched for its
+/// decision from the moment it is acknowledged.
 async fn place_all(
     c: &PartC,
     n: u64,
     origin: Instant,
     bar: &indicatif::ProgressBar,
+    watcher: &DecisionWatcher,
 ) -> Vec<Sample> {
     let mut samples = Vec::new();
     for _ in 0..n {
-        samples.push(c.place(origin).await);
+        let s = c.place(origin).await;
+        if let Some(id) = &s.order_id {
+            watcher.watch(id);
+        }
+        samples.push(s);
         bar.inc(1);
     }
     samples
@@ -192,16 +198,14 @@ async fn kafka(ctx: &Context, n: u64, delay: Duration) -> Result<Vec<Cond>, LabE
                 }
             }
             let origin = Instant::now();
-            let samples = place_all(&c, n, origin, &bar).await;
+            let watcher = c.watch_decisions(deadline);
+            let samples = place_all(&c, n, origin, &bar, &watcher).await;
             if cond == "down" {
                 // The downtime, as for RabbitMQ.
                 tokio::time::sleep(delay).await;
                 c.start_inventory_with(Duration::ZERO).await?;
             }
-            let at: HashMap<String, Instant> = wait_decided(&c, &accepted_ids(&samples), deadline)
-                .await?
-                .into_iter()
-                .collect();
+            let at = watcher.finish().await?;
             let reserved = until_reserved(&samples, &at, origin);
             conds.push(Cond { samples, reserved });
         }
@@ -536,7 +540,7 @@ impl Experiment for X1Headline {
              before the order service answers); for RabbitMQ, when inventory's consumer \
              acknowledged the `OrderPlaced` (the decision durable in its ledger and \
              `InventoryReserved` published); for Kafka, when the inventory consumer's ledger holds \
-             the decision (polled every 5 ms). Kafka's inventory consumer runs with FAIL_RATE 0 \
+             the decision (each order watched from its acknowledgement, polled every millisecond). Kafka's inventory consumer runs with FAIL_RATE 0 \
              here, so every order is reserved. Kafka's producer waits up to 5 ms to batch \
              records (`linger.ms=5`), which is most of its acknowledgement time.",
         );
