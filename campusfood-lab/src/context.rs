@@ -20,7 +20,8 @@ use crate::progress::Progress;
 /// assignment's numbers (2 s delay, 5 s timeout); [`Settings::fast`] is
 /// small enough for the test suite. Every field has a command-line flag;
 /// experiments added later read their own knobs from [`params`](Self::params)
-/// (`--set b1.messages=1000`). Durations serialize as milliseconds.
+/// (`--set b1.orders=1000`, read with [`Context::size`] and
+/// [`Context::millis`]). Durations serialize as milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     /// Small sizes and short durations.

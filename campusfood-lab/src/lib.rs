@@ -15,7 +15,7 @@
 //!   an [`Outcome`]: tables, chart series, metrics and checked
 //!   [`Conclusion`]s. Nothing in it knows about Markdown or SVG.
 //! - [`experiments`]: the registry ([`experiments::all`]) and one file per
-//!   experiment (`a1_baseline.rs` …). Adding B1 means adding a file and a
+//!   experiment (`a1_baseline.rs` …). Adding one means adding a file and a
 //!   line in the registry; the runner does not change.
 //! - [`context`]: what an experiment gets to work with: [`Settings`]
 //!   (sizes and durations, `--fast`), the services ([`Services`]: started in

@@ -1,5 +1,5 @@
 //! The registry: every experiment the lab knows, in the order `run all`
-//! runs them. To add one (B1 …): write `b1_<topic>.rs` with a unit struct
+//! runs them. To add one (X3 …): write `x3_<topic>.rs` with a unit struct
 //! implementing [`Experiment`], declare the module here and add it to
 //! [`all`]. Nothing else changes: the runner, the report and the CLI pick
 //! it up by its id.
