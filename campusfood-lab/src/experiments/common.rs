@@ -101,14 +101,24 @@ pub(crate) fn end_to_end(
         .collect()
 }
 
-/// A cumulative count: `[x, how many of xs are ≤ x]`, as a step line
-/// starting at `[start, 0]`.
+/// At most this many points per cumulative series (the report's JSON
+/// keeps every point).
+const CUMULATIVE_POINTS: usize = 400;
+
+/// A cumulative count: `[x, how many of xs are ≤ x]`, starting at
+/// `[start, 0]` — a step line when there are few values, else every k-th
+/// step's corners (at most [`CUMULATIVE_POINTS`] points, the last one
+/// always kept).
 pub(crate) fn cumulative(mut xs: Vec<f64>, start: f64) -> Vec<[f64; 2]> {
     xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    let every = n.div_ceil(CUMULATIVE_POINTS / 2).max(1);
     let mut points = vec![[start, 0.0]];
-    for (i, x) in xs.into_iter().enumerate() {
-        points.push([x, i as f64]);
-        points.push([x, (i + 1) as f64]);
+    for (i, x) in xs.iter().enumerate() {
+        if i % every == 0 || i + 1 == n {
+            points.push([*x, i as f64]);
+            points.push([*x, (i + 1) as f64]);
+        }
     }
     points
 }
@@ -116,4 +126,21 @@ pub(crate) fn cumulative(mut xs: Vec<f64>, start: f64) -> Vec<[f64; 2]> {
 /// Seconds since `origin` of `at`.
 pub(crate) fn since(origin: Instant, at: Instant) -> f64 {
     at.saturating_duration_since(origin).as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cumulative_counts_and_stays_small() {
+        assert_eq!(
+            cumulative(vec![2.0, 1.0], 0.0),
+            [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [2.0, 1.0], [2.0, 2.0]]
+        );
+        let big = cumulative((0..10_000).map(f64::from).collect(), 0.0);
+        assert!(big.len() <= CUMULATIVE_POINTS + 3, "{}", big.len());
+        assert_eq!(big.last(), Some(&[9999.0, 10_000.0]));
+        assert!(big.windows(2).all(|w| w[0][1] <= w[1][1]));
+    }
 }
