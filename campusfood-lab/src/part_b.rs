@@ -573,6 +573,13 @@ impl PartB {
         {
             s.stop().await;
         }
+        // Through a proxy the services' connection is a transport of its
+        // own, which declared the consumers' retry and dead-letter queues.
+        if self.proxy.is_some()
+            && let Err(e) = self.bus.teardown().await
+        {
+            tracing::warn!(error = %e, "could not delete the services' queues");
+        }
         if let Err(e) = self.admin.teardown().await {
             tracing::warn!(error = %e, "could not delete the run's queues");
         }
