@@ -443,7 +443,8 @@ async fn sigkill_mid_burst_keeps_each_order_exactly_once() {
     .await;
     kill9(&mut child);
     // Everything committed is visible to the reader by now; anything more
-    // would be a duplicate.
+    // would be a duplicate. This grace period is the check itself: there is
+    // no condition to wait on for a duplicate that must *not* arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let by_order = events.inventory_events();
