@@ -13,7 +13,9 @@
 #
 # RabbitMQ: Debian's rabbitmq-server package (apt-get install when missing; services are not
 #   started by the package because there is no systemd), started as a detached node, with the
-#   management plugin. guest/guest works from 127.0.0.1.
+#   management plugin. guest/guest works from 127.0.0.1. The node this script starts keeps its
+#   database and logs in $CAMPUSFOOD_BROKERS_DIR/rabbitmq/node, so a clean checkout starts from
+#   an empty broker. A node that already runs (the system's own, say) is used as it is.
 # Kafka: Apache Kafka 4.x jars resolved from Maven Central with Maven (scripts/kafka/pom.xml)
 #   into $CAMPUSFOOD_BROKERS_DIR/kafka/dist/<version>/libs (cached), run as a single-node KRaft
 #   broker+controller with the machine's Java 17+.
@@ -63,6 +65,8 @@ RABBITMQ_PORT=${RABBITMQ_PORT:-${RABBITMQ_NODE_PORT:-5672}}
 RABBITMQ_MANAGEMENT_PORT=${RABBITMQ_MANAGEMENT_PORT:-15672}
 RABBITMQ_DIR=$BROKERS_DIR/rabbitmq
 RABBITMQ_OUT=$RABBITMQ_DIR/rabbitmq-server.out
+RABBITMQ_NODE_BASE=$RABBITMQ_DIR/node # see rabbitmq_prepare_data
+RABBITMQ_LOG_BASE=$RABBITMQ_NODE_BASE/log
 
 JAVA=""
 
@@ -97,6 +101,9 @@ as_root() {
     die "need root (or passwordless sudo) to run: $*"
   fi
 }
+# The same, as a command prefix for a background launch.
+AS_ROOT=()
+[[ $EUID -eq 0 ]] || AS_ROOT=(sudo -n)
 
 # Is a TCP port accepting connections?
 port_open() {
@@ -488,6 +495,60 @@ rabbitmq_env() {
   fi
 }
 
+# This checkout's node keeps its database and logs in .brokers/rabbitmq, like Kafka: a clean
+# clone starts from an empty broker, whatever an earlier run left in /var/lib/rabbitmq (a node
+# that must recover thousands of durable queues can take minutes to boot). When the rabbitmq
+# user cannot write there (a checkout in a private home directory), a directory of this
+# checkout's own under /var/lib/rabbitmq/campusfood/ is used instead.
+rabbitmq_prepare_data() {
+  local base=$RABBITMQ_DIR/node
+  if ! rabbitmq_user_can_write "$base"; then
+    base=/var/lib/rabbitmq/campusfood/$(printf '%s' "$RABBITMQ_DIR" | sha256sum | cut -c1-16)
+    rabbitmq_user_can_write "$base" || die "rabbitmq: the rabbitmq user can write neither $RABBITMQ_DIR/node nor $base"
+  fi
+  RABBITMQ_NODE_BASE=$base
+  RABBITMQ_LOG_BASE=$base/log
+  log "rabbitmq: node data in $base"
+}
+
+# Creates "$1" for the rabbitmq user; true if that user can write in it.
+rabbitmq_user_can_write() {
+  as_root mkdir -p "$1/mnesia" "$1/log" && as_root chown -R rabbitmq:rabbitmq "$1" &&
+    as_root su rabbitmq -s /bin/sh -c "test -w $(printf '%q' "$1/mnesia") && test -w $(printf '%q' "$1/log")" 2>/dev/null
+}
+
+# Like `rabbitmq-server -detached`, but keeps the server's console output in a file, and with
+# a file-descriptor limit of 65536: Debian's wrapper runs the node through `su`, whose PAM
+# session resets the soft limit to 1024, and a node with fewer handles than durable queues
+# stalls in recovery. New session, all fds redirected, so it never holds the caller's pipes.
+rabbitmq_launch() {
+  local server=/usr/lib/rabbitmq/bin/rabbitmq-server
+  [[ -x $server ]] || die "rabbitmq: $server not found (Debian's rabbitmq-server package expected)"
+  local inner
+  inner="ulimit -n 65536 2>/dev/null || ulimit -n \$(ulimit -Hn); cd /var/lib/rabbitmq"
+  inner+="; export RABBITMQ_MNESIA_BASE=$(printf '%q' "$RABBITMQ_NODE_BASE/mnesia")"
+  inner+="; export RABBITMQ_LOG_BASE=$(printf '%q' "$RABBITMQ_LOG_BASE")"
+  [[ -n ${RABBITMQ_NODE_PORT:-} ]] && inner+="; export RABBITMQ_NODE_PORT=$(printf '%q' "$RABBITMQ_NODE_PORT")"
+  [[ -n ${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-} ]] &&
+    inner+="; export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=$(printf '%q' "$RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS")"
+  inner+="; exec $server"
+  (
+    close_lock_fds
+    ulimit -Hn 65536 2>/dev/null || true
+    nohup setsid "${AS_ROOT[@]}" su rabbitmq -s /bin/sh -c "$inner" >>"$RABBITMQ_OUT" 2>&1 </dev/null &
+    echo $! >"$RABBITMQ_DIR/launcher.pid"
+  )
+}
+
+# Tests name their queues cftest-…; this policy deletes such a queue after ten idle minutes, so
+# a test that fails before its teardown leaves nothing behind for long. Idempotent, one PUT.
+rabbitmq_test_policy() {
+  curl -fsS -o /dev/null -u guest:guest -X PUT -H 'content-type: application/json' \
+    --data '{"pattern":"^cftest-","apply-to":"queues","definition":{"expires":600000}}' \
+    "http://$HOST:$RABBITMQ_MANAGEMENT_PORT/api/policies/%2F/campusfood-test-queue-expiry" ||
+    log "rabbitmq: could not set the test-queue expiry policy (management API); continuing"
+}
+
 rabbitmq_installed() { command -v rabbitmq-server >/dev/null 2>&1 && command -v rabbitmqctl >/dev/null 2>&1; }
 rabbitmq_ping() { timeout 60 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
 rabbitmq_app_running() { timeout 60 rabbitmq-diagnostics -q check_running >/dev/null 2>&1; }
@@ -497,7 +558,7 @@ rabbitmq_ready() {
 rabbitmq_logs() {
   local f
   echo "$RABBITMQ_OUT"
-  for f in /var/log/rabbitmq/rabbit@*.log /var/log/rabbitmq/*.log; do
+  for f in "$RABBITMQ_LOG_BASE"/*.log /var/log/rabbitmq/rabbit@*.log; do
     [[ -f $f ]] && echo "$f"
   done | sort -u
 }
@@ -507,6 +568,7 @@ rabbitmq_up() {
   if rabbitmq_installed && port_open "$HOST" "$RABBITMQ_PORT" && port_open "$HOST" "$RABBITMQ_MANAGEMENT_PORT" &&
     rabbitmq_app_running; then
     log "rabbitmq: already running (amqp $HOST:$RABBITMQ_PORT, management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/)"
+    rabbitmq_test_policy
     return 0
   fi
   take_lock rabbitmq
@@ -536,13 +598,8 @@ rabbitmq_up() {
     fi
     log "rabbitmq: starting rabbitmq-server (amqp $HOST:$RABBITMQ_PORT, management $RABBITMQ_MANAGEMENT_PORT)"
     printf '\n==== %s starting rabbitmq-server\n' "$(date -u +%FT%TZ)" >>"$RABBITMQ_OUT"
-    # Like `rabbitmq-server -detached`, but keeps the server's console output in a file.
-    # New session, all fds redirected, so it never holds the caller's pipes open.
-    (
-      close_lock_fds
-      nohup setsid rabbitmq-server >>"$RABBITMQ_OUT" 2>&1 </dev/null &
-      echo $! >"$RABBITMQ_DIR/launcher.pid"
-    )
+    rabbitmq_prepare_data
+    rabbitmq_launch
   fi
 
   local deadline=$((SECONDS + START_TIMEOUT))
@@ -559,6 +616,7 @@ rabbitmq_up() {
     fi
     sleep 1
   done
+  rabbitmq_test_policy
   log "rabbitmq: ready (amqp $HOST:$RABBITMQ_PORT, management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/, guest/guest; $((SECONDS - t0))s)"
 }
 

@@ -51,7 +51,6 @@ fn config(case: &str) -> RabbitConfig {
 }
 
 async fn connect(config: &RabbitConfig) -> RabbitTransport {
-    expire_leftover_test_queues().await;
     match RabbitTransport::connect(config).await {
         Ok(t) => t,
         Err(e) => panic!("{NOT_RUNNING} ({e})"),
@@ -246,26 +245,10 @@ async fn management(
     .await?
 }
 
-/// Test names start with this; a broker policy expires such queues after
-/// ten idle minutes, so a failed test (which skips its teardown) leaves
-/// nothing behind for long.
+/// Test names start with this: `scripts/brokers.sh up` sets a broker
+/// policy that expires such queues after ten idle minutes, so a failed test
+/// (which skips its teardown) leaves nothing behind for long.
 const TEST_PREFIX: &str = "cftest";
-
-async fn expire_leftover_test_queues() {
-    let policy = serde_json::json!({
-        "pattern": format!("^{TEST_PREFIX}-"),
-        "definition": { "expires": 600_000 },
-        "apply-to": "queues",
-        "priority": 0,
-    });
-    // Best effort: the tests do not depend on it.
-    let _ = management(
-        "PUT",
-        "/api/policies/%2F/campusfood-test-queue-expiry".into(),
-        policy.to_string(),
-    )
-    .await;
-}
 
 fn percent_encode(s: &str) -> String {
     s.bytes()

@@ -82,6 +82,77 @@ pub struct App {
     pub bus: Box<dyn Bus>,
     pub stores: AsyncStores,
     pub client: reqwest::Client,
+    /// Deletes the test's queues and exchanges when the app is dropped.
+    _leftovers: Option<Leftovers>,
+}
+
+/// The management API of the broker `scripts/brokers.sh` starts.
+const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
+
+/// When dropped, deletes every queue and exchange whose name starts with
+/// the prefix: also after a failed assertion, so that runs do not pile up
+/// durable queues the broker must recover at its next start. (Leftovers
+/// of a killed test run expire through the broker policy on `cftest-`
+/// queues that `scripts/brokers.sh up` sets.)
+pub struct Leftovers {
+    prefix: String,
+}
+
+impl Leftovers {
+    /// For the names of `config`, all under one `with_prefix` prefix.
+    pub fn of(config: &RabbitConfig) -> Self {
+        let (prefix, _) = config
+            .orders_exchange
+            .split_once('.')
+            .expect("a prefixed test configuration");
+        assert!(prefix.starts_with("cftest-"), "{prefix}: not a test prefix");
+        Self {
+            prefix: format!("{prefix}."),
+        }
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let prefix = std::mem::take(&mut self.prefix);
+        // Drop runs inside the test's runtime, which cannot block on itself.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(delete_prefixed(&prefix))
+        });
+        if let Ok(None) | Err(_) = cleanup.join() {
+            eprintln!("could not delete the test's RabbitMQ queues; the broker policy expires them");
+        }
+    }
+}
+
+async fn delete_prefixed(prefix: &str) -> Option<()> {
+    let client = reqwest::Client::new();
+    for kind in ["queues", "exchanges"] {
+        let names: Vec<Value> = client
+            .get(format!("{MANAGEMENT}/{kind}/%2F?columns=name"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        for name in names.iter().filter_map(|v| v["name"].as_str()) {
+            if name.starts_with(prefix) {
+                client
+                    .delete(format!("{MANAGEMENT}/{kind}/%2F/{name}"))
+                    .basic_auth("guest", Some("guest"))
+                    .send()
+                    .await
+                    .ok()?;
+            }
+        }
+    }
+    Some(())
 }
 
 pub fn base(stock: &str) -> (Config, AsyncStores) {
@@ -115,12 +186,13 @@ pub fn memory(stock: &str) -> App {
         bus: Box::new(Memory(MemoryTransport::new())),
         stores,
         client: reqwest::Client::new(),
+        _leftovers: None,
     }
 }
 
 /// A unique prefix for one test's exchanges and queues.
 pub fn unique(test: &str) -> String {
-    format!("t-{test}-{:016x}", fastrand::u64(..))
+    format!("cftest-{test}-{:016x}", fastrand::u64(..))
 }
 
 /// RabbitMQ settings for one test: every name under a unique prefix.
@@ -147,6 +219,7 @@ pub async fn rabbitmq_with(config: Config, stores: AsyncStores) -> App {
     let transport = connect_rabbit(&config.rabbitmq).await;
     App {
         options: options(&config),
+        _leftovers: Some(Leftovers::of(&config.rabbitmq)),
         config,
         bus: Box::new(Rabbit(transport)),
         stores,
