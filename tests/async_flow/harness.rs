@@ -124,7 +124,9 @@ impl Drop for Leftovers {
             rt.block_on(delete_prefixed(&prefix))
         });
         if let Ok(None) | Err(_) = cleanup.join() {
-            eprintln!("could not delete the test's RabbitMQ queues; the broker policy expires them");
+            eprintln!(
+                "could not delete the test's RabbitMQ queues; the broker policy expires them"
+            );
         }
     }
 }
