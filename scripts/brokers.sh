@@ -4,6 +4,9 @@
 # Usage:
 #   scripts/brokers.sh up     rabbitmq|kafka|all   install/resolve if needed, start, wait until ready
 #   scripts/brokers.sh down   rabbitmq|kafka|all   stop cleanly
+#   scripts/brokers.sh restart rabbitmq|kafka|all  down, then up
+#   (any of these also takes rabbitmq-spare: a second RabbitMQ node, AMQP 5673, management
+#   15673, that the broker-restart test restarts; `all` does not include it)
 #   scripts/brokers.sh status [rabbitmq|kafka|all] say what runs (exit 0 only if all asked for run)
 #   scripts/brokers.sh resolve-kafka               only download Kafka's jars (cached)
 #   scripts/brokers.sh kafka-class MAIN [ARGS...]  run a Kafka main class with Kafka's jars
@@ -30,6 +33,7 @@
 #   KAFKA_TOOLS_OPTS          extra JVM options for the command-line tools []
 #   RABBITMQ_PORT             AMQP port (also read from RABBITMQ_NODE_PORT) [5672]
 #   RABBITMQ_MANAGEMENT_PORT  management HTTP port [15672]
+#   RABBITMQ_NODENAME         the main node's name [rabbit]
 #   BROKERS_START_TIMEOUT     seconds to wait for a broker to become ready [180]
 #   BROKERS_STOP_TIMEOUT      seconds to wait for a broker to stop [60]
 #   JAVA_HOME                 Java to use (else `java` on PATH; needs 17+)
@@ -61,12 +65,24 @@ KAFKA_LOGS=$KAFKA_DIR/logs
 KAFKA_PIDFILE=$KAFKA_DIR/kafka.pid
 KAFKA_OUT=$KAFKA_LOGS/kafka.out
 
-RABBITMQ_PORT=${RABBITMQ_PORT:-${RABBITMQ_NODE_PORT:-5672}}
-RABBITMQ_MANAGEMENT_PORT=${RABBITMQ_MANAGEMENT_PORT:-15672}
-RABBITMQ_DIR=$BROKERS_DIR/rabbitmq
-RABBITMQ_OUT=$RABBITMQ_DIR/rabbitmq-server.out
-RABBITMQ_NODE_BASE=$RABBITMQ_DIR/node # see rabbitmq_prepare_data
-RABBITMQ_LOG_BASE=$RABBITMQ_NODE_BASE/log
+# The RabbitMQ node the rabbitmq_* functions act on; rabbitmq_select switches to another one.
+rabbitmq_select() { # label node-name amqp-port management-port
+  RABBITMQ_LABEL=$1
+  RABBITMQ_NODE=$2
+  RABBITMQ_PORT=$3
+  RABBITMQ_MANAGEMENT_PORT=$4
+  RABBITMQ_DIR=$BROKERS_DIR/$1
+  RABBITMQ_OUT=$RABBITMQ_DIR/rabbitmq-server.out
+  RABBITMQ_NODE_BASE=$RABBITMQ_DIR/node # see rabbitmq_prepare_data
+  RABBITMQ_LOG_BASE=$RABBITMQ_NODE_BASE/log
+}
+rabbitmq_select rabbitmq "${RABBITMQ_NODENAME:-rabbit}" "${RABBITMQ_PORT:-${RABBITMQ_NODE_PORT:-5672}}" \
+  "${RABBITMQ_MANAGEMENT_PORT:-15672}"
+# The spare node: a second, separate broker that the broker-restart test stops and starts
+# while the tests sharing the main node carry on. Its ports are the Rust tests' as well.
+SPARE_NODE=campusfood-spare
+SPARE_PORT=5673
+SPARE_MANAGEMENT_PORT=15673
 
 JAVA=""
 
@@ -487,11 +503,12 @@ kafka_status() {
 
 rabbitmq_env() {
   # Honoured by rabbitmq-server; only set when overridden so the defaults stay untouched.
+  unset RABBITMQ_NODE_PORT RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS
   if [[ $RABBITMQ_PORT != 5672 ]]; then
     export RABBITMQ_NODE_PORT=$RABBITMQ_PORT
   fi
   if [[ $RABBITMQ_MANAGEMENT_PORT != 15672 ]]; then
-    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-} -rabbitmq_management tcp_config [{port,$RABBITMQ_MANAGEMENT_PORT}]"
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-rabbitmq_management tcp_config [{port,$RABBITMQ_MANAGEMENT_PORT}]"
   fi
 }
 
@@ -504,11 +521,11 @@ rabbitmq_prepare_data() {
   local base=$RABBITMQ_DIR/node
   if ! rabbitmq_user_can_write "$base"; then
     base=/var/lib/rabbitmq/campusfood/$(printf '%s' "$RABBITMQ_DIR" | sha256sum | cut -c1-16)
-    rabbitmq_user_can_write "$base" || die "rabbitmq: the rabbitmq user can write neither $RABBITMQ_DIR/node nor $base"
+    rabbitmq_user_can_write "$base" || die "$RABBITMQ_LABEL: the rabbitmq user can write neither $RABBITMQ_DIR/node nor $base"
   fi
   RABBITMQ_NODE_BASE=$base
   RABBITMQ_LOG_BASE=$base/log
-  log "rabbitmq: node data in $base"
+  log "$RABBITMQ_LABEL: node data in $base"
 }
 
 # Creates "$1" for the rabbitmq user; true if that user can write in it.
@@ -523,9 +540,10 @@ rabbitmq_user_can_write() {
 # stalls in recovery. New session, all fds redirected, so it never holds the caller's pipes.
 rabbitmq_launch() {
   local server=/usr/lib/rabbitmq/bin/rabbitmq-server
-  [[ -x $server ]] || die "rabbitmq: $server not found (Debian's rabbitmq-server package expected)"
+  [[ -x $server ]] || die "$RABBITMQ_LABEL: $server not found (Debian's rabbitmq-server package expected)"
   local inner
   inner="ulimit -n 65536 2>/dev/null || ulimit -n \$(ulimit -Hn); cd /var/lib/rabbitmq"
+  inner+="; export RABBITMQ_NODENAME=$(printf '%q' "$RABBITMQ_NODE")"
   inner+="; export RABBITMQ_MNESIA_BASE=$(printf '%q' "$RABBITMQ_NODE_BASE/mnesia")"
   inner+="; export RABBITMQ_LOG_BASE=$(printf '%q' "$RABBITMQ_LOG_BASE")"
   [[ -n ${RABBITMQ_NODE_PORT:-} ]] && inner+="; export RABBITMQ_NODE_PORT=$(printf '%q' "$RABBITMQ_NODE_PORT")"
@@ -546,12 +564,12 @@ rabbitmq_test_policy() {
   curl -fsS -o /dev/null -u guest:guest -X PUT -H 'content-type: application/json' \
     --data '{"pattern":"^cftest-","apply-to":"queues","definition":{"expires":600000}}' \
     "http://$HOST:$RABBITMQ_MANAGEMENT_PORT/api/policies/%2F/campusfood-test-queue-expiry" ||
-    log "rabbitmq: could not set the test-queue expiry policy (management API); continuing"
+    log "$RABBITMQ_LABEL: could not set the test-queue expiry policy (management API); continuing"
 }
 
 rabbitmq_installed() { command -v rabbitmq-server >/dev/null 2>&1 && command -v rabbitmqctl >/dev/null 2>&1; }
-rabbitmq_ping() { timeout 60 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
-rabbitmq_app_running() { timeout 60 rabbitmq-diagnostics -q check_running >/dev/null 2>&1; }
+rabbitmq_ping() { timeout 60 rabbitmq-diagnostics -n "$RABBITMQ_NODE" -q ping >/dev/null 2>&1; }
+rabbitmq_app_running() { timeout 60 rabbitmq-diagnostics -n "$RABBITMQ_NODE" -q check_running >/dev/null 2>&1; }
 rabbitmq_ready() {
   port_open "$HOST" "$RABBITMQ_PORT" && port_open "$HOST" "$RABBITMQ_MANAGEMENT_PORT" && rabbitmq_app_running
 }
@@ -567,11 +585,11 @@ rabbitmq_up() {
   rabbitmq_env
   if rabbitmq_installed && port_open "$HOST" "$RABBITMQ_PORT" && port_open "$HOST" "$RABBITMQ_MANAGEMENT_PORT" &&
     rabbitmq_app_running; then
-    log "rabbitmq: already running (amqp $HOST:$RABBITMQ_PORT, management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/)"
+    log "$RABBITMQ_LABEL: already running (amqp $HOST:$RABBITMQ_PORT, management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/)"
     rabbitmq_test_policy
     return 0
   fi
-  take_lock rabbitmq
+  take_lock "$RABBITMQ_LABEL"
   mkdir -p "$RABBITMQ_DIR"
   rm -f "$RABBITMQ_DIR/launcher.pid"
   if ! rabbitmq_installed; then
@@ -586,17 +604,17 @@ rabbitmq_up() {
   if rabbitmq_ping; then
     # The Erlang node runs. Make sure the app and the management plugin do as well.
     if ! rabbitmq_app_running; then
-      log "rabbitmq: node runs but the app is stopped; starting it"
-      timeout 120 rabbitmqctl start_app >>"$RABBITMQ_OUT" 2>&1 || true
+      log "$RABBITMQ_LABEL: node runs but the app is stopped; starting it"
+      timeout 120 rabbitmqctl -n "$RABBITMQ_NODE" start_app >>"$RABBITMQ_OUT" 2>&1 || true
     fi
     if ! port_open "$HOST" "$RABBITMQ_MANAGEMENT_PORT"; then
-      timeout 120 rabbitmq-plugins enable rabbitmq_management >>"$RABBITMQ_OUT" 2>&1 || true
+      timeout 120 rabbitmq-plugins -n "$RABBITMQ_NODE" enable rabbitmq_management >>"$RABBITMQ_OUT" 2>&1 || true
     fi
   else
     if port_open "$HOST" "$RABBITMQ_PORT"; then
       die "port $HOST:$RABBITMQ_PORT is in use but the local RabbitMQ node does not answer ($(ss -ltnpH "sport = :$RABBITMQ_PORT" 2>/dev/null | head -n 1))"
     fi
-    log "rabbitmq: starting rabbitmq-server (amqp $HOST:$RABBITMQ_PORT, management $RABBITMQ_MANAGEMENT_PORT)"
+    log "$RABBITMQ_LABEL: starting rabbitmq-server (amqp $HOST:$RABBITMQ_PORT, management $RABBITMQ_MANAGEMENT_PORT)"
     printf '\n==== %s starting rabbitmq-server\n' "$(date -u +%FT%TZ)" >>"$RABBITMQ_OUT"
     rabbitmq_prepare_data
     rabbitmq_launch
@@ -607,55 +625,55 @@ rabbitmq_up() {
     if ((SECONDS >= deadline)); then
       mapfile -t logs < <(rabbitmq_logs)
       show_tail "${logs[@]}"
-      die "rabbitmq did not become ready within ${START_TIMEOUT}s (amqp $HOST:$RABBITMQ_PORT, management $HOST:$RABBITMQ_MANAGEMENT_PORT)"
+      die "$RABBITMQ_LABEL did not become ready within ${START_TIMEOUT}s (amqp $HOST:$RABBITMQ_PORT, management $HOST:$RABBITMQ_MANAGEMENT_PORT)"
     fi
     if [[ -s $RABBITMQ_DIR/launcher.pid ]] && ! kill -0 "$(cat "$RABBITMQ_DIR/launcher.pid")" 2>/dev/null; then
       mapfile -t logs < <(rabbitmq_logs)
       show_tail "${logs[@]}"
-      die "rabbitmq-server exited during startup"
+      die "$RABBITMQ_LABEL: rabbitmq-server exited during startup"
     fi
     sleep 1
   done
   rabbitmq_test_policy
-  log "rabbitmq: ready (amqp $HOST:$RABBITMQ_PORT, management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/, guest/guest; $((SECONDS - t0))s)"
+  log "$RABBITMQ_LABEL: ready (amqp $HOST:$RABBITMQ_PORT, management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/, guest/guest; $((SECONDS - t0))s)"
 }
 
 rabbitmq_down() {
   if ! rabbitmq_installed; then
-    log "rabbitmq: not installed"
+    log "$RABBITMQ_LABEL: not installed"
     return 0
   fi
   if ! rabbitmq_ping; then
-    log "rabbitmq: not running"
+    log "$RABBITMQ_LABEL: not running"
     return 0
   fi
-  log "rabbitmq: stopping"
+  log "$RABBITMQ_LABEL: stopping"
   # `shutdown` waits until the node's OS process has exited; `stop` is the fallback.
-  if ! timeout "$STOP_TIMEOUT" rabbitmqctl -q shutdown >>"$RABBITMQ_OUT" 2>&1; then
-    timeout "$STOP_TIMEOUT" rabbitmqctl -q stop >>"$RABBITMQ_OUT" 2>&1 || true
+  if ! timeout "$STOP_TIMEOUT" rabbitmqctl -n "$RABBITMQ_NODE" -q shutdown >>"$RABBITMQ_OUT" 2>&1; then
+    timeout "$STOP_TIMEOUT" rabbitmqctl -n "$RABBITMQ_NODE" -q stop >>"$RABBITMQ_OUT" 2>&1 || true
   fi
   if rabbitmq_ping; then
     show_tail "$RABBITMQ_OUT"
-    die "rabbitmq: still running after rabbitmqctl shutdown/stop"
+    die "$RABBITMQ_LABEL: still running after rabbitmqctl shutdown/stop"
   fi
-  log "rabbitmq: stopped"
+  log "$RABBITMQ_LABEL: stopped"
 }
 
 rabbitmq_status() {
   if ! rabbitmq_installed; then
-    echo "rabbitmq: not installed (scripts/brokers.sh up rabbitmq installs it)"
+    echo "$RABBITMQ_LABEL: not installed (scripts/brokers.sh up $RABBITMQ_LABEL installs it)"
     return 1
   fi
   rabbitmq_env
   if port_open "$HOST" "$RABBITMQ_PORT" && rabbitmq_app_running; then
     local mgmt="management not listening on $RABBITMQ_MANAGEMENT_PORT"
     port_open "$HOST" "$RABBITMQ_MANAGEMENT_PORT" && mgmt="management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/"
-    echo "rabbitmq: running (amqp $HOST:$RABBITMQ_PORT, $mgmt, $(rabbitmqctl -q version 2>/dev/null || echo '?'))"
+    echo "$RABBITMQ_LABEL: running (amqp $HOST:$RABBITMQ_PORT, $mgmt, $(rabbitmqctl -n "$RABBITMQ_NODE" -q version 2>/dev/null || echo '?'))"
   elif rabbitmq_ping; then
-    echo "rabbitmq: node up but not ready (app stopped or still booting)"
+    echo "$RABBITMQ_LABEL: node up but not ready (app stopped or still booting)"
     return 1
   else
-    echo "rabbitmq: not running"
+    echo "$RABBITMQ_LABEL: not running"
     return 1
   fi
 }
@@ -670,11 +688,17 @@ usage() {
 targets() { # which -> list of brokers
   case ${1:-} in
     rabbitmq) echo rabbitmq ;;
+    rabbitmq-spare) echo rabbitmq_spare ;;
     kafka) echo kafka ;;
     all) echo rabbitmq kafka ;;
     *) usage ;;
   esac
 }
+
+spare() { rabbitmq_select rabbitmq-spare "$SPARE_NODE" "$SPARE_PORT" "$SPARE_MANAGEMENT_PORT"; }
+rabbitmq_spare_up() { spare && rabbitmq_up; }
+rabbitmq_spare_down() { spare && rabbitmq_down; }
+rabbitmq_spare_status() { spare && rabbitmq_status; }
 
 main() {
   local cmd=${1:-} t rc=0
@@ -687,6 +711,10 @@ main() {
     down)
       [[ $# -eq 1 ]] || usage
       for t in $(targets "$1"); do "${t}_down"; done
+      ;;
+    restart)
+      [[ $# -eq 1 ]] || usage
+      for t in $(targets "$1"); do "${t}_down" && "${t}_up"; done
       ;;
     status)
       [[ $# -le 1 ]] || usage

@@ -3,7 +3,8 @@
 # .ci/run calls). On a fresh machine it installs and starts what the tests
 # need, and is a no-op for what is already there:
 #   - the brokers the enabled broker features test against
-#     (scripts/brokers.sh up …: RabbitMQ from Debian, Kafka from Maven Central);
+#     (scripts/brokers.sh up …: RabbitMQ from Debian, plus a spare RabbitMQ
+#     node for the broker-restart test; Kafka from Maven Central);
 #   - then formatting, clippy (-D warnings) and every test of the workspace.
 #
 # CAMPUSFOOD_TEST_FEATURES overrides the features tested (comma-separated).
@@ -15,7 +16,8 @@ features="${CAMPUSFOOD_TEST_FEATURES:-}"
 # The broker features are on by default; only an explicit feature list
 # without them spares starting their broker.
 need_broker() { [[ -z "$features" || ",$features," == *",$1,"* ]]; }
-if need_broker rabbitmq; then scripts/brokers.sh up rabbitmq; fi
+# rabbitmq-spare is a second RabbitMQ node that the broker-restart test restarts.
+if need_broker rabbitmq; then scripts/brokers.sh up rabbitmq && scripts/brokers.sh up rabbitmq-spare; fi
 if need_broker kafka; then scripts/brokers.sh up kafka; fi
 
 feature_args=()

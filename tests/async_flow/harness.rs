@@ -86,8 +86,14 @@ pub struct App {
     _leftovers: Option<Leftovers>,
 }
 
-/// The management API of the broker `scripts/brokers.sh` starts.
+/// The management API of the broker `scripts/brokers.sh up rabbitmq` starts.
 const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
+
+/// The spare RabbitMQ node (`scripts/brokers.sh up rabbitmq-spare`): a
+/// broker of its own for the test that restarts one.
+pub const SPARE_AMQP: &str = "amqp://guest:guest@127.0.0.1:5673/%2f";
+/// The spare node's management API.
+pub const SPARE_MANAGEMENT: &str = "http://127.0.0.1:15673/api";
 
 /// When dropped, deletes every queue and exchange whose name starts with
 /// the prefix: also after a failed assertion, so that runs do not pile up
@@ -95,18 +101,26 @@ const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
 /// of a killed test run expire through the broker policy on `cftest-`
 /// queues that `scripts/brokers.sh up` sets.)
 pub struct Leftovers {
+    management: &'static str,
     prefix: String,
 }
 
 impl Leftovers {
-    /// For the names of `config`, all under one `with_prefix` prefix.
+    /// For the names of `config`, all under one `with_prefix` prefix, on
+    /// the main node or the spare one.
     pub fn of(config: &RabbitConfig) -> Self {
+        let management = if config.url == SPARE_AMQP {
+            SPARE_MANAGEMENT
+        } else {
+            MANAGEMENT
+        };
         let (prefix, _) = config
             .orders_exchange
             .split_once('.')
             .expect("a prefixed test configuration");
         assert!(prefix.starts_with("cftest-"), "{prefix}: not a test prefix");
         Self {
+            management,
             prefix: format!("{prefix}."),
         }
     }
@@ -114,14 +128,14 @@ impl Leftovers {
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        let prefix = std::mem::take(&mut self.prefix);
+        let (management, prefix) = (self.management, std::mem::take(&mut self.prefix));
         // Drop runs inside the test's runtime, which cannot block on itself.
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .ok()?;
-            rt.block_on(delete_prefixed(&prefix))
+            rt.block_on(delete_prefixed(management, &prefix))
         });
         if let Ok(None) | Err(_) = cleanup.join() {
             eprintln!(
@@ -131,11 +145,11 @@ impl Drop for Leftovers {
     }
 }
 
-async fn delete_prefixed(prefix: &str) -> Option<()> {
+async fn delete_prefixed(management: &str, prefix: &str) -> Option<()> {
     let client = reqwest::Client::new();
     for kind in ["queues", "exchanges"] {
         let names: Vec<Value> = client
-            .get(format!("{MANAGEMENT}/{kind}/%2F?columns=name"))
+            .get(format!("{management}/{kind}/%2F?columns=name"))
             .basic_auth("guest", Some("guest"))
             .send()
             .await
@@ -146,7 +160,7 @@ async fn delete_prefixed(prefix: &str) -> Option<()> {
         for name in names.iter().filter_map(|v| v["name"].as_str()) {
             if name.starts_with(prefix) {
                 client
-                    .delete(format!("{MANAGEMENT}/{kind}/%2F/{name}"))
+                    .delete(format!("{management}/{kind}/%2F/{name}"))
                     .basic_auth("guest", Some("guest"))
                     .send()
                     .await

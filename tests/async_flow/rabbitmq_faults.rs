@@ -2,9 +2,11 @@
 //! broker going away in the middle of a run, the broker down when an order
 //! arrives, and the inventory process killed with SIGKILL mid-stream.
 //!
-//! Outages go through a cuttable proxy (`campusfood_testkit::Outage`), so
-//! one test's broker "goes down" without stopping the broker that every
-//! other test shares.
+//! Most outages go through a cuttable proxy (`campusfood_testkit::Outage`),
+//! so one test's broker "goes down" without stopping the broker that every
+//! other test shares. The broker restart is real: the test stops and starts
+//! a RabbitMQ node of its own (`scripts/brokers.sh restart rabbitmq-spare`),
+//! and what was queued in it must survive.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -13,14 +15,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use campusfood::core::config::RabbitConfig;
+use campusfood::core::fault::FaultUpdate;
 use campusfood::core::ledger::{InventoryLedger, RedbLedger};
 use campusfood::core::order::OrderStatus;
+use campusfood::core::transport::Route;
 use campusfood::services::async_system::{AsyncPart, AsyncStores, AsyncSystem};
 use campusfood_testkit::Outage;
 use futures::future::join_all;
 use serde_json::json;
 
-use crate::harness::{App, base, connect_rabbit, rabbit_config, rabbitmq_with, until};
+use crate::harness::{
+    App, SPARE_AMQP, SPARE_MANAGEMENT, base, connect_rabbit, rabbit_config, rabbitmq_with, until,
+};
 
 const BROKER: &str = "127.0.0.1:5672";
 
@@ -95,6 +101,107 @@ async fn a_broker_outage_mid_run_loses_no_order_and_reserves_none_twice() {
     assert_eq!(app.stores.ledger.reservation_count().await.unwrap(), 1000);
     assert_eq!(app.stock("burger").await, 4000);
     assert_eq!(app.stores.orders.outbox_len().await.unwrap(), 0);
+    system.stop().await;
+}
+
+/// Stops and starts the spare RabbitMQ node, as an operator would.
+fn restart_spare_broker() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/brokers.sh");
+    let out = Command::new(script)
+        .args(["restart", "rabbitmq-spare"])
+        .output()
+        .expect("run scripts/brokers.sh");
+    assert!(
+        out.status.success(),
+        "scripts/brokers.sh restart rabbitmq-spare failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// How long the spare node's Erlang VM has been up (its management API
+/// reports it after its first statistics tick).
+async fn spare_uptime() -> Duration {
+    let mut uptime = None;
+    until(
+        "the spare node's uptime",
+        Duration::from_secs(30),
+        async || {
+            let nodes: serde_json::Value = reqwest::Client::new()
+                .get(format!("{SPARE_MANAGEMENT}/nodes"))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            uptime = nodes[0]["uptime"].as_u64();
+            uptime.is_some()
+        },
+    )
+    .await;
+    Duration::from_millis(uptime.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_broker_restart_mid_run_loses_no_order_and_reserves_none_twice() {
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:5673").is_ok(),
+        "the spare RabbitMQ node is not running on 127.0.0.1:5673: start it with \
+         `scripts/brokers.sh up rabbitmq-spare`"
+    );
+    let (mut config, stores) = base("burger=5000");
+    let mut rabbit = rabbit_config("restart");
+    rabbit.url = SPARE_AMQP.to_owned();
+    rabbit.reconnect_backoff = Duration::from_millis(50);
+    rabbit.reconnect_backoff_max = Duration::from_millis(500);
+    rabbit.publish_attempts = 2;
+    rabbit.confirm_timeout = Duration::from_secs(2);
+    config.rabbitmq = rabbit;
+    let mut app = rabbitmq_with(config, stores).await;
+    // Few handlers and a slow inventory, so that a backlog waits in the
+    // broker when it goes down.
+    app.options.prefetch = 8;
+    let system = app.start(AsyncPart::All).await;
+    let inventory = system.inventory.as_ref().unwrap().service.clone();
+    let slow = |delay: f64| FaultUpdate {
+        delay: Some(delay),
+        ..Default::default()
+    };
+    inventory.faults().configure(&slow(0.05)).unwrap();
+    let accepted = AtomicUsize::new(0);
+    let restart = async {
+        until("300 orders accepted", Duration::from_secs(60), async || {
+            accepted.load(Ordering::SeqCst) >= 300
+        })
+        .await;
+        let backlog = app.bus.depth(&Route::ORDER_PLACED).await;
+        let began = std::time::Instant::now();
+        tokio::task::spawn_blocking(restart_spare_broker)
+            .await
+            .unwrap();
+        eprintln!(
+            "restarted the broker in {:?} with {backlog} orders waiting in it",
+            began.elapsed()
+        );
+        (backlog, began)
+    };
+    let (ids, (backlog, restart_began)) =
+        tokio::join!(place_all(&app, &system, 1000, 16, &accepted), restart);
+    assert!(
+        backlog > 0,
+        "a backlog must have been waiting in the broker when it restarted"
+    );
+    assert!(
+        spare_uptime().await < restart_began.elapsed(),
+        "the broker process must have been restarted"
+    );
+    inventory.faults().configure(&slow(0.0)).unwrap();
+    app.all_notified(&ids, Duration::from_secs(90)).await;
+    assert_eq!(app.stores.ledger.reservation_count().await.unwrap(), 1000);
+    assert_eq!(app.stock("burger").await, 4000);
+    assert_eq!(app.stores.orders.outbox_len().await.unwrap(), 0);
+    assert!(app.bus.dead_letters(&Route::ORDER_PLACED).await.is_empty());
     system.stop().await;
 }
 
