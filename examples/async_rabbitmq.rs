@@ -60,7 +60,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_PREFETCH",
-        default_value_t = 256,
+        default_value_t = campusfood::services::async_system::DEFAULT_PREFETCH,
         global = true
     )]
     prefetch: u16,

@@ -61,7 +61,7 @@ impl Default for PartBOptions {
     fn default() -> Self {
         Self {
             through_proxy: false,
-            prefetch: 256,
+            prefetch: campusfood_services::async_system::DEFAULT_PREFETCH,
             max_attempts: 3,
             retry_delay: Duration::from_millis(100),
         }

@@ -71,6 +71,14 @@ impl AsyncPart {
     }
 }
 
+/// Deliveries each consumer has in flight by default. A wide window keeps
+/// the group-committing ledger's batches and the coalesced acks large: on
+/// the project's 2-core machine a 20,000-order backlog drains at about
+/// 5,600 orders/s with 256 and 6,400 with 1,024 (`cargo bench --bench
+/// async_rabbitmq`). The wider it is, the less evenly several instances of
+/// one consumer share a queue.
+pub const DEFAULT_PREFETCH: u16 = 1024;
+
 /// How the consumers consume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AsyncOptions {
@@ -98,7 +106,7 @@ impl AsyncOptions {
         Self {
             order_port: config.rabbitmq.order_port,
             inventory_port: config.rabbitmq.inventory_port,
-            prefetch: 256,
+            prefetch: DEFAULT_PREFETCH,
             max_attempts: 5,
             retry_delay: Duration::from_secs(1),
             relay_poll: Duration::from_millis(500),

@@ -4,7 +4,11 @@
 //! to `prefetch` handlers running at once (a semaphore, as in the memory
 //! transport). Each delivery is acknowledged only once what its
 //! [`Disposition`] asks for is durable:
-//! - `Ack`: `basic.ack`.
+//! - `Ack`: `basic.ack`, coalesced: one acker per channel collects what the
+//!   handlers finished and acknowledges the longest finished run of
+//!   delivery tags with a single `basic.ack(multiple)`, and finished tags
+//!   beyond a still-running one one by one (so a slow message never holds
+//!   up the prefetch window). Under load one frame settles a whole batch.
 //! - `Retry` before `max_attempts`: published (confirmed) to the queue's
 //!   retry queue with `expiration = retry_delay` and `x-attempts + 1`, then
 //!   acked. When it expires the broker dead-letters it back into the queue
@@ -27,6 +31,7 @@
 //! then closes the channel; deliveries
 //! prefetched but not started go back to the queue.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +43,7 @@ use amqprs::channel::{
 use campusfood_core::transport::{
     Delivery, Disposition, Handler, Route, StopSignal, SubscribeOptions, headers,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::Inner;
 use super::connection::{BrokerError, Chan};
@@ -147,6 +152,7 @@ pub(crate) async fn run(job: Arc<Job>, first: Consumer, mut stop: StopSignal) {
             mut deliveries,
         } = consumer;
         let consuming_since = Instant::now();
+        let acker = Acker::start(chan.clone(), job.spec.queue.clone());
         let stopped = loop {
             let permit = tokio::select! {
                 biased;
@@ -164,10 +170,13 @@ pub(crate) async fn run(job: Arc<Job>, first: Consumer, mut stop: StopSignal) {
             let Some(delivery) = delivery else {
                 break false;
             };
-            tokio::spawn(handle(job.clone(), chan.clone(), delivery, permit));
+            if let Some(deliver) = &delivery.deliver {
+                acker.delivered(deliver.delivery_tag());
+            }
+            tokio::spawn(handle(job.clone(), acker.clone(), delivery, permit));
         };
         if stopped {
-            drain(&job, chan, &tag, &permits, prefetch).await;
+            drain(&job, chan, &acker, &tag, &permits, prefetch).await;
             break;
         }
         if job.inner.broker.is_closed() {
@@ -188,8 +197,16 @@ pub(crate) async fn run(job: Arc<Job>, first: Consumer, mut stop: StopSignal) {
     tracing::debug!(queue = %job.spec.queue, "subscription ended");
 }
 
-/// Cancels the consumer, waits for in-flight handlers, closes the channel.
-async fn drain(job: &Job, chan: Chan, tag: &str, permits: &Semaphore, prefetch: u16) {
+/// Cancels the consumer, waits for in-flight handlers and their acks,
+/// closes the channel.
+async fn drain(
+    job: &Job,
+    chan: Chan,
+    acker: &Acker,
+    tag: &str,
+    permits: &Semaphore,
+    prefetch: u16,
+) {
     let cancel = chan.channel.basic_cancel(BasicCancelArguments::new(tag));
     match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
         Ok(Ok(_)) => {}
@@ -207,13 +224,19 @@ async fn drain(job: &Job, chan: Chan, tag: &str, permits: &Semaphore, prefetch: 
             "handlers still running at stop; closing the channel: their messages will be redelivered"
         );
     }
+    if tokio::time::timeout(CANCEL_TIMEOUT, acker.flush())
+        .await
+        .is_err()
+    {
+        tracing::debug!(queue = %job.spec.queue, "acks not flushed at stop; the broker will redeliver");
+    }
     chan.close().await;
 }
 
 /// Handles one delivery and settles it; see the [module docs](self).
 async fn handle(
     job: Arc<Job>,
-    chan: Chan,
+    acker: Acker,
     delivery: ConsumerMessage,
     permit: OwnedSemaphorePermit,
 ) {
@@ -279,29 +302,124 @@ async fn handle(
         }
     };
     match settled {
-        Ok(()) => settle(&chan, queue, tag, Settle::Ack).await,
+        Ok(()) => acker.settle(tag, Settle::Ack),
         Err(err) => {
             tracing::warn!(
                 %queue, error = %err, delay = ?job.options.retry_delay,
                 "could not hand the message on; returning it to the queue"
             );
             tokio::time::sleep(job.options.retry_delay).await;
-            settle(&chan, queue, tag, Settle::Requeue).await;
+            acker.settle(tag, Settle::Requeue);
         }
     }
 }
 
+/// How a finished delivery is settled.
 enum Settle {
     Ack,
     Requeue,
 }
 
-/// Acks or requeues delivery `tag` on the channel it came from, unless that
-/// channel is closed: delivery tags belong to a channel, and a closed
-/// channel's id may already be reused by a new one, where the same tag
-/// would settle some other message. The broker requeues what a closed
-/// channel left unacknowledged, so skipping loses nothing.
-async fn settle(chan: &Chan, queue: &str, tag: u64, how: Settle) {
+/// What the acker of a channel is told.
+enum AckCommand {
+    /// The consumer loop received delivery `tag`.
+    Delivered(u64),
+    /// A handler finished delivery `tag`.
+    Settle(u64, Settle),
+    /// Answer once everything sent before is settled with the broker.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The acker of one consuming channel; see the [module docs](self).
+#[derive(Clone)]
+struct Acker {
+    commands: mpsc::UnboundedSender<AckCommand>,
+}
+
+impl Acker {
+    /// Starts the acker of `chan`; it ends when every handle is dropped.
+    fn start(chan: Chan, queue: String) -> Self {
+        let (commands, rx) = mpsc::unbounded_channel();
+        tokio::spawn(ack_loop(chan, queue, rx));
+        Self { commands }
+    }
+
+    fn delivered(&self, tag: u64) {
+        // The acker outlives every handle; a failed send means it is gone
+        // with its channel, whose deliveries the broker requeues.
+        let _ = self.commands.send(AckCommand::Delivered(tag));
+    }
+
+    fn settle(&self, tag: u64, how: Settle) {
+        let _ = self.commands.send(AckCommand::Settle(tag, how));
+    }
+
+    async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(AckCommand::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Settles one channel's deliveries: takes every command waiting, then acks
+/// the finished run at the front of the outstanding tags with one
+/// `basic.ack(multiple)` and any finished tag behind an unfinished one on
+/// its own. Tags it never saw delivered are never covered by a `multiple`.
+async fn ack_loop(chan: Chan, queue: String, mut commands: mpsc::UnboundedReceiver<AckCommand>) {
+    // Delivered, not yet settled with the broker: tag → finished by its handler.
+    let mut outstanding: BTreeMap<u64, bool> = BTreeMap::new();
+    while let Some(first) = commands.recv().await {
+        let mut flushed = Vec::new();
+        let mut next = Some(first);
+        while let Some(command) = next.take().or_else(|| commands.try_recv().ok()) {
+            match command {
+                AckCommand::Delivered(tag) => {
+                    outstanding.insert(tag, false);
+                }
+                AckCommand::Settle(tag, Settle::Ack) => {
+                    if let Some(finished) = outstanding.get_mut(&tag) {
+                        *finished = true;
+                    }
+                }
+                AckCommand::Settle(tag, Settle::Requeue) => {
+                    outstanding.remove(&tag);
+                    send(&chan, &queue, tag, Settle::Requeue, false).await;
+                }
+                AckCommand::Flush(done) => flushed.push(done),
+            }
+        }
+        let mut run_end = None;
+        while let Some(entry) = outstanding.first_entry() {
+            if !*entry.get() {
+                break;
+            }
+            run_end = Some(entry.remove_entry().0);
+        }
+        if let Some(tag) = run_end {
+            send(&chan, &queue, tag, Settle::Ack, true).await;
+        }
+        let behind: Vec<u64> = outstanding
+            .iter()
+            .filter_map(|(&tag, &finished)| finished.then_some(tag))
+            .collect();
+        for tag in behind {
+            outstanding.remove(&tag);
+            send(&chan, &queue, tag, Settle::Ack, false).await;
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Acks (up to and including, if `multiple`) or requeues delivery `tag` on
+/// the channel it came from, unless that channel is closed: delivery tags
+/// belong to a channel, and a closed channel's id may already be reused by
+/// a new one, where the same tag would settle some other message. The
+/// broker requeues what a closed channel left unacknowledged, so skipping
+/// loses nothing.
+async fn send(chan: &Chan, queue: &str, tag: u64, how: Settle, multiple: bool) {
     if !chan.is_usable() {
         tracing::debug!(%queue, tag, "channel gone before the ack; the broker will redeliver");
         return;
@@ -309,7 +427,7 @@ async fn settle(chan: &Chan, queue: &str, tag: u64, how: Settle) {
     let sent = match how {
         Settle::Ack => {
             chan.channel
-                .basic_ack(BasicAckArguments::new(tag, false))
+                .basic_ack(BasicAckArguments::new(tag, multiple))
                 .await
         }
         Settle::Requeue => {
