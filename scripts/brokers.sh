@@ -415,6 +415,10 @@ kafka_up() {
       (
         cd "$KAFKA_DIR"
         close_lock_fds
+        # Kafka keeps files open for every partition; 1,024 descriptors run out after a few
+        # thousand (the tests delete their topics, but a killed run cannot).
+        ulimit -Hn 65536 2>/dev/null || true
+        ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
         # New session, no terminal, all fds redirected: survives this script and never holds
         # the caller's stdout/stderr pipes open. The inner shell records its pid, then becomes java.
         # shellcheck disable=SC2016 # expanded by the inner shell

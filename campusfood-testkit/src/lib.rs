@@ -6,6 +6,7 @@
 //! - [`Outage`]: a TCP proxy in front of a broker that can be cut and
 //!   restored — a broker outage for one test's connections, without stopping
 //!   the broker every other test shares.
+//! - [`on_own_runtime`]: async clean-up from `Drop`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -114,4 +115,26 @@ impl Drop for Outage {
         self.state.closed.store(true, Ordering::SeqCst);
         self.cut();
     }
+}
+
+/// Runs `work` to completion on a runtime of its own, on a thread of its
+/// own, and returns its output (`None` if it panicked). For clean-up in
+/// `Drop` (deleting a test's queues or topics, also after a failed
+/// assertion): `Drop` runs inside the test's runtime, which cannot block on
+/// a future itself.
+pub fn on_own_runtime<F>(work: F) -> Option<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()
+            .map(|rt| rt.block_on(work))
+    })
+    .join()
+    .ok()
+    .flatten()
 }

@@ -43,7 +43,7 @@ fn unique(test: &str) -> String {
 
 /// A transport whose configured topics and groups carry `suffix`. Fails the
 /// test, saying how to start Kafka, when no broker answers.
-async fn transport(suffix: &str) -> KafkaTransport {
+async fn transport(suffix: &str) -> Owned {
     let config = KafkaConfig {
         request_timeout: Duration::from_secs(5),
         commit_interval: Duration::from_millis(200),
@@ -51,8 +51,44 @@ async fn transport(suffix: &str) -> KafkaTransport {
     }
     .with_suffix(suffix);
     match KafkaTransport::connect(&config).await {
-        Ok(t) => t,
+        Ok(t) => Owned::new(t, suffix),
         Err(e) => panic!("{NOT_RUNNING} ({e})"),
+    }
+}
+
+/// A test's transport; dropped, it deletes every topic whose name carries
+/// the test's suffix (also after a failed assertion).
+struct Owned {
+    transport: KafkaTransport,
+    suffix: String,
+}
+
+impl Owned {
+    fn new(transport: KafkaTransport, suffix: &str) -> Self {
+        Self {
+            transport,
+            suffix: suffix.to_owned(),
+        }
+    }
+}
+
+impl std::ops::Deref for Owned {
+    type Target = KafkaTransport;
+    fn deref(&self) -> &KafkaTransport {
+        &self.transport
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let (t, suffix) = (self.transport.clone(), std::mem::take(&mut self.suffix));
+        let deleted = campusfood_testkit::on_own_runtime(async move {
+            let topics = t.topics_containing(&suffix).await?;
+            t.delete_topics(&topics).await.map(|()| topics.len())
+        });
+        if !matches!(deleted, Some(Ok(_))) {
+            eprintln!("could not delete the test's topics: {deleted:?}");
+        }
     }
 }
 
@@ -482,6 +518,29 @@ async fn lag_is_reported_like_the_cli_and_offset_resets_replay() {
 }
 
 #[tokio::test]
+async fn topics_named_with_a_suffix_are_listed_and_deleted() {
+    let id = unique("delete");
+    let t = transport(&id).await;
+    let (mine, _) = topic(&t, &format!("t-{id}"), 1).await;
+    let (other, _) = topic(&t, &format!("t-{}", unique("other")), 1).await;
+    let listed = t.topics_containing(&id).await.unwrap();
+    assert!(listed.contains(&mine), "{listed:?}");
+    assert!(listed.contains(&t.config().order_topic), "{listed:?}");
+    assert!(!listed.contains(&other), "{listed:?}");
+    t.delete_topics(&listed).await.unwrap();
+    // Deleting is asynchronous on the broker; the listing catches up.
+    let deadline = Instant::now() + DEADLINE;
+    while !t.topics_containing(&id).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "topics still listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(t.topics_containing(&other).await.unwrap().contains(&other));
+    // Gone already: no error.
+    t.delete_topics(&listed).await.unwrap();
+    t.delete_topics(&[other]).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_static_member_resumes_after_its_commit() {
     let id = unique("static");
     let config = KafkaConfig {
@@ -492,6 +551,7 @@ async fn a_static_member_resumes_after_its_commit() {
     .with_suffix(&id);
     let t = KafkaTransport::connect(&config)
         .await
+        .map(|t| Owned::new(t, &id))
         .unwrap_or_else(|e| panic!("{NOT_RUNNING} ({e})"));
     let (_, route) = topic(&t, &format!("t-{id}"), 2).await;
     let group = format!("g-{id}");

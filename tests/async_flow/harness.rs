@@ -129,15 +129,10 @@ impl Leftovers {
 impl Drop for Leftovers {
     fn drop(&mut self) {
         let (management, prefix) = (self.management, std::mem::take(&mut self.prefix));
-        // Drop runs inside the test's runtime, which cannot block on itself.
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(delete_prefixed(management, &prefix))
+        let deleted = campusfood_testkit::on_own_runtime(async move {
+            delete_prefixed(management, &prefix).await
         });
-        if let Ok(None) | Err(_) = cleanup.join() {
+        if !matches!(deleted, Some(Some(()))) {
             eprintln!(
                 "could not delete the test's RabbitMQ queues; the broker policy expires them"
             );

@@ -75,6 +75,29 @@ pub struct Harness {
     pub transport: KafkaTransport,
     pub generator: OrderGenerator,
     _data: Option<tempfile::TempDir>,
+    /// Set by the process that owns the topics (not a child sharing them).
+    _leftovers: Option<TopicLeftovers>,
+}
+
+/// When dropped, deletes the broker's topics whose names contain the
+/// suffix: also after a failed assertion, so that runs do not pile up
+/// partitions the broker keeps files open for.
+pub struct TopicLeftovers {
+    transport: KafkaTransport,
+    suffix: String,
+}
+
+impl Drop for TopicLeftovers {
+    fn drop(&mut self) {
+        let (transport, suffix) = (self.transport.clone(), std::mem::take(&mut self.suffix));
+        let deleted = campusfood_testkit::on_own_runtime(async move {
+            let topics = transport.topics_containing(&suffix).await?;
+            transport.delete_topics(&topics).await
+        });
+        if !matches!(deleted, Some(Ok(()))) {
+            eprintln!("could not delete the test's topics: {deleted:?}");
+        }
+    }
 }
 
 pub async fn harness(test: &str) -> Harness {
@@ -82,6 +105,7 @@ pub async fn harness(test: &str) -> Harness {
     let data = tempfile::tempdir().unwrap();
     let mut h = harness_in(&suffix, data.path().to_path_buf()).await;
     h._data = Some(data);
+    h.delete_topics_when_dropped(&suffix);
     h
 }
 
@@ -111,10 +135,19 @@ pub async fn harness_in(suffix: &str, data_dir: PathBuf) -> Harness {
         transport,
         generator: OrderGenerator::new(ITEMS, 5).unwrap(),
         _data: None,
+        _leftovers: None,
     }
 }
 
 impl Harness {
+    /// Deletes the topics named with `suffix` when the harness is dropped.
+    pub fn delete_topics_when_dropped(&mut self, suffix: &str) {
+        self._leftovers = Some(TopicLeftovers {
+            transport: self.transport.clone(),
+            suffix: suffix.to_owned(),
+        });
+    }
+
     pub async fn start(&self, part: StreamingPart) -> StreamingSystem {
         StreamingSystem::start(&self.config, part, &self.options, &self.transport)
             .await

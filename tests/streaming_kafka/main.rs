@@ -415,7 +415,8 @@ async fn sigkill_mid_burst_keeps_each_order_exactly_once() {
     const N: usize = 3_000;
     let dir = tempfile::tempdir().unwrap();
     let suffix = unique("kill9");
-    let h = harness_in(&suffix, dir.path().to_path_buf()).await;
+    let mut h = harness_in(&suffix, dir.path().to_path_buf()).await;
+    h.delete_topics_when_dropped(&suffix);
     let events = h.reader(&Route::INVENTORY_RESERVED).await;
     let orders = h.produce(N).await;
 

@@ -354,6 +354,72 @@ impl KafkaTransport {
         Ok(())
     }
 
+    /// The names of the broker's topics that contain `part`: a test's or a
+    /// lab run's, when it named them with a unique
+    /// [`with_suffix`](KafkaConfig::with_suffix).
+    ///
+    /// # Errors
+    /// [`TransportError::Unavailable`] when no broker answers.
+    pub async fn topics_containing(&self, part: &str) -> Result<Vec<String>, TransportError> {
+        let route = cluster_route();
+        let probe = self.inner.producer.clone();
+        let timeout = self.inner.config.request_timeout;
+        let metadata =
+            tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, timeout))
+                .await
+                .map_err(|e| unavailable(&route, e))?
+                .map_err(|e| unavailable(&route, format!("cannot list topics: {e}")))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| t.name())
+            .filter(|name| name.contains(part))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Deletes `topics` with every record in them; one that does not exist
+    /// is no error. For tests and labs on suffixed names
+    /// ([`KafkaConfig::with_suffix`]); never on a shared topic. A broker
+    /// keeps each partition's files open, so topics left behind by many
+    /// runs slow its start and can exhaust its file descriptors.
+    ///
+    /// # Errors
+    /// [`TransportError::Unavailable`] when the broker refuses or does not
+    /// answer.
+    pub async fn delete_topics(&self, topics: &[String]) -> Result<(), TransportError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let route = cluster_route();
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let opts = AdminOptions::new()
+            .request_timeout(Some(self.inner.config.request_timeout))
+            .operation_timeout(Some(self.inner.config.request_timeout));
+        let results = self
+            .inner
+            .admin
+            .delete_topics(&names, &opts)
+            .await
+            .map_err(|e| unavailable(&route, format!("cannot delete topics: {e}")))?;
+        for result in results {
+            match result {
+                Ok(name) => {
+                    lock(&self.inner.ensured).remove(&name);
+                    tracing::debug!(topic = %name, "deleted topic");
+                }
+                Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((name, code)) => {
+                    return Err(unavailable(
+                        &route,
+                        format!("cannot delete topic {name}: {code}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The topic of `route`, created with the default partition count if it
     /// is not one of the configured topics and does not exist yet.
     pub(super) async fn ensure_route_topic(&self, route: &Route) -> Result<String, TransportError> {
