@@ -5,10 +5,10 @@
 //! transport). Each delivery is acknowledged only once what its
 //! [`Disposition`] asks for is durable:
 //! - `Ack`: `basic.ack`, coalesced: one acker per channel collects what the
-//!   handlers finished and acknowledges the longest finished run of
-//!   delivery tags with a single `basic.ack(multiple)`, and finished tags
-//!   beyond a still-running one one by one (so a slow message never holds
-//!   up the prefetch window). Under load one frame settles a whole batch.
+//!   handlers finished and acknowledges the tags below the lowest
+//!   still-running one with a single `basic.ack(multiple)`, and those above
+//!   it one by one (so a slow message never holds up the prefetch window).
+//!   Under load one frame settles a whole batch.
 //! - `Retry` before `max_attempts`: published (confirmed) to the queue's
 //!   retry queue with `expiration = retry_delay` and `x-attempts + 1`, then
 //!   acked. When it expires the broker dead-letters it back into the queue
@@ -31,7 +31,7 @@
 //! then closes the channel; deliveries
 //! prefetched but not started go back to the queue.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -345,8 +345,9 @@ impl Acker {
     }
 
     fn delivered(&self, tag: u64) {
-        // The acker outlives every handle; a failed send means it is gone
-        // with its channel, whose deliveries the broker requeues.
+        // The acker lives while a handle does, so a send fails only if its
+        // task died; the broker then requeues the channel's deliveries when
+        // the channel closes.
         let _ = self.commands.send(AckCommand::Delivered(tag));
     }
 
@@ -363,48 +364,42 @@ impl Acker {
 }
 
 /// Settles one channel's deliveries: takes every command waiting, then acks
-/// the finished run at the front of the outstanding tags with one
-/// `basic.ack(multiple)` and any finished tag behind an unfinished one on
-/// its own. Tags it never saw delivered are never covered by a `multiple`.
+/// the tags finished below the lowest unfinished one with one
+/// `basic.ack(multiple)` and those above it one by one. Tags it never saw
+/// delivered are never covered by a `multiple`: every delivered tag below
+/// the lowest unfinished one is settled. The work per round is the round's
+/// commands, not the prefetch window.
 async fn ack_loop(chan: Chan, queue: String, mut commands: mpsc::UnboundedReceiver<AckCommand>) {
-    // Delivered, not yet settled with the broker: tag → finished by its handler.
-    let mut outstanding: BTreeMap<u64, bool> = BTreeMap::new();
+    // Delivered and not yet finished by their handler.
+    let mut unfinished: BTreeSet<u64> = BTreeSet::new();
     while let Some(first) = commands.recv().await {
+        let mut finished = Vec::new();
         let mut flushed = Vec::new();
         let mut next = Some(first);
         while let Some(command) = next.take().or_else(|| commands.try_recv().ok()) {
             match command {
                 AckCommand::Delivered(tag) => {
-                    outstanding.insert(tag, false);
+                    unfinished.insert(tag);
                 }
                 AckCommand::Settle(tag, Settle::Ack) => {
-                    if let Some(finished) = outstanding.get_mut(&tag) {
-                        *finished = true;
+                    if unfinished.remove(&tag) {
+                        finished.push(tag);
                     }
                 }
                 AckCommand::Settle(tag, Settle::Requeue) => {
-                    outstanding.remove(&tag);
+                    unfinished.remove(&tag);
                     send(&chan, &queue, tag, Settle::Requeue, false).await;
                 }
                 AckCommand::Flush(done) => flushed.push(done),
             }
         }
-        let mut run_end = None;
-        while let Some(entry) = outstanding.first_entry() {
-            if !*entry.get() {
-                break;
-            }
-            run_end = Some(entry.remove_entry().0);
+        let lowest_unfinished = unfinished.first().copied().unwrap_or(u64::MAX);
+        let (below, above): (Vec<u64>, Vec<u64>) =
+            finished.into_iter().partition(|&tag| tag < lowest_unfinished);
+        if let Some(&last) = below.iter().max() {
+            send(&chan, &queue, last, Settle::Ack, true).await;
         }
-        if let Some(tag) = run_end {
-            send(&chan, &queue, tag, Settle::Ack, true).await;
-        }
-        let behind: Vec<u64> = outstanding
-            .iter()
-            .filter_map(|(&tag, &finished)| finished.then_some(tag))
-            .collect();
-        for tag in behind {
-            outstanding.remove(&tag);
+        for tag in above {
             send(&chan, &queue, tag, Settle::Ack, false).await;
         }
         for done in flushed {
