@@ -121,6 +121,14 @@ as_root() {
 AS_ROOT=()
 [[ $EUID -eq 0 ]] || AS_ROOT=(sudo -n)
 
+# Brokers keep a file open per queue or partition; the usual 1,024 descriptors run out after
+# a few thousand, and a broker that cannot reopen them stalls or dies at start.
+FD_LIMIT=65536
+raise_fd_limit() {
+  ulimit -Hn "$FD_LIMIT" 2>/dev/null || true
+  ulimit -n "$FD_LIMIT" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+}
+
 # Is a TCP port accepting connections?
 port_open() {
   # shellcheck disable=SC2016 # expanded by the inner shell
@@ -415,10 +423,9 @@ kafka_up() {
       (
         cd "$KAFKA_DIR"
         close_lock_fds
-        # Kafka keeps files open for every partition; 1,024 descriptors run out after a few
-        # thousand (the tests delete their topics, but a killed run cannot).
-        ulimit -Hn 65536 2>/dev/null || true
-        ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+        # Kafka keeps files open for every partition (the tests delete their topics, but a
+        # killed run cannot).
+        raise_fd_limit
         # New session, no terminal, all fds redirected: survives this script and never holds
         # the caller's stdout/stderr pipes open. The inner shell records its pid, then becomes java.
         # shellcheck disable=SC2016 # expanded by the inner shell
@@ -505,27 +512,16 @@ kafka_status() {
 # ---------------------------------------------------------------------------------------------
 # RabbitMQ
 
-rabbitmq_env() {
-  # Honoured by rabbitmq-server; only set when overridden so the defaults stay untouched.
-  unset RABBITMQ_NODE_PORT RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS
-  if [[ $RABBITMQ_PORT != 5672 ]]; then
-    export RABBITMQ_NODE_PORT=$RABBITMQ_PORT
-  fi
-  if [[ $RABBITMQ_MANAGEMENT_PORT != 15672 ]]; then
-    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-rabbitmq_management tcp_config [{port,$RABBITMQ_MANAGEMENT_PORT}]"
-  fi
-}
-
 # This checkout's node keeps its database and logs in .brokers/rabbitmq, like Kafka: a clean
 # clone starts from an empty broker, whatever an earlier run left in /var/lib/rabbitmq (a node
 # that must recover thousands of durable queues can take minutes to boot). When the rabbitmq
 # user cannot write there (a checkout in a private home directory), a directory of this
 # checkout's own under /var/lib/rabbitmq/campusfood/ is used instead.
 rabbitmq_prepare_data() {
-  local base=$RABBITMQ_DIR/node
+  local base=$RABBITMQ_NODE_BASE
   if ! rabbitmq_user_can_write "$base"; then
     base=/var/lib/rabbitmq/campusfood/$(printf '%s' "$RABBITMQ_DIR" | sha256sum | cut -c1-16)
-    rabbitmq_user_can_write "$base" || die "$RABBITMQ_LABEL: the rabbitmq user can write neither $RABBITMQ_DIR/node nor $base"
+    rabbitmq_user_can_write "$base" || die "$RABBITMQ_LABEL: the rabbitmq user can write neither $RABBITMQ_NODE_BASE nor $base"
   fi
   RABBITMQ_NODE_BASE=$base
   RABBITMQ_LOG_BASE=$base/log
@@ -545,18 +541,18 @@ rabbitmq_user_can_write() {
 rabbitmq_launch() {
   local server=/usr/lib/rabbitmq/bin/rabbitmq-server
   [[ -x $server ]] || die "$RABBITMQ_LABEL: $server not found (Debian's rabbitmq-server package expected)"
+  # Ports and paths go into the command itself: `su`, or `sudo`, may not pass the environment.
   local inner
-  inner="ulimit -n 65536 2>/dev/null || ulimit -n \$(ulimit -Hn); cd /var/lib/rabbitmq"
+  inner="ulimit -n $FD_LIMIT 2>/dev/null || ulimit -n \$(ulimit -Hn); cd /var/lib/rabbitmq"
   inner+="; export RABBITMQ_NODENAME=$(printf '%q' "$RABBITMQ_NODE")"
+  inner+="; export RABBITMQ_NODE_PORT=$(printf '%q' "$RABBITMQ_PORT")"
+  inner+="; export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=$(printf '%q' "-rabbitmq_management tcp_config [{port,$RABBITMQ_MANAGEMENT_PORT}]")"
   inner+="; export RABBITMQ_MNESIA_BASE=$(printf '%q' "$RABBITMQ_NODE_BASE/mnesia")"
   inner+="; export RABBITMQ_LOG_BASE=$(printf '%q' "$RABBITMQ_LOG_BASE")"
-  [[ -n ${RABBITMQ_NODE_PORT:-} ]] && inner+="; export RABBITMQ_NODE_PORT=$(printf '%q' "$RABBITMQ_NODE_PORT")"
-  [[ -n ${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-} ]] &&
-    inner+="; export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=$(printf '%q' "$RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS")"
   inner+="; exec $server"
   (
     close_lock_fds
-    ulimit -Hn 65536 2>/dev/null || true
+    raise_fd_limit # the hard limit, which su keeps; the inner shell raises its soft one
     nohup setsid "${AS_ROOT[@]}" su rabbitmq -s /bin/sh -c "$inner" >>"$RABBITMQ_OUT" 2>&1 </dev/null &
     echo $! >"$RABBITMQ_DIR/launcher.pid"
   )
@@ -586,7 +582,6 @@ rabbitmq_logs() {
 }
 
 rabbitmq_up() {
-  rabbitmq_env
   if rabbitmq_installed && port_open "$HOST" "$RABBITMQ_PORT" && port_open "$HOST" "$RABBITMQ_MANAGEMENT_PORT" &&
     rabbitmq_app_running; then
     log "$RABBITMQ_LABEL: already running (amqp $HOST:$RABBITMQ_PORT, management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/)"
@@ -668,7 +663,6 @@ rabbitmq_status() {
     echo "$RABBITMQ_LABEL: not installed (scripts/brokers.sh up $RABBITMQ_LABEL installs it)"
     return 1
   fi
-  rabbitmq_env
   if port_open "$HOST" "$RABBITMQ_PORT" && rabbitmq_app_running; then
     local mgmt="management not listening on $RABBITMQ_MANAGEMENT_PORT"
     port_open "$HOST" "$RABBITMQ_MANAGEMENT_PORT" && mgmt="management http://$HOST:$RABBITMQ_MANAGEMENT_PORT/"
