@@ -20,6 +20,8 @@ use serde_json::Value;
 
 pub const RABBITMQ_DOWN: &str =
     "RabbitMQ is not running on 127.0.0.1:5672: start it with `scripts/brokers.sh up rabbitmq`";
+const SPARE_DOWN: &str = "the spare RabbitMQ node is not running on 127.0.0.1:5673: start it \
+    with `scripts/brokers.sh up rabbitmq-spare`";
 
 /// What a scenario needs of a bus beyond the `Transport` trait.
 #[async_trait]
@@ -214,6 +216,7 @@ pub fn rabbit_config(test: &str) -> RabbitConfig {
 pub async fn connect_rabbit(config: &RabbitConfig) -> Arc<RabbitTransport> {
     match RabbitTransport::connect(config).await {
         Ok(t) => Arc::new(t),
+        Err(e) if config.url == SPARE_AMQP => panic!("{SPARE_DOWN} ({e})"),
         Err(e) => panic!("{RABBITMQ_DOWN} ({e})"),
     }
 }

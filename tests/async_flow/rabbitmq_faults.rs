@@ -32,8 +32,14 @@ const BROKER: &str = "127.0.0.1:5672";
 
 /// RabbitMQ settings through `proxy`, reconnecting quickly.
 fn through(proxy: &Outage, test: &str) -> RabbitConfig {
+    reconnecting(proxy.amqp_url(), test)
+}
+
+/// RabbitMQ settings on `url` for one test, reconnecting quickly after the
+/// broker goes away.
+fn reconnecting(url: String, test: &str) -> RabbitConfig {
     let mut c = rabbit_config(test);
-    c.url = proxy.amqp_url();
+    c.url = url;
     c.reconnect_backoff = Duration::from_millis(50);
     c.reconnect_backoff_max = Duration::from_millis(500);
     c.publish_attempts = 2;
@@ -145,19 +151,8 @@ async fn spare_uptime() -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_broker_restart_mid_run_loses_no_order_and_reserves_none_twice() {
-    assert!(
-        std::net::TcpStream::connect("127.0.0.1:5673").is_ok(),
-        "the spare RabbitMQ node is not running on 127.0.0.1:5673: start it with \
-         `scripts/brokers.sh up rabbitmq-spare`"
-    );
     let (mut config, stores) = base("burger=5000");
-    let mut rabbit = rabbit_config("restart");
-    rabbit.url = SPARE_AMQP.to_owned();
-    rabbit.reconnect_backoff = Duration::from_millis(50);
-    rabbit.reconnect_backoff_max = Duration::from_millis(500);
-    rabbit.publish_attempts = 2;
-    rabbit.confirm_timeout = Duration::from_secs(2);
-    config.rabbitmq = rabbit;
+    config.rabbitmq = reconnecting(SPARE_AMQP.to_owned(), "restart");
     let mut app = rabbitmq_with(config, stores).await;
     // Few handlers and a slow inventory, so that a backlog waits in the
     // broker when it goes down.
