@@ -394,8 +394,9 @@ async fn ack_loop(chan: Chan, queue: String, mut commands: mpsc::UnboundedReceiv
             }
         }
         let lowest_unfinished = unfinished.first().copied().unwrap_or(u64::MAX);
-        let (below, above): (Vec<u64>, Vec<u64>) =
-            finished.into_iter().partition(|&tag| tag < lowest_unfinished);
+        let (below, above): (Vec<u64>, Vec<u64>) = finished
+            .into_iter()
+            .partition(|&tag| tag < lowest_unfinished);
         if let Some(&last) = below.iter().max() {
             send(&chan, &queue, last, Settle::Ack, true).await;
         }
