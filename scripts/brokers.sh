@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# scripts/brokers.sh - run real RabbitMQ and Kafka brokers locally, without Docker.
+# scripts/brokers.sh - run real RabbitMQ and Kafka brokers, and PostgreSQL, locally, without Docker.
 #
 # Usage:
-#   scripts/brokers.sh up     rabbitmq|kafka|all   install/resolve if needed, start, wait until ready
-#   scripts/brokers.sh down   rabbitmq|kafka|all   stop cleanly
-#   scripts/brokers.sh restart rabbitmq|kafka|all  down, then up
+#   scripts/brokers.sh up      rabbitmq|kafka|postgres|all   install/resolve if needed, start,
+#                                                            wait until ready
+#   scripts/brokers.sh down    rabbitmq|kafka|postgres|all   stop cleanly
+#   scripts/brokers.sh restart rabbitmq|kafka|postgres|all   down, then up
 #   (any of these also takes rabbitmq-spare: a second RabbitMQ node, AMQP 5673, management
 #   15673, that the broker-restart test restarts; `all` does not include it)
-#   scripts/brokers.sh status [rabbitmq|kafka|all] say what runs (exit 0 only if all asked for run)
+#   scripts/brokers.sh status [rabbitmq|kafka|postgres|all]  say what runs (exit 0 only if all
+#                                                            asked for run)
 #   scripts/brokers.sh resolve-kafka               only download Kafka's jars (cached)
 #   scripts/brokers.sh kafka-class MAIN [ARGS...]  run a Kafka main class with Kafka's jars
 #                                                  (used by scripts/kafka-topics etc.)
@@ -22,6 +24,14 @@
 # Kafka: Apache Kafka 4.x jars resolved from Maven Central with Maven (scripts/kafka/pom.xml)
 #   into $CAMPUSFOOD_BROKERS_DIR/kafka/dist/<version>/libs (cached), run as a single-node KRaft
 #   broker+controller with the machine's Java 17+.
+# PostgreSQL: Debian's postgresql package (apt-get install when missing; its own cluster is not
+#   started), a cluster of this checkout's own in $CAMPUSFOOD_BROKERS_DIR/postgres/data (or, when
+#   the postgres user cannot reach that, /var/lib/postgresql/campusfood/<hash>/data), run with the
+#   newest installed version's pg_ctl as the postgres OS user, on 127.0.0.1 only, server log in
+#   <data>/postgres.log. Role campusfood, password campusfood, owns database campusfood:
+#   postgres://campusfood:campusfood@127.0.0.1:5432/campusfood. A server that already answers
+#   on the port is used as it is; `up` creates the role and database in it when they are missing
+#   (possible in our cluster, or another local one through its socket as the postgres user).
 #
 # Environment (defaults in brackets):
 #   CAMPUSFOOD_BROKERS_DIR    runtime dir: jars, config, data, logs, pid [<repo>/.brokers]
@@ -34,6 +44,7 @@
 #   RABBITMQ_PORT             AMQP port (also read from RABBITMQ_NODE_PORT) [5672]
 #   RABBITMQ_MANAGEMENT_PORT  management HTTP port [15672]
 #   RABBITMQ_NODENAME         the main node's name [rabbit]
+#   POSTGRES_PORT             PostgreSQL port on 127.0.0.1 [5432]
 #   BROKERS_START_TIMEOUT     seconds to wait for a broker to become ready [180]
 #   BROKERS_STOP_TIMEOUT      seconds to wait for a broker to stop [60]
 #   JAVA_HOME                 Java to use (else `java` on PATH; needs 17+)
@@ -41,7 +52,8 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-# rabbitmq-server, rabbitmqctl & co. live in /usr/sbin.
+# rabbitmq-server, rabbitmqctl & co. live in /usr/sbin; PostgreSQL's programs are found in
+# /usr/lib/postgresql/<version>/bin.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 BROKERS_DIR=${CAMPUSFOOD_BROKERS_DIR:-$REPO_ROOT/.brokers}
@@ -83,6 +95,15 @@ rabbitmq_select rabbitmq "${RABBITMQ_NODENAME:-rabbit}" "${RABBITMQ_PORT:-${RABB
 SPARE_NODE=campusfood-spare
 SPARE_PORT=5673
 SPARE_MANAGEMENT_PORT=15673
+
+POSTGRES_PORT=${POSTGRES_PORT:-5432}
+PG_ROLE=campusfood
+PG_PASSWORD=campusfood
+PG_DATABASE=campusfood
+PG_DIR=$BROKERS_DIR/postgres
+PG_DATA=$PG_DIR/data         # see postgres_locate_data
+PG_LOG=$PG_DATA/postgres.log # the server's log (pg_ctl -l), and pg_ctl's own output
+PG_BIN=""                    # /usr/lib/postgresql/<version>/bin, see postgres_select_bin
 
 JAVA=""
 
@@ -677,6 +698,357 @@ rabbitmq_status() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+# Run CMD as the postgres OS user (initdb and pg_ctl refuse root), from / since that user may
+# not be allowed into the current directory.
+as_postgres() { # CMD [ARGS...]
+  as_root su postgres -s /bin/bash -c "cd / && exec$(printf ' %q' "$@")"
+}
+# The same, appending the command's output to the server log, $PG_LOG.
+as_postgres_logged() { # CMD [ARGS...]
+  as_root su postgres -s /bin/bash -c "cd / && exec$(printf ' %q' "$@") >>$(printf '%q' "$PG_LOG") 2>&1 </dev/null"
+}
+
+# The newest /usr/lib/postgresql/<version>/bin that has all the programs named.
+postgres_newest_bin() { # PROGRAM...
+  local -a dirs
+  local d p best=""
+  mapfile -t dirs < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V)
+  for d in "${dirs[@]}"; do
+    for p in "$@"; do
+      [[ -x $d/$p ]] || continue 2
+    done
+    best=$d
+  done
+  [[ -n $best ]] && echo "$best"
+}
+# A client program (psql, pg_isready): the newest version's, else whatever is on PATH.
+postgres_tool() { # NAME
+  local d
+  if d=$(postgres_newest_bin "$1"); then
+    echo "$d/$1"
+  else
+    command -v "$1"
+  fi
+}
+postgres_installed() { postgres_newest_bin initdb pg_ctl postgres psql pg_isready >/dev/null; }
+
+# pg_isready's verdict on $HOST:$POSTGRES_PORT: 0 accepting connections, 1 rejecting them
+# (starting up, shutting down), 2 no answer; 127 when pg_isready is not installed.
+postgres_answers() {
+  local bin
+  bin=$(postgres_tool pg_isready) || return 127
+  "$bin" -q -h "$HOST" -p "$POSTGRES_PORT" -t 3
+}
+
+# Can the campusfood role log in to its database over TCP, with its password? (What the tests
+# do.) psql's error, if any, is left in $PG_DIR/login.err.
+postgres_login() {
+  local bin
+  bin=$(postgres_tool psql) || return 1
+  mkdir -p "$PG_DIR"
+  PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=5 "$bin" -X -q -A -t -w -h "$HOST" -p "$POSTGRES_PORT" \
+    -U "$PG_ROLE" -d "$PG_DATABASE" -c 'select 1' >/dev/null 2>"$PG_DIR/login.err"
+}
+
+# Serialises the postgres target's up and down. Whoever held it may have created the cluster
+# meanwhile, so where it lives is looked up again.
+PG_LOCKED=0
+postgres_lock() { # once per run: `restart` takes it in down, then needs it again in up
+  ((PG_LOCKED)) && return 0
+  take_lock postgres
+  PG_LOCKED=1
+  postgres_locate_data
+}
+
+# This checkout's cluster lives in .brokers/postgres/data, like Kafka's data: a clean clone
+# starts from an empty database. When the postgres user cannot reach that (a checkout in a
+# private home directory), a directory of this checkout's own under
+# /var/lib/postgresql/campusfood/ is used instead.
+postgres_fallback_data() {
+  echo "/var/lib/postgresql/campusfood/$(printf '%s' "$PG_DIR" | sha256sum | cut -c1-16)/data"
+}
+# Where an existing cluster is (the usual place, or the fallback); the usual place if none.
+postgres_locate_data() {
+  local fallback
+  PG_DATA=$PG_DIR/data
+  if ! as_root test -f "$PG_DATA/PG_VERSION"; then
+    fallback=$(postgres_fallback_data)
+    as_root test -f "$fallback/PG_VERSION" && PG_DATA=$fallback
+  fi
+  PG_LOG=$PG_DATA/postgres.log
+}
+# For a new cluster: pick and create a data directory that the postgres user can write.
+postgres_prepare_data() {
+  postgres_locate_data
+  as_root test -f "$PG_DATA/PG_VERSION" && return 0
+  if ! postgres_user_can_write "$PG_DATA"; then
+    local fallback
+    fallback=$(postgres_fallback_data)
+    postgres_user_can_write "$fallback" ||
+      die "postgres: the postgres user can write neither $PG_DATA nor $fallback"
+    PG_DATA=$fallback
+    PG_LOG=$PG_DATA/postgres.log
+  fi
+}
+# Creates "$1" (mode 700) for the postgres user; true if that user can write in it.
+postgres_user_can_write() {
+  as_root mkdir -p "$1" && as_root chown postgres:postgres "$1" && as_root chmod 700 "$1" &&
+    as_postgres test -w "$1" -a -x "$1" 2>/dev/null
+}
+
+# The binaries of the cluster's own major version (a data directory works only with those),
+# or of the newest installed version for a new cluster.
+postgres_select_bin() {
+  local ver
+  if ver=$(as_root cat "$PG_DATA/PG_VERSION" 2>/dev/null); then
+    PG_BIN=/usr/lib/postgresql/$ver/bin
+    [[ -x $PG_BIN/pg_ctl ]] ||
+      die "postgres: $PG_DATA is a PostgreSQL $ver cluster, but $PG_BIN/pg_ctl is not installed (apt-get install postgresql-$ver, or delete $PG_DATA to start afresh)"
+  else
+    PG_BIN=$(postgres_newest_bin initdb pg_ctl postgres) || die "postgres: no /usr/lib/postgresql/<version>/bin/pg_ctl"
+  fi
+}
+postgres_version() { as_root cat "$PG_DATA/PG_VERSION" 2>/dev/null || echo '?'; }
+
+# Is process $1 this checkout's postmaster (a `postgres` whose working directory is $PG_DATA)?
+is_our_postgres() {
+  [[ $(cat "/proc/$1/comm" 2>/dev/null) == postgres ]] || return 1
+  [[ $(as_root readlink -f "/proc/$1/cwd" 2>/dev/null) == "$(as_root readlink -f "$PG_DATA")" ]]
+}
+# The pid of the postmaster of this checkout's cluster, if it runs.
+postgres_pid() {
+  local pid
+  pid=$(as_root head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && is_our_postgres "$pid" && echo "$pid"
+}
+# A line of our postmaster.pid: 4 is the port, 5 the unix socket directory.
+postgres_pidfile_line() { as_root sed -n "${1}p" "$PG_DATA/postmaster.pid" 2>/dev/null; }
+
+postgres_initdb() {
+  as_root test -f "$PG_DATA/PG_VERSION" && return 0
+  local out=$PG_DIR/initdb.log
+  log "postgres: creating a PostgreSQL $(basename "$(dirname "$PG_BIN")") cluster in $PG_DATA (log: $out)"
+  # Local (socket) connections: peer, i.e. only the postgres OS user as the superuser; TCP:
+  # passwords. The UTF8 encoding with the C locale is what any client expects and sorts bytewise.
+  if ! as_postgres "$PG_BIN/initdb" -D "$PG_DATA" --username=postgres --encoding=UTF8 --locale=C \
+    --auth-local=peer --auth-host=scram-sha-256 >"$out" 2>&1; then
+    show_tail "$out"
+    die "postgres: initdb failed"
+  fi
+}
+
+write_postgres_config() {
+  # The socket goes into the data directory (no /var/run/postgresql needed), unless that path is
+  # too long for a unix socket (107 bytes).
+  local sockdir=$PG_DATA
+  ((${#PG_DATA} + 20 <= 107)) || sockdir=/tmp
+  as_postgres tee "$PG_DATA/campusfood.conf" >/dev/null <<EOC
+# Generated by scripts/brokers.sh - edits are overwritten on the next 'up postgres'.
+# Included at the end of postgresql.conf, so these settings win.
+listen_addresses = '$HOST'
+port = $POSTGRES_PORT
+unix_socket_directories = '$sockdir'
+
+# Tests run several processes, each with a connection pool.
+max_connections = 200
+shared_buffers = 128MB
+# Durable, like a real server: tests must not pass thanks to lost writes.
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+
+password_encryption = 'scram-sha-256'
+timezone = 'UTC'
+log_timezone = 'UTC'
+logging_collector = off
+log_line_prefix = '%m [%p] %q%u@%d '
+EOC
+  as_root grep -qxF "include 'campusfood.conf'" "$PG_DATA/postgresql.conf" ||
+    printf "\n# Added by scripts/brokers.sh\ninclude 'campusfood.conf'\n" |
+    as_postgres tee -a "$PG_DATA/postgresql.conf" >/dev/null
+  as_postgres tee "$PG_DATA/pg_hba.conf" >/dev/null <<EOC
+# Generated by scripts/brokers.sh - edits are overwritten on the next 'up postgres'.
+# TYPE  DATABASE  USER  ADDRESS        METHOD
+local   all       all                  peer
+host    all       all   127.0.0.1/32   scram-sha-256
+EOC
+}
+
+# Make sure role $PG_ROLE (password $PG_PASSWORD) and its database $PG_DATABASE exist, and that
+# the role can log in over TCP. Creating them takes the superuser: the postgres OS user over the
+# server's unix socket (our cluster's, or another local server's in its usual directories).
+postgres_ensure_db() {
+  postgres_login && return 0
+  postgres_lock
+  postgres_login && return 0 # someone else created them while we waited
+  local sock="" d ours=0 psql
+  if postgres_pid >/dev/null && [[ $(postgres_pidfile_line 4) == "$POSTGRES_PORT" ]]; then
+    ours=1
+    sock=$(postgres_pidfile_line 5)
+  else
+    for d in /var/run/postgresql /tmp; do
+      if [[ -S $d/.s.PGSQL.$POSTGRES_PORT ]]; then
+        sock=$d
+        break
+      fi
+    done
+  fi
+  local where="the PostgreSQL on $HOST:$POSTGRES_PORT (not started from $BROKERS_DIR)"
+  ((ours)) && where="our PostgreSQL on $HOST:$POSTGRES_PORT ($PG_DATA)"
+  local sql="CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD'; CREATE DATABASE $PG_DATABASE OWNER $PG_ROLE;"
+  local out=$PG_DIR/ensure-db.log
+  psql=$(postgres_tool psql) || die "postgres: psql not found"
+  if [[ -z $sock ]]; then
+    die "postgres: role $PG_ROLE cannot log in to database $PG_DATABASE on $where ($(head -n 1 "$PG_DIR/login.err")), and this script has no local socket to create them through. Create them as a superuser ($sql), or stop that server and run scripts/brokers.sh up postgres."
+  fi
+  log "postgres: creating role $PG_ROLE and database $PG_DATABASE if missing, on $where"
+  # shellcheck disable=SC2016 # :'role' & co. are psql variables
+  if ! as_postgres "$psql" -X -q -w -v ON_ERROR_STOP=1 -h "$sock" -p "$POSTGRES_PORT" -U postgres -d postgres \
+    -v role="$PG_ROLE" -v pw="$PG_PASSWORD" -v db="$PG_DATABASE" >"$out" 2>&1 <<'EOSQL'; then
+SELECT format('CREATE ROLE %I LOGIN CREATEDB PASSWORD %L', :'role', :'pw')
+  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
+SELECT format('ALTER ROLE %I LOGIN CREATEDB PASSWORD %L', :'role', :'pw') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
+  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
+SELECT format('ALTER DATABASE %I OWNER TO %I', :'db', :'role') \gexec
+EOSQL
+    show_tail "$out"
+    die "postgres: role $PG_ROLE cannot log in to database $PG_DATABASE on $where, and creating them as the postgres superuser (socket $sock) failed. Create them as a superuser ($sql), or stop that server and run scripts/brokers.sh up postgres."
+  fi
+  if ! postgres_login; then
+    show_tail "$PG_DIR/login.err"
+    die "postgres: role $PG_ROLE and database $PG_DATABASE exist on $where, but the role still cannot log in over TCP with its password (pg_hba.conf?)"
+  fi
+}
+
+postgres_start() {
+  log "postgres: starting PostgreSQL $(postgres_version) on $HOST:$POSTGRES_PORT (data $PG_DATA, log $PG_LOG)"
+  # pg_ctl starts the postmaster in its own session, stdin from /dev/null, output to the log
+  # (-l); it must not inherit our lock. -W: don't wait here, postgres_up does.
+  if ! (
+    close_lock_fds
+    as_postgres_logged "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -W
+  ); then
+    show_tail "$PG_LOG"
+    die "postgres: pg_ctl start failed"
+  fi
+}
+
+# wait_for's test while our postmaster starts: ready, or dies if the postmaster has gone.
+PG_STARTED_AT=0
+PG_OURS=0
+postgres_started() {
+  postgres_answers && return 0
+  # pg_ctl -W returns before the postmaster has written its pid file: allow it a few seconds.
+  if ((PG_OURS && SECONDS - PG_STARTED_AT > 5)) && ! postgres_pid >/dev/null; then
+    show_tail "$PG_LOG"
+    die "postgres exited during startup (log: $PG_LOG)"
+  fi
+  return 1
+}
+
+postgres_up() {
+  local rc=0 pid t0=$SECONDS
+  postgres_locate_data
+  postgres_answers || rc=$?
+  if ((rc == 0)); then
+    postgres_ensure_db
+    if pid=$(postgres_pid); then
+      log "postgres: already running (pid $pid, $HOST:$POSTGRES_PORT, data $PG_DATA)"
+    else
+      log "postgres: a PostgreSQL not started from $BROKERS_DIR already answers on $HOST:$POSTGRES_PORT; using it"
+    fi
+    return 0
+  fi
+  postgres_lock
+  if ! postgres_installed; then
+    apt_install postgresql
+    postgres_installed || die "postgresql installed but no /usr/lib/postgresql/<version>/bin has initdb, pg_ctl, postgres, psql and pg_isready"
+  fi
+  rc=0
+  postgres_answers || rc=$?
+  PG_STARTED_AT=$SECONDS
+  if ((rc == 0)); then
+    log "postgres: started meanwhile"
+  elif pid=$(postgres_pid); then
+    local port
+    port=$(postgres_pidfile_line 4)
+    [[ $port == "$POSTGRES_PORT" ]] ||
+      die "postgres: our cluster ($PG_DATA, pid $pid) runs on port $port, not $POSTGRES_PORT; scripts/brokers.sh down postgres first"
+    PG_OURS=1
+    log "postgres: pid $pid is starting; waiting"
+  elif ((rc == 1)); then
+    log "postgres: a PostgreSQL not started from $BROKERS_DIR is starting on $HOST:$POSTGRES_PORT; waiting"
+  elif port_open "$HOST" "$POSTGRES_PORT"; then
+    die "port $HOST:$POSTGRES_PORT is in use by something that is not PostgreSQL ($(ss -ltnpH "sport = :$POSTGRES_PORT" 2>/dev/null | head -n 1))"
+  else
+    mkdir -p "$PG_DIR"
+    postgres_prepare_data
+    postgres_select_bin
+    postgres_initdb
+    write_postgres_config
+    postgres_start
+    PG_STARTED_AT=$SECONDS
+    PG_OURS=1
+  fi
+  if ! wait_for "$START_TIMEOUT" postgres postgres_started; then
+    show_tail "$PG_LOG"
+    die "postgres did not become ready on $HOST:$POSTGRES_PORT within ${START_TIMEOUT}s"
+  fi
+  postgres_ensure_db
+  pid=$(postgres_pid) || pid='not ours'
+  log "postgres: ready (postgres://$PG_ROLE:$PG_PASSWORD@$HOST:$POSTGRES_PORT/$PG_DATABASE, pid $pid, PostgreSQL $(postgres_version), data $PG_DATA; $((SECONDS - t0))s)"
+}
+
+postgres_down() {
+  local pid
+  postgres_locate_data
+  postgres_lock
+  if ! pid=$(postgres_pid); then
+    if postgres_answers; then
+      log "postgres: the server on $HOST:$POSTGRES_PORT was not started from $BROKERS_DIR; leaving it alone"
+    else
+      log "postgres: not running"
+    fi
+    return 0
+  fi
+  postgres_select_bin
+  log "postgres: stopping pid $pid"
+  if ! as_postgres_logged "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t "$STOP_TIMEOUT"; then
+    log "postgres: still running after ${STOP_TIMEOUT}s; stopping with -m immediate"
+    if ! as_postgres_logged "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m immediate -w -t "$STOP_TIMEOUT"; then
+      show_tail "$PG_LOG"
+      die "postgres: could not stop pid $pid"
+    fi
+  fi
+  log "postgres: stopped"
+}
+
+postgres_status() {
+  local rc=0 pid
+  postgres_locate_data
+  postgres_answers || rc=$?
+  if pid=$(postgres_pid); then
+    if ((rc == 0)); then
+      echo "postgres: running (pid $pid, $HOST:$POSTGRES_PORT, PostgreSQL $(postgres_version), data $PG_DATA)"
+    else
+      echo "postgres: starting (pid $pid, not ready on $HOST:$POSTGRES_PORT yet)"
+      return 1
+    fi
+  elif ((rc == 0)); then
+    echo "postgres: running on $HOST:$POSTGRES_PORT (not started from $BROKERS_DIR)"
+  elif ! postgres_installed; then
+    echo "postgres: not installed (scripts/brokers.sh up postgres installs it)"
+    return 1
+  else
+    echo "postgres: not running"
+    return 1
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
 
 usage() {
   sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
@@ -688,7 +1060,8 @@ targets() { # which -> list of brokers
     rabbitmq) echo rabbitmq ;;
     rabbitmq-spare) echo rabbitmq_spare ;;
     kafka) echo kafka ;;
-    all) echo rabbitmq kafka ;;
+    postgres) echo postgres ;;
+    all) echo rabbitmq kafka postgres ;;
     *) usage ;;
   esac
 }

@@ -5,6 +5,9 @@
 #   - the brokers the enabled broker features test against
 #     (scripts/brokers.sh up …: RabbitMQ from Debian, plus a spare RabbitMQ
 #     node for the broker-restart test; Kafka from Maven Central);
+#   - PostgreSQL from Debian when the postgres feature is tested (role and
+#     database campusfood), at CAMPUSFOOD_TEST_DATABASE_URL [postgres://
+#     campusfood:campusfood@127.0.0.1:${POSTGRES_PORT:-5432}/campusfood];
 #   - then formatting, clippy (-D warnings) and every test of the workspace.
 #
 # CAMPUSFOOD_TEST_FEATURES overrides the features tested (comma-separated).
@@ -13,12 +16,14 @@ cd "$(dirname "$0")/.."
 
 features="${CAMPUSFOOD_TEST_FEATURES:-}"
 
-# The broker features are on by default; only an explicit feature list
-# without them spares starting their broker.
+# The broker features (and postgres) are on by default; only an explicit
+# feature list without them spares starting their broker.
 need_broker() { [[ -z "$features" || ",$features," == *",$1,"* ]]; }
 # rabbitmq-spare is a second RabbitMQ node that the broker-restart test restarts.
 if need_broker rabbitmq; then scripts/brokers.sh up rabbitmq && scripts/brokers.sh up rabbitmq-spare; fi
 if need_broker kafka; then scripts/brokers.sh up kafka; fi
+if need_broker postgres; then scripts/brokers.sh up postgres; fi
+export CAMPUSFOOD_TEST_DATABASE_URL="${CAMPUSFOOD_TEST_DATABASE_URL:-postgres://campusfood:campusfood@127.0.0.1:${POSTGRES_PORT:-5432}/campusfood}"
 
 feature_args=()
 if [[ -n "$features" ]]; then
