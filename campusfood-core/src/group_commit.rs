@@ -216,8 +216,23 @@ pub fn open_database(path: &std::path::Path) -> Result<Database, CommitError> {
         std::fs::create_dir_all(parent)
             .map_err(|e| CommitError::Storage(format!("creating {}: {e}", parent.display())))?;
     }
-    Database::create(path)
-        .map_err(|e| CommitError::Storage(format!("opening {}: {e}", path.display())))
+    Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => CommitError::Storage(in_use(path)),
+        e => CommitError::Storage(format!("opening {}: {e}", path.display())),
+    })
+}
+
+/// What to say when another process holds `path` open: the file, and the
+/// two ways out.
+fn in_use(path: &std::path::Path) -> String {
+    format!(
+        "{} is in use by another process. Run this one from another folder \
+         (or set {} to another directory), or share the state through Postgres \
+         (set {})",
+        path.display(),
+        crate::config::DATA_DIR_ENV,
+        crate::config::DATABASE_URL_ENV,
+    )
 }
 
 #[cfg(test)]

@@ -162,13 +162,8 @@ mod durable {
     impl RedbOutbox {
         /// Opens or creates the outbox file at `path` (and its folder).
         pub fn open(path: impl AsRef<Path>) -> Result<Self, OutboxError> {
-            let path = path.as_ref();
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| OutboxError(format!("create {}: {e}", dir.display())))?;
-            }
-            let db = Database::create(path)
-                .map_err(|e| OutboxError(format!("open {}: {e}", path.display())))?;
+            let db = crate::group_commit::open_database(path.as_ref())
+                .map_err(|e| OutboxError(e.to_string()))?;
             let this = Self { db: Arc::new(db) };
             this.write(|t| t.open_table(ENTRIES).map(drop).map_err(|e| e.to_string()))?;
             Ok(this)

@@ -12,10 +12,14 @@ use thiserror::Error;
 
 use crate::stock::{StockError, StockSpec};
 
+mod database;
 mod http;
 mod kafka;
 mod rabbitmq;
 
+pub use database::{
+    DATABASE_SCHEMA_ENV, DATABASE_URL_ENV, DEFAULT_DATABASE_SCHEMA, DatabaseConfig, redact_url,
+};
 pub use http::{BreakerConfig, HttpConfig, RetryConfig};
 pub use kafka::KafkaConfig;
 pub use rabbitmq::RabbitConfig;
@@ -24,6 +28,9 @@ pub use rabbitmq::RabbitConfig;
 pub const DATA_DIR_ENV: &str = "CAMPUSFOOD_DATA_DIR";
 /// Initial stock, `item=qty,item=qty,…`.
 pub const STOCK_ENV: &str = "CAMPUSFOOD_STOCK";
+/// `CAMPUSFOOD_RABBITMQ_PREFIX`: puts every exchange and queue of Part B
+/// under `<prefix>.`, so several deployments (or tests) share one broker.
+pub const RABBITMQ_PREFIX_ENV: &str = "CAMPUSFOOD_RABBITMQ_PREFIX";
 /// Default of [`DATA_DIR_ENV`].
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
@@ -51,6 +58,8 @@ pub struct Config {
     pub rabbitmq: RabbitConfig,
     /// Part C: Kafka.
     pub kafka: KafkaConfig,
+    /// State shared by several instances (Postgres), if any.
+    pub database: DatabaseConfig,
 }
 
 impl Default for Config {
@@ -61,25 +70,39 @@ impl Default for Config {
             http: HttpConfig::default(),
             rabbitmq: RabbitConfig::default(),
             kafka: KafkaConfig::default(),
+            database: DatabaseConfig::default(),
         }
     }
 }
 
 impl Config {
-    /// Defaults, overridden by `CAMPUSFOOD_DATA_DIR` and `CAMPUSFOOD_STOCK`
-    /// where set.
+    /// Defaults, overridden where set by `CAMPUSFOOD_DATA_DIR`,
+    /// `CAMPUSFOOD_STOCK`, `CAMPUSFOOD_DATABASE_URL`,
+    /// `CAMPUSFOOD_DATABASE_SCHEMA` and `CAMPUSFOOD_RABBITMQ_PREFIX`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut config = Self::default();
         if let Some(dir) = std::env::var_os(DATA_DIR_ENV) {
             config.data_dir = PathBuf::from(dir);
         }
-        match std::env::var(STOCK_ENV) {
-            Ok(spec) => config.stock = spec.parse()?,
-            Err(std::env::VarError::NotPresent) => {}
-            Err(std::env::VarError::NotUnicode(_)) => {
-                return Err(ConfigError::NotUnicode(STOCK_ENV));
-            }
+        if let Some(spec) = env_string(STOCK_ENV)? {
+            config.stock = spec.parse()?;
+        }
+        config.database.url = env_string(DATABASE_URL_ENV)?.filter(|u| !u.is_empty());
+        if let Some(schema) = env_string(DATABASE_SCHEMA_ENV)? {
+            config.database.schema = schema;
+        }
+        if let Some(prefix) = env_string(RABBITMQ_PREFIX_ENV)?.filter(|p| !p.is_empty()) {
+            config.rabbitmq = config.rabbitmq.prefixed(&prefix);
         }
         Ok(config)
+    }
+}
+
+/// The variable `name`, if set.
+fn env_string(name: &'static str) -> Result<Option<String>, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::NotUnicode(name)),
     }
 }

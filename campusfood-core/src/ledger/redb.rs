@@ -146,16 +146,7 @@ impl RedbLedger {
     pub fn open(path: impl AsRef<Path>, initial: &StockSpec) -> Result<Self, LedgerError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                LedgerError::Storage(format!(
-                    "creating directory {} for ledger: {e}",
-                    parent.display()
-                ))
-            })?;
-        }
-        let db = Database::create(&path)
-            .map_err(|e| LedgerError::Storage(format!("opening ledger {shown}: {e}")))?;
+        let db = crate::group_commit::open_database(&path).map_err(commit_error)?;
         let fresh = initialise(&db, initial)
             .map_err(|e| LedgerError::Storage(format!("initialising ledger {shown}: {e}")))?;
         tracing::info!(path = %shown, fresh, "inventory ledger opened");
@@ -485,6 +476,12 @@ mod tests {
         let _ledger = RedbLedger::open(&path, &spec("burger=5")).unwrap();
         let err = RedbLedger::open(&path, &spec("burger=5")).unwrap_err();
         assert!(matches!(err, LedgerError::Storage(_)), "{err}");
+        // One line naming the file and both ways out, not redb's words.
+        let said = err.to_string();
+        assert!(said.contains(&path.display().to_string()), "{said}");
+        assert!(said.contains("CAMPUSFOOD_DATA_DIR"), "{said}");
+        assert!(said.contains("CAMPUSFOOD_DATABASE_URL"), "{said}");
+        assert!(!said.contains('\n'), "{said}");
         // Not a redb file at all.
         let junk = dir.path().join("junk.redb");
         std::fs::write(&junk, b"definitely not a database, but long enough to look").unwrap();
