@@ -70,8 +70,12 @@ pub struct InventoryOptions {
     /// Consumers in the group run by this process (at most the order
     /// topic's partitions are useful).
     pub workers: usize,
-    /// The prefix of the workers' `transactional.id`s (`<prefix>-<n>`):
-    /// stable across restarts, distinct between processes running at once.
+    /// The prefix of the workers' `transactional.id`s (`<prefix>-<n>`).
+    /// By default unique to the process
+    /// ([`TransactionalOptions::process_unique_id`]), so any number of
+    /// inventory processes share one group; zombies are fenced by the
+    /// group's generation (KIP-447). A fixed prefix must differ between
+    /// processes running at once: two with the same one fence each other.
     pub transactional_id: String,
     /// `GROUP_INSTANCE_ID` for static membership (`<id>-<n>` per worker
     /// when there are several): a restarted process takes its partitions
@@ -90,7 +94,8 @@ pub struct InventoryOptions {
 impl Default for InventoryOptions {
     /// Group `inventory-consumer`, `FAIL_RATE` 0.05, seed
     /// [`DEFAULT_SEED`], no throttle, exactly once, 6 workers (one per
-    /// partition of `order-events`), up to 500 orders per transaction.
+    /// partition of `order-events`), up to 500 orders per transaction,
+    /// transactional ids unique to this process.
     fn default() -> Self {
         Self {
             group: "inventory-consumer".to_owned(),
@@ -99,7 +104,7 @@ impl Default for InventoryOptions {
             throttle: Duration::ZERO,
             exactly_once: true,
             workers: 6,
-            transactional_id: "inventory-consumer".to_owned(),
+            transactional_id: TransactionalOptions::process_unique_id("inventory-consumer"),
             group_instance_id: None,
             max_batch: 500,
             max_attempts: 5,
@@ -109,11 +114,11 @@ impl Default for InventoryOptions {
 }
 
 impl InventoryOptions {
-    /// The options with the group and transactional id taken from
-    /// `group` (the transactional ids follow the group name).
+    /// The options with the group `group`, and transactional ids unique to
+    /// this process that start with the group's name.
     pub fn in_group(mut self, group: impl Into<String>) -> Self {
         self.group = group.into();
-        self.transactional_id.clone_from(&self.group);
+        self.transactional_id = TransactionalOptions::process_unique_id(&self.group);
         self
     }
 
@@ -448,6 +453,14 @@ impl InventoryConsumer {
                         format!("{}-{n}", options.transactional_id),
                     );
                     txn.max_batch = options.max_batch.max(1);
+                    // A throttled batch must still commit before the
+                    // broker times the transaction out.
+                    let batch_time =
+                        options.throttle * u32::try_from(txn.max_batch).unwrap_or(u32::MAX);
+                    txn.transaction_timeout = txn
+                        .transaction_timeout
+                        .max(batch_time * 2)
+                        .min(Duration::from_secs(900));
                     txn.max_attempts = options.max_attempts;
                     txn.retry_delay = options.retry_delay;
                     let worker = Arc::new(TransactionalWorker(decider.clone()));

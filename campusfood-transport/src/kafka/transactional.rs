@@ -102,6 +102,12 @@ pub struct TransactionalOptions {
     pub max_attempts: u32,
     /// How long to wait before handing a failed record again.
     pub retry_delay: Duration,
+    /// `transaction.timeout.ms`: how long the broker lets a transaction stay
+    /// open. A process killed mid-transaction holds back `read_committed`
+    /// readers of its outputs (and the next owner of its partitions) until
+    /// the broker aborts it after this long, so it is short; it must still
+    /// exceed the time one batch takes.
+    pub transaction_timeout: Duration,
 }
 
 impl TransactionalOptions {
@@ -115,7 +121,22 @@ impl TransactionalOptions {
             max_batch_wait: Duration::from_millis(50),
             max_attempts: 5,
             retry_delay: Duration::from_secs(1),
+            transaction_timeout: Duration::from_secs(15),
         }
+    }
+
+    /// A `transactional.id` for this process: `<prefix>-<pid>-<random>`.
+    /// Distinct between processes running at once (on one host or several),
+    /// so several instances in one group never fence each other; a zombie
+    /// (a member whose partitions were reassigned) is fenced by the group
+    /// generation its offsets are committed with instead (KIP-447).
+    pub fn process_unique_id(prefix: &str) -> String {
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded from the OS's randomness, per process.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        format!("{prefix}-{:x}-{:08x}", std::process::id(), random as u32)
     }
 }
 
@@ -218,7 +239,10 @@ impl TransactionalProcessor {
         transport.create_topic(&dead_letters, 1).await?;
 
         let mut pc = producer_config(&config);
-        pc.set("transactional.id", &options.transactional_id);
+        pc.set("transactional.id", &options.transactional_id).set(
+            "transaction.timeout.ms",
+            options.transaction_timeout.as_millis().to_string(),
+        );
         let producer: KafkaProducer = pc.create_with_context(KafkaContext).map_err(|e| {
             unavailable(
                 input,
