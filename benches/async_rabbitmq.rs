@@ -79,16 +79,16 @@ async fn setup(name: &str) -> Option<Setup> {
 fn stores(config: &Config, tag: &str) -> AsyncStores {
     let dir = &config.data_dir;
     AsyncStores {
-        ledger: Arc::new(
+        ledger: Some(Arc::new(
             RedbLedger::open(dir.join(format!("{tag}-ledger.redb")), &config.stock)
                 .expect("ledger"),
-        ),
-        orders: Arc::new(
+        )),
+        orders: Some(Arc::new(
             RedbOrderStore::open(dir.join(format!("{tag}-orders.redb"))).expect("orders"),
-        ),
-        notified: Arc::new(
+        )),
+        notified: Some(Arc::new(
             RedbProcessedIds::open(dir.join(format!("{tag}-notified.redb"))).expect("notified"),
-        ),
+        )),
     }
 }
 
@@ -174,7 +174,7 @@ fn drain(c: &mut Criterion) {
                             }
                         }
                         let stores = stores(&s.config, &format!("drain-{round}"));
-                        let ledger = stores.ledger.clone();
+                        let ledger = stores.ledger.clone().expect("ledger");
                         let start = Instant::now();
                         let inventory = AsyncSystem::start(
                             &s.config,

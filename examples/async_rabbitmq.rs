@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use campusfood::core::Config;
+use campusfood::core::config::redact_url;
 use campusfood::core::transport::{DeadLetters, Route};
 use campusfood::services::async_system::{
     AsyncOptions, AsyncPart, AsyncStores, AsyncSystem, Observability,
 };
+use campusfood::services::stores::Stores;
 use campusfood::transport::rabbitmq::RabbitTransport;
 use clap::{Parser, Subcommand};
 
@@ -83,6 +85,8 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, env = "CAMPUSFOOD_LOG_JSON", global = true)]
     log_json: bool,
+    #[command(flatten)]
+    stores: common::StoreArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,13 +134,14 @@ async fn main() -> anyhow::Result<()> {
     config.rabbitmq.url.clone_from(&cli.url);
     config.rabbitmq.order_port = cli.order_port;
     config.rabbitmq.inventory_port = cli.inventory_port;
+    cli.stores.apply(&mut config);
     let transport = Arc::new(
         RabbitTransport::connect(&config.rabbitmq)
             .await
             .with_context(|| {
                 format!(
                     "RabbitMQ at {} (start it with `scripts/brokers.sh up rabbitmq`)",
-                    cli.url
+                    redact_url(&cli.url)
                 )
             })?,
     );
@@ -152,8 +157,9 @@ async fn main() -> anyhow::Result<()> {
     options.max_attempts = cli.max_attempts;
     options.retry_delay = Duration::try_from_secs_f64(cli.retry_delay)
         .context("--retry-delay must be >= 0 seconds")?;
-    tracing::info!(?part, data_dir = %config.data_dir.display(), stock = %config.stock, url = %cli.url, "starting Part B (RabbitMQ)");
-    let stores = AsyncStores::open(&config)?;
+    tracing::info!(?part, stores = %common::StoreArgs::describe(&config), stock = %config.stock, url = %redact_url(&cli.url), "starting Part B (RabbitMQ)");
+    let stores = Stores::open(&config).await?;
+    let stores = AsyncStores::open(&stores, &config, part).await?;
     let observability = Observability {
         prometheus: campusfood::services::metrics::install_prometheus()?,
         backlog: Some(transport.clone()),

@@ -29,6 +29,7 @@ use campusfood::services::streaming::{
     StreamingSystem, item_stock,
 };
 use campusfood::transport::kafka::KafkaTransport;
+use campusfood::transport::kafka::TransactionalOptions;
 use clap::{Args, Parser, Subcommand};
 
 #[path = "common/mod.rs"]
@@ -105,6 +106,8 @@ struct KafkaArgs {
     /// Log as JSON lines.
     #[arg(long, env = "CAMPUSFOOD_LOG_JSON", global = true)]
     log_json: bool,
+    #[command(flatten)]
+    stores: common::StoreArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -124,7 +127,9 @@ struct InventoryArgs {
     /// Most orders per Kafka transaction (exactly-once mode).
     #[arg(long, env = "INVENTORY_MAX_BATCH", default_value_t = 500)]
     max_batch: usize,
-    /// Prefix of the workers' transactional ids (default: the group).
+    /// Prefix of the workers' transactional ids; must differ between
+    /// processes running at once (default: the group, then this process's
+    /// pid and a random number).
     #[arg(long, env = "TRANSACTIONAL_ID")]
     transactional_id: Option<String>,
     /// Without CAMPUSFOOD_STOCK: stock item-1 … item-<ITEM_COUNT>.
@@ -242,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     common::init_logging(cli.kafka.log_json);
     let mut config = Config::from_env()?;
+    cli.kafka.stores.apply(&mut config);
     let k = &mut config.kafka;
     k.bootstrap_servers.clone_from(&cli.kafka.bootstrap_servers);
     k.order_topic.clone_from(&cli.kafka.order_topic);
@@ -304,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         ?part,
         bootstrap = %config.kafka.bootstrap_servers,
-        data_dir = %config.data_dir.display(),
+        stores = %common::StoreArgs::describe(&config),
         items = config.stock.levels().len(),
         "starting Part C (Kafka)"
     );
@@ -326,7 +332,7 @@ fn inventory_options(args: &InventoryArgs, group: &str) -> InventoryOptions {
         transactional_id: args
             .transactional_id
             .clone()
-            .unwrap_or_else(|| group.to_owned()),
+            .unwrap_or_else(|| TransactionalOptions::process_unique_id(group)),
         ..InventoryOptions::default()
     }
 }

@@ -102,6 +102,8 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, env = "CAMPUSFOOD_LOG_JSON", global = true)]
     log_json: bool,
+    #[command(flatten)]
+    stores: common::StoreArgs,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy)]
@@ -116,6 +118,7 @@ enum Part {
 
 fn config(cli: &Cli) -> anyhow::Result<Config> {
     let mut config = Config::from_env()?;
+    cli.stores.apply(&mut config);
     let http = &mut config.http;
     http.host.clone_from(&cli.host);
     http.order_port = cli.order_port;
@@ -159,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Part::Inventory) => SyncPart::Inventory,
         Some(Part::Notification) => SyncPart::Notification,
     };
-    tracing::info!(?part, data_dir = %config.data_dir.display(), stock = %config.stock, "starting Part A (sync REST)");
+    tracing::info!(?part, stores = %common::StoreArgs::describe(&config), stock = %config.stock, "starting Part A (sync REST)");
     let system = SyncRest::start(&config, part).await?;
     common::shutdown_signal().await;
     tracing::info!("shutting down");

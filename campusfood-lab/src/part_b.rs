@@ -29,6 +29,8 @@ use campusfood_core::{Config, Item, OrderId, OrderStatus};
 use campusfood_services::async_system::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood_services::inventory::InventoryService;
 use campusfood_services::order_store::OrderStore;
+use campusfood_services::stores::{Stores, names};
+use campusfood_services::sync_rest::StartError;
 use campusfood_testkit::Outage;
 use campusfood_transport::rabbitmq::RabbitTransport;
 use tokio::sync::{Notify, watch};
@@ -92,6 +94,10 @@ pub struct PartB {
     bus: Arc<RabbitTransport>,
     probe: Arc<Probe>,
     stores: AsyncStores,
+    /// Inventory's ledger (also in `stores`).
+    ledger: Arc<dyn InventoryLedger>,
+    /// The OrderService's orders and outbox (also in `stores`).
+    orders: Arc<dyn OrderStore>,
     order: Option<AsyncSystem>,
     inventory: Option<AsyncSystem>,
     notification: Option<AsyncSystem>,
@@ -207,7 +213,23 @@ impl PartB {
         options.max_attempts = opts.max_attempts;
         options.retry_delay = opts.retry_delay;
         options.relay_poll = Duration::from_millis(50);
-        let stores = AsyncStores::open(&config)?;
+        let embedded = Stores::embedded(&config.data_dir);
+        let ledger = embedded
+            .ledger(names::ASYNC_LEDGER, &config.stock)
+            .await
+            .map_err(StartError::from)?;
+        let orders = embedded
+            .order_store(names::ASYNC_ORDERS)
+            .map_err(StartError::from)?;
+        let stores = AsyncStores {
+            ledger: Some(ledger.clone()),
+            orders: Some(orders.clone()),
+            notified: Some(
+                embedded
+                    .processed(names::ASYNC_NOTIFIED)
+                    .map_err(StartError::from)?,
+            ),
+        };
         let probe = Arc::new(Probe::new(bus.clone()));
         let mut this = Self {
             client: OrderClient::new("http://127.0.0.1:1", None, item.as_str())?,
@@ -217,6 +239,8 @@ impl PartB {
             bus,
             probe,
             stores,
+            ledger,
+            orders,
             order: None,
             inventory: None,
             notification: None,
@@ -411,7 +435,6 @@ impl PartB {
     pub async fn status(&self, id: &str) -> Result<Option<OrderStatus>, LabError> {
         let id = OrderId::parse(id).map_err(|e| store_err("order id")(e.to_string()))?;
         let order = self
-            .stores
             .orders
             .get(&id)
             .await
@@ -433,7 +456,6 @@ impl PartB {
     /// The stock of the ordered item in inventory's ledger.
     pub async fn stock(&self) -> Result<u64, LabError> {
         let stock = self
-            .stores
             .ledger
             .stock()
             .await
@@ -444,8 +466,7 @@ impl PartB {
     /// How many reservation records the ledger holds (one per order
     /// decided, whatever the number of deliveries).
     pub async fn reservation_count(&self) -> Result<u64, LabError> {
-        self.stores
-            .ledger
+        self.ledger
             .reservation_count()
             .await
             .map_err(|e| store_err("counting reservations")(e.to_string()))
@@ -454,8 +475,7 @@ impl PartB {
     /// Whether the ledger holds a reservation record for order `id`.
     pub async fn has_reservation(&self, id: &str) -> Result<bool, LabError> {
         let id = OrderId::parse(id).map_err(|e| store_err("order id")(e.to_string()))?;
-        self.stores
-            .ledger
+        self.ledger
             .reservation(&id)
             .await
             .map(|r| r.is_some())
@@ -465,8 +485,7 @@ impl PartB {
     /// Orders still in the OrderService's outbox (accepted, not yet
     /// published with a confirm).
     pub async fn outbox_len(&self) -> Result<u64, LabError> {
-        self.stores
-            .orders
+        self.orders
             .outbox_len()
             .await
             .map_err(|e| store_err("reading the outbox")(e.to_string()))
@@ -482,12 +501,12 @@ impl PartB {
 
     /// A gauge of the ledger's reservation count, to sample on its own task.
     pub fn reservations_gauge(&self) -> Gauge {
-        Gauge::Reservations(self.stores.ledger.clone())
+        Gauge::Reservations(self.ledger.clone())
     }
 
     /// A gauge of the outbox's length, to sample on its own task.
     pub fn outbox_gauge(&self) -> Gauge {
-        Gauge::Outbox(self.stores.orders.clone())
+        Gauge::Outbox(self.orders.clone())
     }
 
     /// The `OrderPlaced` event of order `id` as the relay published it,
@@ -495,7 +514,6 @@ impl PartB {
     pub async fn order_placed_json(&self, id: &str) -> Result<String, LabError> {
         let oid = OrderId::parse(id).map_err(|e| store_err("order id")(e.to_string()))?;
         let order = self
-            .stores
             .orders
             .get(&oid)
             .await

@@ -14,9 +14,9 @@ use campusfood_core::events::OrderEvent;
 use campusfood_core::ledger::{InventoryLedger, RedbLedger};
 use campusfood_core::transport::{Route, Transport};
 use campusfood_core::{Config, OrderId};
+use campusfood_services::stores::names;
 use campusfood_services::streaming::offsets::{self, ResetTarget};
 use campusfood_services::streaming::producer::{OrderGenerator, order_message, publish_orders};
-use campusfood_services::streaming::system::files;
 use campusfood_services::streaming::{
     AnalyticsConsumer, ConnectRetry, StreamingError, StreamingOptions, StreamingPart,
     StreamingSystem, connect, item_stock,
@@ -154,11 +154,13 @@ impl PartC {
         };
         config.http.host = "127.0.0.1".to_owned();
         let ledger: Arc<dyn InventoryLedger> = Arc::new(
-            RedbLedger::open(config.data_dir.join(files::LEDGER), &config.stock).map_err(|e| {
-                LabError::Store {
-                    what: "opening the ledger".to_owned(),
-                    message: e.to_string(),
-                }
+            RedbLedger::open(
+                config.data_dir.join(names::file(names::STREAMING_LEDGER)),
+                &config.stock,
+            )
+            .map_err(|e| LabError::Store {
+                what: "opening the ledger".to_owned(),
+                message: e.to_string(),
             })?,
         );
         let mut options = StreamingOptions::default();

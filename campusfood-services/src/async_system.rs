@@ -17,7 +17,7 @@ use campusfood_core::Config;
 use campusfood_core::OrderId;
 use campusfood_core::config::HttpConfig;
 use campusfood_core::fault::FaultInjector;
-use campusfood_core::ledger::{InventoryLedger, RedbLedger};
+use campusfood_core::ledger::InventoryLedger;
 use campusfood_core::transport::{
     RequestHandler, Route, SubscribeOptions, Subscription, Transport,
 };
@@ -30,21 +30,11 @@ use crate::http::inventory_router;
 use crate::inventory::InventoryService;
 use crate::metrics::{Metered, metrics_route, sample_backlog};
 use crate::notification::NotificationService;
-use crate::order_store::{OrderStore, RedbOrderStore};
-use crate::processed::{ProcessedIds, RedbProcessedIds};
+use crate::order_store::OrderStore;
+use crate::processed::ProcessedIds;
+use crate::stores::{Stores, names};
 use crate::sync_rest::{Running, Server, StartError};
 use crate::workers::{NotifyWorker, ReserveWorker};
-
-/// File names of the async architecture's durable stores, inside the data
-/// directory.
-pub mod files {
-    /// The inventory ledger.
-    pub const LEDGER: &str = "async-inventory.redb";
-    /// Orders and the outbox.
-    pub const ORDERS: &str = "async-orders.redb";
-    /// Orders already notified.
-    pub const NOTIFIED: &str = "async-notified.redb";
-}
 
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,25 +114,48 @@ impl AsyncOptions {
     }
 }
 
-/// The stores the services keep their state in.
-#[derive(Debug, Clone)]
+/// The stores the services keep their state in; each is needed only by
+/// the service that uses it.
+#[derive(Debug, Clone, Default)]
 pub struct AsyncStores {
     /// Inventory's ledger.
-    pub ledger: Arc<dyn InventoryLedger>,
+    pub ledger: Option<Arc<dyn InventoryLedger>>,
     /// Orders and outbox.
-    pub orders: Arc<dyn OrderStore>,
+    pub orders: Option<Arc<dyn OrderStore>>,
     /// Notified orders.
-    pub notified: Arc<dyn ProcessedIds>,
+    pub notified: Option<Arc<dyn ProcessedIds>>,
 }
 
 impl AsyncStores {
-    /// The durable redb stores in `config.data_dir`.
-    pub fn open(config: &Config) -> Result<Self, StartError> {
-        let dir = &config.data_dir;
-        Ok(Self {
-            ledger: Arc::new(RedbLedger::open(dir.join(files::LEDGER), &config.stock)?),
-            orders: Arc::new(RedbOrderStore::open(dir.join(files::ORDERS))?),
-            notified: Arc::new(RedbProcessedIds::open(dir.join(files::NOTIFIED))?),
+    /// The stores of the services `part` runs, from `stores` (redb files or
+    /// the shared database): a process running one service opens only
+    /// that service's store.
+    pub async fn open(
+        stores: &Stores,
+        config: &Config,
+        part: AsyncPart,
+    ) -> Result<Self, StartError> {
+        let mut this = Self::default();
+        if part.runs_inventory() {
+            this.ledger = Some(stores.ledger(names::ASYNC_LEDGER, &config.stock).await?);
+        }
+        if part.runs_order() {
+            this.orders = Some(stores.order_store(names::ASYNC_ORDERS)?);
+        }
+        if part.runs_notification() {
+            this.notified = Some(stores.processed(names::ASYNC_NOTIFIED)?);
+        }
+        Ok(this)
+    }
+
+    fn need<T: ?Sized>(
+        store: &Option<Arc<T>>,
+        service: &'static str,
+        name: &'static str,
+    ) -> Result<Arc<T>, StartError> {
+        store.clone().ok_or(StartError::MissingStore {
+            service,
+            store: name,
         })
     }
 }
@@ -232,7 +245,7 @@ impl AsyncSystem {
         };
         if part.runs_inventory() {
             let service = Arc::new(InventoryService::new(
-                stores.ledger.clone(),
+                AsyncStores::need(&stores.ledger, "inventory", "ledger")?,
                 Arc::new(FaultInjector::default()),
             ));
             let worker = Arc::new(ReserveWorker::new(service.clone(), transport.clone()));
@@ -251,7 +264,7 @@ impl AsyncSystem {
             let service = Arc::new(NotificationService::new(Arc::new(FaultInjector::default())));
             let worker = Arc::new(NotifyWorker::new(
                 service.clone(),
-                stores.notified.clone(),
+                AsyncStores::need(&stores.notified, "notification", "notified set")?,
                 transport.clone(),
             ));
             this.subscriptions
@@ -260,7 +273,7 @@ impl AsyncSystem {
         }
         if part.runs_order() {
             let service = Arc::new(AsyncOrderService::new(
-                stores.orders.clone(),
+                AsyncStores::need(&stores.orders, "order", "order store")?,
                 transport.clone(),
             ));
             for (route, worker) in service.status_workers() {

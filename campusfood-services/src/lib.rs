@@ -22,6 +22,8 @@
 //!   notify, order status.
 //! - [`processed`]: processed-id sets for idempotent side effects.
 //! - [`resilience`]: the breaker and backoff used by `order`.
+//! - [`stores`]: where state lives — redb files per process, or (feature
+//!   `postgres`) one database shared by every instance.
 //! - [`http`] (feature `http`): axum routers on the contract's paths.
 //! - [`openapi`]: the OpenAPI documents they serve.
 //! - [`sync_rest`] (feature `http`): Part A assembled, as the example and
@@ -45,6 +47,7 @@ pub mod order_store;
 pub mod processed;
 mod reply;
 pub mod resilience;
+pub mod stores;
 #[cfg(feature = "kafka")]
 pub mod streaming;
 #[cfg(feature = "http")]

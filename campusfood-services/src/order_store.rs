@@ -36,7 +36,7 @@ impl From<CommitError> for StoreError {
 }
 
 /// How far along an order is: status never moves to a lower rank.
-fn rank(s: OrderStatus) -> u8 {
+pub(crate) fn rank(s: OrderStatus) -> u8 {
     match s {
         OrderStatus::Placed => 0,
         OrderStatus::Confirmed | OrderStatus::Reserved | OrderStatus::Failed => 1,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use campusfood_core::Config;
 use campusfood_core::fault::FaultInjector;
-use campusfood_core::ledger::{InventoryLedger, LedgerError, RedbLedger};
-use campusfood_core::outbox::{OutboxError, RedbOutbox};
+use campusfood_core::ledger::{InventoryLedger, LedgerError};
+use campusfood_core::outbox::{Outbox, OutboxError};
 use campusfood_core::transport::TransportError;
 use campusfood_transport::http::HttpTransport;
 use thiserror::Error;
@@ -20,14 +20,7 @@ use crate::http::{inventory_router, notification_router, order_router};
 use crate::inventory::InventoryService;
 use crate::notification::NotificationService;
 use crate::order::{OrderOptions, OrderService};
-
-/// File names of Part A's durable stores, inside the data directory.
-pub mod files {
-    /// The inventory ledger.
-    pub const LEDGER: &str = "sync-inventory.redb";
-    /// The order service's outbox of failed notifications.
-    pub const NOTIFICATION_OUTBOX: &str = "sync-order-outbox.redb";
-}
+use crate::stores::{Stores, StoresError, names};
 
 /// Why Part A could not start.
 #[derive(Debug, Error)]
@@ -54,6 +47,17 @@ pub enum StartError {
     /// A transport could not be set up (HTTP client, broker subscription).
     #[error("transport: {0}")]
     Transport(#[from] TransportError),
+    /// The stores' backend (the shared database) could not be used.
+    #[error("stores: {0}")]
+    Stores(#[from] StoresError),
+    /// A service needs a store it was not given.
+    #[error("{service} needs its {store}, which was not given")]
+    MissingStore {
+        /// Which service.
+        service: &'static str,
+        /// Which store.
+        store: &'static str,
+    },
 }
 
 /// Which services this process runs.
@@ -140,23 +144,27 @@ pub struct SyncRest {
     retrier: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
-/// Opens Part A's durable inventory ledger in `config.data_dir`.
-pub fn open_ledger(config: &Config) -> Result<Arc<dyn InventoryLedger>, StartError> {
-    let path = config.data_dir.join(files::LEDGER);
-    Ok(Arc::new(RedbLedger::open(path, &config.stock)?))
-}
-
 impl SyncRest {
-    /// Starts `part` on `config`'s host and ports, with the durable redb
-    /// ledger and outbox in `config.data_dir`. When inventory or
-    /// notification run in this process, the order service calls them at
-    /// their bound addresses (so port 0 works).
+    /// Starts `part` on `config`'s host and ports, with the stores
+    /// [`Stores::open`] chooses: redb files in `config.data_dir`, or the
+    /// shared Postgres database. Opens only the stores of the services
+    /// `part` runs. When inventory or notification run in this process, the
+    /// order service calls them at their bound addresses (so port 0 works).
     pub async fn start(config: &Config, part: SyncPart) -> Result<Self, StartError> {
+        let stores = Stores::open(config).await?;
         let ledger = match part {
-            SyncPart::All | SyncPart::Inventory => Some(open_ledger(config)?),
+            SyncPart::All | SyncPart::Inventory => {
+                Some(stores.ledger(names::SYNC_LEDGER, &config.stock).await?)
+            }
             _ => None,
         };
-        Self::start_with(config, part, ledger).await
+        let outbox = match part {
+            SyncPart::All | SyncPart::Order => {
+                Some(stores.outbox(names::SYNC_NOTIFICATION_OUTBOX)?)
+            }
+            _ => None,
+        };
+        Self::start_with_stores(config, part, ledger, outbox).await
     }
 
     /// Like [`start`](Self::start), with the ledger given (e.g. a
@@ -166,6 +174,26 @@ impl SyncRest {
         part: SyncPart,
         ledger: Option<Arc<dyn InventoryLedger>>,
     ) -> Result<Self, StartError> {
+        let outbox = match part {
+            SyncPart::All | SyncPart::Order => Some(
+                Stores::open(config)
+                    .await?
+                    .outbox(names::SYNC_NOTIFICATION_OUTBOX)?,
+            ),
+            _ => None,
+        };
+        Self::start_with_stores(config, part, ledger, outbox).await
+    }
+
+    /// Like [`start`](Self::start), with the stores given: `ledger` is used
+    /// when inventory runs here, `outbox` (failed notifications) when the
+    /// order service does.
+    pub async fn start_with_stores(
+        config: &Config,
+        part: SyncPart,
+        ledger: Option<Arc<dyn InventoryLedger>>,
+        outbox: Option<Arc<dyn Outbox>>,
+    ) -> Result<Self, StartError> {
         let http = &config.http;
         let bind = |port: u16| format!("{}:{port}", http.host);
         let mut this = Self {
@@ -174,7 +202,11 @@ impl SyncRest {
             order: None,
             retrier: None,
         };
-        if let (SyncPart::All | SyncPart::Inventory, Some(ledger)) = (part, ledger) {
+        if matches!(part, SyncPart::All | SyncPart::Inventory) {
+            let ledger = ledger.ok_or(StartError::MissingStore {
+                service: "inventory",
+                store: "ledger",
+            })?;
             let service = Arc::new(InventoryService::new(
                 ledger,
                 Arc::new(FaultInjector::default()),
@@ -199,9 +231,10 @@ impl SyncRest {
                 http.notification_url = format!("http://{}", n.server.addr());
             }
             let transport = Arc::new(HttpTransport::sync_rest(&http)?);
-            let outbox = Arc::new(RedbOutbox::open(
-                config.data_dir.join(files::NOTIFICATION_OUTBOX),
-            )?);
+            let outbox = outbox.ok_or(StartError::MissingStore {
+                service: "order",
+                store: "notification outbox",
+            })?;
             let service = Arc::new(OrderService::new(
                 transport,
                 outbox,

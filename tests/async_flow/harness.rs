@@ -174,9 +174,9 @@ pub fn base(stock: &str) -> (Config, AsyncStores) {
         ..Config::default()
     };
     let stores = AsyncStores {
-        ledger: Arc::new(MemoryLedger::new(&config.stock)),
-        orders: Arc::new(MemoryOrderStore::new()),
-        notified: Arc::new(MemoryProcessedIds::new()),
+        ledger: Some(Arc::new(MemoryLedger::new(&config.stock))),
+        orders: Some(Arc::new(MemoryOrderStore::new())),
+        notified: Some(Arc::new(MemoryProcessedIds::new())),
     };
     (config, stores)
 }
@@ -242,6 +242,22 @@ pub async fn rabbitmq_with(config: Config, stores: AsyncStores) -> App {
 }
 
 impl App {
+    /// Inventory's ledger (every harness gives one).
+    pub fn ledger(&self) -> &Arc<dyn campusfood::core::ledger::InventoryLedger> {
+        self.stores
+            .ledger
+            .as_ref()
+            .expect("the harness gives a ledger")
+    }
+
+    /// The order store (every harness gives one).
+    pub fn orders(&self) -> &Arc<dyn campusfood::services::order_store::OrderStore> {
+        self.stores
+            .orders
+            .as_ref()
+            .expect("the harness gives an order store")
+    }
+
     pub async fn start(&self, part: AsyncPart) -> AsyncSystem {
         self.start_on(part, self.bus.transport()).await
     }
@@ -268,8 +284,7 @@ impl App {
     }
 
     pub async fn status(&self, id: &str) -> OrderStatus {
-        self.stores
-            .orders
+        self.orders()
             .get(&OrderId::parse(id).unwrap())
             .await
             .unwrap()
@@ -278,7 +293,7 @@ impl App {
     }
 
     pub async fn stock(&self, item: &str) -> u64 {
-        self.stores.ledger.stock().await.unwrap()[&Item::parse(item).unwrap()]
+        self.ledger().stock().await.unwrap()[&Item::parse(item).unwrap()]
     }
 
     /// Waits until every order of `ids` is notified.

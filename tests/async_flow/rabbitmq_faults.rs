@@ -104,9 +104,9 @@ async fn a_broker_outage_mid_run_loses_no_order_and_reserves_none_twice() {
         "the outage must have refused reconnections"
     );
     app.all_notified(&ids, Duration::from_secs(60)).await;
-    assert_eq!(app.stores.ledger.reservation_count().await.unwrap(), 1000);
+    assert_eq!(app.ledger().reservation_count().await.unwrap(), 1000);
     assert_eq!(app.stock("burger").await, 4000);
-    assert_eq!(app.stores.orders.outbox_len().await.unwrap(), 0);
+    assert_eq!(app.orders().outbox_len().await.unwrap(), 0);
     system.stop().await;
 }
 
@@ -193,9 +193,9 @@ async fn a_real_broker_restart_mid_run_loses_no_order_and_reserves_none_twice() 
     );
     inventory.faults().configure(&slow(0.0)).unwrap();
     app.all_notified(&ids, Duration::from_secs(90)).await;
-    assert_eq!(app.stores.ledger.reservation_count().await.unwrap(), 1000);
+    assert_eq!(app.ledger().reservation_count().await.unwrap(), 1000);
     assert_eq!(app.stock("burger").await, 4000);
-    assert_eq!(app.stores.orders.outbox_len().await.unwrap(), 0);
+    assert_eq!(app.orders().outbox_len().await.unwrap(), 0);
     assert!(app.bus.dead_letters(&Route::ORDER_PLACED).await.is_empty());
     system.stop().await;
 }
@@ -211,7 +211,7 @@ async fn orders_arriving_while_the_broker_is_down_are_accepted_and_published_on_
     let accepted = AtomicUsize::new(0);
     let ids = place_all(&app, &system, 10, 1, &accepted).await;
     assert_eq!(
-        app.stores.orders.outbox_len().await.unwrap(),
+        app.orders().outbox_len().await.unwrap(),
         10,
         "kept while the broker is down"
     );
@@ -248,7 +248,10 @@ async fn inventory_child() {
     let ledger: Arc<dyn InventoryLedger> =
         Arc::new(RedbLedger::open(config.data_dir.join("inventory.redb"), &config.stock).unwrap());
     let (_, stores) = base(STOCK);
-    let stores = AsyncStores { ledger, ..stores };
+    let stores = AsyncStores {
+        ledger: Some(ledger),
+        ..stores
+    };
     let transport = connect_rabbit(&config.rabbitmq).await;
     let mut options = campusfood::services::async_system::AsyncOptions::from_config(&config);
     options.inventory_port = 0;

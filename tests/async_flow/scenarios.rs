@@ -73,7 +73,7 @@ pub async fn backlog_waits_for_inventory_and_drains_exactly_once(app: App) {
         .await;
     }
     assert_eq!(app.stock("burger").await, 50);
-    assert_eq!(app.stores.ledger.reservation_count().await.unwrap(), 50);
+    assert_eq!(app.ledger().reservation_count().await.unwrap(), 50);
     for s in [front, notifier, inventory] {
         s.stop().await;
     }
@@ -108,7 +108,7 @@ pub async fn a_duplicate_order_placed_reserves_and_notifies_once(mut app: App) {
     )
     .await;
     assert_eq!(app.stock("burger").await, 97);
-    assert_eq!(app.stores.ledger.reservation_count().await.unwrap(), 2);
+    assert_eq!(app.ledger().reservation_count().await.unwrap(), 2);
     assert_eq!(system.notification.as_ref().unwrap().sent(), 2);
     system.stop().await;
 }
@@ -221,8 +221,8 @@ pub async fn bad_input_is_refused_and_nothing_is_published(app: App) {
         assert_eq!(s, status, "{body} -> {b}");
         assert!(b["error"].is_string());
     }
-    assert_eq!(app.stores.orders.order_count().await.unwrap(), 0);
-    assert_eq!(app.stores.orders.outbox_len().await.unwrap(), 0);
+    assert_eq!(app.orders().order_count().await.unwrap(), 0);
+    assert_eq!(app.orders().outbox_len().await.unwrap(), 0);
     system.stop().await;
 }
 
@@ -283,10 +283,10 @@ pub async fn orders_are_accepted_while_publishing_fails_and_published_later(app:
         assert_eq!(status, 201, "{body}");
         ids.push(body["order_id"].as_str().unwrap().to_owned());
     }
-    assert_eq!(app.stores.orders.outbox_len().await.unwrap(), 10);
+    assert_eq!(app.orders().outbox_len().await.unwrap(), 10);
     flaky.down.store(false, Ordering::SeqCst);
     app.all_notified(&ids, Duration::from_secs(15)).await;
-    assert_eq!(app.stores.orders.outbox_len().await.unwrap(), 0);
+    assert_eq!(app.orders().outbox_len().await.unwrap(), 0);
     assert_eq!(app.stock("burger").await, 90);
     for s in [front, back, notifier] {
         s.stop().await;

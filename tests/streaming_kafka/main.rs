@@ -24,10 +24,10 @@ use campusfood::core::events::{InventoryStatus, OrderEvent};
 use campusfood::core::fault::decide;
 use campusfood::core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
 use campusfood::core::transport::{Route, headers};
+use campusfood::services::stores::names;
 use campusfood::services::streaming::analytics::{MetricsSnapshot, Totals};
 use campusfood::services::streaming::inventory::DEFAULT_SEED;
 use campusfood::services::streaming::offsets::{self, ResetTarget};
-use campusfood::services::streaming::system::files;
 use campusfood::services::streaming::{AnalyticsConsumer, StreamingPart};
 use campusfood::transport::kafka::KafkaTransport;
 use helpers::*;
@@ -459,7 +459,11 @@ async fn sigkill_mid_burst_keeps_each_order_exactly_once() {
 
     // The ledger took stock once per reserved order, and agrees with the
     // events.
-    let ledger = RedbLedger::open(dir.path().join(files::LEDGER), &h.config.stock).unwrap();
+    let ledger = RedbLedger::open(
+        dir.path().join(names::file(names::STREAMING_LEDGER)),
+        &h.config.stock,
+    )
+    .unwrap();
     let records = ledger.records().await.unwrap();
     let mut reserved: BTreeMap<_, u64> = BTreeMap::new();
     for r in &records {

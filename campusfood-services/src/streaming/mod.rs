@@ -127,6 +127,9 @@ pub enum StreamingError {
     /// The analytics HTTP server could not start (port in use …).
     #[error(transparent)]
     Http(#[from] StartError),
+    /// The shared database could not be used.
+    #[error("stores: {0}")]
+    Stores(#[from] crate::stores::StoresError),
     /// An event could not be encoded.
     #[error("cannot encode an event: {0}")]
     Codec(#[from] CodecError),

@@ -3,27 +3,24 @@
 //! one of them, with `inventory` / `analytics`), and as the tests and
 //! benchmarks do.
 //!
-//! The inventory ledger is the redb file [`files::LEDGER`] in
-//! `CAMPUSFOOD_DATA_DIR`, created with `CAMPUSFOOD_STOCK` the first time
-//! (a later run keeps the levels it had). The producer's items are
+//! The inventory ledger is the store [`names::STREAMING_LEDGER`]: a redb
+//! file in `CAMPUSFOOD_DATA_DIR`, or rows in the shared Postgres database
+//! with `CAMPUSFOOD_DATABASE_URL` (so several inventory processes in one
+//! group decide against one stock), created with `CAMPUSFOOD_STOCK` the
+//! first time (a later run keeps the levels it had). The producer's items are
 //! `item-1` … `item-<ITEM_COUNT>`: a stock that holds none of them makes
 //! every order a `Failure`, which is logged as a warning at start.
 
 use std::sync::Arc;
 
 use campusfood_core::Config;
-use campusfood_core::ledger::{InventoryLedger, RedbLedger};
+use campusfood_core::ledger::InventoryLedger;
 use campusfood_transport::kafka::KafkaTransport;
 
 use super::StreamingError;
 use super::analytics::{AnalyticsConsumer, AnalyticsOptions};
 use super::inventory::{InventoryConsumer, InventoryOptions};
-
-/// File names of Part C's durable stores, inside the data directory.
-pub mod files {
-    /// The inventory consumer's stock ledger.
-    pub const LEDGER: &str = "streaming-inventory.redb";
-}
+use crate::stores::{Stores, names};
 
 /// Which consumers this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +63,9 @@ pub struct StreamingSystem {
 }
 
 impl StreamingSystem {
-    /// Starts `part` over `transport`, with the redb ledger in
-    /// `config.data_dir` (when the inventory consumer runs).
+    /// Starts `part` over `transport`, with the ledger of [`Stores::open`]
+    /// (redb in `config.data_dir`, or the shared database) when the
+    /// inventory consumer runs.
     ///
     /// # Errors
     /// [`StreamingError::Ledger`] when the ledger cannot be opened (in use
@@ -80,8 +78,12 @@ impl StreamingSystem {
         transport: &KafkaTransport,
     ) -> Result<Self, StreamingError> {
         let ledger: Option<Arc<dyn InventoryLedger>> = if part.runs_inventory() {
-            let path = config.data_dir.join(files::LEDGER);
-            Some(Arc::new(RedbLedger::open(path, &config.stock)?))
+            let stores = Stores::open(config).await?;
+            Some(
+                stores
+                    .ledger(names::STREAMING_LEDGER, &config.stock)
+                    .await?,
+            )
         } else {
             None
         };

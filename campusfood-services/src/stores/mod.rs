@@ -1,0 +1,174 @@
+//! Where the services keep their state, chosen once per process: embedded
+//! redb files in the data directory (the default; one process per file),
+//! or — with `CAMPUSFOOD_DATABASE_URL` and feature `postgres` — one
+//! PostgreSQL database that any number of instances share.
+//!
+//! Every store has a [name](names): its redb file is `<name>.redb`, and in
+//! Postgres its rows are namespaced by the name. A process opens only the
+//! stores of the services it runs, so one process per service works from
+//! one folder.
+//!
+//! | store | trait | embedded | shared |
+//! |---|---|---|---|
+//! | inventory ledger | [`InventoryLedger`] | [`RedbLedger`] | [`postgres::PgLedger`] |
+//! | orders + outbox (async) | [`OrderStore`] | [`RedbOrderStore`] | [`postgres::PgOrderStore`] |
+//! | kept notifications (sync) | [`Outbox`] | [`RedbOutbox`] | [`postgres::PgOutbox`] |
+//! | processed ids | [`ProcessedIds`] | [`RedbProcessedIds`] | [`postgres::PgProcessedIds`] |
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use campusfood_core::Config;
+use campusfood_core::ledger::{InventoryLedger, LedgerError, RedbLedger};
+use campusfood_core::outbox::{Outbox, OutboxError, RedbOutbox};
+use campusfood_core::stock::StockSpec;
+use thiserror::Error;
+
+use crate::order_store::{OrderStore, RedbOrderStore, StoreError};
+use crate::processed::{ProcessedIds, RedbProcessedIds};
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+/// The stores' names, one per service and architecture.
+pub mod names {
+    /// Part A: InventoryService's ledger.
+    pub const SYNC_LEDGER: &str = "sync-inventory";
+    /// Part A: OrderService's kept notifications.
+    pub const SYNC_NOTIFICATION_OUTBOX: &str = "sync-order-outbox";
+    /// Part B: InventoryService's ledger.
+    pub const ASYNC_LEDGER: &str = "async-inventory";
+    /// Part B: OrderService's orders and outbox.
+    pub const ASYNC_ORDERS: &str = "async-orders";
+    /// Part B: NotificationService's orders already notified.
+    pub const ASYNC_NOTIFIED: &str = "async-notified";
+    /// Part C: the inventory consumer's ledger.
+    pub const STREAMING_LEDGER: &str = "streaming-inventory";
+
+    /// The embedded file of the store `name`: `<name>.redb`.
+    pub fn file(name: &str) -> String {
+        format!("{name}.redb")
+    }
+}
+
+/// The stores could not be opened.
+#[derive(Debug, Error)]
+pub enum StoresError {
+    /// A database URL was given to a build without Postgres support.
+    #[error(
+        "CAMPUSFOOD_DATABASE_URL is set, but this build has no Postgres support \
+         (build with feature `postgres`)"
+    )]
+    NoPostgres,
+    /// Postgres could not be used.
+    #[cfg(feature = "postgres")]
+    #[error("{0} (start it with `scripts/brokers.sh up postgres`)")]
+    Postgres(#[from] postgres::PgError),
+}
+
+/// Where this process's stores live. Cloning shares the connection pool.
+#[derive(Debug, Clone)]
+pub enum Stores {
+    /// One redb file per store in this directory. A file is open in one
+    /// process at a time.
+    Embedded(PathBuf),
+    /// One Postgres database shared by every instance.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::Postgres),
+}
+
+impl Stores {
+    /// Postgres when `config.database.url` is set (connecting and
+    /// migrating), else redb files in `config.data_dir`.
+    ///
+    /// # Errors
+    /// [`StoresError`] when the database cannot be used.
+    pub async fn open(config: &Config) -> Result<Self, StoresError> {
+        match &config.database.url {
+            None => Ok(Self::Embedded(config.data_dir.clone())),
+            #[cfg(feature = "postgres")]
+            Some(_) => Ok(Self::Postgres(
+                postgres::Postgres::connect(&config.database).await?,
+            )),
+            #[cfg(not(feature = "postgres"))]
+            Some(_) => Err(StoresError::NoPostgres),
+        }
+    }
+
+    /// Redb files in `dir`.
+    pub fn embedded(dir: impl AsRef<Path>) -> Self {
+        Self::Embedded(dir.as_ref().to_path_buf())
+    }
+
+    /// Whether the stores are shared between instances.
+    pub fn is_shared(&self) -> bool {
+        !matches!(self, Self::Embedded(_))
+    }
+
+    /// Says where the stores are, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Embedded(dir) => format!("redb files in {}", dir.display()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(pg) => format!("{pg:?}"),
+        }
+    }
+
+    /// The inventory ledger `name`, stocked with `stock` when new.
+    ///
+    /// # Errors
+    /// [`LedgerError::Storage`] when it cannot be opened (in use by another
+    /// process, not writable, database unreachable).
+    pub async fn ledger(
+        &self,
+        name: &str,
+        stock: &StockSpec,
+    ) -> Result<Arc<dyn InventoryLedger>, LedgerError> {
+        match self {
+            Self::Embedded(dir) => Ok(Arc::new(RedbLedger::open(
+                dir.join(names::file(name)),
+                stock,
+            )?)),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(pg) => Ok(Arc::new(postgres::PgLedger::open(pg, name, stock).await?)),
+        }
+    }
+
+    /// The order store (orders and outbox) `name`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be opened.
+    pub fn order_store(&self, name: &str) -> Result<Arc<dyn OrderStore>, StoreError> {
+        match self {
+            Self::Embedded(dir) => Ok(Arc::new(RedbOrderStore::open(dir.join(names::file(name)))?)),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(pg) => Ok(Arc::new(postgres::PgOrderStore::new(pg, name))),
+        }
+    }
+
+    /// The processed-id set `name`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when it cannot be opened.
+    pub fn processed(&self, name: &str) -> Result<Arc<dyn ProcessedIds>, StoreError> {
+        match self {
+            Self::Embedded(dir) => Ok(Arc::new(RedbProcessedIds::open(
+                dir.join(names::file(name)),
+            )?)),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(pg) => Ok(Arc::new(postgres::PgProcessedIds::new(pg, name))),
+        }
+    }
+
+    /// The outbox `name`.
+    ///
+    /// # Errors
+    /// [`OutboxError`] when it cannot be opened.
+    pub fn outbox(&self, name: &str) -> Result<Arc<dyn Outbox>, OutboxError> {
+        match self {
+            Self::Embedded(dir) => Ok(Arc::new(RedbOutbox::open(dir.join(names::file(name)))?)),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(pg) => Ok(Arc::new(postgres::PgOutbox::new(pg, name))),
+        }
+    }
+}
