@@ -7,7 +7,10 @@
 //!   restored — a broker outage for one test's connections, without stopping
 //!   the broker every other test shares.
 //! - [`on_own_runtime`]: async clean-up from `Drop`.
+//! - [`ledger_contract`]: the suite every inventory ledger must pass.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod ledger_contract;
 
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

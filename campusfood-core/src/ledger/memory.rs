@@ -81,17 +81,3 @@ impl InventoryLedger for MemoryLedger {
         Ok(self.lock().records.len() as u64)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::ledger::contract_tests;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn memory_ledger_meets_the_contract() {
-        let ledger = MemoryLedger::new(&contract_tests::STOCK.parse().unwrap());
-        contract_tests::all(Arc::new(ledger)).await;
-    }
-}

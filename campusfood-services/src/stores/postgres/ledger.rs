@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use campusfood_core::OrderId;
@@ -51,6 +52,7 @@ pub struct PgLedger {
     pg: Postgres,
     name: Arc<str>,
     queue: mpsc::Sender<Request>,
+    batches: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for PgLedger {
@@ -98,12 +100,25 @@ impl PgLedger {
         tx.commit().await.map_err(pg_storage)?;
         tracing::info!(ledger = name, fresh, "inventory ledger opened in postgres");
         let (queue, requests) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(run_batches(pg.clone(), name.into(), requests));
+        let batches = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run_batches(
+            pg.clone(),
+            name.into(),
+            requests,
+            batches.clone(),
+        ));
         Ok(Self {
             pg: pg.clone(),
             name: name.into(),
             queue,
+            batches,
         })
+    }
+
+    /// Transactions committed so far by this handle's batching task (each
+    /// holding one or more reservations).
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     async fn read<T>(
@@ -224,7 +239,12 @@ fn record(
 }
 
 /// The batching task: runs until every [`PgLedger`] clone is dropped.
-async fn run_batches(pg: Postgres, name: Arc<str>, mut requests: mpsc::Receiver<Request>) {
+async fn run_batches(
+    pg: Postgres,
+    name: Arc<str>,
+    mut requests: mpsc::Receiver<Request>,
+    batches: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // Arrival order within an item, items in one global order.
@@ -242,6 +262,7 @@ async fn run_batches(pg: Postgres, name: Arc<str>, mut requests: mpsc::Receiver<
         };
         match answers {
             Ok(answers) => {
+                batches.fetch_add(1, Ordering::Relaxed);
                 for (request, answer) in batch.drain(..).zip(answers) {
                     let _ = request.reply.send(Ok(answer));
                 }

@@ -28,12 +28,14 @@ pub const OUTBOX_LEASE: Duration = Duration::from_secs(10);
 struct Named {
     pg: Postgres,
     name: Arc<str>,
+    lease: Duration,
 }
 
 impl fmt::Debug for Named {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Named")
             .field("name", &self.name)
+            .field("lease", &self.lease)
             .field("pg", &self.pg)
             .finish()
     }
@@ -44,6 +46,7 @@ impl Named {
         Self {
             pg: pg.clone(),
             name: name.into(),
+            lease: OUTBOX_LEASE,
         }
     }
 
@@ -64,11 +67,11 @@ impl Named {
         u64::try_from(n).map_err(|e| e.to_string())
     }
 
-    /// Takes up to `limit` unleased entries, leasing them for
-    /// [`OUTBOX_LEASE`], ordered by `order` (`seq` or `id`).
+    /// Takes up to `limit` unleased entries, leasing them for `self.lease`,
+    /// ordered by `order` (`seq` or `id`).
     async fn lease(&self, limit: usize, order: &str) -> Result<Vec<OutboxEntry>, String> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let lease = OUTBOX_LEASE.as_secs_f64();
+        let lease = self.lease.as_secs_f64();
         let sql = format!(
             "UPDATE outbox o SET lease_until = now() + make_interval(secs => $3)
                FROM (SELECT id FROM outbox
@@ -113,9 +116,16 @@ fn order_from(body: &str, status: &str) -> Result<Order, String> {
 pub struct PgOrderStore(Named);
 
 impl PgOrderStore {
-    /// The order store `name` (tables created by the migrations).
+    /// The order store `name` (tables created by the migrations), its
+    /// outbox entries leased for [`OUTBOX_LEASE`].
     pub fn new(pg: &Postgres, name: &str) -> Self {
         Self(Named::new(pg, name))
+    }
+
+    /// The same store, with outbox entries leased for `lease`.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.0.lease = lease;
+        self
     }
 }
 
@@ -225,9 +235,15 @@ impl OrderStore for PgOrderStore {
 pub struct PgOutbox(Named);
 
 impl PgOutbox {
-    /// The outbox `name`.
+    /// The outbox `name`, its entries leased for [`OUTBOX_LEASE`].
     pub fn new(pg: &Postgres, name: &str) -> Self {
         Self(Named::new(pg, name))
+    }
+
+    /// The same outbox, with entries leased for `lease`.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.0.lease = lease;
+        self
     }
 }
 
