@@ -8,9 +8,31 @@
 //!   the broker every other test shares.
 //! - [`on_own_runtime`]: async clean-up from `Drop`.
 //! - [`ledger_contract`]: the suite every inventory ledger must pass.
+//! - [`postgres`]: a Postgres schema of a test's own.
+//! - [`example_binary`]: the path of a shipped example, to run it as a
+//!   separate process as users do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod ledger_contract;
+pub mod postgres;
+
+/// The example binary `name` as `cargo test` built it
+/// (`target/<profile>/examples/<name>`, beside the test binary's `deps/`).
+/// Panics, saying how to build it, when it is not there.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --examples` (cargo test builds it too)",
+        path.display()
+    );
+    path
+}
 
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -23,72 +23,40 @@ use campusfood::services::stores::postgres::{
     PgLedger, PgOrderStore, PgOutbox, PgProcessedIds, Postgres,
 };
 use campusfood_testkit::ledger_contract::{self, item, qty};
-
-const DEFAULT_URL: &str = "postgres://campusfood:campusfood@127.0.0.1:5432/campusfood";
-
-fn url() -> String {
-    std::env::var("CAMPUSFOOD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
+use campusfood_testkit::postgres::{self, TestSchema};
 
 fn spec(s: &str) -> StockSpec {
     s.parse().unwrap()
 }
 
-/// A schema of the test's own, dropped when this is dropped.
+/// A schema of the test's own (dropped at the end), and pools on it.
 struct Schema {
+    schema: TestSchema,
     config: DatabaseConfig,
 }
 
 impl Schema {
     fn new(test: &str) -> Self {
-        let schema = format!("t_{test}_{:08x}", fastrand::u32(..));
-        Self {
-            config: DatabaseConfig {
-                url: Some(url()),
-                schema,
-                pool_size: 8,
-            },
-        }
+        let schema = TestSchema::new(test);
+        let config = DatabaseConfig {
+            url: Some(postgres::url()),
+            schema: schema.name().to_owned(),
+            pool_size: 8,
+        };
+        Self { schema, config }
     }
 
     /// One instance's connection pool (each call: a new pool, as a separate
     /// process would have).
     async fn connect(&self) -> Postgres {
-        match Postgres::connect(&self.config).await {
-            Ok(pg) => pg,
-            Err(e) => panic!(
-                "Postgres is not reachable at {}: start it with `scripts/brokers.sh up postgres` ({e})",
-                self.config.redacted_url().unwrap_or_default()
-            ),
-        }
+        Postgres::connect(&self.config)
+            .await
+            .unwrap_or_else(|e| panic!("{} ({e})", postgres::NOT_RUNNING))
     }
 
     /// A raw session in the schema, for what the stores do not offer.
     async fn raw(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
-            .await
-            .expect("raw connection");
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("SET search_path = {}", self.config.schema))
-            .await
-            .unwrap();
-        client
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let schema = self.config.schema.clone();
-        campusfood_testkit::on_own_runtime(async move {
-            if let Ok((client, conn)) = tokio_postgres::connect(&url(), tokio_postgres::NoTls).await
-            {
-                tokio::spawn(conn);
-                let _ = client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .await;
-            }
-        });
+        self.schema.session().await
     }
 }
 
