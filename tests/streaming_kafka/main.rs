@@ -495,3 +495,172 @@ async fn sigkill_mid_burst_keeps_each_order_exactly_once() {
         records.len() as u64
     );
 }
+
+/// A shipped `streaming_kafka inventory` process on `h`'s topics and
+/// group, its ledger in Postgres schema `schema`, its log in `log`.
+fn spawn_inventory_process(h: &Harness, schema: &str, stock: &str, log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(campusfood_testkit::example_binary("streaming_kafka"))
+        .arg("inventory")
+        .env("ORDER_TOPIC", h.order_topic())
+        .env("INVENTORY_TOPIC", h.inventory_topic())
+        .env("GROUP_ID", &h.options.inventory.group)
+        .env("FAIL_RATE", "0")
+        // Three consumers each: the two processes split the order topic's
+        // six partitions, so the one killed owns some.
+        .env("INVENTORY_WORKERS", "3")
+        .env("CAMPUSFOOD_STOCK", stock)
+        .env(
+            "CAMPUSFOOD_DATABASE_URL",
+            campusfood_testkit::postgres::url(),
+        )
+        .env("CAMPUSFOOD_DATABASE_SCHEMA", schema)
+        .env("CAMPUSFOOD_DATA_DIR", std::env::temp_dir().join("unused"))
+        .env("RUST_LOG", "warn")
+        .env_remove("TRANSACTIONAL_ID")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Kills the children when dropped (also when the test fails).
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_inventory_processes_on_postgres_share_a_burst_and_survive_a_sigkill() {
+    const N: usize = 10_000;
+    const PER_ITEM: u64 = 100;
+    let h = harness("scale").await;
+    let schema = campusfood_testkit::postgres::TestSchema::new("scale_c");
+    let logs = tempfile::tempdir().unwrap();
+    let stock: String = (1..=ITEMS)
+        .map(|i| format!("item-{i}={PER_ITEM}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let events = h.reader(&Route::INVENTORY_RESERVED).await;
+    let orders = h.produce(N).await;
+
+    // Two processes in one group, as a user scales out: default (per
+    // process) transactional ids, so neither fences the other.
+    let log = |n: usize| logs.path().join(format!("inventory-{n}.log"));
+    let mut children = Children(vec![
+        spawn_inventory_process(&h, schema.name(), &stock, &log(0)),
+        spawn_inventory_process(&h, schema.name(), &stock, &log(1)),
+    ]);
+    let report = |logs: &tempfile::TempDir| {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(logs.path()).unwrap() {
+            let path = entry.unwrap().path();
+            all.push_str(&format!(
+                "--- {}\n{}\n",
+                path.display(),
+                std::fs::read_to_string(&path).unwrap_or_default()
+            ));
+        }
+        all
+    };
+    until("both processes to be part-way through the burst", || {
+        events.count() >= N / 5
+    })
+    .await;
+    kill9(&mut children.0[0]);
+    let at_kill = events.count();
+    assert!(
+        at_kill < N,
+        "the burst was over before the kill ({at_kill})"
+    );
+    children
+        .0
+        .push(spawn_inventory_process(&h, schema.name(), &stock, &log(2)));
+
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while events.count() < N {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {N} orders decided; logs:\n{}",
+            events.count(),
+            report(&logs)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let group = h.options.inventory.group.clone();
+    until_async("the group to commit the whole burst", || async {
+        h.lag(&group, h.order_topic()).await == 0
+    })
+    .await;
+    // No duplicate can arrive once the group committed everything; this
+    // grace period is the check that none does (nothing to wait on).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let by_order = events.inventory_events();
+    assert_eq!(by_order.len(), N, "every order decided");
+    assert_eq!(
+        events.count(),
+        N,
+        "each order exactly once in inventory-events"
+    );
+    let logs_text = report(&logs);
+    assert!(
+        !logs_text.contains("fenced") && !logs_text.contains("failed fatally"),
+        "an inventory process was fenced:\n{logs_text}"
+    );
+
+    // For no item do the successes exceed its stock; the shared ledger
+    // agrees with the events.
+    let mut sold: BTreeMap<String, u64> = BTreeMap::new();
+    for e in by_order.values().map(|v| &v[0]) {
+        if e.status == InventoryStatus::Success {
+            *sold.entry(e.item_id.to_string()).or_default() += u64::from(e.qty.get());
+        }
+    }
+    let session = schema.session().await;
+    let rows = session
+        .query(
+            "SELECT item, level FROM stock WHERE ledger = $1",
+            &[&names::STREAMING_LEDGER],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), ITEMS as usize);
+    for row in rows {
+        let (item, level): (String, i64) = (row.get(0), row.get(1));
+        let sold = sold.get(&item).copied().unwrap_or(0);
+        assert!(sold <= PER_ITEM, "{item}: sold {sold} of {PER_ITEM}");
+        assert_eq!(
+            sold + u64::try_from(level).unwrap(),
+            PER_ITEM,
+            "{item}: stock + sold = initial"
+        );
+    }
+    let decided: i64 = session
+        .query_one(
+            "SELECT count(*) FROM reservations WHERE ledger = $1",
+            &[&names::STREAMING_LEDGER],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(decided, N as i64, "one ledger decision per order");
+    let failures = by_order
+        .values()
+        .filter(|v| v[0].status == InventoryStatus::Failure)
+        .count();
+    assert!(
+        failures > 0,
+        "small stocks must run out ({} orders)",
+        orders.len()
+    );
+    println!(
+        "killed one of two processes after {at_kill} of {N} events; {N} decided once each, {failures} out of stock"
+    );
+}

@@ -41,6 +41,11 @@ pub struct KafkaConfig {
     /// How often a consumer commits the offsets of records it has finished
     /// (it also commits when partitions are revoked and when it stops).
     pub commit_interval: Duration,
+    /// `session.timeout.ms`: how long a consumer that stopped heart-beating
+    /// (a killed process) keeps its partitions before the group hands them
+    /// to the others. librdkafka's 45 s default would stall a killed
+    /// instance's share of the stream that long.
+    pub session_timeout: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -60,6 +65,7 @@ impl Default for KafkaConfig {
             default_partitions: 3,
             request_timeout: Duration::from_secs(10),
             commit_interval: Duration::from_secs(1),
+            session_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -98,7 +98,11 @@ pub(super) fn consumer_config(config: &KafkaConfig, group: &str) -> ClientConfig
     c.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", &config.auto_offset_reset);
+        .set("auto.offset.reset", &config.auto_offset_reset)
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        );
     if let Some(id) = &config.group_instance_id {
         c.set("group.instance.id", id);
     }

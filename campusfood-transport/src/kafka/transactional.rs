@@ -239,10 +239,11 @@ impl TransactionalProcessor {
         transport.create_topic(&dead_letters, 1).await?;
 
         let mut pc = producer_config(&config);
-        pc.set("transactional.id", &options.transactional_id).set(
-            "transaction.timeout.ms",
-            options.transaction_timeout.as_millis().to_string(),
-        );
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+        let timeout_ms = options.transaction_timeout.as_millis().to_string();
+        pc.set("transactional.id", &options.transactional_id)
+            .set("transaction.timeout.ms", &timeout_ms)
+            .set("message.timeout.ms", &timeout_ms);
         let producer: KafkaProducer = pc.create_with_context(KafkaContext).map_err(|e| {
             unavailable(
                 input,
