@@ -12,13 +12,17 @@
 //!   the time until all N are decided in the durable ledger is measured:
 //!   the backlog drain rate (their events are published with confirms and
 //!   the deliveries acked, in coalesced batches, as they go).
+//! - `rabbitmq/drain_backlog_postgres/{1,2}_instances`: the same with a
+//!   10,000 backlog, drained by one or two inventory instances (each its
+//!   own connection pool, as separate processes) deciding against one
+//!   shared Postgres ledger (`scripts/brokers.sh up postgres`).
 //!
 //! Without a broker it says so and measures nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use campusfood::core::config::RabbitConfig;
+use campusfood::core::config::{DatabaseConfig, RabbitConfig};
 use campusfood::core::events::OrderPlaced;
 use campusfood::core::ledger::RedbLedger;
 use campusfood::core::order::{OrderStatus, now_rfc3339};
@@ -27,6 +31,8 @@ use campusfood::core::{Config, Item, OrderId, Quantity, RequestId};
 use campusfood::services::async_system::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood::services::order_store::RedbOrderStore;
 use campusfood::services::processed::RedbProcessedIds;
+use campusfood::services::stores::Stores;
+use campusfood::services::stores::postgres::Postgres;
 use campusfood::transport::rabbitmq::RabbitTransport;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -163,16 +169,7 @@ fn drain(c: &mut Criterion) {
                 for _ in 0..iters {
                     round += 1;
                     total += rt.block_on(async {
-                        // The backlog, published with confirms, 256 at a time.
-                        let messages: Vec<Message> = (0..backlog).map(|_| placed()).collect();
-                        for chunk in messages.chunks(256) {
-                            let sends = chunk.iter().map(|m| async {
-                                s.transport.publish(&Route::ORDER_PLACED, m.clone()).await
-                            });
-                            for r in futures::future::join_all(sends).await {
-                                r.expect("published");
-                            }
-                        }
+                        publish_backlog(&s.transport, backlog).await;
                         let stores = stores(&s.config, &format!("drain-{round}"));
                         let ledger = stores.ledger.clone().expect("ledger");
                         let start = Instant::now();
@@ -201,5 +198,94 @@ fn drain(c: &mut Criterion) {
     rt.block_on(s.transport.teardown()).ok();
 }
 
-criterion_group!(benches, accept, drain);
+/// Publishes `backlog` `OrderPlaced` with confirms, 256 at a time.
+async fn publish_backlog(transport: &RabbitTransport, backlog: u64) {
+    let messages: Vec<Message> = (0..backlog).map(|_| placed()).collect();
+    for chunk in messages.chunks(256) {
+        let sends = chunk
+            .iter()
+            .map(|m| async { transport.publish(&Route::ORDER_PLACED, m.clone()).await });
+        for r in futures::future::join_all(sends).await {
+            r.expect("published");
+        }
+    }
+}
+
+fn drain_postgres(c: &mut Criterion) {
+    const BACKLOG: u64 = 10_000;
+    let rt = runtime();
+    let _in_runtime = rt.enter();
+    let Some(s) = rt.block_on(setup("drainpg")) else {
+        return;
+    };
+    let schema = campusfood_testkit::postgres::TestSchema::new("bench_drain");
+    let database = DatabaseConfig {
+        url: Some(campusfood_testkit::postgres::url()),
+        schema: schema.name().to_owned(),
+        ..DatabaseConfig::default()
+    };
+    if let Err(e) = rt.block_on(Postgres::connect(&database)) {
+        eprintln!(
+            "Postgres drain benchmarks skipped: {e} (start it with `scripts/brokers.sh up postgres`)"
+        );
+        return;
+    }
+    let mut g = c.benchmark_group("rabbitmq/drain_backlog_postgres");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(BACKLOG));
+    let mut round = 0;
+    for instances in [1, 2] {
+        g.bench_function(format!("{instances}_instances"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    round += 1;
+                    total += rt.block_on(async {
+                        publish_backlog(&s.transport, BACKLOG).await;
+                        let name = format!("drain-{round}");
+                        let mut ledgers = Vec::new();
+                        for _ in 0..instances {
+                            let pg = Stores::Postgres(
+                                Postgres::connect(&database).await.expect("postgres"),
+                            );
+                            ledgers.push(pg.ledger(&name, &s.config.stock).await.expect("ledger"));
+                        }
+                        let start = Instant::now();
+                        let mut running = Vec::new();
+                        for ledger in &ledgers {
+                            let stores = AsyncStores {
+                                ledger: Some(ledger.clone()),
+                                ..AsyncStores::default()
+                            };
+                            running.push(
+                                AsyncSystem::start(
+                                    &s.config,
+                                    AsyncPart::Inventory,
+                                    &s.options,
+                                    s.transport.clone(),
+                                    stores,
+                                )
+                                .await
+                                .expect("inventory"),
+                            );
+                        }
+                        while ledgers[0].reservation_count().await.expect("count") < BACKLOG {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        let took = start.elapsed();
+                        for r in running {
+                            r.stop().await;
+                        }
+                        took
+                    });
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+    rt.block_on(s.transport.teardown()).ok();
+}
+
+criterion_group!(benches, accept, drain, drain_postgres);
 criterion_main!(benches);

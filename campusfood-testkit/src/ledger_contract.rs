@@ -91,7 +91,7 @@ pub async fn all(ledger: Arc<dyn InventoryLedger>) {
     assert_eq!(ledger.stock().await.unwrap()[&item("burger")], 6);
 
     // Many distinct concurrent orders never oversell.
-    oversell_attempt(&[ledger.clone()], 20, 6).await;
+    oversell_attempt(std::slice::from_ref(&ledger), 20, 6).await;
     assert_eq!(ledger.stock().await.unwrap()[&item("burger")], 0);
     assert_eq!(ledger.reservation_count().await.unwrap(), 4 + 20);
 }
