@@ -54,7 +54,9 @@ impl ReserveResult {
             Self::Reserved(_) => 200,
             Self::Insufficient(_) => 409,
             Self::UnknownItem { .. } => 404,
-            Self::Injected { .. } | Self::Unavailable { .. } => 500,
+            Self::Injected { .. } => 500,
+            // The ledger's store does not answer: ours, and temporary.
+            Self::Unavailable { .. } => 503,
         }
     }
 

@@ -99,7 +99,8 @@ pub fn inventory() -> Value {
                     "404": resp("unknown item", "Error"),
                     "409": resp("insufficient stock: {error, item, available, request_id}", "Error"),
                     "422": resp("invalid request", "Error"),
-                    "500": resp("injected failure or storage failure; nothing reserved", "Error")
+                    "500": resp("injected failure; nothing reserved", "Error"),
+                    "503": resp("the ledger's store does not answer; nothing reserved", "Error")
                 }}},
             "/configure": configure(),
             "/inventory": {"get": {"summary": "Stock levels by item", "responses": {"200": {"description": "{item: qty}"}}}},

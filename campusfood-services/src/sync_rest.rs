@@ -36,19 +36,19 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The ledger could not be opened.
-    #[error("inventory ledger: {0}")]
+    #[error(transparent)]
     Ledger(#[from] LedgerError),
     /// The outbox could not be opened.
-    #[error("notification outbox: {0}")]
+    #[error(transparent)]
     Outbox(#[from] OutboxError),
     /// A service's store could not be opened.
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] crate::order_store::StoreError),
     /// A transport could not be set up (HTTP client, broker subscription).
-    #[error("transport: {0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
     /// The stores' backend (the shared database) could not be used.
-    #[error("stores: {0}")]
+    #[error(transparent)]
     Stores(#[from] StoresError),
     /// A service needs a store it was not given.
     #[error("{service} needs its {store}, which was not given")]

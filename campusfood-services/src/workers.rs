@@ -7,8 +7,17 @@
 //! hiccup), `DeadLetter` for what never will (a poison message). Every one
 //! is safe to run twice on the same message: the ledger and the order
 //! status are idempotent, and the notifier remembers what it sent.
+//!
+//! A store that does not answer (the shared database restarting, a full
+//! disk) is not the message's fault: the handler keeps the delivery and
+//! tries again with backoff for up to [`STORE_PATIENCE`] before it counts
+//! an attempt, so an outage does not send good orders to the dead letters.
+//! Meanwhile the consumer's prefetch window bounds how many deliveries
+//! wait, and a stopping subscription hands them back to the broker.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use campusfood_core::events::{
@@ -27,6 +36,32 @@ use crate::inventory::{InventoryService, ReserveResult};
 use crate::notification::NotificationService;
 use crate::order_store::OrderStore;
 use crate::processed::ProcessedIds;
+
+/// How long a handler keeps retrying a store that does not answer before
+/// it gives the delivery back as a failed attempt.
+pub const STORE_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Runs `op` until it answers `Ok`, with backoff from 50 ms to 5 s, for at
+/// most [`STORE_PATIENCE`]; then its last error.
+async fn patiently<T, E, F>(what: &str, mut op: impl FnMut() -> F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + STORE_PATIENCE;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, ?pause, "{what}: store unavailable; trying again (the delivery keeps its attempts)");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// Decodes a delivery's body, or says why it is poison.
 pub fn decode_or_poison<T: DeserializeOwned>(delivery: &Delivery) -> Result<T, Disposition> {
@@ -95,7 +130,18 @@ impl Handler for ReserveWorker {
             qty: placed.qty,
         };
         let request_id = placed.request_id.to_string();
-        let result = self.inventory.reserve(&request, delivery.attempt).await;
+        let inventory = &self.inventory;
+        let result = patiently("reserving", || async {
+            match inventory.reserve(&request, delivery.attempt).await {
+                ReserveResult::Unavailable { reason, .. } => Err(reason),
+                decided => Ok(decided),
+            }
+        })
+        .await
+        .unwrap_or_else(|reason| ReserveResult::Unavailable {
+            reason,
+            request_id: placed.request_id,
+        });
         let published = match result {
             ReserveResult::Reserved(ok) => {
                 let event = InventoryReserved {
@@ -184,7 +230,11 @@ impl Handler for NotifyWorker {
             Err(poison) => return poison,
         };
         let id = reserved.order_id.as_str();
-        match self.processed.contains(id).await {
+        match patiently("checking sent notifications", || {
+            self.processed.contains(id)
+        })
+        .await
+        {
             Ok(true) => {
                 tracing::info!(order_id = id, "already notified: redelivery skipped");
                 return Disposition::Ack;
@@ -226,7 +276,11 @@ impl Handler for NotifyWorker {
         {
             return d;
         }
-        match self.processed.record(id).await {
+        match patiently("recording a sent notification", || {
+            self.processed.record(id)
+        })
+        .await
+        {
             Ok(_) => Disposition::Ack,
             Err(e) => Disposition::Retry {
                 reason: e.to_string(),
@@ -263,7 +317,11 @@ impl Handler for StatusWorker {
             Ok(a) => a,
             Err(poison) => return poison,
         };
-        match self.store.advance(&about.order_id, self.status).await {
+        match patiently("updating an order's status", || {
+            self.store.advance(&about.order_id, self.status)
+        })
+        .await
+        {
             Ok(Some(order)) => {
                 tracing::debug!(order_id = %order.order_id, status = ?order.status, "order status");
                 Disposition::Ack

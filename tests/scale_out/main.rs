@@ -489,16 +489,11 @@ async fn exits_naming_the_database(c: &mut Cluster, example_name: &str, env: &[(
 /// Postgres goes away in the middle of a run (a cuttable proxy in front of
 /// it): `POST /order` answers 503 at once instead of hanging or 500; once
 /// it is back, every order answered 201 ends notified. Inventory is paused
-/// just before the cut, so that the outage meets a backlog.
-///
-/// Ignored until the consumers outlast a database outage: today a
-/// storage error is a `Retry` like any other, so after `--max-attempts`
-/// (5, 1 s apart) the messages in flight are dead-lettered and their
-/// orders stay `placed`. Run it with `--ignored`; it passes when the
-/// children get `CAMPUSFOOD_MAX_ATTEMPTS=100`.
+/// just before the cut, so that the outage meets a backlog. The outage
+/// outlasts the consumers' retries (5 attempts, 1 s apart): a store that
+/// does not answer must not use them up (`workers::STORE_PATIENCE`).
 #[cfg(all(feature = "rabbitmq", feature = "postgres"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a Postgres outage longer than the consumers' retries (5 x 1 s) dead-letters orders in flight"]
 async fn postgres_outage_mid_run_loses_no_order() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -61,9 +61,18 @@ pub enum StoresError {
     )]
     NoPostgres,
     /// Postgres could not be used.
+    /// (The Postgres error is this one's message, not its source, so that
+    /// the hint is printed once.)
     #[cfg(feature = "postgres")]
     #[error("{0} (start it with `scripts/brokers.sh up postgres`)")]
-    Postgres(#[from] postgres::PgError),
+    Postgres(postgres::PgError),
+}
+
+#[cfg(feature = "postgres")]
+impl From<postgres::PgError> for StoresError {
+    fn from(e: postgres::PgError) -> Self {
+        Self::Postgres(e)
+    }
 }
 
 /// Where this process's stores live. Cloning shares the connection pool.

@@ -183,8 +183,10 @@ impl Stats {
 pub enum Decision {
     /// Write this event (keyed by its order id) to the inventory topic.
     Emit(InventoryEvent),
-    /// The ledger could not answer: try the record again later.
-    Retry(String),
+    /// The ledger could not answer: try the record again later (in
+    /// exactly-once mode without using up an attempt; the at-least-once
+    /// consumer counts it).
+    Unavailable(String),
     /// The record is not an order: set it aside.
     DeadLetter(String),
 }
@@ -246,7 +248,7 @@ impl OrderDecider {
             | ReserveResult::Injected { .. } => InventoryStatus::Failure,
             ReserveResult::Unavailable { reason, .. } => {
                 Stats::bump(&self.stats.ledger_errors);
-                return Decision::Retry(reason);
+                return Decision::Unavailable(reason);
             }
         };
         Stats::bump(&self.stats.decided);
@@ -286,7 +288,7 @@ impl TransactionalWorker {
                     reason: e.to_string(),
                 },
             },
-            Decision::Retry(reason) => Outcome::Retry { reason },
+            Decision::Unavailable(reason) => Outcome::Unavailable { reason },
             Decision::DeadLetter(reason) => Outcome::DeadLetter { reason },
         }
     }
@@ -326,7 +328,7 @@ impl Processor for TransactionalWorker {
             let mut outcomes = Vec::with_capacity(deliveries.len());
             for d in &deliveries {
                 let outcome = self.outcome(&d.message).await;
-                let retry = matches!(outcome, Outcome::Retry { .. });
+                let retry = outcome.is_retry();
                 outcomes.push(outcome);
                 if retry {
                     break;
@@ -383,7 +385,7 @@ impl Handler for AtLeastOnceWorker {
                     },
                 }
             }
-            Decision::Retry(reason) => Disposition::Retry { reason },
+            Decision::Unavailable(reason) => Disposition::Retry { reason },
             Decision::DeadLetter(reason) => Disposition::DeadLetter { reason },
         }
     }

@@ -122,13 +122,13 @@ pub enum StreamingError {
     #[error(transparent)]
     Transport(#[from] TransportError),
     /// The inventory ledger could not be opened or read.
-    #[error("inventory ledger: {0}")]
+    #[error(transparent)]
     Ledger(#[from] LedgerError),
     /// The analytics HTTP server could not start (port in use …).
     #[error(transparent)]
     Http(#[from] StartError),
     /// The shared database could not be used.
-    #[error("stores: {0}")]
+    #[error(transparent)]
     Stores(#[from] crate::stores::StoresError),
     /// An event could not be encoded.
     #[error("cannot encode an event: {0}")]

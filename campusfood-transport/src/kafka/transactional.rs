@@ -48,6 +48,21 @@ pub enum Outcome {
         /// Why, for the dead-letter headers.
         reason: String,
     },
+    /// The processor's own store does not answer — not the record's fault:
+    /// hand the same record again after the retry delay, as for `Retry`,
+    /// without counting an attempt, so an outage never dead-letters it.
+    Unavailable {
+        /// Why, for logs.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// Whether the record is to be handed again (`Retry` or
+    /// `Unavailable`): nothing after it in its partition may go first.
+    pub fn is_retry(&self) -> bool {
+        matches!(self, Self::Retry { .. } | Self::Unavailable { .. })
+    }
 }
 
 /// The processing step of a [`TransactionalProcessor`].
@@ -75,7 +90,7 @@ pub trait Processor: Send + Sync + 'static {
         let mut outcomes = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let outcome = self.process(delivery).await;
-            let retry = matches!(outcome, Outcome::Retry { .. });
+            let retry = outcome.is_retry();
             outcomes.push(outcome);
             if retry {
                 break;
@@ -207,7 +222,11 @@ enum BatchEnd {
 /// What the processor made of a record, ready to produce.
 enum Outputs {
     Records(Vec<(String, Route, Message)>),
-    Retry(String),
+    /// Hand the record again; `counted` if this used up an attempt.
+    Retry {
+        reason: String,
+        counted: bool,
+    },
 }
 
 fn txn_error(what: &str, e: &KafkaError) -> String {
@@ -403,8 +422,8 @@ impl TransactionalProcessor {
             });
             let outputs = match self.outputs(rec, attempt, outcome).await {
                 Outputs::Records(outputs) => outputs,
-                Outputs::Retry(reason) => {
-                    retry = Some((rec, reason));
+                Outputs::Retry { reason, counted } => {
+                    retry = Some((rec, reason, counted));
                     break;
                 }
             };
@@ -464,14 +483,18 @@ impl TransactionalProcessor {
             }
         }
 
-        let Some((rec, reason)) = retry else {
+        let Some((rec, reason, counted)) = retry else {
             return BatchEnd::Continue;
         };
         let failed = self
             .failures
             .entry((rec.partition, rec.offset))
             .or_default();
-        *failed += 1;
+        if counted {
+            *failed += 1;
+        } else {
+            tracing::warn!(offset = rec.offset, %reason, "store unavailable: trying the record again later");
+        }
         tracing::debug!(offset = rec.offset, attempt = *failed, %reason, "retry later");
         let rest = &batch[done..];
         self.rewind(rest).await;
@@ -507,12 +530,24 @@ impl TransactionalProcessor {
                         Err(TransportError::UnknownRoute(r)) => {
                             return dead(format!("no topic for output route {r}"));
                         }
-                        Err(e) => return Outputs::Retry(e.to_string()),
+                        Err(e) => {
+                            return Outputs::Retry {
+                                reason: e.to_string(),
+                                counted: true,
+                            };
+                        }
                     }
                 }
                 Outputs::Records(resolved)
             }
-            Outcome::Retry { reason } if attempt < max => Outputs::Retry(reason),
+            Outcome::Retry { reason } if attempt < max => Outputs::Retry {
+                reason,
+                counted: true,
+            },
+            Outcome::Unavailable { reason } => Outputs::Retry {
+                reason,
+                counted: false,
+            },
             Outcome::Retry { reason } => dead(format!("gave up after {max} attempts: {reason}")),
             Outcome::DeadLetter { reason } => dead(reason),
         }
