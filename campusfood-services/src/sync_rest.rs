@@ -20,6 +20,7 @@ use crate::http::{inventory_router, notification_router, order_router};
 use crate::inventory::InventoryService;
 use crate::notification::NotificationService;
 use crate::order::{OrderOptions, OrderService};
+use crate::processed::ProcessedIds;
 use crate::stores::{Stores, StoresError, names};
 
 /// Why Part A could not start.
@@ -144,6 +145,44 @@ pub struct SyncRest {
     retrier: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
+/// Part A's stores; each is needed only by the service that uses it.
+#[derive(Debug, Clone, Default)]
+pub struct SyncStores {
+    /// InventoryService's ledger.
+    pub ledger: Option<Arc<dyn InventoryLedger>>,
+    /// OrderService's kept notifications (failed sends, retried).
+    pub outbox: Option<Arc<dyn Outbox>>,
+    /// NotificationService's orders already notified (each is sent once).
+    pub notified: Option<Arc<dyn ProcessedIds>>,
+}
+
+impl SyncStores {
+    /// The stores of the services `part` runs, from `stores`.
+    pub async fn open(
+        stores: &Stores,
+        config: &Config,
+        part: SyncPart,
+    ) -> Result<Self, StartError> {
+        let mut this = Self::open_without_ledger(stores, part)?;
+        if matches!(part, SyncPart::All | SyncPart::Inventory) {
+            this.ledger = Some(stores.ledger(names::SYNC_LEDGER, &config.stock).await?);
+        }
+        Ok(this)
+    }
+
+    /// The outbox and sent-set of the services `part` runs.
+    fn open_without_ledger(stores: &Stores, part: SyncPart) -> Result<Self, StartError> {
+        let mut this = Self::default();
+        if matches!(part, SyncPart::All | SyncPart::Order) {
+            this.outbox = Some(stores.outbox(names::SYNC_NOTIFICATION_OUTBOX)?);
+        }
+        if matches!(part, SyncPart::All | SyncPart::Notification) {
+            this.notified = Some(stores.processed(names::SYNC_NOTIFIED)?);
+        }
+        Ok(this)
+    }
+}
+
 impl SyncRest {
     /// Starts `part` on `config`'s host and ports, with the stores
     /// [`Stores::open`] chooses: redb files in `config.data_dir`, or the
@@ -151,20 +190,8 @@ impl SyncRest {
     /// `part` runs. When inventory or notification run in this process, the
     /// order service calls them at their bound addresses (so port 0 works).
     pub async fn start(config: &Config, part: SyncPart) -> Result<Self, StartError> {
-        let stores = Stores::open(config).await?;
-        let ledger = match part {
-            SyncPart::All | SyncPart::Inventory => {
-                Some(stores.ledger(names::SYNC_LEDGER, &config.stock).await?)
-            }
-            _ => None,
-        };
-        let outbox = match part {
-            SyncPart::All | SyncPart::Order => {
-                Some(stores.outbox(names::SYNC_NOTIFICATION_OUTBOX)?)
-            }
-            _ => None,
-        };
-        Self::start_with_stores(config, part, ledger, outbox).await
+        let stores = SyncStores::open(&Stores::open(config).await?, config, part).await?;
+        Self::start_with_stores(config, part, stores).await
     }
 
     /// Like [`start`](Self::start), with the ledger given (e.g. a
@@ -174,26 +201,25 @@ impl SyncRest {
         part: SyncPart,
         ledger: Option<Arc<dyn InventoryLedger>>,
     ) -> Result<Self, StartError> {
-        let outbox = match part {
-            SyncPart::All | SyncPart::Order => Some(
-                Stores::open(config)
-                    .await?
-                    .outbox(names::SYNC_NOTIFICATION_OUTBOX)?,
-            ),
-            _ => None,
+        let stores = SyncStores {
+            ledger,
+            ..SyncStores::open_without_ledger(&Stores::open(config).await?, part)?
         };
-        Self::start_with_stores(config, part, ledger, outbox).await
+        Self::start_with_stores(config, part, stores).await
     }
 
-    /// Like [`start`](Self::start), with the stores given: `ledger` is used
-    /// when inventory runs here, `outbox` (failed notifications) when the
-    /// order service does.
+    /// Like [`start`](Self::start), with the stores given: each is used
+    /// when its service runs here (and must then be given).
     pub async fn start_with_stores(
         config: &Config,
         part: SyncPart,
-        ledger: Option<Arc<dyn InventoryLedger>>,
-        outbox: Option<Arc<dyn Outbox>>,
+        stores: SyncStores,
     ) -> Result<Self, StartError> {
+        let SyncStores {
+            ledger,
+            outbox,
+            notified,
+        } = stores;
         let http = &config.http;
         let bind = |port: u16| format!("{}:{port}", http.host);
         let mut this = Self {
@@ -216,7 +242,14 @@ impl SyncRest {
             this.inventory = Some(Running { service, server });
         }
         if matches!(part, SyncPart::All | SyncPart::Notification) {
-            let service = Arc::new(NotificationService::new(Arc::new(FaultInjector::default())));
+            let notified = notified.ok_or(StartError::MissingStore {
+                service: "notification",
+                store: "sent-set",
+            })?;
+            let service = Arc::new(
+                NotificationService::new(Arc::new(FaultInjector::default()))
+                    .with_sent_set(notified),
+            );
             let router = notification_router(service.clone(), http.max_body_bytes);
             let server =
                 Server::start("notification", &bind(http.notification_port), router).await?;

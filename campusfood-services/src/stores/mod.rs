@@ -13,7 +13,7 @@
 //! | inventory ledger | [`InventoryLedger`] | [`RedbLedger`] | [`postgres::PgLedger`] |
 //! | orders + outbox (async) | [`OrderStore`] | [`RedbOrderStore`] | [`postgres::PgOrderStore`] |
 //! | kept notifications (sync) | [`Outbox`] | [`RedbOutbox`] | [`postgres::PgOutbox`] |
-//! | processed ids | [`ProcessedIds`] | [`RedbProcessedIds`] | [`postgres::PgProcessedIds`] |
+//! | processed ids (notified orders) | [`ProcessedIds`] | [`RedbProcessedIds`] | [`postgres::PgProcessedIds`] |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +36,8 @@ pub mod names {
     pub const SYNC_LEDGER: &str = "sync-inventory";
     /// Part A: OrderService's kept notifications.
     pub const SYNC_NOTIFICATION_OUTBOX: &str = "sync-order-outbox";
+    /// Part A: NotificationService's orders already notified.
+    pub const SYNC_NOTIFIED: &str = "sync-notified";
     /// Part B: InventoryService's ledger.
     pub const ASYNC_LEDGER: &str = "async-inventory";
     /// Part B: OrderService's orders and outbox.
