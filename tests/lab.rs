@@ -220,6 +220,12 @@ async fn parts_a_b_and_the_comparisons_hold_their_conclusions_in_fast_mode() {
     for arch in ["rest", "rabbitmq", "kafka"] {
         assert_eq!(metric(&report, "X2", &format!("{arch}.reservations")), x2);
     }
+    // X3: own ledgers oversell, the shared one is exact.
+    let stock = setup(&report, "X3", "stock").as_f64().unwrap();
+    assert!(metric(&report, "X3", "reserved_3_embedded") > stock);
+    for run in ["1_embedded", "1_shared", "3_shared"] {
+        assert_eq!(metric(&report, "X3", &format!("reserved_{run}")), stock);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

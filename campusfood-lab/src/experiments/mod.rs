@@ -20,6 +20,7 @@
 //! | C3 | `c3_replay.rs` | offset reset to earliest and replay: identical totals |
 //! | X1 | `x1_headline.rs` | REST vs RabbitMQ vs Kafka while inventory is healthy, slow, down |
 //! | X2 | `x2_throughput.rs` | orders accepted and processed per second, same workload |
+//! | X3 | `x3_scale_out.rs` | 1 vs 3 inventory instances: own ledgers oversell, a shared one is exact |
 
 use crate::experiment::Experiment;
 
@@ -38,6 +39,7 @@ mod c3_replay;
 mod common;
 mod x1_headline;
 mod x2_throughput;
+mod x3_scale_out;
 
 pub use a1_baseline::A1Baseline;
 pub use a2_delay::A2Delay;
@@ -53,6 +55,7 @@ pub use c2_throttle::C2Throttle;
 pub use c3_replay::C3Replay;
 pub use x1_headline::X1Headline;
 pub use x2_throughput::X2Throughput;
+pub use x3_scale_out::X3ScaleOut;
 
 /// Every experiment, in run order.
 pub fn all() -> Vec<Box<dyn Experiment>> {
@@ -71,5 +74,6 @@ pub fn all() -> Vec<Box<dyn Experiment>> {
         Box::new(C3Replay),
         Box::new(X1Headline),
         Box::new(X2Throughput),
+        Box::new(X3ScaleOut),
     ]
 }
