@@ -6,8 +6,9 @@
 #                                                            wait until ready
 #   scripts/brokers.sh down    rabbitmq|kafka|postgres|all   stop cleanly
 #   scripts/brokers.sh restart rabbitmq|kafka|postgres|all   down, then up
-#   (any of these also takes rabbitmq-spare: a second RabbitMQ node, AMQP 5673, management
-#   15673, that the broker-restart test restarts; `all` does not include it)
+#   (up, down and restart take several targets; each also takes rabbitmq-spare: a second
+#   RabbitMQ node, AMQP 5673, management 15673, that the broker-restart test restarts; `all`
+#   does not include it)
 #   scripts/brokers.sh status [rabbitmq|kafka|postgres|all]  say what runs (exit 0 only if all
 #                                                            asked for run)
 #   scripts/brokers.sh resolve-kafka               only download Kafka's jars (cached)
@@ -1072,20 +1073,20 @@ rabbitmq_spare_down() { spare && rabbitmq_down; }
 rabbitmq_spare_status() { spare && rabbitmq_status; }
 
 main() {
-  local cmd=${1:-} t rc=0
+  local cmd=${1:-} t w rc=0
   [[ $# -gt 0 ]] && shift
   case $cmd in
     up)
-      [[ $# -eq 1 ]] || usage
-      for t in $(targets "$1"); do "${t}_up"; done
+      [[ $# -ge 1 ]] || usage
+      for w in "$@"; do for t in $(targets "$w"); do "${t}_up"; done; done
       ;;
     down)
-      [[ $# -eq 1 ]] || usage
-      for t in $(targets "$1"); do "${t}_down"; done
+      [[ $# -ge 1 ]] || usage
+      for w in "$@"; do for t in $(targets "$w"); do "${t}_down"; done; done
       ;;
     restart)
-      [[ $# -eq 1 ]] || usage
-      for t in $(targets "$1"); do "${t}_down" && "${t}_up"; done
+      [[ $# -ge 1 ]] || usage
+      for w in "$@"; do for t in $(targets "$w"); do "${t}_down" && "${t}_up"; done; done
       ;;
     status)
       [[ $# -le 1 ]] || usage

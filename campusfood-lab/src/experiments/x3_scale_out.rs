@@ -10,8 +10,8 @@
 //! its state is not shared. On the shared ledger, 1 and 3 instances sell
 //! exactly the stock.
 //!
-//! Knobs: `--set orders=N` (full 2,000, fast 200), `--set stock=N` (half
-//! the orders), `--set rabbitmq.url=…`, `--set database.url=…`.
+//! Knobs: `--set x3.orders=N` (full 2,000, fast 200), `--set x3.stock=N`
+//! (half the orders), `--set rabbitmq.url=…`, `--set database.url=…`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -314,8 +314,8 @@ impl Experiment for X3ScaleOut {
     }
 
     async fn run(&self, ctx: &Context) -> Result<Outcome, LabError> {
-        let orders = ctx.size("orders", 2_000, 200)?;
-        let stock = ctx.size("stock", orders / 2, (orders / 2).max(1))?;
+        let orders = ctx.size("x3.orders", 2_000, 200)?;
+        let stock = ctx.size("x3.stock", (orders / 2).max(1), (orders / 2).max(1))?;
         let settings = ctx.settings();
         let rabbit_url = settings.param(RABBITMQ_URL_KEY, RabbitConfig::default().url)?;
         let database = DatabaseConfig {
