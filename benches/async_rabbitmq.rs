@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use campusfood::core::config::{DatabaseConfig, RabbitConfig};
 use campusfood::core::events::OrderPlaced;
-use campusfood::core::ledger::RedbLedger;
+use campusfood::core::ledger::{InventoryLedger, RedbLedger};
 use campusfood::core::order::{OrderStatus, now_rfc3339};
 use campusfood::core::transport::{Message, Route, Transport};
 use campusfood::core::{Config, Item, OrderId, Quantity, RequestId};
@@ -172,22 +172,7 @@ fn drain(c: &mut Criterion) {
                         publish_backlog(&s.transport, backlog).await;
                         let stores = stores(&s.config, &format!("drain-{round}"));
                         let ledger = stores.ledger.clone().expect("ledger");
-                        let start = Instant::now();
-                        let inventory = AsyncSystem::start(
-                            &s.config,
-                            AsyncPart::Inventory,
-                            &s.options,
-                            s.transport.clone(),
-                            stores,
-                        )
-                        .await
-                        .expect("inventory");
-                        while ledger.reservation_count().await.expect("count") < backlog {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                        let took = start.elapsed();
-                        inventory.stop().await;
-                        took
+                        time_drain(&s, &[ledger], backlog).await
                     });
                 }
                 total
@@ -196,6 +181,39 @@ fn drain(c: &mut Criterion) {
     }
     g.finish();
     rt.block_on(s.transport.teardown()).ok();
+}
+
+/// Starts one inventory instance per ledger (the same ledger may be
+/// given several times, or shared underneath) and times until the first
+/// holds `backlog` decisions; then stops them.
+async fn time_drain(s: &Setup, ledgers: &[Arc<dyn InventoryLedger>], backlog: u64) -> Duration {
+    let start = Instant::now();
+    let mut running = Vec::new();
+    for ledger in ledgers {
+        let stores = AsyncStores {
+            ledger: Some(ledger.clone()),
+            ..AsyncStores::default()
+        };
+        running.push(
+            AsyncSystem::start(
+                &s.config,
+                AsyncPart::Inventory,
+                &s.options,
+                s.transport.clone(),
+                stores,
+            )
+            .await
+            .expect("inventory"),
+        );
+    }
+    while ledgers[0].reservation_count().await.expect("count") < backlog {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = start.elapsed();
+    for r in running {
+        r.stop().await;
+    }
+    took
 }
 
 /// Publishes `backlog` `OrderPlaced` with confirms, 256 at a time.
@@ -250,33 +268,7 @@ fn drain_postgres(c: &mut Criterion) {
                             );
                             ledgers.push(pg.ledger(&name, &s.config.stock).await.expect("ledger"));
                         }
-                        let start = Instant::now();
-                        let mut running = Vec::new();
-                        for ledger in &ledgers {
-                            let stores = AsyncStores {
-                                ledger: Some(ledger.clone()),
-                                ..AsyncStores::default()
-                            };
-                            running.push(
-                                AsyncSystem::start(
-                                    &s.config,
-                                    AsyncPart::Inventory,
-                                    &s.options,
-                                    s.transport.clone(),
-                                    stores,
-                                )
-                                .await
-                                .expect("inventory"),
-                            );
-                        }
-                        while ledgers[0].reservation_count().await.expect("count") < BACKLOG {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        let took = start.elapsed();
-                        for r in running {
-                            r.stop().await;
-                        }
-                        took
+                        time_drain(&s, &ledgers, BACKLOG).await
                     });
                 }
                 total

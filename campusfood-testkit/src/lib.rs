@@ -9,12 +9,15 @@
 //! - [`on_own_runtime`]: async clean-up from `Drop`.
 //! - [`ledger_contract`]: the suite every inventory ledger must pass.
 //! - [`postgres`]: a Postgres schema of a test's own.
+//! - [`rabbitmq`]: deleting a test's queues and exchanges.
 //! - [`example_binary`]: the path of a shipped example, to run it as a
 //!   separate process as users do.
+//! - [`until`]: waiting on a condition with a deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod ledger_contract;
 pub mod postgres;
+pub mod rabbitmq;
 
 /// The example binary `name` as `cargo test` built it
 /// (`target/<profile>/examples/<name>`, beside the test binary's `deps/`).
@@ -162,4 +165,17 @@ where
     .join()
     .ok()
     .flatten()
+}
+
+/// Waits until `cond` holds, polling every 10 ms; panics naming `what`
+/// after `deadline`.
+pub async fn until(what: &str, deadline: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let end = std::time::Instant::now() + deadline;
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

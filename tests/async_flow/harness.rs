@@ -3,7 +3,7 @@
 //! names per test, so tests run in parallel on one broker).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use campusfood::core::config::RabbitConfig;
@@ -89,7 +89,7 @@ pub struct App {
 }
 
 /// The management API of the broker `scripts/brokers.sh up rabbitmq` starts.
-const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
+use campusfood_testkit::rabbitmq::MANAGEMENT;
 
 /// The spare RabbitMQ node (`scripts/brokers.sh up rabbitmq-spare`): a
 /// broker of its own for the test that restarts one.
@@ -132,7 +132,7 @@ impl Drop for Leftovers {
     fn drop(&mut self) {
         let (management, prefix) = (self.management, std::mem::take(&mut self.prefix));
         let deleted = campusfood_testkit::on_own_runtime(async move {
-            delete_prefixed(management, &prefix).await
+            campusfood_testkit::rabbitmq::delete_prefixed(management, &prefix).await
         });
         if !matches!(deleted, Some(Some(()))) {
             eprintln!(
@@ -140,32 +140,6 @@ impl Drop for Leftovers {
             );
         }
     }
-}
-
-async fn delete_prefixed(management: &str, prefix: &str) -> Option<()> {
-    let client = reqwest::Client::new();
-    for kind in ["queues", "exchanges"] {
-        let names: Vec<Value> = client
-            .get(format!("{management}/{kind}/%2F?columns=name"))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        for name in names.iter().filter_map(|v| v["name"].as_str()) {
-            if name.starts_with(prefix) {
-                client
-                    .delete(format!("{management}/{kind}/%2F/{name}"))
-                    .basic_auth("guest", Some("guest"))
-                    .send()
-                    .await
-                    .ok()?;
-            }
-        }
-    }
-    Some(())
 }
 
 pub fn base(stock: &str) -> (Config, AsyncStores) {
@@ -307,13 +281,4 @@ impl App {
     }
 }
 
-pub async fn until(what: &str, deadline: Duration, mut cond: impl AsyncFnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !cond().await {
-        assert!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+pub use campusfood_testkit::until;

@@ -7,13 +7,13 @@ use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use campusfood_testkit::postgres::TestSchema;
 use serde_json::{Value, json};
 
 /// The management API of the broker `scripts/brokers.sh up rabbitmq` starts.
-const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
+use campusfood_testkit::rabbitmq::MANAGEMENT;
 
 /// The example binary `name`, as `cargo test` (or `cargo build --examples`)
 /// builds it in `target/<profile>/examples/` (panics saying how to build it
@@ -361,8 +361,9 @@ impl RabbitNames {
 impl Drop for RabbitNames {
     fn drop(&mut self) {
         let prefix = format!("{}.", self.prefix);
-        let deleted =
-            campusfood_testkit::on_own_runtime(async move { delete_prefixed(&prefix).await });
+        let deleted = campusfood_testkit::on_own_runtime(async move {
+            campusfood_testkit::rabbitmq::delete_prefixed(MANAGEMENT, &prefix).await
+        });
         if !matches!(deleted, Some(Some(()))) {
             eprintln!(
                 "could not delete the test's RabbitMQ queues ({}.*); the broker policy expires them",
@@ -370,32 +371,6 @@ impl Drop for RabbitNames {
             );
         }
     }
-}
-
-async fn delete_prefixed(prefix: &str) -> Option<()> {
-    let client = reqwest::Client::new();
-    for kind in ["queues", "exchanges"] {
-        let names: Vec<Value> = client
-            .get(format!("{MANAGEMENT}/{kind}/%2F?columns=name"))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        for name in names.iter().filter_map(|v| v["name"].as_str()) {
-            if name.starts_with(prefix) {
-                client
-                    .delete(format!("{MANAGEMENT}/{kind}/%2F/{name}"))
-                    .basic_auth("guest", Some("guest"))
-                    .send()
-                    .await
-                    .ok()?;
-            }
-        }
-    }
-    Some(())
 }
 
 /// `host:port` of a `postgres://user:password@host:port/db` URL.
@@ -436,17 +411,7 @@ pub async fn test_schema() -> TestSchema {
     schema
 }
 
-/// Waits until `cond` holds, polling; panics naming `what` after `deadline`.
-pub async fn until(what: &str, deadline: Duration, mut cond: impl AsyncFnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !cond().await {
-        assert!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use campusfood_testkit::until;
 
 /// `POST <base>/order {"item", "qty"}`: the status and the JSON body.
 pub async fn place(client: &reqwest::Client, base: &str, item: &str, qty: u32) -> (u16, Value) {

@@ -208,18 +208,7 @@ fn decode(s: &str) -> Result<String, String> {
 
 /// `url` with its password replaced by `***`, fit for logs and errors.
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
+    campusfood_core::config::redact_url(url)
 }
 
 /// The shared connection, reopened on demand.
