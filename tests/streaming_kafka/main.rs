@@ -126,6 +126,19 @@ async fn ten_thousand_burst_is_decided_exactly_once_and_counted() {
         assert!(Instant::now() < deadline, "lag did not drain: {lag:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Scrapes never ask Kafka themselves: 200 at once are answered from the
+    // value the background task keeps, which asks once a second at most.
+    let (before, started) = (analytics.lag_refreshes(), Instant::now());
+    let scrapes = (0..200).map(|_| metrics_over_http(addr));
+    for m in futures::future::join_all(scrapes).await {
+        assert_eq!(m.lag[h.order_topic()], Some(0));
+    }
+    let refreshes = analytics.lag_refreshes() - before;
+    let allowed = 2 + started.elapsed().as_secs();
+    assert!(
+        refreshes <= allowed,
+        "200 scrapes asked Kafka {refreshes} times (at most {allowed} background refreshes)"
+    );
     let raw: serde_json::Value = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()

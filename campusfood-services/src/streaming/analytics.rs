@@ -5,10 +5,19 @@
 //! An event is identified by its topic and order id. The first one counts;
 //! any later record with the same topic and order id (a redelivery after a
 //! crash, an at-least-once re-send, a producer retry) is dropped and counted
-//! in [`Totals::duplicates_dropped`]. The ids seen are kept in memory as 48-bit
-//! numbers (about 16–32 bytes per order and topic), for as long as the
-//! process runs; a restarted process starts empty and counts what it reads
-//! from its committed offsets on.
+//! in [`Totals::duplicates_dropped`]. The ids seen are kept in memory as 64-bit
+//! keys (about 32 bytes per order and topic), at most
+//! [`DEDUPE_CAPACITY`] per topic, oldest forgotten first: memory stays
+//! bounded, at the cost that a duplicate of an order older than the last
+//! [`DEDUPE_CAPACITY`] distinct orders of its topic is counted again. A
+//! restarted process starts empty and counts what it reads from its
+//! committed offsets on.
+//!
+//! # Lag
+//! The group's lag is asked of Kafka by one background task, every
+//! [`LAG_REFRESH`], one request at a time; `GET /metrics` answers with the
+//! last value (`null` when none is younger than [`LAG_STALE`]). Scrapes
+//! never start Kafka work of their own.
 //!
 //! # Two kinds of numbers
 //! - **Rolling window** (the contract's `/metrics` fields): events counted
@@ -151,10 +160,44 @@ struct Bucket {
     failures: u64,
 }
 
+/// Most order ids remembered per topic for dedupe.
+pub const DEDUPE_CAPACITY: usize = 1_000_000;
+
+/// The ids seen on one topic, at most `capacity`, oldest forgotten first.
+#[derive(Debug, Default)]
+struct Seen {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+impl Seen {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Remembers `key`; whether it was new.
+    fn insert(&mut self, key: u64) -> bool {
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
-    seen_orders: HashSet<u64>,
-    seen_inventory: HashSet<u64>,
+    seen_orders: Seen,
+    seen_inventory: Seen,
     totals: Totals,
     /// Newest at the back; none older than the window.
     buckets: VecDeque<Bucket>,
@@ -169,22 +212,32 @@ pub struct Analytics {
     state: Mutex<Counters>,
 }
 
-/// The dedupe key of an order id: its 48-bit number.
+/// The dedupe key of an order id: a 64-bit FNV-1a hash of its text
+/// (stable across processes and releases).
 fn order_key(id: &OrderId) -> u64 {
-    id.as_str()
-        .get(OrderId::PREFIX.len()..)
-        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        .unwrap_or(u64::MAX)
+    id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl Analytics {
     /// Empty analytics over a window of `window` (rounded down to whole
-    /// seconds, at least 1).
+    /// seconds, at least 1), remembering [`DEDUPE_CAPACITY`] ids per topic.
     pub fn new(window: Duration) -> Self {
+        Self::with_dedupe_capacity(window, DEDUPE_CAPACITY)
+    }
+
+    /// Like [`new`](Self::new), remembering at most `capacity` ids per
+    /// topic for dedupe.
+    pub fn with_dedupe_capacity(window: Duration, capacity: usize) -> Self {
         Self {
             window_secs: window.as_secs().max(1),
             started: Instant::now(),
-            state: Mutex::new(Counters::default()),
+            state: Mutex::new(Counters {
+                seen_orders: Seen::with_capacity(capacity),
+                seen_inventory: Seen::with_capacity(capacity),
+                ..Counters::default()
+            }),
         }
     }
 
@@ -335,8 +388,17 @@ impl Handler for AnalyticsHandler {
     }
 }
 
-/// How long `/metrics` waits for the lag before answering without it.
-const LAG_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the background task asks Kafka for the group's lag.
+pub const LAG_REFRESH: Duration = Duration::from_secs(1);
+/// A lag older than this is answered as `null`.
+pub const LAG_STALE: Duration = Duration::from_secs(5);
+
+/// The last lag Kafka told, per topic, and when.
+#[derive(Debug, Default)]
+struct LagCache {
+    values: Mutex<BTreeMap<String, (i64, Instant)>>,
+    refreshes: std::sync::atomic::AtomicU64,
+}
 
 /// What `/metrics` needs to answer.
 #[derive(Debug, Clone)]
@@ -345,31 +407,62 @@ struct Metrics {
     transport: KafkaTransport,
     group: String,
     topics: [String; 2],
+    lag: Arc<LagCache>,
 }
 
 impl Metrics {
-    async fn snapshot(&self) -> MetricsSnapshot {
+    /// The window, the totals and the last lag (no Kafka call).
+    fn snapshot(&self) -> MetricsSnapshot {
         let mut snapshot = self.analytics.snapshot();
-        let lags = futures::future::join_all(self.topics.iter().map(|topic| {
-            tokio::time::timeout(LAG_TIMEOUT, self.transport.lag(&self.group, topic))
-        }))
-        .await;
-        for (topic, lag) in self.topics.iter().zip(lags) {
-            let total = match lag {
-                Ok(Ok(partitions)) => Some(partitions.iter().map(|p| p.lag).sum()),
-                Ok(Err(e)) => {
-                    tracing::debug!(%topic, error = %e, "lag unavailable");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!(%topic, "lag unavailable: Kafka did not answer in time");
-                    None
-                }
-            };
-            snapshot.lag.insert(topic.clone(), total);
+        let values = self.lag.values.lock().unwrap_or_else(|p| p.into_inner());
+        for topic in &self.topics {
+            let fresh = values
+                .get(topic)
+                .filter(|(_, at)| at.elapsed() <= LAG_STALE)
+                .map(|(lag, _)| *lag);
+            snapshot.lag.insert(topic.clone(), fresh);
         }
         snapshot
     }
+
+    /// Asks Kafka for the lag of each topic, one call at a time, and keeps
+    /// what it answers.
+    async fn refresh_lag(&self) {
+        for topic in &self.topics {
+            match self.transport.lag(&self.group, topic).await {
+                Ok(partitions) => {
+                    let total = partitions.iter().map(|p| p.lag).sum();
+                    self.lag
+                        .values
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(topic.clone(), (total, Instant::now()));
+                }
+                Err(e) => tracing::debug!(%topic, error = %e, "lag unavailable"),
+            }
+        }
+        self.lag
+            .refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Refreshes the lag every [`LAG_REFRESH`] until stopped.
+fn spawn_lag_refresher(metrics: Metrics) -> (watch::Sender<bool>, JoinHandle<()>) {
+    let (stop, mut rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = rx.wait_for(|s| *s) => return,
+                () = metrics.refresh_lag() => {}
+            }
+            tokio::select! {
+                _ = rx.wait_for(|s| *s) => return,
+                () = tokio::time::sleep(LAG_REFRESH) => {}
+            }
+        }
+    });
+    (stop, task)
 }
 
 /// `GET /metrics` and `GET /health`.
@@ -377,7 +470,7 @@ fn router(metrics: Metrics) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State(m): State<Metrics>| async move { Json(m.snapshot().await) }),
+            get(|State(m): State<Metrics>| async move { Json(m.snapshot()) }),
         )
         .route(
             "/health",
@@ -394,6 +487,7 @@ pub struct AnalyticsConsumer {
     subscriptions: Vec<Subscription>,
     server: Server,
     reporter: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    lag_refresher: (watch::Sender<bool>, JoinHandle<()>),
 }
 
 impl AnalyticsConsumer {
@@ -414,14 +508,17 @@ impl AnalyticsConsumer {
             transport: transport.clone(),
             group: options.group.clone(),
             topics: [config.order_topic.clone(), config.inventory_topic.clone()],
+            lag: Arc::new(LagCache::default()),
         };
         let server =
             Server::start("analytics", &options.http_addr, router(metrics.clone())).await?;
+        let lag_refresher = spawn_lag_refresher(metrics.clone());
         let mut this = Self {
             metrics,
             subscriptions: Vec::with_capacity(2),
             server,
             reporter: None,
+            lag_refresher,
         };
         for (source, route, member) in [
             (Source::Orders, Route::ORDER_PLACED, "orders"),
@@ -483,9 +580,21 @@ impl AnalyticsConsumer {
         self.metrics.analytics.totals()
     }
 
-    /// What `GET /metrics` answers now, lag included.
+    /// What `GET /metrics` answers, with the lag asked of Kafka now (for
+    /// in-process callers that need it current; scrapes of `GET /metrics`
+    /// use the value the background task keeps).
     pub async fn metrics(&self) -> MetricsSnapshot {
-        self.metrics.snapshot().await
+        self.metrics.refresh_lag().await;
+        self.metrics.snapshot()
+    }
+
+    /// How many times the lag was asked of Kafka since the start (one
+    /// background refresh at a time, never per scrape).
+    pub fn lag_refreshes(&self) -> u64 {
+        self.metrics
+            .lag
+            .refreshes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops the report, the HTTP server and both members (each commits
@@ -495,6 +604,9 @@ impl AnalyticsConsumer {
             let _ = stop.send(true);
             let _ = task.await;
         }
+        let (stop, task) = self.lag_refresher;
+        let _ = stop.send(true);
+        let _ = task.await;
         self.server.stop().await;
         futures::future::join_all(self.subscriptions.into_iter().map(Subscription::stop)).await;
         let t = self.metrics.analytics.totals();
@@ -514,7 +626,7 @@ fn spawn_reporter(metrics: Metrics, every: Duration) -> (watch::Sender<bool>, Jo
                 _ = rx.wait_for(|s| *s) => return,
                 _ = tick.tick() => {}
             }
-            let m = metrics.snapshot().await;
+            let m = metrics.snapshot();
             tracing::info!(
                 orders_per_min = m.orders_per_min,
                 inventory_events = m.inventory_events,
@@ -534,6 +646,24 @@ fn spawn_reporter(metrics: Metrics, every: Duration) -> (watch::Sender<bool>, Jo
 mod tests {
     use super::*;
     use crate::streaming::producer::OrderGenerator;
+
+    #[test]
+    fn dedupe_memory_is_bounded_and_forgets_the_oldest() {
+        let a = Analytics::with_dedupe_capacity(Duration::from_secs(10), 2);
+        let orders = OrderGenerator::new(3, 3).unwrap().orders(3);
+        assert!(a.record_order(&orders[0]));
+        assert!(a.record_order(&orders[1]));
+        assert!(!a.record_order(&orders[0]), "remembered: dropped");
+        assert!(a.record_order(&orders[2]), "a third forgets the oldest");
+        assert!(!a.record_order(&orders[2]));
+        assert!(!a.record_order(&orders[1]));
+        assert!(
+            a.record_order(&orders[0]),
+            "forgotten: counted again (the documented cost)"
+        );
+        assert_eq!(a.totals().duplicates_dropped, 3);
+        assert_eq!(a.lock().seen_orders.set.len(), 2);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn dedupes_windows_and_totals() {
