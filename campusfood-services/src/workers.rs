@@ -15,6 +15,7 @@
 //! Meanwhile the consumer's prefetch window bounds how many deliveries
 //! wait, and a stopping subscription hands them back to the broker.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,14 +198,59 @@ impl Handler for ReserveWorker {
     }
 }
 
+/// One lock per key, held while a key is being settled; a key's lock is
+/// forgotten once nobody holds or waits for it.
+#[derive(Debug, Default)]
+struct PerKey {
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while one key is being settled.
+struct KeyGuard<'a> {
+    owner: &'a PerKey,
+    key: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl PerKey {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until no one else settles `key`, then holds it.
+    async fn lock(&self, key: &str) -> KeyGuard<'_> {
+        let lock = self.map().entry(key.to_owned()).or_default().clone();
+        KeyGuard {
+            owner: self,
+            key: key.to_owned(),
+            _held: lock.lock_owned().await,
+        }
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.owner.map();
+        // The map's and this guard's references: nobody waits.
+        if map
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
 /// Consumes `InventoryReserved`: sends the confirmation once per order
-/// (a redelivery is recognised and not sent again), then publishes
-/// `OrderNotified`.
+/// (a redelivery is recognised and not sent again; two copies in flight at
+/// once are settled one after the other, so the second sees the first's
+/// record), then publishes `OrderNotified`.
 #[derive(Debug)]
 pub struct NotifyWorker {
     notification: Arc<NotificationService>,
     processed: Arc<dyn ProcessedIds>,
     transport: Arc<dyn Transport>,
+    settling: PerKey,
 }
 
 impl NotifyWorker {
@@ -218,6 +264,7 @@ impl NotifyWorker {
             notification,
             processed,
             transport,
+            settling: PerKey::default(),
         }
     }
 }
@@ -230,6 +277,7 @@ impl Handler for NotifyWorker {
             Err(poison) => return poison,
         };
         let id = reserved.order_id.as_str();
+        let _settling = self.settling.lock(id).await;
         match patiently("checking sent notifications", || {
             self.processed.contains(id)
         })
@@ -334,5 +382,46 @@ impl Handler for StatusWorker {
                 reason: e.to_string(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use campusfood_core::fault::{FaultConfig, FaultInjector};
+    use campusfood_core::order::{Item, Quantity};
+    use campusfood_core::{OrderId, RequestId};
+    use campusfood_transport::memory::MemoryTransport;
+
+    use super::*;
+    use crate::processed::MemoryProcessedIds;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_copies_in_flight_at_once_are_notified_once() {
+        // A slow send, so that both copies are in flight together.
+        let slow = FaultConfig::new(0.2, 0.0, None).unwrap();
+        let notification = Arc::new(NotificationService::new(Arc::new(FaultInjector::new(slow))));
+        let worker = Arc::new(NotifyWorker::new(
+            notification.clone(),
+            Arc::new(MemoryProcessedIds::new()),
+            Arc::new(MemoryTransport::new()),
+        ));
+        let order_id = OrderId::generate();
+        let event = InventoryReserved {
+            reservation_id: ReservationId::for_order(&order_id),
+            order_id,
+            item: Item::parse("burger").unwrap(),
+            qty: Quantity::new(1).unwrap(),
+            remaining: 9,
+            request_id: RequestId::generate(),
+            created_at: now_rfc3339(),
+        };
+        let copy = || Delivery {
+            message: Message::json(&event).unwrap(),
+            attempt: 1,
+        };
+        let (a, b) = tokio::join!(worker.handle(copy()), worker.handle(copy()));
+        assert_eq!((a, b), (Disposition::Ack, Disposition::Ack));
+        assert_eq!(notification.sent(), 1, "one confirmation for two copies");
+        assert!(worker.settling.map().is_empty(), "no lock left behind");
     }
 }
