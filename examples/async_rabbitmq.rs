@@ -39,7 +39,8 @@ struct Cli {
         long,
         env = "CAMPUSFOOD_RABBITMQ_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672",
-        global = true
+        global = true,
+        hide_env_values = true
     )]
     url: String,
     /// OrderService port.

@@ -486,6 +486,47 @@ async fn exits_naming_the_database(c: &mut Cluster, example_name: &str, env: &[(
     );
 }
 
+/// The broker's password never shows: not in `--help` (which would print
+/// the variable's value), not in the start-up error of an unreachable
+/// broker, not in the log.
+#[cfg(feature = "rabbitmq")]
+#[tokio::test]
+async fn broker_passwords_never_show() {
+    const URL: &str = "amqp://guest:s3cret-amqp@127.0.0.1:1/%2f";
+    let bin = example("async_rabbitmq");
+    let help = std::process::Command::new(&bin)
+        .arg("--help")
+        .env("CAMPUSFOOD_RABBITMQ_URL", URL)
+        .env(
+            "CAMPUSFOOD_DATABASE_URL",
+            "postgres://u:s3cret-pg@127.0.0.1:1/db",
+        )
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("CAMPUSFOOD_RABBITMQ_URL"), "{help}");
+    assert!(!help.contains("s3cret"), "--help shows a password:\n{help}");
+
+    let mut c = Cluster::new();
+    let spec = c
+        .spec("async-inventory", &bin, &["inventory"])
+        .env("CAMPUSFOOD_RABBITMQ_URL", URL)
+        .env("CAMPUSFOOD_INVENTORY_PORT", free_port().to_string())
+        .env("RUST_LOG", "info");
+    let i = c.start(spec);
+    let status = c.procs[i].wait_exit(Duration::from_secs(30)).await;
+    let out = c.procs[i].output();
+    assert!(!status.success(), "started without a broker:\n{out}");
+    assert!(
+        out.contains("amqp://guest:***@127.0.0.1:1"),
+        "the error does not name the broker:\n{out}"
+    );
+    assert!(
+        !out.contains("s3cret"),
+        "the output shows the password:\n{out}"
+    );
+}
+
 /// Postgres goes away in the middle of a run (a cuttable proxy in front of
 /// it): `POST /order` answers 503 at once instead of hanging or 500; once
 /// it is back, every order answered 201 ends notified. Inventory is paused

@@ -86,5 +86,20 @@ mod tests {
             ..DatabaseConfig::default()
         };
         assert!(!format!("{c:?}").contains(":b@"));
+        let r = crate::config::RabbitConfig {
+            url: "amqp://guest:hunter2@h:5672".into(),
+            ..crate::config::RabbitConfig::default()
+        };
+        assert!(!format!("{r:?}").contains("hunter2"), "{r:?}");
+        assert!(
+            !format!(
+                "{:?}",
+                crate::Config {
+                    rabbitmq: r,
+                    ..crate::Config::default()
+                }
+            )
+            .contains("hunter2")
+        );
     }
 }

@@ -10,8 +10,9 @@
 
 use std::time::Duration;
 
-/// RabbitMQ settings and topology names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// RabbitMQ settings and topology names. `Debug` shows the URL without
+/// its password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RabbitConfig {
     /// AMQP URL of the broker.
     pub url: String,
@@ -80,6 +81,22 @@ pub struct RabbitConfig {
     /// before closing its channel anyway (the broker then redelivers what
     /// they had not acknowledged).
     pub drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for RabbitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitConfig")
+            .field("url", &super::redact_url(&self.url))
+            .field("order_port", &self.order_port)
+            .field("inventory_port", &self.inventory_port)
+            .field("orders_exchange", &self.orders_exchange)
+            .field("reserve_queue", &self.reserve_queue)
+            .field("dead_letter_queue", &self.dead_letter_queue)
+            .field("inventory_exchange", &self.inventory_exchange)
+            .field("notify_queue", &self.notify_queue)
+            .field("status_group", &self.status_group)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RabbitConfig {
