@@ -10,15 +10,17 @@
 //!
 //! If a batch cannot be applied or committed, every operation in it gets the
 //! error and the transaction is dropped uncommitted (redb 4: a failed
-//! `commit` may still have become durable, and the database then refuses
-//! writes until reopened — callers' operations should be idempotent so a
-//! retry after a restart is safe).
+//! `commit` may still have become durable — callers' operations should be
+//! idempotent so a retry is safe). redb then refuses every write until the
+//! file is reopened, so the writer reopens it ([`SharedDb`]) before the
+//! next batch; until a batch commits again, [`GroupCommit::failure`] says
+//! why the last one failed (services answer `GET /health` with 503 then).
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, WriteTransaction};
 use thiserror::Error;
@@ -47,6 +49,88 @@ pub type ApplyBatch<Op, Out> =
 /// harmless, such as forgetting an event that was already published.
 pub type NeedsSync<Op> = Box<dyn Fn(&Op) -> bool + Send + 'static>;
 
+/// Opens the database (again).
+pub type Opener = Box<dyn Fn() -> Result<Database, String> + Send + Sync>;
+
+/// A redb [`Database`] shared by a [`GroupCommit`] writer and readers, that
+/// the writer reopens after a failed write. Readers take the current
+/// handle for each read ([`SharedDb::get`]); while the file is being
+/// reopened they get an error, and try again later.
+pub struct SharedDb {
+    slot: RwLock<Option<Arc<Database>>>,
+    open: Opener,
+    label: String,
+}
+
+impl fmt::Debug for SharedDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedDb")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a reopen waits for readers to let go of the old handle.
+const REOPEN_PATIENCE: Duration = Duration::from_secs(2);
+
+impl SharedDb {
+    /// The redb file at `path` (created with its folder), reopened from
+    /// the same path after a failed write.
+    pub fn open_path(path: &std::path::Path) -> Result<Arc<Self>, CommitError> {
+        let owned = path.to_path_buf();
+        Self::with_opener(
+            &path.display().to_string(),
+            Box::new(move || open_database(&owned).map_err(|e| e.to_string())),
+        )
+    }
+
+    /// A database opened (and reopened) by `open`; `label` names it in
+    /// errors.
+    pub fn with_opener(label: &str, open: Opener) -> Result<Arc<Self>, CommitError> {
+        let db = open().map_err(CommitError::Storage)?;
+        Ok(Arc::new(Self {
+            slot: RwLock::new(Some(Arc::new(db))),
+            open,
+            label: label.to_owned(),
+        }))
+    }
+
+    /// The current handle.
+    ///
+    /// # Errors
+    /// [`CommitError::Storage`] while the file is being reopened.
+    pub fn get(&self) -> Result<Arc<Database>, CommitError> {
+        self.slot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                CommitError::Storage(format!(
+                    "{} is being reopened after a failed write",
+                    self.label
+                ))
+            })
+    }
+
+    /// Drops the current handle and opens the file again, waiting (at most
+    /// [`REOPEN_PATIENCE`]) for readers to let go of the old one.
+    fn reopen(&self) -> Result<(), String> {
+        let old = self.slot.write().unwrap_or_else(|p| p.into_inner()).take();
+        drop(old);
+        let deadline = Instant::now() + REOPEN_PATIENCE;
+        loop {
+            match (self.open)() {
+                Ok(db) => {
+                    *self.slot.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+                    return Ok(());
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+}
+
 struct Request<Op, Out> {
     op: Op,
     reply: oneshot::Sender<Result<Out, CommitError>>,
@@ -60,6 +144,7 @@ pub struct GroupCommit<Op, Out> {
     requests: Option<mpsc::Sender<Request<Op, Out>>>,
     writer: Option<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl<Op, Out> fmt::Debug for GroupCommit<Op, Out> {
@@ -79,7 +164,7 @@ impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
     /// `apply`; every batch is committed durably.
     pub fn spawn(
         name: &'static str,
-        db: Arc<Database>,
+        db: Arc<SharedDb>,
         apply: ApplyBatch<Op, Out>,
     ) -> Result<Self, CommitError> {
         Self::spawn_with(name, db, apply, Box::new(|_| true))
@@ -89,23 +174,41 @@ impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
     /// one of its operations `needs_sync`.
     pub fn spawn_with(
         name: &'static str,
-        db: Arc<Database>,
+        db: Arc<SharedDb>,
         apply: ApplyBatch<Op, Out>,
         needs_sync: NeedsSync<Op>,
     ) -> Result<Self, CommitError> {
         let (requests, queue) = mpsc::channel(4 * MAX_BATCH);
         let commits = Arc::new(AtomicU64::new(0));
-        let counter = commits.clone();
+        let failure = Arc::new(Mutex::new(None));
+        let writer = Writer {
+            name,
+            db,
+            apply,
+            needs_sync,
+            commits: commits.clone(),
+            failure: failure.clone(),
+        };
         let writer = std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || run_writer(name, &db, queue, &apply, &needs_sync, &counter))
+            .spawn(move || writer.run(queue))
             .map_err(|e| CommitError::Storage(format!("starting {name}: {e}")))?;
         Ok(Self {
             name,
             requests: Some(requests),
             writer: Some(writer),
             commits,
+            failure,
         })
+    }
+
+    /// Why the last batch failed, while no batch has committed since: the
+    /// store cannot write now (a full disk, an I/O error).
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Applies `op` durably (in some batch) and returns its answer.
@@ -136,48 +239,79 @@ impl<Op, Out> Drop for GroupCommit<Op, Out> {
     }
 }
 
-fn run_writer<Op, Out>(
-    name: &str,
-    db: &Database,
-    mut queue: mpsc::Receiver<Request<Op, Out>>,
-    apply: &ApplyBatch<Op, Out>,
-    needs_sync: &NeedsSync<Op>,
-    commits: &AtomicU64,
-) {
-    let mut batch: Vec<Request<Op, Out>> = Vec::new();
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let started = Instant::now();
-        let (ops, replies): (Vec<Op>, Vec<_>) = batch.drain(..).map(|r| (r.op, r.reply)).unzip();
-        let durable = ops.iter().any(needs_sync);
-        match commit_batch(db, apply, &ops, durable) {
-            Ok(answers) => {
-                commits.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!(
-                    writer = name,
-                    batch = ops.len(),
-                    micros = started.elapsed().as_micros() as u64,
-                    "batch committed"
-                );
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    // A caller that went away (cancelled) changes nothing:
-                    // the operation stands.
-                    let _ = reply.send(Ok(answer));
+/// The writer thread's state.
+struct Writer<Op, Out> {
+    name: &'static str,
+    db: Arc<SharedDb>,
+    apply: ApplyBatch<Op, Out>,
+    needs_sync: NeedsSync<Op>,
+    commits: Arc<AtomicU64>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl<Op, Out> Writer<Op, Out> {
+    fn run(self, mut queue: mpsc::Receiver<Request<Op, Out>>) {
+        let mut batch: Vec<Request<Op, Out>> = Vec::new();
+        while let Some(first) = queue.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
                 }
             }
-            Err(error) => {
-                tracing::error!(writer = name, batch = ops.len(), %error, "batch failed, nothing committed");
-                for reply in replies {
-                    let _ = reply.send(Err(CommitError::Storage(error.clone())));
+            let started = Instant::now();
+            let (ops, replies): (Vec<Op>, Vec<_>) =
+                batch.drain(..).map(|r| (r.op, r.reply)).unzip();
+            match self.commit(&ops) {
+                Ok(answers) => {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    tracing::trace!(
+                        writer = self.name,
+                        batch = ops.len(),
+                        micros = started.elapsed().as_micros() as u64,
+                        "batch committed"
+                    );
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        // A caller that went away (cancelled) changes nothing:
+                        // the operation stands.
+                        let _ = reply.send(Ok(answer));
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(writer = self.name, batch = ops.len(), %error, "batch failed, nothing committed");
+                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
+                    for reply in replies {
+                        let _ = reply.send(Err(CommitError::Storage(error.clone())));
+                    }
+                    // redb refuses every write after a failed one until the
+                    // file is reopened.
+                    match self.db.reopen() {
+                        Ok(()) => {
+                            tracing::warn!(writer = self.name, "reopened after a failed write")
+                        }
+                        Err(e) => {
+                            tracing::error!(writer = self.name, error = %e, "cannot reopen; trying again with the next batch")
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// One batch in one transaction, on the current handle (reopening
+    /// first if an earlier reopen failed).
+    fn commit(&self, ops: &[Op]) -> Result<Vec<Out>, String> {
+        let db = match self.db.get() {
+            Ok(db) => db,
+            Err(_) => {
+                self.db.reopen()?;
+                self.db.get().map_err(|e| e.to_string())?
+            }
+        };
+        let durable = ops.iter().any(&self.needs_sync);
+        commit_batch(&db, &self.apply, ops, durable)
     }
 }
 
@@ -236,7 +370,7 @@ fn in_use(path: &std::path::Path) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use redb::{ReadableDatabase, TableDefinition};
 
     use super::*;
@@ -246,7 +380,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_ops_share_commits_and_are_all_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(open_database(&dir.path().join("x.redb")).unwrap());
+        let db = SharedDb::open_path(&dir.path().join("x.redb")).unwrap();
         let gc: Arc<GroupCommit<u64, u64>> = Arc::new(
             GroupCommit::spawn(
                 "test-writer",
@@ -270,7 +404,7 @@ mod tests {
             assert_eq!(t.await.unwrap(), k as u64 * 2);
         }
         assert!(gc.commits() < 500, "{} commits for 1000 ops", gc.commits());
-        let read = db.begin_read().unwrap();
+        let read = db.get().unwrap().begin_read().unwrap();
         let t = read.open_table(T).unwrap();
         assert_eq!(t.get(999).unwrap().unwrap().value(), 1998);
     }
@@ -278,7 +412,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_batch_fails_every_op_in_it() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(open_database(&dir.path().join("x.redb")).unwrap());
+        let db = SharedDb::open_path(&dir.path().join("x.redb")).unwrap();
         let gc: GroupCommit<u64, ()> = GroupCommit::spawn(
             "failing",
             db,
@@ -286,5 +420,93 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(gc.submit(1).await, Err(CommitError::Storage(e)) if e == "disk on fire"));
+    }
+
+    /// An in-memory redb backend whose writes fail while `failing` is set:
+    /// a full disk, an I/O error.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct FlakyBackend {
+        inner: Arc<redb::backends::InMemoryBackend>,
+        pub(crate) failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FlakyBackend {
+        fn check(&self) -> Result<(), std::io::Error> {
+            if self.failing.load(Ordering::SeqCst) {
+                Err(std::io::Error::other("no space left on device"))
+            } else {
+                Ok(())
+            }
+        }
+
+        /// A database on this backend, reopened on the same bytes.
+        pub(crate) fn shared_db(&self) -> Arc<SharedDb> {
+            let backend = self.clone();
+            SharedDb::with_opener(
+                "flaky",
+                Box::new(move || {
+                    Database::builder()
+                        .create_with_backend(backend.clone())
+                        .map_err(|e| e.to_string())
+                }),
+            )
+            .unwrap()
+        }
+    }
+
+    impl redb::StorageBackend for FlakyBackend {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_write_the_store_reopens_and_writes_again() {
+        let backend = FlakyBackend::default();
+        let db = backend.shared_db();
+        let gc: GroupCommit<u64, u64> = GroupCommit::spawn(
+            "flaky-writer",
+            db.clone(),
+            Box::new(|txn, ops| {
+                let mut t = txn.open_table(T).map_err(|e| e.to_string())?;
+                ops.iter()
+                    .map(|&k| t.insert(k, k).map(|_| k).map_err(|e| e.to_string()))
+                    .collect()
+            }),
+        )
+        .unwrap();
+        assert_eq!(gc.submit(1).await.unwrap(), 1);
+        assert_eq!(gc.failure(), None);
+
+        backend.failing.store(true, Ordering::SeqCst);
+        assert!(gc.submit(2).await.is_err(), "the disk is full");
+        let failure = gc.failure().expect("the failure is reported");
+        assert!(failure.contains("no space left"), "{failure}");
+
+        // The disk has room again: without a reopen redb would refuse
+        // every write from now on (PreviousIo).
+        backend.failing.store(false, Ordering::SeqCst);
+        assert_eq!(gc.submit(3).await.unwrap(), 3);
+        assert_eq!(gc.failure(), None, "healthy again");
+        let read = db.get().unwrap().begin_read().unwrap();
+        let t = read.open_table(T).unwrap();
+        assert_eq!(t.get(1).unwrap().unwrap().value(), 1);
+        assert!(t.get(2).unwrap().is_none(), "the failed write is not there");
+        assert_eq!(t.get(3).unwrap().unwrap().value(), 3);
     }
 }

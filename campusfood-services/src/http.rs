@@ -30,6 +30,29 @@ fn health<S: Clone + Send + Sync + 'static>(
     get(move || async move { axum::Json(json!({"status": "ok", "service": service})) })
 }
 
+/// Inventory's `GET /health`: 503 while its ledger cannot write.
+fn inventory_health<S: Clone + Send + Sync + 'static>(
+    ledger: Arc<dyn campusfood_core::ledger::InventoryLedger>,
+) -> axum::routing::MethodRouter<S> {
+    get(move || {
+        let ledger = ledger.clone();
+        async move {
+            match ledger.write_failure() {
+                None => axum::Json(json!({"status": "ok", "service": "inventory"})).into_response(),
+                Some(reason) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(json!({
+                        "status": "unavailable",
+                        "service": "inventory",
+                        "reason": format!("the ledger cannot write: {reason}"),
+                    })),
+                )
+                    .into_response(),
+            }
+        }
+    })
+}
+
 fn openapi_route<S: Clone + Send + Sync + 'static>(
     doc: serde_json::Value,
 ) -> axum::routing::MethodRouter<S> {
@@ -81,6 +104,7 @@ fn configure_route(faults: Arc<FaultInjector>, max_bytes: usize) -> axum::routin
 /// `GET /health`, `GET /openapi.json`.
 pub fn inventory_router(service: Arc<InventoryService>, max_body_bytes: usize) -> Router {
     let faults = service.faults().clone();
+    let ledger = service.ledger().clone();
     Router::new()
         .route(
             HttpConfig::RESERVE_PATH,
@@ -101,7 +125,7 @@ pub fn inventory_router(service: Arc<InventoryService>, max_body_bytes: usize) -
                 }
             }),
         )
-        .route("/health", health("inventory"))
+        .route("/health", inventory_health(ledger))
         .route("/openapi.json", openapi_route(openapi::inventory()))
 }
 

@@ -60,35 +60,28 @@ impl ReserveResult {
         }
     }
 
-    /// The answer as a contract reply.
+    /// The answer as a contract reply, with [`status`](Self::status).
     pub fn to_reply(&self) -> Reply {
+        let status = self.status();
+        let error = |error: String, field: Option<&str>, request_id: RequestId| ErrorBody {
+            error,
+            field: field.map(str::to_owned),
+            request_id: Some(request_id),
+        };
         let encoded = match self {
-            Self::Reserved(ok) => Reply::json(200, ok),
-            Self::Insufficient(body) => Reply::json(409, body),
+            Self::Reserved(ok) => Reply::json(status, ok),
+            Self::Insufficient(body) => Reply::json(status, body),
             Self::UnknownItem { item, request_id } => Reply::json(
-                404,
-                &ErrorBody {
-                    error: format!("unknown item {item}"),
-                    field: Some("item".to_owned()),
-                    request_id: Some(*request_id),
-                },
+                status,
+                &error(format!("unknown item {item}"), Some("item"), *request_id),
             ),
             Self::Injected { request_id } => Reply::json(
-                500,
-                &ErrorBody {
-                    error: "injected failure".to_owned(),
-                    field: None,
-                    request_id: Some(*request_id),
-                },
+                status,
+                &error("injected failure".to_owned(), None, *request_id),
             ),
-            Self::Unavailable { reason, request_id } => Reply::json(
-                500,
-                &ErrorBody {
-                    error: reason.clone(),
-                    field: None,
-                    request_id: Some(*request_id),
-                },
-            ),
+            Self::Unavailable { reason, request_id } => {
+                Reply::json(status, &error(reason.clone(), None, *request_id))
+            }
         };
         encoded.unwrap_or_else(|e| error_reply(500, &e.to_string()))
     }

@@ -15,12 +15,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use campusfood_core::OrderId;
-use campusfood_core::group_commit::{CommitError, GroupCommit, open_database};
+use campusfood_core::group_commit::{CommitError, GroupCommit, SharedDb};
 use campusfood_core::order::{Order, OrderStatus};
 use campusfood_core::outbox::OutboxEntry;
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use thiserror::Error;
 
@@ -161,7 +160,7 @@ type Written = Result<Option<Order>, String>;
 
 /// A durable [`OrderStore`] in a redb file; writes are group-committed.
 pub struct RedbOrderStore {
-    db: Arc<Database>,
+    db: Arc<SharedDb>,
     writer: GroupCommit<Write, Written>,
 }
 
@@ -232,9 +231,12 @@ fn apply(txn: &WriteTransaction, ops: &[Write]) -> Result<Vec<Written>, String> 
 impl RedbOrderStore {
     /// Opens (creating) the store at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let db = Arc::new(open_database(path.as_ref())?);
+        let db = SharedDb::open_path(path.as_ref())?;
         {
-            let txn = db.begin_write().map_err(|e| StoreError(e.to_string()))?;
+            let txn = db
+                .get()?
+                .begin_write()
+                .map_err(|e| StoreError(e.to_string()))?;
             txn.open_table(ORDERS)
                 .map_err(|e| StoreError(e.to_string()))?;
             txn.open_table(OUTBOX)
@@ -263,7 +265,7 @@ impl RedbOrderStore {
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, String> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
+        let db = self.db.get()?;
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(se)?;
             f(&txn)

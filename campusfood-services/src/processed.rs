@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use campusfood_core::group_commit::{GroupCommit, open_database};
-use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use campusfood_core::group_commit::{GroupCommit, SharedDb};
+use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use crate::order_store::StoreError;
 
@@ -61,7 +61,7 @@ const IDS: TableDefinition<'_, &str, ()> = TableDefinition::new("processed");
 
 /// Durable [`ProcessedIds`] in a redb file, group-committed.
 pub struct RedbProcessedIds {
-    db: Arc<Database>,
+    db: Arc<SharedDb>,
     writer: GroupCommit<String, bool>,
 }
 
@@ -87,8 +87,11 @@ fn apply(txn: &WriteTransaction, ids: &[String]) -> Result<Vec<bool>, String> {
 impl RedbProcessedIds {
     /// Opens (creating) the set at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let db = Arc::new(open_database(path.as_ref())?);
-        let txn = db.begin_write().map_err(|e| StoreError(e.to_string()))?;
+        let db = SharedDb::open_path(path.as_ref())?;
+        let txn = db
+            .get()?
+            .begin_write()
+            .map_err(|e| StoreError(e.to_string()))?;
         txn.open_table(IDS).map_err(|e| StoreError(e.to_string()))?;
         txn.commit().map_err(|e| StoreError(e.to_string()))?;
         let writer = GroupCommit::spawn("processed-ids-writer", db.clone(), Box::new(apply))?;
@@ -99,7 +102,7 @@ impl RedbProcessedIds {
 #[async_trait]
 impl ProcessedIds for RedbProcessedIds {
     async fn contains(&self, id: &str) -> Result<bool, StoreError> {
-        let (db, id) = (self.db.clone(), id.to_owned());
+        let (db, id) = (self.db.get()?, id.to_owned());
         tokio::task::spawn_blocking(move || -> Result<bool, String> {
             let txn = db.begin_read().map_err(|e| e.to_string())?;
             let t = txn.open_table(IDS).map_err(|e| e.to_string())?;
@@ -115,7 +118,7 @@ impl ProcessedIds for RedbProcessedIds {
     }
 
     async fn len(&self) -> Result<u64, StoreError> {
-        let db = self.db.clone();
+        let db = self.db.get()?;
         tokio::task::spawn_blocking(move || -> Result<u64, String> {
             let txn = db.begin_read().map_err(|e| e.to_string())?;
             txn.open_table(IDS)

@@ -437,3 +437,95 @@ async fn orders_can_be_looked_up_and_openapi_is_served() {
         assert_eq!(app.get(url).await["status"], "ok");
     }
 }
+
+/// A ledger that cannot write (a full disk): every answer but `stock`
+/// fails, and it says why.
+#[derive(Debug)]
+struct FullDisk(MemoryLedger);
+
+#[async_trait::async_trait]
+impl campusfood::core::ledger::InventoryLedger for FullDisk {
+    async fn reserve(
+        &self,
+        _: &campusfood::core::OrderId,
+        _: &campusfood::core::Item,
+        _: campusfood::core::Quantity,
+    ) -> Result<campusfood::core::ledger::Reservation, campusfood::core::ledger::LedgerError> {
+        Err(campusfood::core::ledger::LedgerError::Storage(
+            "no space left on device".into(),
+        ))
+    }
+    async fn stock(
+        &self,
+    ) -> Result<
+        std::collections::BTreeMap<campusfood::core::Item, u64>,
+        campusfood::core::ledger::LedgerError,
+    > {
+        self.0.stock().await
+    }
+    async fn reservation(
+        &self,
+        order: &campusfood::core::OrderId,
+    ) -> Result<
+        Option<campusfood::core::ledger::ReservationRecord>,
+        campusfood::core::ledger::LedgerError,
+    > {
+        self.0.reservation(order).await
+    }
+    async fn reservation_count(&self) -> Result<u64, campusfood::core::ledger::LedgerError> {
+        self.0.reservation_count().await
+    }
+    fn write_failure(&self) -> Option<String> {
+        Some("no space left on device".into())
+    }
+}
+
+#[tokio::test]
+async fn inventory_health_is_503_while_its_ledger_cannot_write() {
+    use campusfood::core::fault::FaultInjector;
+    use campusfood::services::inventory::InventoryService;
+    let stock = "burger=5".parse().unwrap();
+    for (ledger, expected) in [
+        (
+            Arc::new(MemoryLedger::new(&stock))
+                as Arc<dyn campusfood::core::ledger::InventoryLedger>,
+            200,
+        ),
+        (Arc::new(FullDisk(MemoryLedger::new(&stock))) as _, 503),
+    ] {
+        let service = Arc::new(InventoryService::new(
+            ledger,
+            Arc::new(FaultInjector::default()),
+        ));
+        let server = Server::start(
+            "inventory",
+            "127.0.0.1:0",
+            inventory_router(service, 1 << 16),
+        )
+        .await
+        .unwrap();
+        let resp = reqwest::get(format!("http://{}/health", server.addr()))
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), expected);
+        let body: Value = resp.json().await.unwrap();
+        if expected == 503 {
+            assert!(
+                body["reason"].as_str().unwrap().contains("no space left"),
+                "{body}"
+            );
+        }
+        // A reservation against the full disk is 503, not 500: temporary.
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/reserve", server.addr()))
+            .json(&json!({"order_id": "ORD-000000000001", "request_id": "00000000-0000-4000-8000-000000000001", "item": "burger", "qty": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            if expected == 503 { 503 } else { 200 }
+        );
+        server.stop().await;
+    }
+}

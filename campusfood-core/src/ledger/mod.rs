@@ -119,6 +119,14 @@ pub trait InventoryLedger: Send + Sync + fmt::Debug + 'static {
 
     /// How many orders have a recorded decision.
     async fn reservation_count(&self) -> Result<u64, LedgerError>;
+
+    /// Why the last write failed, while no write has succeeded since: the
+    /// ledger cannot decide now (a full disk, an I/O error, the database
+    /// gone). `None` when it can, as far as it knows. Services answer
+    /// `GET /health` with 503 while this is `Some`.
+    fn write_failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Decides one reservation against `stock`, the rule every ledger applies.

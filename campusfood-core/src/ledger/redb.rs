@@ -55,7 +55,7 @@ use redb::{
 };
 
 use super::{InventoryLedger, LedgerError, Reservation, ReservationRecord, ReserveOutcome, decide};
-use crate::group_commit::{CommitError, GroupCommit, MAX_BATCH};
+use crate::group_commit::{CommitError, GroupCommit, MAX_BATCH, SharedDb};
 use crate::ids::OrderId;
 use crate::order::{Item, Quantity};
 use crate::stock::StockSpec;
@@ -111,7 +111,7 @@ pub struct RedbLedger {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    db: Arc<SharedDb>,
     path: PathBuf,
     /// Dropped after `db` (declaration order): its drop waits for the
     /// writer thread, so the file is closed when the last handle is gone.
@@ -145,13 +145,22 @@ impl RedbLedger {
     /// not a redb database, is open in another process, or cannot be written.
     pub fn open(path: impl AsRef<Path>, initial: &StockSpec) -> Result<Self, LedgerError> {
         let path = path.as_ref().to_path_buf();
+        let db = SharedDb::open_path(&path).map_err(commit_error)?;
+        Self::with_db(db, path, initial)
+    }
+
+    /// A ledger on `db` (opened, and reopened after a failed write, by
+    /// whatever `db` was made with: a file, or another redb backend),
+    /// named `path` in logs.
+    pub fn with_db(
+        db: Arc<SharedDb>,
+        path: PathBuf,
+        initial: &StockSpec,
+    ) -> Result<Self, LedgerError> {
         let shown = path.display().to_string();
-        let db = crate::group_commit::open_database(&path).map_err(commit_error)?;
-        let fresh = initialise(&db, initial)
+        let fresh = initialise(&*db.get().map_err(commit_error)?, initial)
             .map_err(|e| LedgerError::Storage(format!("initialising ledger {shown}: {e}")))?;
         tracing::info!(path = %shown, fresh, "inventory ledger opened");
-
-        let db = Arc::new(db);
         let writer = GroupCommit::spawn("ledger-writer", db.clone(), Box::new(apply_batch))
             .map_err(commit_error)?;
         Ok(Self {
@@ -194,7 +203,7 @@ impl RedbLedger {
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T, LedgerError> + Send + 'static,
     {
-        let db = self.inner.db.clone();
+        let db = self.inner.db.get().map_err(commit_error)?;
         tokio::task::spawn_blocking(move || {
             let txn = db
                 .begin_read()
@@ -258,6 +267,13 @@ impl InventoryLedger for RedbLedger {
                 .transpose()
         })
         .await
+    }
+
+    /// The writer reopens the file after a failed write and tries again
+    /// with the next reservation; this says why the last one failed until
+    /// one commits.
+    fn write_failure(&self) -> Option<String> {
+        self.inner.writer.failure()
     }
 
     async fn reservation_count(&self) -> Result<u64, LedgerError> {
@@ -485,5 +501,44 @@ mod tests {
         let junk = dir.path().join("junk.redb");
         std::fs::write(&junk, b"definitely not a database, but long enough to look").unwrap();
         assert!(RedbLedger::open(&junk, &spec("burger=5")).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_reported_and_the_ledger_recovers_when_it_has_room() {
+        let backend = crate::group_commit::tests::FlakyBackend::default();
+        let ledger =
+            RedbLedger::with_db(backend.shared_db(), "flaky".into(), &spec("burger=5")).unwrap();
+        let first = OrderId::generate();
+        ledger
+            .reserve(&first, &item("burger"), qty(1))
+            .await
+            .unwrap();
+        assert_eq!(ledger.write_failure(), None);
+
+        backend
+            .failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let lost = OrderId::generate();
+        assert!(matches!(
+            ledger.reserve(&lost, &item("burger"), qty(1)).await,
+            Err(LedgerError::Storage(_))
+        ));
+        assert!(
+            ledger.write_failure().is_some(),
+            "reported while it cannot write"
+        );
+
+        backend
+            .failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let r = ledger
+            .reserve(&lost, &item("burger"), qty(1))
+            .await
+            .unwrap();
+        assert!(!r.is_repeat(), "the failed decision was not kept");
+        assert_eq!(r.outcome(), ReserveOutcome::Reserved { remaining: 3 });
+        assert_eq!(ledger.write_failure(), None, "healthy again");
+        assert_eq!(ledger.stock().await.unwrap()[&item("burger")], 3);
+        assert!(ledger.reservation(&first).await.unwrap().is_some());
     }
 }

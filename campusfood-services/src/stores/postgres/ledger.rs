@@ -53,6 +53,8 @@ pub struct PgLedger {
     name: Arc<str>,
     queue: mpsc::Sender<Request>,
     batches: Arc<AtomicU64>,
+    /// Why the last batch failed, until one commits.
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for PgLedger {
@@ -101,17 +103,22 @@ impl PgLedger {
         tracing::info!(ledger = name, fresh, "inventory ledger opened in postgres");
         let (queue, requests) = mpsc::channel(MAX_BATCH * 4);
         let batches = Arc::new(AtomicU64::new(0));
+        let failure = Arc::new(std::sync::Mutex::new(None));
         tokio::spawn(run_batches(
             pg.clone(),
             name.into(),
             requests,
-            batches.clone(),
+            Outcomes {
+                batches: batches.clone(),
+                failure: failure.clone(),
+            },
         ));
         Ok(Self {
             pg: pg.clone(),
             name: name.into(),
             queue,
             batches,
+            failure,
         })
     }
 
@@ -189,6 +196,13 @@ impl InventoryLedger for PgLedger {
         .await
     }
 
+    fn write_failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     async fn reservation_count(&self) -> Result<u64, LedgerError> {
         let name: &str = &self.name;
         self.read(
@@ -238,12 +252,24 @@ fn record(
     })
 }
 
+/// What the batching task reports.
+struct Outcomes {
+    batches: Arc<AtomicU64>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Outcomes {
+    fn set_failure(&self, failure: Option<String>) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
+    }
+}
+
 /// The batching task: runs until every [`PgLedger`] clone is dropped.
 async fn run_batches(
     pg: Postgres,
     name: Arc<str>,
     mut requests: mpsc::Receiver<Request>,
-    batches: Arc<AtomicU64>,
+    outcomes: Outcomes,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -262,13 +288,15 @@ async fn run_batches(
         };
         match answers {
             Ok(answers) => {
-                batches.fetch_add(1, Ordering::Relaxed);
+                outcomes.batches.fetch_add(1, Ordering::Relaxed);
+                outcomes.set_failure(None);
                 for (request, answer) in batch.drain(..).zip(answers) {
                     let _ = request.reply.send(Ok(answer));
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, orders = batch.len(), "ledger batch failed");
+                outcomes.set_failure(Some(e.clone()));
                 for request in batch.drain(..) {
                     let _ = request.reply.send(Err(LedgerError::Storage(e.clone())));
                 }
