@@ -7,14 +7,18 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-/// Why a string is not a valid identifier.
+use crate::bounded;
+
+/// Why a string is not a valid identifier. Each variant holds a bounded,
+/// quoted preview of the offending text ([`bounded::preview`]), never the
+/// whole of it: the text may be anything a sender put in a message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IdError {
     /// Not `ORD-` followed by exactly 12 upper-case hexadecimal digits.
-    #[error("order_id must be ORD- followed by 12 upper-case hex digits, got {0:?}")]
+    #[error("order_id must be ORD- followed by 12 upper-case hex digits, got {0}")]
     OrderId(String),
     /// Not a UUID.
-    #[error("request_id must be a UUID, got {0:?}")]
+    #[error("request_id must be a UUID, got {0}")]
     RequestId(String),
 }
 
@@ -44,7 +48,7 @@ impl OrderId {
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(IdError::OrderId(s.to_owned()))
+            Err(IdError::OrderId(bounded::preview(s)))
         }
     }
 
@@ -68,7 +72,7 @@ impl RequestId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         uuid::Uuid::parse_str(s)
             .map(Self)
-            .map_err(|_| IdError::RequestId(s.to_owned()))
+            .map_err(|_| IdError::RequestId(bounded::preview(s)))
     }
 }
 
@@ -125,7 +129,7 @@ text_id!(OrderId, OrderId::parse);
 text_id!(RequestId, RequestId::parse);
 text_id!(ReservationId, |s: &str| {
     s.strip_prefix("RES-")
-        .ok_or_else(|| IdError::OrderId(s.to_owned()))
+        .ok_or_else(|| IdError::OrderId(bounded::preview(s)))
         .and_then(OrderId::parse)
         .map(|o| ReservationId::for_order(&o))
 });
@@ -153,6 +157,20 @@ mod tests {
         ] {
             assert!(OrderId::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn errors_show_a_bounded_preview() {
+        let huge = "A".repeat(204_800);
+        let e = OrderId::parse(&huge).unwrap_err().to_string();
+        assert!(e.len() < 256, "{}", e.len());
+        assert!(e.contains("…(204800 bytes)"), "{e}");
+        let e = RequestId::parse(&huge).unwrap_err().to_string();
+        assert!(e.len() < 256, "{}", e.len());
+        let e = serde_json::from_str::<OrderId>(&format!("\"{huge} \""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 256, "{}", e.len());
     }
 
     #[test]

@@ -164,6 +164,61 @@ pub async fn poison_messages_are_dead_lettered_and_valid_orders_keep_flowing(app
     system.stop().await;
 }
 
+/// Publishes `body` as is on `orders` (as another producer would).
+async fn publish_raw(app: &App, body: String) {
+    app.bus
+        .transport()
+        .publish(
+            &Route::ORDER_PLACED,
+            Message {
+                body: body.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// An `order_id` of 200 KB used to go whole into the dead letter's reason
+/// header: on RabbitMQ the frame outgrew `frame_max`, the broker closed the
+/// shared connection and the message came back, forever.
+pub async fn oversized_poison_is_dead_lettered_with_a_bounded_reason(app: App) {
+    const HUGE: usize = 200 * 1024;
+    let system = app.start(AsyncPart::All).await;
+    let poison = json!({
+        "order_id": "A".repeat(HUGE),
+        "request_id": "5f0c8b4e-8d0e-4c43-9b4e-3f1f3f3f3f3f",
+        "item": "burger",
+        "qty": 1,
+        "status": "placed",
+        "created_at": "2025-12-01T14:40:00.000Z",
+    });
+    publish_raw(&app, poison.to_string()).await;
+    let (status, body) = app
+        .order(&system, json!({"item": "burger", "qty": 1}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["order_id"].as_str().unwrap().to_owned();
+    until(
+        "the order after the poison notified",
+        Duration::from_secs(10),
+        async || app.status(&id).await == OrderStatus::Notified,
+    )
+    .await;
+    until("the poison in the DLQ", Duration::from_secs(10), async || {
+        app.bus.dead_letters(&Route::ORDER_PLACED).await.len() == 1
+    })
+    .await;
+    let dead = app.bus.dead_letters(&Route::ORDER_PLACED).await;
+    let reason = &dead[0].reason;
+    assert!(reason.len() <= 1024, "{} bytes", reason.len());
+    assert!(reason.contains("order_id"), "{reason}");
+    assert!(reason.contains("…(204800 bytes)"), "{reason}");
+    assert_eq!(dead[0].message.body.len(), poison.to_string().len(), "kept whole");
+    assert_eq!(app.stock("burger").await, 99);
+    system.stop().await;
+}
+
 pub async fn injected_failures_retry_with_a_bound_then_dead_letter_and_replay_succeeds(app: App) {
     use campusfood::core::fault::FaultUpdate;
     let system = app.start(AsyncPart::All).await;

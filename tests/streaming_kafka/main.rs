@@ -322,6 +322,51 @@ async fn malformed_events_are_dead_lettered_and_counted() {
     system.stop().await;
 }
 
+/// An `order_id` of 700 KB: the dead letter's reason used to quote it
+/// whole, the dead-letter record outgrew the broker's limit, and the
+/// partition stalled behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_poison_is_dead_lettered_with_a_bounded_reason_and_the_partition_moves_on() {
+    const HUGE: usize = 700 * 1024;
+    let h = harness("oversized").await;
+    let system = h.start(StreamingPart::All).await;
+    let key = campusfood::core::OrderId::generate().to_string();
+    let poison = format!(
+        r#"{{"order_id": "{}", "item_id": "item-1", "qty": 1, "ts": 1764600000.5}}"#,
+        "A".repeat(HUGE)
+    );
+    // Both on one key, so in one partition: the valid order waits behind
+    // the poison.
+    h.publish_raw(&Route::ORDER_PLACED, &key, poison.as_bytes())
+        .await;
+    let valid = format!(r#"{{"order_id": "{key}", "item_id": "item-1", "qty": 1, "ts": 1764600000.5}}"#);
+    h.publish_raw(&Route::ORDER_PLACED, &key, valid.as_bytes())
+        .await;
+
+    let events = h.reader(&Route::INVENTORY_RESERVED).await;
+    until("the valid order's inventory event", || events.count() == 1).await;
+    assert_eq!(events.messages()[0].key.as_deref(), Some(key.as_str()));
+    let dlq = h
+        .reader(&Route::new(KafkaTransport::dead_letter_topic(
+            h.order_topic(),
+        )))
+        .await;
+    until("the poison in the dead-letter topic", || dlq.count() == 1).await;
+    let dead = &dlq.messages()[0];
+    let reason = &dead.headers[headers::DEATH_REASON];
+    assert!(reason.len() <= 1024, "{} bytes", reason.len());
+    assert!(reason.contains("order_id"), "{reason}");
+    assert!(reason.contains(&format!("…({HUGE} bytes)")), "{reason}");
+    assert_eq!(dead.body.len(), poison.len(), "the record, whole");
+    let analytics = system.analytics.as_ref().unwrap();
+    until("analytics counts both", || {
+        let t = analytics.totals();
+        t.orders == 1 && t.malformed == 1
+    })
+    .await;
+    system.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_mode_decides_every_order() {
     const N: usize = 300;

@@ -43,6 +43,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use campusfood_core::OrderId;
+use campusfood_core::bounded;
 use campusfood_core::events::{InventoryEvent, InventoryStatus, OrderEvent};
 use campusfood_core::order::now_rfc3339;
 use campusfood_core::transport::{
@@ -326,7 +327,7 @@ impl Handler for AnalyticsHandler {
                 Err(e) => {
                     self.analytics.record_malformed();
                     return Disposition::DeadLetter {
-                        reason: format!("not an InventoryEvent: {e}"),
+                        reason: bounded::reason_owned(format!("not an InventoryEvent: {e}")),
                     };
                 }
             },
