@@ -219,6 +219,34 @@ pub async fn oversized_poison_is_dead_lettered_with_a_bounded_reason(app: App) {
     system.stop().await;
 }
 
+/// What the original Part B OrderService publishes (`json.dumps` of its
+/// dict: `created_at` is `time.time()`, epoch seconds as a float), and what
+/// other producers of the contract may send (an `order-<i>` id, no
+/// `request_id`, integer seconds, extra fields): orders, not poison.
+pub async fn orders_written_by_the_original_services_are_reserved_and_notified(app: App) {
+    let system = app.start(AsyncPart::All).await;
+    let original = format!(
+        r#"{{"order_id": "{}", "request_id": "0b6f2c1e-5a4d-4e8b-9c3f-2d1e0a9b8c7d", "item": "burger", "qty": 2, "status": "placed", "created_at": 1764600000.1234567}}"#,
+        campusfood::core::OrderId::generate()
+    );
+    let foreign = format!(
+        r#"{{"order_id": "order-{}", "item": "burger", "qty": 1, "created_at": 1764600000, "source": "legacy"}}"#,
+        fastrand::u32(..)
+    );
+    publish_raw(&app, original).await;
+    publish_raw(&app, foreign).await;
+    let notification = system.notification.as_ref().unwrap();
+    until("both reserved and notified", Duration::from_secs(10), async || {
+        app.stock("burger").await == 97 && notification.sent() == 2
+    })
+    .await;
+    assert!(
+        app.bus.dead_letters(&Route::ORDER_PLACED).await.is_empty(),
+        "nothing dead-lettered"
+    );
+    system.stop().await;
+}
+
 pub async fn injected_failures_retry_with_a_bound_then_dead_letter_and_replay_succeeds(app: App) {
     use campusfood::core::fault::FaultUpdate;
     let system = app.start(AsyncPart::All).await;

@@ -5,9 +5,10 @@
 //! An event is identified by its topic and order id. The first one counts;
 //! any later record with the same topic and order id (a redelivery after a
 //! crash, an at-least-once re-send, a producer retry) is dropped and counted
-//! in [`Totals::duplicates_dropped`]. The ids seen are kept in memory as 48-bit
-//! numbers (about 16–32 bytes per order and topic), for as long as the
-//! process runs; a restarted process starts empty and counts what it reads
+//! in [`Totals::duplicates_dropped`]. The ids seen are kept in memory, ours
+//! (`ORD-` + 12 hex digits) as their 48-bit numbers (about 16–32 bytes per
+//! order and topic), any other producer's (`order-17`, …) as text, for as
+//! long as the process runs; a restarted process starts empty and counts what it reads
 //! from its committed offsets on.
 //!
 //! # Two kinds of numbers
@@ -154,8 +155,8 @@ struct Bucket {
 
 #[derive(Debug, Default)]
 struct Counters {
-    seen_orders: HashSet<u64>,
-    seen_inventory: HashSet<u64>,
+    seen_orders: SeenIds,
+    seen_inventory: SeenIds,
     totals: Totals,
     /// Newest at the back; none older than the window.
     buckets: VecDeque<Bucket>,
@@ -170,12 +171,22 @@ pub struct Analytics {
     state: Mutex<Counters>,
 }
 
-/// The dedupe key of an order id: its 48-bit number.
-fn order_key(id: &OrderId) -> u64 {
-    id.as_str()
-        .get(OrderId::PREFIX.len()..)
-        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        .unwrap_or(u64::MAX)
+/// The order ids seen on one topic: generated ids by their 48-bit number,
+/// other producers' ids as text.
+#[derive(Debug, Default)]
+struct SeenIds {
+    generated: HashSet<u64>,
+    other: HashSet<Box<str>>,
+}
+
+impl SeenIds {
+    /// Remembers `id`; whether it was new.
+    fn insert(&mut self, id: &OrderId) -> bool {
+        match id.generated_bits() {
+            Some(bits) => self.generated.insert(bits),
+            None => self.other.insert(id.as_str().into()),
+        }
+    }
 }
 
 impl Analytics {
@@ -203,7 +214,7 @@ impl Analytics {
     pub fn record_order(&self, order: &OrderEvent) -> bool {
         let second = self.now_second();
         let mut s = self.lock();
-        if !s.seen_orders.insert(order_key(&order.order_id)) {
+        if !s.seen_orders.insert(&order.order_id) {
             s.totals.duplicates_dropped += 1;
             return false;
         }
@@ -217,7 +228,7 @@ impl Analytics {
     pub fn record_inventory(&self, event: &InventoryEvent) -> bool {
         let second = self.now_second();
         let mut s = self.lock();
-        if !s.seen_inventory.insert(order_key(&event.order_id)) {
+        if !s.seen_inventory.insert(&event.order_id) {
             s.totals.duplicates_dropped += 1;
             return false;
         }
@@ -583,6 +594,32 @@ mod tests {
         );
         assert_eq!(m.failure_rate_pct, 0.0);
         assert_eq!(m.totals.orders, 21);
+    }
+
+    #[test]
+    fn other_producers_ids_are_told_apart() {
+        let a = Analytics::new(Duration::from_secs(60));
+        // The original producer's ids, and one that only looks like ours.
+        for i in 1..=100 {
+            let o: OrderEvent = serde_json::from_str(&format!(
+                r#"{{"order_id": "order-{i}", "item_id": "item-1", "qty": 1, "ts": 1764600000.5}}"#
+            ))
+            .unwrap();
+            assert!(a.record_order(&o), "order-{i} is new");
+            assert!(!a.record_order(&o), "order-{i} again is a duplicate");
+        }
+        let lower: OrderEvent = serde_json::from_str(
+            r#"{"order_id": "ORD-00000000abcd", "item_id": "item-1", "qty": 1, "ts": 1}"#,
+        )
+        .unwrap();
+        let upper: OrderEvent = serde_json::from_str(
+            r#"{"order_id": "ORD-00000000ABCD", "item_id": "item-1", "qty": 1, "ts": 1}"#,
+        )
+        .unwrap();
+        assert!(a.record_order(&lower));
+        assert!(a.record_order(&upper), "a different id");
+        let t = a.snapshot().totals;
+        assert_eq!((t.orders, t.duplicates_dropped), (102, 100));
     }
 
     #[test]
