@@ -24,10 +24,13 @@ use crate::notification::NotificationService;
 use crate::openapi;
 use crate::order::OrderService;
 
-fn health<S: Clone + Send + Sync + 'static>(
+/// `GET /health`, answered as the original services answered it:
+/// `200 {"status": "healthy", "service": <service>}`, so that the health
+/// checks already pointed at them keep working.
+pub fn health_route<S: Clone + Send + Sync + 'static>(
     service: &'static str,
 ) -> axum::routing::MethodRouter<S> {
-    get(move || async move { axum::Json(json!({"status": "ok", "service": service})) })
+    get(move || async move { axum::Json(json!({"status": "healthy", "service": service})) })
 }
 
 fn openapi_route<S: Clone + Send + Sync + 'static>(
@@ -101,7 +104,7 @@ pub fn inventory_router(service: Arc<InventoryService>, max_body_bytes: usize) -
                 }
             }),
         )
-        .route("/health", health("inventory"))
+        .route("/health", health_route("inventory-service"))
         .route("/openapi.json", openapi_route(openapi::inventory()))
 }
 
@@ -115,7 +118,7 @@ pub fn notification_router(service: Arc<NotificationService>, max_body_bytes: us
             handler_route(service as Arc<dyn RequestHandler>, max_body_bytes),
         )
         .route("/configure", configure_route(faults, max_body_bytes))
-        .route("/health", health("notification"))
+        .route("/health", health_route("notification-service"))
         .route("/openapi.json", openapi_route(openapi::notification()))
 }
 
@@ -132,7 +135,7 @@ pub fn order_router(service: Arc<OrderService>, max_body_bytes: usize) -> Router
             get(|State(s): State<Arc<OrderService>>| async move { axum::Json(s.orders()) }),
         )
         .route("/orders/{id}", get(get_order))
-        .route("/health", health("order"))
+        .route("/health", health_route("order-service"))
         .route("/openapi.json", openapi_route(openapi::order()))
         .with_state(service)
 }

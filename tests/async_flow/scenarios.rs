@@ -244,6 +244,23 @@ pub async fn orders_written_by_the_original_services_are_reserved_and_notified(a
         app.bus.dead_letters(&Route::ORDER_PLACED).await.is_empty(),
         "nothing dead-lettered"
     );
+    // `GET /health` answers as the original services did.
+    for (running, service) in [
+        (system.order.as_ref().unwrap().server.addr(), "async-order-service"),
+        (system.inventory.as_ref().unwrap().server.addr(), "inventory-service"),
+    ] {
+        let health: serde_json::Value = app
+            .client
+            .get(format!("http://{running}/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["status"], "healthy", "{health}");
+        assert_eq!(health["service"], service, "{health}");
+    }
     system.stop().await;
 }
 

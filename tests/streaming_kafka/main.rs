@@ -417,6 +417,16 @@ async fn events_written_by_the_original_services_are_decided_and_counted() {
         // The order's time, kept: float seconds read as milliseconds.
         assert_eq!(e[0].ts, 1_764_600_000_000 + (i as u64 * 7919) / 1000, "order-{i}");
     }
+    // `GET /health` answers as the original services did.
+    let health: serde_json::Value =
+        reqwest::get(format!("http://{}/health", analytics.addr()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["service"], "analytics-consumer", "{health}");
     system.stop().await;
 }
 

@@ -393,7 +393,7 @@ fn router(metrics: Metrics) -> Router {
         )
         .route(
             "/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+            crate::http::health_route("analytics-consumer"),
         )
         .with_state(metrics)
 }
