@@ -156,7 +156,11 @@ mod tests {
         }
         let r = reason(&long);
         assert!(r.ends_with("…(3000 bytes)"));
-        assert!(r.trim_end_matches("…(3000 bytes)").chars().all(|c| c == '€'));
+        assert!(
+            r.trim_end_matches("…(3000 bytes)")
+                .chars()
+                .all(|c| c == '€')
+        );
     }
 
     #[test]

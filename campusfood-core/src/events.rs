@@ -126,7 +126,10 @@ pub struct OrderPlaced {
     /// The order; the idempotency key downstream.
     pub order_id: OrderId,
     /// The request that placed it (made up when a sender gave none).
-    #[serde(default = "RequestId::generate", deserialize_with = "lenient::request_id")]
+    #[serde(
+        default = "RequestId::generate",
+        deserialize_with = "lenient::request_id"
+    )]
     pub request_id: RequestId,
     /// What was ordered.
     pub item: Item,
@@ -158,7 +161,10 @@ pub struct InventoryReserved {
     /// Stock of `item` left afterwards.
     pub remaining: u64,
     /// The request that placed the order.
-    #[serde(default = "RequestId::generate", deserialize_with = "lenient::request_id")]
+    #[serde(
+        default = "RequestId::generate",
+        deserialize_with = "lenient::request_id"
+    )]
     pub request_id: RequestId,
     /// When the reservation was made (RFC 3339).
     #[serde(default = "now_rfc3339", deserialize_with = "lenient::created_at")]
@@ -183,7 +189,10 @@ pub struct InventoryFailed {
     /// Why.
     pub reason: FailReason,
     /// The request that placed the order.
-    #[serde(default = "RequestId::generate", deserialize_with = "lenient::request_id")]
+    #[serde(
+        default = "RequestId::generate",
+        deserialize_with = "lenient::request_id"
+    )]
     pub request_id: RequestId,
     /// When the decision was made (RFC 3339).
     #[serde(default = "now_rfc3339", deserialize_with = "lenient::created_at")]
@@ -197,7 +206,10 @@ pub struct OrderNotified {
     /// The order.
     pub order_id: OrderId,
     /// The request that placed the order.
-    #[serde(default = "RequestId::generate", deserialize_with = "lenient::request_id")]
+    #[serde(
+        default = "RequestId::generate",
+        deserialize_with = "lenient::request_id"
+    )]
     pub request_id: RequestId,
     /// When the notification was sent (RFC 3339).
     #[serde(default = "now_rfc3339", deserialize_with = "lenient::created_at")]
@@ -415,7 +427,8 @@ mod tests {
         assert_eq!(event.status, InventoryStatus::Failure);
         assert_eq!(event.ts, 1_764_600_000_456);
         // Ours is unchanged: integer milliseconds, written back the same.
-        let ours = r#"{"order_id":"ORD-00000000ABCD","item_id":"item-1","qty":1,"ts":1764600000123}"#;
+        let ours =
+            r#"{"order_id":"ORD-00000000ABCD","item_id":"item-1","qty":1,"ts":1764600000123}"#;
         let order: OrderEvent = serde_json::from_str(ours).unwrap();
         assert_eq!(order.ts, 1_764_600_000_123);
         assert_eq!(serde_json::to_string(&order).unwrap(), ours);
@@ -430,7 +443,11 @@ mod tests {
         let bare: OrderPlaced =
             serde_json::from_str(r#"{"order_id": "order-1", "item": "pizza", "qty": 1}"#).unwrap();
         assert_eq!(bare.status, OrderStatus::Placed);
-        assert!(humantime::parse_rfc3339(&bare.created_at).is_ok(), "{}", bare.created_at);
+        assert!(
+            humantime::parse_rfc3339(&bare.created_at).is_ok(),
+            "{}",
+            bare.created_at
+        );
         let odd: OrderPlaced = serde_json::from_str(
             r#"{"order_id": "order-1", "request_id": "test-dlq-001", "item": "pizza", "qty": 1,
                 "status": "weird", "created_at": {"when": "now"}, "extra": [1, 2]}"#,
@@ -448,7 +465,10 @@ mod tests {
         let event: InventoryEvent = serde_json::from_str(&lower).unwrap();
         assert_eq!(event.status, InventoryStatus::Success);
         // We still write what the contract spells.
-        assert_eq!(serde_json::to_string(&InventoryStatus::Success).unwrap(), "\"Success\"");
+        assert_eq!(
+            serde_json::to_string(&InventoryStatus::Success).unwrap(),
+            "\"Success\""
+        );
     }
 
     #[test]

@@ -50,8 +50,7 @@ impl OrderId {
     /// Validates `s` as an order id.
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = (1..=Self::MAX_LEN).contains(&s.len())
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
         if ok {
             Ok(Self(s.to_owned()))
@@ -175,7 +174,11 @@ mod tests {
         let s = id.as_str();
         assert_eq!(s.len(), 16);
         assert!(s.starts_with("ORD-"));
-        assert!(s[4..].bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)));
+        assert!(
+            s[4..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        );
         assert!(id.generated_bits().is_some());
     }
 
@@ -194,7 +197,10 @@ mod tests {
             assert_eq!(id.as_str(), good);
         }
         // Only our own form has generated bits, so that two ids never share them.
-        assert_eq!(OrderId::parse("ORD-1a2b3c4d5e6f").unwrap().generated_bits(), None);
+        assert_eq!(
+            OrderId::parse("ORD-1a2b3c4d5e6f").unwrap().generated_bits(),
+            None
+        );
         assert_eq!(OrderId::parse("order-1").unwrap().generated_bits(), None);
         assert_eq!(
             OrderId::parse("ORD-00000000ABCD").unwrap().generated_bits(),

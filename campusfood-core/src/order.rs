@@ -186,10 +186,8 @@ impl PlaceOrder {
     /// Parses and validates a JSON body `{"item": "...", "qty": n}`. Unknown
     /// extra fields are ignored, as JSON clients expect.
     pub fn from_json(body: &[u8]) -> Result<Self, ValidationError> {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|e| {
-            ValidationError::Malformed(bounded::reason_owned(e.to_string()))
-        })?;
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ValidationError::Malformed(bounded::reason_owned(e.to_string())))?;
         let obj = v
             .as_object()
             .ok_or_else(|| ValidationError::Malformed("expected a JSON object".to_owned()))?;
@@ -290,7 +288,9 @@ mod tests {
             format!(r#"{{"item":"{huge}","qty":1}}"#),
             format!(r#"{{"item":"burger","qty":1,"x":{huge}"#),
         ] {
-            let e = PlaceOrder::from_json(body.as_bytes()).unwrap_err().to_string();
+            let e = PlaceOrder::from_json(body.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(e.len() <= 256, "{} bytes: {}", e.len(), &e[..200]);
         }
     }

@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use campusfood_core::bounded;
 use campusfood_core::events::{
     FailReason, InventoryFailed, InventoryReserved, NotifyRequest, OrderNotified, OrderPlaced,
     ReserveRequest,
 };
-use campusfood_core::bounded;
 use campusfood_core::order::{OrderStatus, now_rfc3339};
 use campusfood_core::transport::{
     Delivery, Disposition, Handler, Message, Route, Transport, headers,

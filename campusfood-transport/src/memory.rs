@@ -408,7 +408,11 @@ mod tests {
         let dead = t.dead_letters(&route, 10).await.unwrap();
         assert_eq!(dead.len(), 1);
         assert!(dead[0].reason.len() <= bounded::MAX_REASON_BYTES);
-        assert!(dead[0].reason.ends_with("…(204805 bytes)"), "{}", dead[0].reason);
+        assert!(
+            dead[0].reason.ends_with("…(204805 bytes)"),
+            "{}",
+            dead[0].reason
+        );
         assert_eq!(dead[0].message.body, huge.as_bytes());
         sub.stop().await;
     }

@@ -406,17 +406,18 @@ async fn a_large_records_reason_is_bounded_and_its_partition_moves_on() {
     let id = unique("big-reason");
     let t = transport(&id).await;
     let (name, route) = topic(&t, &format!("t-{id}"), 1).await;
-    let large = Message::default()
-        .with_key("k")
-        .with_header("b", "large");
+    let large = Message::default().with_key("k").with_header("b", "large");
     let large = Message {
         body: vec![b'x'; LARGE].into(),
         ..large
     };
     t.publish(&route, large).await.unwrap();
-    t.publish(&route, Message::default().with_key("k").with_header("b", "after"))
-        .await
-        .unwrap();
+    t.publish(
+        &route,
+        Message::default().with_key("k").with_header("b", "after"),
+    )
+    .await
+    .unwrap();
     let h = Recorder::new(|d: &Delivery| {
         if d.message.body.len() == LARGE {
             Disposition::DeadLetter { reason: quoting(d) }
@@ -435,7 +436,12 @@ async fn a_large_records_reason_is_bounded_and_its_partition_moves_on() {
     })
     .await;
     sub.stop().await;
-    let dead = read_all(&KafkaTransport::dead_letter_topic(&name), 1, "read_committed").await;
+    let dead = read_all(
+        &KafkaTransport::dead_letter_topic(&name),
+        1,
+        "read_committed",
+    )
+    .await;
     assert_bounded(&dead);
 }
 
@@ -449,7 +455,9 @@ struct Quoter {
 impl Processor for Quoter {
     async fn process(&self, d: Delivery) -> Outcome {
         if d.message.body.len() == LARGE {
-            return Outcome::DeadLetter { reason: quoting(&d) };
+            return Outcome::DeadLetter {
+                reason: quoting(&d),
+            };
         }
         self.emitted.lock().unwrap().push(body(&d));
         Outcome::Emit(vec![(
@@ -502,17 +510,19 @@ async fn a_transactional_dead_letter_of_a_large_record_is_bounded_and_committed(
         if lag[0].committed == Some(2) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the partition stalled: {lag:?}"
-        );
+        assert!(Instant::now() < deadline, "the partition stalled: {lag:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     run.stop().await;
     let out = read_all(&output, 1, "read_committed").await;
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1, "after");
-    let dead = read_all(&KafkaTransport::dead_letter_topic(&input), 1, "read_committed").await;
+    let dead = read_all(
+        &KafkaTransport::dead_letter_topic(&input),
+        1,
+        "read_committed",
+    )
+    .await;
     assert_bounded(&dead);
 }
 

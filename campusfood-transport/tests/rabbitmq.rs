@@ -629,7 +629,11 @@ async fn a_huge_reason_is_bounded_and_the_connection_survives() {
     })
     .await;
     sub.stop().await;
-    assert_eq!(h.per_message()[&0], 1, "dead-lettered once, not again and again");
+    assert_eq!(
+        h.per_message()[&0],
+        1,
+        "dead-lettered once, not again and again"
+    );
     let dead = t.dead_letters(&Route::ORDER_PLACED, 10).await.unwrap();
     assert_eq!(dead.len(), 2);
     for d in &dead {
@@ -641,7 +645,11 @@ async fn a_huge_reason_is_bounded_and_the_connection_survives() {
             .unwrap_or_else(|| panic!("no dead letter {n}: {dead:?}"))
     };
     let huge = by_n(0);
-    assert!(huge.reason.starts_with("invalid order_id: xxx"), "{}", huge.reason);
+    assert!(
+        huge.reason.starts_with("invalid order_id: xxx"),
+        "{}",
+        huge.reason
+    );
     assert!(
         huge.reason.ends_with(&format!("…({} bytes)", HUGE + 18)),
         "{}",

@@ -205,16 +205,22 @@ pub async fn oversized_poison_is_dead_lettered_with_a_bounded_reason(app: App) {
         async || app.status(&id).await == OrderStatus::Notified,
     )
     .await;
-    until("the poison in the DLQ", Duration::from_secs(10), async || {
-        app.bus.dead_letters(&Route::ORDER_PLACED).await.len() == 1
-    })
+    until(
+        "the poison in the DLQ",
+        Duration::from_secs(10),
+        async || app.bus.dead_letters(&Route::ORDER_PLACED).await.len() == 1,
+    )
     .await;
     let dead = app.bus.dead_letters(&Route::ORDER_PLACED).await;
     let reason = &dead[0].reason;
     assert!(reason.len() <= 1024, "{} bytes", reason.len());
     assert!(reason.contains("order_id"), "{reason}");
     assert!(reason.contains("…(204800 bytes)"), "{reason}");
-    assert_eq!(dead[0].message.body.len(), poison.to_string().len(), "kept whole");
+    assert_eq!(
+        dead[0].message.body.len(),
+        poison.to_string().len(),
+        "kept whole"
+    );
     assert_eq!(app.stock("burger").await, 99);
     system.stop().await;
 }
@@ -236,9 +242,11 @@ pub async fn orders_written_by_the_original_services_are_reserved_and_notified(a
     publish_raw(&app, original).await;
     publish_raw(&app, foreign).await;
     let notification = system.notification.as_ref().unwrap();
-    until("both reserved and notified", Duration::from_secs(10), async || {
-        app.stock("burger").await == 97 && notification.sent() == 2
-    })
+    until(
+        "both reserved and notified",
+        Duration::from_secs(10),
+        async || app.stock("burger").await == 97 && notification.sent() == 2,
+    )
     .await;
     assert!(
         app.bus.dead_letters(&Route::ORDER_PLACED).await.is_empty(),
@@ -246,8 +254,14 @@ pub async fn orders_written_by_the_original_services_are_reserved_and_notified(a
     );
     // `GET /health` answers as the original services did.
     for (running, service) in [
-        (system.order.as_ref().unwrap().server.addr(), "async-order-service"),
-        (system.inventory.as_ref().unwrap().server.addr(), "inventory-service"),
+        (
+            system.order.as_ref().unwrap().server.addr(),
+            "async-order-service",
+        ),
+        (
+            system.inventory.as_ref().unwrap().server.addr(),
+            "inventory-service",
+        ),
     ] {
         let health: serde_json::Value = app
             .client

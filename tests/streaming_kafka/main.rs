@@ -340,7 +340,8 @@ async fn oversized_poison_is_dead_lettered_with_a_bounded_reason_and_the_partiti
     // the poison.
     h.publish_raw(&Route::ORDER_PLACED, &key, poison.as_bytes())
         .await;
-    let valid = format!(r#"{{"order_id": "{key}", "item_id": "item-1", "qty": 1, "ts": 1764600000.5}}"#);
+    let valid =
+        format!(r#"{{"order_id": "{key}", "item_id": "item-1", "qty": 1, "ts": 1764600000.5}}"#);
     h.publish_raw(&Route::ORDER_PLACED, &key, valid.as_bytes())
         .await;
 
@@ -385,8 +386,12 @@ async fn events_written_by_the_original_services_are_decided_and_counted() {
             1 + i % 5,
             i * 7919
         );
-        h.publish_raw(&Route::ORDER_PLACED, &format!("order-{i}"), value.as_bytes())
-            .await;
+        h.publish_raw(
+            &Route::ORDER_PLACED,
+            &format!("order-{i}"),
+            value.as_bytes(),
+        )
+        .await;
     }
     let original_event = r#"{"order_id": "order-legacy-1", "item_id": "item-3", "qty": 2, "ts": 1764600000.25, "status": "Failure"}"#;
     h.publish_raw(
@@ -415,16 +420,19 @@ async fn events_written_by_the_original_services_are_decided_and_counted() {
         let e = &by_order[&campusfood::core::OrderId::parse(&format!("order-{i}")).unwrap()];
         assert_eq!(e.len(), 1, "order-{i} once");
         // The order's time, kept: float seconds read as milliseconds.
-        assert_eq!(e[0].ts, 1_764_600_000_000 + (i as u64 * 7919) / 1000, "order-{i}");
+        assert_eq!(
+            e[0].ts,
+            1_764_600_000_000 + (i as u64 * 7919) / 1000,
+            "order-{i}"
+        );
     }
     // `GET /health` answers as the original services did.
-    let health: serde_json::Value =
-        reqwest::get(format!("http://{}/health", analytics.addr()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let health: serde_json::Value = reqwest::get(format!("http://{}/health", analytics.addr()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "healthy", "{health}");
     assert_eq!(health["service"], "analytics-consumer", "{health}");
     system.stop().await;

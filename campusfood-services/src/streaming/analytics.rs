@@ -391,10 +391,7 @@ fn router(metrics: Metrics) -> Router {
             "/metrics",
             get(|State(m): State<Metrics>| async move { Json(m.snapshot().await) }),
         )
-        .route(
-            "/health",
-            crate::http::health_route("analytics-consumer"),
-        )
+        .route("/health", crate::http::health_route("analytics-consumer"))
         .with_state(metrics)
 }
 
