@@ -1,10 +1,29 @@
 //! The messages services exchange, exactly as the wire contract spells them.
 //! One serde type per message; every transport carries the same JSON.
+//!
+//! What we emit is unchanged: `created_at` is RFC 3339 text, `ts`
+//! milliseconds since the Unix epoch, ids are ours. What we *read* of the
+//! asynchronous events is what every producer of the contract writes,
+//! including the original services that keep running during a migration:
+//! - `created_at` as RFC 3339 text (kept as given) or as epoch seconds, an
+//!   integer or a float (converted to RFC 3339 with milliseconds);
+//! - Part C's `ts` as integer milliseconds, float seconds or RFC 3339 text;
+//! - order ids of 1–64 characters ([`OrderId`]), such as `order-17`;
+//! - no `request_id`, or one that is not a UUID: a fresh one is made;
+//! - `OrderPlaced`'s `status` is not checked (it is always `placed`);
+//! - extra fields are ignored.
+//!
+//! A time that is missing or cannot be read is the time of reading. Poison
+//! is only what the contract calls poison: not JSON, no usable `order_id`
+//! or item, a `qty` that is not an integer from 1 to [`Quantity::MAX`].
 
-use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
 use crate::ids::{OrderId, RequestId, ReservationId};
-use crate::order::{Item, OrderStatus, Quantity};
+use crate::order::{Item, OrderStatus, Quantity, now_rfc3339};
 
 /// `POST /reserve` body (sync) — a request to reserve stock for an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,21 +119,32 @@ pub struct NotifyOk {
     pub request_id: RequestId,
 }
 
-/// `OrderPlaced` (async): an order was accepted and stored.
+/// `OrderPlaced` (async): an order was accepted and stored. Read leniently
+/// (see the [module docs](self)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderPlaced {
     /// The order; the idempotency key downstream.
     pub order_id: OrderId,
-    /// The request that placed it.
+    /// The request that placed it (made up when a sender gave none).
+    #[serde(
+        default = "RequestId::generate",
+        deserialize_with = "lenient::request_id"
+    )]
     pub request_id: RequestId,
     /// What was ordered.
     pub item: Item,
     /// How many.
     pub qty: Quantity,
-    /// Always `placed` when published.
+    /// Always `placed` when published; not checked when read.
+    #[serde(default = "placed", deserialize_with = "lenient::placed")]
     pub status: OrderStatus,
     /// When it was accepted (RFC 3339).
+    #[serde(default = "now_rfc3339", deserialize_with = "lenient::created_at")]
     pub created_at: String,
+}
+
+fn placed() -> OrderStatus {
+    OrderStatus::Placed
 }
 
 /// `InventoryReserved` (async): stock was reserved for an order.
@@ -131,8 +161,13 @@ pub struct InventoryReserved {
     /// Stock of `item` left afterwards.
     pub remaining: u64,
     /// The request that placed the order.
+    #[serde(
+        default = "RequestId::generate",
+        deserialize_with = "lenient::request_id"
+    )]
     pub request_id: RequestId,
     /// When the reservation was made (RFC 3339).
+    #[serde(default = "now_rfc3339", deserialize_with = "lenient::created_at")]
     pub created_at: String,
 }
 
@@ -154,8 +189,13 @@ pub struct InventoryFailed {
     /// Why.
     pub reason: FailReason,
     /// The request that placed the order.
+    #[serde(
+        default = "RequestId::generate",
+        deserialize_with = "lenient::request_id"
+    )]
     pub request_id: RequestId,
     /// When the decision was made (RFC 3339).
+    #[serde(default = "now_rfc3339", deserialize_with = "lenient::created_at")]
     pub created_at: String,
 }
 
@@ -166,13 +206,20 @@ pub struct OrderNotified {
     /// The order.
     pub order_id: OrderId,
     /// The request that placed the order.
+    #[serde(
+        default = "RequestId::generate",
+        deserialize_with = "lenient::request_id"
+    )]
     pub request_id: RequestId,
     /// When the notification was sent (RFC 3339).
+    #[serde(default = "now_rfc3339", deserialize_with = "lenient::created_at")]
     pub created_at: String,
 }
 
 /// `OrderEvent` (Kafka, `order-events`): an order, keyed by its id.
-/// Exactly the contract's `{order_id, item_id, qty, ts}`.
+/// Exactly the contract's `{order_id, item_id, qty, ts}`; `ts` is read as
+/// integer milliseconds, float seconds (the original producer's
+/// `time.time()`) or RFC 3339 text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderEvent {
     /// The order; the record key, unique across runs.
@@ -182,12 +229,13 @@ pub struct OrderEvent {
     /// How many.
     pub qty: Quantity,
     /// When the order was produced, in milliseconds since the Unix epoch.
+    #[serde(default = "now_millis", deserialize_with = "lenient::ts_millis")]
     pub ts: u64,
 }
 
 /// The outcome an [`InventoryEvent`] reports, spelled `Success` or
-/// `Failure` on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// `Failure` on the wire (read in any case, as the original analytics did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum InventoryStatus {
     /// The stock was reserved.
     Success,
@@ -208,9 +256,26 @@ pub struct InventoryEvent {
     pub qty: Quantity,
     /// The order's `ts` (milliseconds since the Unix epoch), unchanged, so
     /// a replay writes the same event.
+    #[serde(default = "now_millis", deserialize_with = "lenient::ts_millis")]
     pub ts: u64,
     /// What inventory decided.
     pub status: InventoryStatus,
+}
+
+impl<'de> Deserialize<'de> for InventoryStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if s.eq_ignore_ascii_case("success") {
+            Ok(Self::Success)
+        } else if s.eq_ignore_ascii_case("failure") {
+            Ok(Self::Failure)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "status must be Success or Failure, got {}",
+                crate::bounded::preview(&s)
+            )))
+        }
+    }
 }
 
 impl InventoryEvent {
@@ -223,6 +288,74 @@ impl InventoryEvent {
             ts: order.ts,
             status,
         }
+    }
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The latest instant RFC 3339 can spell (the start of year 10000), in
+/// seconds since the Unix epoch.
+const MAX_EPOCH_SECS: f64 = 253_402_300_800.0;
+
+/// Epoch seconds (an integer or a float) as a time, when it is one RFC 3339
+/// can spell.
+fn from_epoch_secs(secs: f64) -> Option<SystemTime> {
+    (secs.is_finite() && (0.0..MAX_EPOCH_SECS).contains(&secs))
+        .then(|| UNIX_EPOCH + Duration::from_secs_f64(secs))
+}
+
+/// The readers of the fields other producers write differently.
+mod lenient {
+    use super::*;
+
+    /// A UUID as text; anything else (`null`, not a UUID) a fresh id.
+    pub(super) fn request_id<'de, D: Deserializer<'de>>(d: D) -> Result<RequestId, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::String(s) => RequestId::parse(&s).unwrap_or_else(|_| RequestId::generate()),
+            _ => RequestId::generate(),
+        })
+    }
+
+    /// Any value: the event is an order placed.
+    pub(super) fn placed<'de, D: Deserializer<'de>>(d: D) -> Result<OrderStatus, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(OrderStatus::Placed)
+    }
+
+    /// Text as given; epoch seconds (integer or float) as RFC 3339 with
+    /// milliseconds; anything else the time of reading.
+    pub(super) fn created_at<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::String(s) => s,
+            Value::Number(n) => n
+                .as_f64()
+                .and_then(from_epoch_secs)
+                .map_or_else(now_rfc3339, |t| {
+                    humantime::format_rfc3339_millis(t).to_string()
+                }),
+            _ => now_rfc3339(),
+        })
+    }
+
+    /// Integer milliseconds; float seconds; RFC 3339 text; anything else
+    /// the time of reading.
+    pub(super) fn ts_millis<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let time = match Value::deserialize(d)? {
+            Value::Number(n) if n.is_u64() => return Ok(n.as_u64().unwrap_or_default()),
+            Value::Number(n) if n.is_f64() => n.as_f64().and_then(from_epoch_secs),
+            Value::String(s) => humantime::parse_rfc3339_weak(&s).ok(),
+            _ => None,
+        };
+        Ok(time
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or_else(now_millis, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            }))
     }
 }
 
@@ -248,7 +381,114 @@ mod tests {
         assert!(serde_json::from_str::<ReserveRequest>(ok).is_ok());
         let bad_qty = ok.replace("\"qty\":1", "\"qty\":0");
         assert!(serde_json::from_str::<ReserveRequest>(&bad_qty).is_err());
-        let bad_id = ok.replace("ORD-0123456789AB", "ORD-1");
+        let bad_id = ok.replace("ORD-0123456789AB", "ORD 1");
         assert!(serde_json::from_str::<ReserveRequest>(&bad_id).is_err());
+    }
+
+    // What the original services write, byte for byte as Python's
+    // `json.dumps` spells it (a space after each `:` and `,`; `time.time()`
+    // as a float with up to 7 decimals).
+    const ORIGINAL_ORDER_PLACED: &str = r#"{"order_id": "ORD-3F2A9C1B7E4D", "request_id": "0b6f2c1e-5a4d-4e8b-9c3f-2d1e0a9b8c7d", "item": "burger", "qty": 2, "status": "placed", "created_at": 1764600000.1234567}"#;
+    const ORIGINAL_RESERVED: &str = r#"{"order_id": "ORD-3F2A9C1B7E4D", "reservation_id": "RES-ORD-3F2A9C1B7E4D", "item": "burger", "qty": 2, "remaining": 98, "request_id": "0b6f2c1e-5a4d-4e8b-9c3f-2d1e0a9b8c7d", "created_at": 1764600000.5}"#;
+    const ORIGINAL_FAILED: &str = r#"{"order_id": "ORD-3F2A9C1B7E4D", "reason": "insufficient_stock", "request_id": null, "created_at": 1764600000.25}"#;
+    const ORIGINAL_ORDER_EVENT: &str =
+        r#"{"order_id": "order-17", "item_id": "item-42", "qty": 3, "ts": 1764600000.4567891}"#;
+    const ORIGINAL_INVENTORY_EVENT: &str = r#"{"order_id": "order-17", "item_id": "item-42", "qty": 3, "ts": 1764600000.4567891, "status": "Failure"}"#;
+
+    #[test]
+    fn reads_the_original_part_b_events() {
+        let placed: OrderPlaced = serde_json::from_str(ORIGINAL_ORDER_PLACED).unwrap();
+        assert_eq!(placed.order_id.as_str(), "ORD-3F2A9C1B7E4D");
+        assert_eq!(placed.qty.get(), 2);
+        assert_eq!(placed.status, OrderStatus::Placed);
+        assert_eq!(placed.created_at, "2025-12-01T14:40:00.123Z");
+        assert_eq!(
+            placed.request_id.to_string(),
+            "0b6f2c1e-5a4d-4e8b-9c3f-2d1e0a9b8c7d"
+        );
+        let reserved: InventoryReserved = serde_json::from_str(ORIGINAL_RESERVED).unwrap();
+        assert_eq!(reserved.remaining, 98);
+        assert_eq!(reserved.created_at, "2025-12-01T14:40:00.500Z");
+        let failed: InventoryFailed = serde_json::from_str(ORIGINAL_FAILED).unwrap();
+        assert_eq!(failed.reason, FailReason::InsufficientStock);
+        // An integer is epoch seconds too.
+        let int = ORIGINAL_ORDER_PLACED.replace("1764600000.1234567", "1764600000");
+        let placed: OrderPlaced = serde_json::from_str(&int).unwrap();
+        assert_eq!(placed.created_at, "2025-12-01T14:40:00.000Z");
+    }
+
+    #[test]
+    fn reads_the_original_part_c_events() {
+        let order: OrderEvent = serde_json::from_str(ORIGINAL_ORDER_EVENT).unwrap();
+        assert_eq!(order.order_id.as_str(), "order-17");
+        assert_eq!(order.item_id.as_str(), "item-42");
+        assert_eq!(order.ts, 1_764_600_000_456);
+        let event: InventoryEvent = serde_json::from_str(ORIGINAL_INVENTORY_EVENT).unwrap();
+        assert_eq!(event.status, InventoryStatus::Failure);
+        assert_eq!(event.ts, 1_764_600_000_456);
+        // Ours is unchanged: integer milliseconds, written back the same.
+        let ours =
+            r#"{"order_id":"ORD-00000000ABCD","item_id":"item-1","qty":1,"ts":1764600000123}"#;
+        let order: OrderEvent = serde_json::from_str(ours).unwrap();
+        assert_eq!(order.ts, 1_764_600_000_123);
+        assert_eq!(serde_json::to_string(&order).unwrap(), ours);
+        let text = ours.replace("1764600000123", "\"2025-12-01T14:40:00.123Z\"");
+        let order: OrderEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(order.ts, 1_764_600_000_123);
+    }
+
+    #[test]
+    fn fills_in_what_other_producers_leave_out() {
+        let before = now_millis();
+        let bare: OrderPlaced =
+            serde_json::from_str(r#"{"order_id": "order-1", "item": "pizza", "qty": 1}"#).unwrap();
+        assert_eq!(bare.status, OrderStatus::Placed);
+        assert!(
+            humantime::parse_rfc3339(&bare.created_at).is_ok(),
+            "{}",
+            bare.created_at
+        );
+        let odd: OrderPlaced = serde_json::from_str(
+            r#"{"order_id": "order-1", "request_id": "test-dlq-001", "item": "pizza", "qty": 1,
+                "status": "weird", "created_at": {"when": "now"}, "extra": [1, 2]}"#,
+        )
+        .unwrap();
+        assert_eq!(odd.order_id.as_str(), "order-1");
+        let e: OrderEvent =
+            serde_json::from_str(r#"{"order_id": "o", "item_id": "item-1", "qty": 1, "ts": -5}"#)
+                .unwrap();
+        assert!(e.ts >= before);
+        let e: OrderEvent =
+            serde_json::from_str(r#"{"order_id": "o", "item_id": "item-1", "qty": 1}"#).unwrap();
+        assert!(e.ts >= before);
+        let lower = ORIGINAL_INVENTORY_EVENT.replace("Failure", "success");
+        let event: InventoryEvent = serde_json::from_str(&lower).unwrap();
+        assert_eq!(event.status, InventoryStatus::Success);
+        // We still write what the contract spells.
+        assert_eq!(
+            serde_json::to_string(&InventoryStatus::Success).unwrap(),
+            "\"Success\""
+        );
+    }
+
+    #[test]
+    fn poison_stays_poison() {
+        for bad in [
+            r#"{"request_id": "r", "item": "pizza", "qty": 1, "created_at": 1.5}"#,
+            r#"{"order_id": "ORD-00000000000A", "qty": 1}"#,
+            r#"{"order_id": "ORD-00000000000A", "item": "pizza"}"#,
+            r#"{"order_id": "ORD-00000000000A", "item": "pizza", "qty": 0}"#,
+            r#"{"order_id": "ORD-00000000000A", "item": "pizza", "qty": 1.5}"#,
+            r#"{"order_id": "ORD-00000000000A", "item": "pizza", "qty": "2"}"#,
+            r#"{"order_id": "", "item": "pizza", "qty": 1}"#,
+            r#"{"order_id": "has space", "item": "pizza", "qty": 1}"#,
+            r#"{"order_id": null, "item": "pizza", "qty": 1}"#,
+        ] {
+            assert!(serde_json::from_str::<OrderPlaced>(bad).is_err(), "{bad}");
+        }
+        let no_item = r#"{"order_id": "order-1", "qty": 1, "ts": 1.5}"#;
+        assert!(serde_json::from_str::<OrderEvent>(no_item).is_err());
+        let bad_status = ORIGINAL_INVENTORY_EVENT.replace("Failure", "Maybe");
+        assert!(serde_json::from_str::<InventoryEvent>(&bad_status).is_err());
     }
 }

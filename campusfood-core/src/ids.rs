@@ -7,28 +7,41 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-/// Why a string is not a valid identifier.
+use crate::bounded;
+
+/// Why a string is not a valid identifier. Each variant holds a bounded,
+/// quoted preview of the offending text ([`bounded::preview`]), never the
+/// whole of it: the text may be anything a sender put in a message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IdError {
-    /// Not `ORD-` followed by exactly 12 upper-case hexadecimal digits.
-    #[error("order_id must be ORD- followed by 12 upper-case hex digits, got {0:?}")]
+    /// Not 1 to 64 characters of ASCII letters, digits, `.`, `_`, `:` and
+    /// `-`.
+    #[error(
+        "order_id must be 1 to 64 characters of letters, digits, '.', '_', ':' and '-', got {0}"
+    )]
     OrderId(String),
     /// Not a UUID.
-    #[error("request_id must be a UUID, got {0:?}")]
+    #[error("request_id must be a UUID, got {0}")]
     RequestId(String),
 }
 
-/// An order identifier: `ORD-` followed by 12 upper-case hexadecimal digits,
-/// e.g. `ORD-1A2B3C4D5E6F`.
+/// An order identifier: 1 to [`OrderId::MAX_LEN`] characters of ASCII
+/// letters, digits, `.`, `_`, `:` and `-`, so that the ids other producers
+/// write (the original services' `order-<i>`, say) are orders too. The ids
+/// this system generates are always `ORD-` followed by 12 upper-case
+/// hexadecimal digits, e.g. `ORD-1A2B3C4D5E6F`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OrderId(String);
 
 impl OrderId {
-    /// The fixed prefix of every order id.
+    /// The fixed prefix of every generated order id.
     pub const PREFIX: &'static str = "ORD-";
+    /// The longest accepted order id, in characters (all ASCII).
+    pub const MAX_LEN: usize = 64;
     const HEX_DIGITS: usize = 12;
 
-    /// A fresh random order id (48 random bits).
+    /// A fresh random order id (48 random bits): `ORD-` and 12 upper-case
+    /// hex digits.
     pub fn generate() -> Self {
         let bits = fastrand::u64(..) & 0xFFFF_FFFF_FFFF;
         Self(format!("{}{bits:012X}", Self::PREFIX))
@@ -36,15 +49,28 @@ impl OrderId {
 
     /// Validates `s` as an order id.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let ok = s.len() == Self::PREFIX.len() + Self::HEX_DIGITS
-            && s.starts_with(Self::PREFIX)
-            && s[Self::PREFIX.len()..]
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+        let ok = (1..=Self::MAX_LEN).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(IdError::OrderId(s.to_owned()))
+            Err(IdError::OrderId(bounded::preview(s)))
+        }
+    }
+
+    /// The 48 random bits of a generated id (`ORD-` and 12 upper-case hex
+    /// digits); `None` for an id of any other form.
+    pub fn generated_bits(&self) -> Option<u64> {
+        let hex = self.0.strip_prefix(Self::PREFIX)?;
+        let generated = hex.len() == Self::HEX_DIGITS
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+        if generated {
+            u64::from_str_radix(hex, 16).ok()
+        } else {
+            None
         }
     }
 
@@ -68,7 +94,7 @@ impl RequestId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         uuid::Uuid::parse_str(s)
             .map(Self)
-            .map_err(|_| IdError::RequestId(s.to_owned()))
+            .map_err(|_| IdError::RequestId(bounded::preview(s)))
     }
 }
 
@@ -125,7 +151,7 @@ text_id!(OrderId, OrderId::parse);
 text_id!(RequestId, RequestId::parse);
 text_id!(ReservationId, |s: &str| {
     s.strip_prefix("RES-")
-        .ok_or_else(|| IdError::OrderId(s.to_owned()))
+        .ok_or_else(|| IdError::OrderId(bounded::preview(s)))
         .and_then(OrderId::parse)
         .map(|o| ReservationId::for_order(&o))
 });
@@ -143,23 +169,71 @@ mod tests {
     }
 
     #[test]
-    fn order_id_rejects_lowercase_short_and_foreign() {
-        for bad in [
+    fn generated_ids_keep_their_form() {
+        let id = OrderId::generate();
+        let s = id.as_str();
+        assert_eq!(s.len(), 16);
+        assert!(s.starts_with("ORD-"));
+        assert!(
+            s[4..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        );
+        assert!(id.generated_bits().is_some());
+    }
+
+    #[test]
+    fn order_id_accepts_what_other_producers_write() {
+        for good in [
+            "order-1",
+            "order-10000",
             "ORD-1a2b3c4d5e6f",
             "ORD-123",
-            "ORD-1234567890ABC",
-            "XYZ-123456789ABC",
-            "",
+            "a",
+            "tenant:42.order_7-b",
+            &"x".repeat(64),
         ] {
+            let id = OrderId::parse(good).unwrap();
+            assert_eq!(id.as_str(), good);
+        }
+        // Only our own form has generated bits, so that two ids never share them.
+        assert_eq!(
+            OrderId::parse("ORD-1a2b3c4d5e6f").unwrap().generated_bits(),
+            None
+        );
+        assert_eq!(OrderId::parse("order-1").unwrap().generated_bits(), None);
+        assert_eq!(
+            OrderId::parse("ORD-00000000ABCD").unwrap().generated_bits(),
+            Some(0xABCD)
+        );
+    }
+
+    #[test]
+    fn order_id_rejects_empty_long_and_odd_characters() {
+        for bad in ["", &"x".repeat(65), "ORD 1", "a/b", "ordér", "a\n", "{}"] {
             assert!(OrderId::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn errors_show_a_bounded_preview() {
+        let huge = "A".repeat(204_800);
+        let e = OrderId::parse(&huge).unwrap_err().to_string();
+        assert!(e.len() < 256, "{}", e.len());
+        assert!(e.contains("…(204800 bytes)"), "{e}");
+        let e = RequestId::parse(&huge).unwrap_err().to_string();
+        assert!(e.len() < 256, "{}", e.len());
+        let e = serde_json::from_str::<OrderId>(&format!("\"{huge} \""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 256, "{}", e.len());
     }
 
     #[test]
     fn serde_round_trip_validates() {
         let id: OrderId = serde_json::from_str("\"ORD-00000000ABCD\"").unwrap();
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"ORD-00000000ABCD\"");
-        assert!(serde_json::from_str::<OrderId>("\"nope\"").is_err());
+        assert!(serde_json::from_str::<OrderId>("\"no pe\"").is_err());
         let r = ReservationId::for_order(&id);
         assert_eq!(r.as_str(), "RES-ORD-00000000ABCD");
         assert_eq!(r.as_str().parse::<ReservationId>().unwrap(), r);

@@ -20,8 +20,11 @@
 //! - [`outbox`]: messages kept until delivered (memory, redb).
 //! - [`config`]: the one place that owns ports, names and defaults.
 //! - [`codec`]: the JSON codec shared by every transport.
+//! - [`bounded`]: reasons, headers and error messages of bounded size,
+//!   whatever the input they quote.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod bounded;
 pub mod codec;
 pub mod config;
 pub mod events;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::bounded;
 use crate::ids::{OrderId, RequestId};
 
 /// Why an order (or one of its fields) is invalid. Always the caller's
@@ -122,7 +123,11 @@ impl Quantity {
             Some(n) => Self::new(n),
             None => Err(ValidationError::Invalid {
                 field: "qty",
-                reason: format!("must be an integer from 1 to {}, got {v}", Self::MAX),
+                reason: format!(
+                    "must be an integer from 1 to {}, got {}",
+                    Self::MAX,
+                    bounded::preview_display(v)
+                ),
             }),
         }
     }
@@ -181,8 +186,8 @@ impl PlaceOrder {
     /// Parses and validates a JSON body `{"item": "...", "qty": n}`. Unknown
     /// extra fields are ignored, as JSON clients expect.
     pub fn from_json(body: &[u8]) -> Result<Self, ValidationError> {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|e| ValidationError::Malformed(e.to_string()))?;
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ValidationError::Malformed(bounded::reason_owned(e.to_string())))?;
         let obj = v
             .as_object()
             .ok_or_else(|| ValidationError::Malformed("expected a JSON object".to_owned()))?;
@@ -195,7 +200,7 @@ impl PlaceOrder {
             other => {
                 return Err(ValidationError::Invalid {
                     field: "item",
-                    reason: format!("must be a string, got {other}"),
+                    reason: format!("must be a string, got {}", bounded::preview_display(other)),
                 });
             }
         };
@@ -270,6 +275,23 @@ mod tests {
         for (body, field) in cases {
             let err = PlaceOrder::from_json(body).unwrap_err();
             assert_eq!(err.field(), *field, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn errors_quote_a_bounded_preview_of_the_input() {
+        let huge = "9".repeat(204_800);
+        for body in [
+            format!(r#"{{"item":"burger","qty":"{huge}"}}"#),
+            format!(r#"{{"item":"burger","qty":{huge}}}"#),
+            format!(r#"{{"item":["{huge}"],"qty":1}}"#),
+            format!(r#"{{"item":"{huge}","qty":1}}"#),
+            format!(r#"{{"item":"burger","qty":1,"x":{huge}"#),
+        ] {
+            let e = PlaceOrder::from_json(body.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.len() <= 256, "{} bytes: {}", e.len(), &e[..200]);
         }
     }
 

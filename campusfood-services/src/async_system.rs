@@ -327,10 +327,7 @@ pub fn async_order_router(service: Arc<AsyncOrderService>, max_body_bytes: usize
             handler_route(service.clone() as Arc<dyn RequestHandler>, max_body_bytes),
         )
         .route("/orders/{id}", get(get_order))
-        .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok", "service": "order"})) }),
-        )
+        .route("/health", crate::http::health_route("async-order-service"))
         .route(
             "/openapi.json",
             get(|| async { axum::Json(crate::openapi::async_order()) }),

@@ -24,13 +24,18 @@ use crate::notification::NotificationService;
 use crate::openapi;
 use crate::order::OrderService;
 
-fn health<S: Clone + Send + Sync + 'static>(
+/// `GET /health`, answered as the original services answered it:
+/// `200 {"status": "healthy", "service": <service>}`, so that the health
+/// checks already pointed at them keep working.
+pub fn health_route<S: Clone + Send + Sync + 'static>(
     service: &'static str,
 ) -> axum::routing::MethodRouter<S> {
-    get(move || async move { axum::Json(json!({"status": "ok", "service": service})) })
+    get(move || async move { axum::Json(json!({"status": "healthy", "service": service})) })
 }
 
-/// Inventory's `GET /health`: 503 while its ledger cannot write.
+/// Inventory's `GET /health`: the original's `200 {"status": "healthy",
+/// "service": "inventory-service"}`, or 503 `{"status": "unhealthy", …,
+/// "reason"}` while its ledger cannot write.
 fn inventory_health<S: Clone + Send + Sync + 'static>(
     ledger: Arc<dyn campusfood_core::ledger::InventoryLedger>,
 ) -> axum::routing::MethodRouter<S> {
@@ -38,12 +43,13 @@ fn inventory_health<S: Clone + Send + Sync + 'static>(
         let ledger = ledger.clone();
         async move {
             match ledger.write_failure() {
-                None => axum::Json(json!({"status": "ok", "service": "inventory"})).into_response(),
+                None => axum::Json(json!({"status": "healthy", "service": "inventory-service"}))
+                    .into_response(),
                 Some(reason) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     axum::Json(json!({
-                        "status": "unavailable",
-                        "service": "inventory",
+                        "status": "unhealthy",
+                        "service": "inventory-service",
                         "reason": format!("the ledger cannot write: {reason}"),
                     })),
                 )
@@ -139,7 +145,7 @@ pub fn notification_router(service: Arc<NotificationService>, max_body_bytes: us
             handler_route(service as Arc<dyn RequestHandler>, max_body_bytes),
         )
         .route("/configure", configure_route(faults, max_body_bytes))
-        .route("/health", health("notification"))
+        .route("/health", health_route("notification-service"))
         .route("/openapi.json", openapi_route(openapi::notification()))
 }
 
@@ -156,7 +162,7 @@ pub fn order_router(service: Arc<OrderService>, max_body_bytes: usize) -> Router
             get(|State(s): State<Arc<OrderService>>| async move { axum::Json(s.orders()) }),
         )
         .route("/orders/{id}", get(get_order))
-        .route("/health", health("order"))
+        .route("/health", health_route("order-service"))
         .route("/openapi.json", openapi_route(openapi::order()))
         .with_state(service)
 }

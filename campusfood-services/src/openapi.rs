@@ -39,7 +39,7 @@ fn body(schema: &str) -> Value {
 }
 
 fn health() -> Value {
-    json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}})
+    json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "up: {status: \"healthy\", service}"}}}})
 }
 
 fn configure() -> Value {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use campusfood_core::bounded;
 use campusfood_core::events::{
     FailReason, InventoryFailed, InventoryReserved, NotifyRequest, OrderNotified, OrderPlaced,
     ReserveRequest,
@@ -64,15 +65,16 @@ where
     }
 }
 
-/// Decodes a delivery's body, or says why it is poison.
+/// Decodes a delivery's body, or says why it is poison, in a reason of at
+/// most [`MAX_REASON_BYTES`](bounded::MAX_REASON_BYTES) whatever the body
+/// holds.
 pub fn decode_or_poison<T: DeserializeOwned>(delivery: &Delivery) -> Result<T, Disposition> {
-    let value: serde_json::Value =
-        serde_json::from_slice(&delivery.message.body).map_err(|e| Disposition::DeadLetter {
-            reason: format!("invalid JSON: {e}"),
-        })?;
-    serde_json::from_value(value).map_err(|e| Disposition::DeadLetter {
-        reason: format!("invalid message: {e}"),
-    })
+    let poison = |reason: String| Disposition::DeadLetter {
+        reason: bounded::reason_owned(reason),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&delivery.message.body)
+        .map_err(|e| poison(format!("invalid JSON: {e}")))?;
+    serde_json::from_value(value).map_err(|e| poison(format!("invalid message: {e}")))
 }
 
 /// Publishes `event` on `route`, keyed by `order`, carrying the request id.

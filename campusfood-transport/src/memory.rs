@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use campusfood_core::bounded;
 use campusfood_core::transport::{
     Backlog, Capabilities, DeadLetter, DeadLetters, Delivery, Disposition, Handler, Message, Reply,
     RequestHandler, Route, SubscribeOptions, Subscription, Transport, TransportError,
@@ -108,6 +109,8 @@ impl MemoryTransport {
     }
 
     fn dead_letter(&self, route: &Route, delivery: Delivery, reason: String) {
+        // Bounded as on the brokers, so that a test here sees what they keep.
+        let reason = bounded::reason_owned(reason);
         let id = self
             .inner
             .next_dead_id
@@ -223,6 +226,7 @@ impl Transport for MemoryTransport {
                         Disposition::Retry { reason }
                             if delivery.attempt < options.max_attempts =>
                         {
+                            let reason = bounded::reason(&reason);
                             tracing::debug!(%route, attempt = delivery.attempt, %reason, "retry later");
                             let queue = queue.clone();
                             let next = Delivery {
@@ -367,6 +371,49 @@ mod tests {
         let dead = t.dead_letters(&route, 10).await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].reason, "poison");
+        sub.stop().await;
+    }
+
+    /// Dead-letters every message with a reason quoting its whole body.
+    struct Quoting;
+
+    #[async_trait]
+    impl Handler for Quoting {
+        async fn handle(&self, d: Delivery) -> Disposition {
+            Disposition::DeadLetter {
+                reason: format!("bad: {}", String::from_utf8_lossy(&d.message.body)),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reasons_are_bounded_as_on_the_brokers() {
+        let t = MemoryTransport::new();
+        let route = Route::new("test.bounded");
+        let sub = t
+            .subscribe(&route, Arc::new(Quoting), SubscribeOptions::default())
+            .await
+            .unwrap();
+        let huge = "y".repeat(200 * 1024);
+        t.publish(
+            &route,
+            Message {
+                body: huge.clone().into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        until("dead letter", || t.depth(&route, None) == 0).await;
+        let dead = t.dead_letters(&route, 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].reason.len() <= bounded::MAX_REASON_BYTES);
+        assert!(
+            dead[0].reason.ends_with("…(204805 bytes)"),
+            "{}",
+            dead[0].reason
+        );
+        assert_eq!(dead[0].message.body, huge.as_bytes());
         sub.stop().await;
     }
 

@@ -101,7 +101,7 @@ use campusfood_core::transport::{
 };
 
 use connection::{Broker, BrokerError};
-pub use message::KEY_HEADER;
+pub use message::{KEY_HEADER, MAX_HEADER_BYTES};
 use publisher::Publisher;
 use topology::Topology;
 
@@ -346,7 +346,7 @@ impl Transport for RabbitTransport {
             tracing::error!(%route, error = %e, "cannot publish");
             TransportError::Unsupported {
                 transport: "rabbitmq",
-                operation: "header names longer than 255 bytes",
+                operation: e.operation(),
             }
         })?;
         self.inner

@@ -377,6 +377,155 @@ async fn dead_letters_go_to_the_dlq_topic_and_later_records_keep_flowing() {
     assert_eq!(h1[headers::ATTEMPTS], "2");
 }
 
+/// A record of 700 KB: under the broker's 1 MB limit, but not twice over.
+const LARGE: usize = 700 * 1024;
+
+/// A reason that quotes its whole record.
+fn quoting(d: &Delivery) -> String {
+    format!("not an order: {}", body(d))
+}
+
+/// Checks that the dead letter of a large record carries a bounded reason.
+fn assert_bounded(dead: &[(String, String, BTreeMap<String, String>)]) {
+    assert_eq!(dead.len(), 1, "one dead letter");
+    let reason = &dead[0].2[headers::DEATH_REASON];
+    assert!(reason.len() <= 1024, "{} bytes", reason.len());
+    assert!(reason.starts_with("not an order: xxx"), "{reason}");
+    assert!(
+        reason.ends_with(&format!("…({} bytes)", LARGE + 14)),
+        "{reason}"
+    );
+    assert_eq!(dead[0].1.len(), LARGE, "the record itself, whole");
+}
+
+/// A reason quoting its record used to go whole into the dead letter's
+/// header: twice the record, past the broker's limit, and the consumer
+/// kept trying to write it while the partition behind it stalled.
+#[tokio::test]
+async fn a_large_records_reason_is_bounded_and_its_partition_moves_on() {
+    let id = unique("big-reason");
+    let t = transport(&id).await;
+    let (name, route) = topic(&t, &format!("t-{id}"), 1).await;
+    let large = Message::default().with_key("k").with_header("b", "large");
+    let large = Message {
+        body: vec![b'x'; LARGE].into(),
+        ..large
+    };
+    t.publish(&route, large).await.unwrap();
+    t.publish(
+        &route,
+        Message::default().with_key("k").with_header("b", "after"),
+    )
+    .await
+    .unwrap();
+    let h = Recorder::new(|d: &Delivery| {
+        if d.message.body.len() == LARGE {
+            Disposition::DeadLetter { reason: quoting(d) }
+        } else {
+            Disposition::Ack
+        }
+    });
+    let sub = t
+        .subscribe(&route, h.clone(), in_group(&format!("g-{id}")))
+        .await
+        .unwrap();
+    until("the record after the large one", || {
+        h.seen()
+            .iter()
+            .any(|d| d.message.headers.get("b").map(String::as_str) == Some("after"))
+    })
+    .await;
+    sub.stop().await;
+    let dead = read_all(
+        &KafkaTransport::dead_letter_topic(&name),
+        1,
+        "read_committed",
+    )
+    .await;
+    assert_bounded(&dead);
+}
+
+/// Dead-letters `x…` records quoting them whole, emits the others.
+struct Quoter {
+    output: String,
+    emitted: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Processor for Quoter {
+    async fn process(&self, d: Delivery) -> Outcome {
+        if d.message.body.len() == LARGE {
+            return Outcome::DeadLetter {
+                reason: quoting(&d),
+            };
+        }
+        self.emitted.lock().unwrap().push(body(&d));
+        Outcome::Emit(vec![(
+            Route::new(self.output.clone()),
+            Message {
+                key: d.message.key.clone(),
+                body: d.message.body.clone(),
+                ..Default::default()
+            },
+        )])
+    }
+}
+
+#[tokio::test]
+async fn a_transactional_dead_letter_of_a_large_record_is_bounded_and_committed() {
+    let id = unique("big-reason-eos");
+    let t = transport(&id).await;
+    let (input, in_route) = topic(&t, &format!("t-in-{id}"), 1).await;
+    let (output, _) = topic(&t, &format!("t-out-{id}"), 1).await;
+    let group = format!("g-{id}");
+    let records = [
+        Message {
+            key: Some("k".into()),
+            body: vec![b'x'; LARGE].into(),
+            ..Default::default()
+        },
+        Message {
+            key: Some("k".into()),
+            body: "after".into(),
+            ..Default::default()
+        },
+    ];
+    t.publish_many(&in_route, records).await.unwrap();
+    let quoter = Arc::new(Quoter {
+        output: output.clone(),
+        emitted: Mutex::default(),
+    });
+    let options = TransactionalOptions {
+        retry_delay: Duration::from_millis(50),
+        max_batch_wait: Duration::from_millis(200),
+        ..TransactionalOptions::new(&group, format!("tx-{id}"))
+    };
+    let p = TransactionalProcessor::new(&t, &in_route, quoter.clone(), options)
+        .await
+        .unwrap();
+    let run = p.spawn();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let lag = t.lag(&group, &input).await.unwrap();
+        if lag[0].committed == Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the partition stalled: {lag:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.stop().await;
+    let out = read_all(&output, 1, "read_committed").await;
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1, "after");
+    let dead = read_all(
+        &KafkaTransport::dead_letter_topic(&input),
+        1,
+        "read_committed",
+    )
+    .await;
+    assert_bounded(&dead);
+}
+
 /// Runs Kafka's own `kafka-consumer-groups` with `args`; its stdout.
 async fn cli(args: &[&str]) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-consumer-groups");

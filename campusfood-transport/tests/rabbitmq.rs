@@ -590,6 +590,77 @@ async fn dead_letter_goes_aside_at_once_while_other_messages_keep_flowing() {
     t.teardown().await.unwrap();
 }
 
+/// A reason quoting a huge input used to go whole into `x-death-reason`:
+/// the header frame outgrew `frame_max`, RabbitMQ closed the shared
+/// connection (`501 FRAME_ERROR`), the message came back and did it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_reason_is_bounded_and_the_connection_survives() {
+    const HUGE: usize = 200 * 1024;
+    let config = config("huge-reason");
+    let t = connect(&config).await;
+    let h = Recorder::new(|d| match number_of(d) {
+        0 => Disposition::DeadLetter {
+            reason: format!("invalid order_id: {}", "x".repeat(HUGE)),
+        },
+        1 => Disposition::Retry {
+            reason: "é".repeat(HUGE / 2),
+        },
+        _ => Disposition::Ack,
+    });
+    let sub = t
+        .subscribe(
+            &Route::ORDER_PLACED,
+            h.clone(),
+            options(4, 2, Duration::from_millis(20)),
+        )
+        .await
+        .unwrap();
+    for n in 0..=1 {
+        t.publish(&Route::ORDER_PLACED, numbered(n)).await.unwrap();
+    }
+    until_async("both in the DLQ", WITHIN, || async {
+        depth(&t, &config.dead_letter_queue).await == 2
+    })
+    .await;
+    // The connection is the one that was there: the next message flows.
+    t.publish(&Route::ORDER_PLACED, numbered(2)).await.unwrap();
+    until("the message after them", WITHIN, || {
+        h.per_message().contains_key(&2)
+    })
+    .await;
+    sub.stop().await;
+    assert_eq!(
+        h.per_message()[&0],
+        1,
+        "dead-lettered once, not again and again"
+    );
+    let dead = t.dead_letters(&Route::ORDER_PLACED, 10).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    for d in &dead {
+        assert!(d.reason.len() <= 1024, "{} bytes", d.reason.len());
+    }
+    let by_n = |n: usize| {
+        dead.iter()
+            .find(|d| d.message == numbered(n))
+            .unwrap_or_else(|| panic!("no dead letter {n}: {dead:?}"))
+    };
+    let huge = by_n(0);
+    assert!(
+        huge.reason.starts_with("invalid order_id: xxx"),
+        "{}",
+        huge.reason
+    );
+    assert!(
+        huge.reason.ends_with(&format!("…({} bytes)", HUGE + 18)),
+        "{}",
+        huge.reason
+    );
+    let retried = by_n(1);
+    assert!(retried.reason.starts_with("gave up after 2 attempts: éé"));
+    assert!(retried.reason.ends_with(" bytes)"), "{}", retried.reason);
+    t.teardown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_without_loss_and_replay_redelivers_one() {
     let config = config("replay");
@@ -972,6 +1043,17 @@ async fn errors_name_the_problem() {
         .await,
         Err(TransportError::Unsupported { .. })
     ));
+    // Headers a frame cannot hold are refused, not sent to close the
+    // connection.
+    assert!(matches!(
+        t.publish(
+            &Route::ORDER_PLACED,
+            numbered(1).with_key("k".repeat(200 * 1024))
+        )
+        .await,
+        Err(TransportError::Unsupported { .. })
+    ));
+    t.publish(&Route::ORDER_PLACED, numbered(2)).await.unwrap();
     let caps = t.capabilities();
     assert!(caps.publish && caps.subscribe && !caps.request);
     assert_eq!(t.name(), "rabbitmq");

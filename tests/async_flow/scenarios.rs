@@ -164,6 +164,120 @@ pub async fn poison_messages_are_dead_lettered_and_valid_orders_keep_flowing(app
     system.stop().await;
 }
 
+/// Publishes `body` as is on `orders` (as another producer would).
+async fn publish_raw(app: &App, body: String) {
+    app.bus
+        .transport()
+        .publish(
+            &Route::ORDER_PLACED,
+            Message {
+                body: body.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// An `order_id` of 200 KB used to go whole into the dead letter's reason
+/// header: on RabbitMQ the frame outgrew `frame_max`, the broker closed the
+/// shared connection and the message came back, forever.
+pub async fn oversized_poison_is_dead_lettered_with_a_bounded_reason(app: App) {
+    const HUGE: usize = 200 * 1024;
+    let system = app.start(AsyncPart::All).await;
+    let poison = json!({
+        "order_id": "A".repeat(HUGE),
+        "request_id": "5f0c8b4e-8d0e-4c43-9b4e-3f1f3f3f3f3f",
+        "item": "burger",
+        "qty": 1,
+        "status": "placed",
+        "created_at": "2025-12-01T14:40:00.000Z",
+    });
+    publish_raw(&app, poison.to_string()).await;
+    let (status, body) = app
+        .order(&system, json!({"item": "burger", "qty": 1}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["order_id"].as_str().unwrap().to_owned();
+    until(
+        "the order after the poison notified",
+        Duration::from_secs(10),
+        async || app.status(&id).await == OrderStatus::Notified,
+    )
+    .await;
+    until(
+        "the poison in the DLQ",
+        Duration::from_secs(10),
+        async || app.bus.dead_letters(&Route::ORDER_PLACED).await.len() == 1,
+    )
+    .await;
+    let dead = app.bus.dead_letters(&Route::ORDER_PLACED).await;
+    let reason = &dead[0].reason;
+    assert!(reason.len() <= 1024, "{} bytes", reason.len());
+    assert!(reason.contains("order_id"), "{reason}");
+    assert!(reason.contains("…(204800 bytes)"), "{reason}");
+    assert_eq!(
+        dead[0].message.body.len(),
+        poison.to_string().len(),
+        "kept whole"
+    );
+    assert_eq!(app.stock("burger").await, 99);
+    system.stop().await;
+}
+
+/// What the original Part B OrderService publishes (`json.dumps` of its
+/// dict: `created_at` is `time.time()`, epoch seconds as a float), and what
+/// other producers of the contract may send (an `order-<i>` id, no
+/// `request_id`, integer seconds, extra fields): orders, not poison.
+pub async fn orders_written_by_the_original_services_are_reserved_and_notified(app: App) {
+    let system = app.start(AsyncPart::All).await;
+    let original = format!(
+        r#"{{"order_id": "{}", "request_id": "0b6f2c1e-5a4d-4e8b-9c3f-2d1e0a9b8c7d", "item": "burger", "qty": 2, "status": "placed", "created_at": 1764600000.1234567}}"#,
+        campusfood::core::OrderId::generate()
+    );
+    let foreign = format!(
+        r#"{{"order_id": "order-{}", "item": "burger", "qty": 1, "created_at": 1764600000, "source": "legacy"}}"#,
+        fastrand::u32(..)
+    );
+    publish_raw(&app, original).await;
+    publish_raw(&app, foreign).await;
+    let notification = system.notification.as_ref().unwrap();
+    until(
+        "both reserved and notified",
+        Duration::from_secs(10),
+        async || app.stock("burger").await == 97 && notification.sent() == 2,
+    )
+    .await;
+    assert!(
+        app.bus.dead_letters(&Route::ORDER_PLACED).await.is_empty(),
+        "nothing dead-lettered"
+    );
+    // `GET /health` answers as the original services did.
+    for (running, service) in [
+        (
+            system.order.as_ref().unwrap().server.addr(),
+            "async-order-service",
+        ),
+        (
+            system.inventory.as_ref().unwrap().server.addr(),
+            "inventory-service",
+        ),
+    ] {
+        let health: serde_json::Value = app
+            .client
+            .get(format!("http://{running}/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["status"], "healthy", "{health}");
+        assert_eq!(health["service"], service, "{health}");
+    }
+    system.stop().await;
+}
+
 pub async fn injected_failures_retry_with_a_bound_then_dead_letter_and_replay_succeeds(app: App) {
     use campusfood::core::fault::FaultUpdate;
     let system = app.start(AsyncPart::All).await;

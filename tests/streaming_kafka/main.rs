@@ -284,7 +284,8 @@ async fn malformed_events_are_dead_lettered_and_counted() {
     let system = h.start(StreamingPart::All).await;
     let bad_orders: [&[u8]; 3] = [
         b"not json",
-        br#"{"order_id":"order-1","item_id":"item-1","qty":1,"ts":1.5}"#,
+        // No item. (`order-1` and a float `ts` are an order: see below.)
+        br#"{"order_id":"order-1","qty":1,"ts":1.5}"#,
         br#"{"order_id":"ORD-00000000ABCD","item_id":"item-1","qty":0,"ts":1}"#,
     ];
     for (i, body) in bad_orders.iter().enumerate() {
@@ -332,6 +333,121 @@ async fn malformed_events_are_dead_lettered_and_counted() {
     })
     .await;
     assert_eq!(events.count(), 101, "100 events and the bad record");
+    system.stop().await;
+}
+
+/// An `order_id` of 700 KB: the dead letter's reason used to quote it
+/// whole, the dead-letter record outgrew the broker's limit, and the
+/// partition stalled behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_poison_is_dead_lettered_with_a_bounded_reason_and_the_partition_moves_on() {
+    const HUGE: usize = 700 * 1024;
+    let h = harness("oversized").await;
+    let system = h.start(StreamingPart::All).await;
+    let key = campusfood::core::OrderId::generate().to_string();
+    let poison = format!(
+        r#"{{"order_id": "{}", "item_id": "item-1", "qty": 1, "ts": 1764600000.5}}"#,
+        "A".repeat(HUGE)
+    );
+    // Both on one key, so in one partition: the valid order waits behind
+    // the poison.
+    h.publish_raw(&Route::ORDER_PLACED, &key, poison.as_bytes())
+        .await;
+    let valid =
+        format!(r#"{{"order_id": "{key}", "item_id": "item-1", "qty": 1, "ts": 1764600000.5}}"#);
+    h.publish_raw(&Route::ORDER_PLACED, &key, valid.as_bytes())
+        .await;
+
+    let events = h.reader(&Route::INVENTORY_RESERVED).await;
+    until("the valid order's inventory event", || events.count() == 1).await;
+    assert_eq!(events.messages()[0].key.as_deref(), Some(key.as_str()));
+    let dlq = h
+        .reader(&Route::new(KafkaTransport::dead_letter_topic(
+            h.order_topic(),
+        )))
+        .await;
+    until("the poison in the dead-letter topic", || dlq.count() == 1).await;
+    let dead = &dlq.messages()[0];
+    let reason = &dead.headers[headers::DEATH_REASON];
+    assert!(reason.len() <= 1024, "{} bytes", reason.len());
+    assert!(reason.contains("order_id"), "{reason}");
+    assert!(reason.contains(&format!("…({HUGE} bytes)")), "{reason}");
+    assert_eq!(dead.body.len(), poison.len(), "the record, whole");
+    let analytics = system.analytics.as_ref().unwrap();
+    until("analytics counts both", || {
+        let t = analytics.totals();
+        t.orders == 1 && t.malformed == 1
+    })
+    .await;
+    system.stop().await;
+}
+
+/// What the original Part C producer writes: `json.dumps` of
+/// `{'order_id': f"order-{i}", 'item_id': …, 'qty': …, 'ts': time.time()}`
+/// keyed by the order id (float seconds, ids reused in every burst); and
+/// what the original inventory consumer writes to `inventory-events` (the
+/// order plus `status`). Orders and events, never malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_by_the_original_services_are_decided_and_counted() {
+    const N: usize = 50;
+    let h = harness("originals").await;
+    let system = h.start(StreamingPart::All).await;
+    for i in 1..=N {
+        let value = format!(
+            r#"{{"order_id": "order-{i}", "item_id": "item-{}", "qty": {}, "ts": 1764600000.{:06}}}"#,
+            1 + i % 50,
+            1 + i % 5,
+            i * 7919
+        );
+        h.publish_raw(
+            &Route::ORDER_PLACED,
+            &format!("order-{i}"),
+            value.as_bytes(),
+        )
+        .await;
+    }
+    let original_event = r#"{"order_id": "order-legacy-1", "item_id": "item-3", "qty": 2, "ts": 1764600000.25, "status": "Failure"}"#;
+    h.publish_raw(
+        &Route::INVENTORY_RESERVED,
+        "order-legacy-1",
+        original_event.as_bytes(),
+    )
+    .await;
+
+    let analytics = system.analytics.as_ref().unwrap();
+    until("every order decided and counted", || {
+        let t = analytics.totals();
+        t.orders == N as u64 && t.inventory_events == N as u64 + 1
+    })
+    .await;
+    let t = analytics.totals();
+    assert_eq!(t.malformed, 0, "{t:?}");
+    assert_eq!(t.duplicates_dropped, 0, "{t:?}");
+    let counts = system.inventory.as_ref().unwrap().counts();
+    assert_eq!(counts.malformed, 0, "{counts:?}");
+    assert_eq!(counts.decided, N as u64, "{counts:?}");
+    let events = h.reader(&Route::INVENTORY_RESERVED).await;
+    until("the inventory events", || events.count() == N + 1).await;
+    let by_order = events.inventory_events();
+    for i in 1..=N {
+        let e = &by_order[&campusfood::core::OrderId::parse(&format!("order-{i}")).unwrap()];
+        assert_eq!(e.len(), 1, "order-{i} once");
+        // The order's time, kept: float seconds read as milliseconds.
+        assert_eq!(
+            e[0].ts,
+            1_764_600_000_000 + (i as u64 * 7919) / 1000,
+            "order-{i}"
+        );
+    }
+    // `GET /health` answers as the original services did.
+    let health: serde_json::Value = reqwest::get(format!("http://{}/health", analytics.addr()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["service"], "analytics-consumer", "{health}");
     system.stop().await;
 }
 

@@ -429,12 +429,15 @@ async fn orders_can_be_looked_up_and_openapi_is_served() {
         assert_eq!(doc["openapi"], "3.1.0");
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
-    for url in [
-        app.order_url("/health"),
-        app.inventory_url("/health"),
-        app.notification_url("/health"),
+    // The original services' shape, so that existing health checks pass.
+    for (url, service) in [
+        (app.order_url("/health"), "order-service"),
+        (app.inventory_url("/health"), "inventory-service"),
+        (app.notification_url("/health"), "notification-service"),
     ] {
-        assert_eq!(app.get(url).await["status"], "ok");
+        let health: Value = app.get(url).await;
+        assert_eq!(health["status"], "healthy", "{health}");
+        assert_eq!(health["service"], service, "{health}");
     }
 }
 

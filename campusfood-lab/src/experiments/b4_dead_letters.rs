@@ -89,7 +89,7 @@ fn poison() -> Vec<Poison> {
         },
         Poison {
             kind: "malformed order_id",
-            body: with("", "order_id", Some(json!("order-1"))),
+            body: with("", "order_id", Some(json!("not an id!"))),
             names: "order_id",
         },
     ]

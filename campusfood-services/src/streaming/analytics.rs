@@ -5,10 +5,11 @@
 //! An event is identified by its topic and order id. The first one counts;
 //! any later record with the same topic and order id (a redelivery after a
 //! crash, an at-least-once re-send, a producer retry) is dropped and counted
-//! in [`Totals::duplicates_dropped`]. The ids seen are kept in memory as 64-bit
-//! keys (about 32 bytes per order and topic), at most
-//! [`DEDUPE_CAPACITY`] per topic, oldest forgotten first: memory stays
-//! bounded, at the cost that a duplicate of an order older than the last
+//! in [`Totals::duplicates_dropped`]. The ids seen are kept in memory —
+//! ours (`ORD-` + 12 hex digits) as their 48-bit numbers, any other
+//! producer's (`order-17`, …) as text — at most [`DEDUPE_CAPACITY`] per
+//! topic, oldest forgotten first: memory stays bounded (about 40 bytes an
+//! id), at the cost that a duplicate of an order older than the last
 //! [`DEDUPE_CAPACITY`] distinct orders of its topic is counted again. A
 //! restarted process starts empty and counts what it reads from its
 //! committed offsets on.
@@ -52,6 +53,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use campusfood_core::OrderId;
+use campusfood_core::bounded;
 use campusfood_core::events::{InventoryEvent, InventoryStatus, OrderEvent};
 use campusfood_core::order::now_rfc3339;
 use campusfood_core::transport::{
@@ -163,11 +165,20 @@ struct Bucket {
 /// Most order ids remembered per topic for dedupe.
 pub const DEDUPE_CAPACITY: usize = 1_000_000;
 
+/// How an order id is remembered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SeenKey {
+    /// One of ours: its number.
+    Bits(u64),
+    /// Another producer's: its text.
+    Text(Box<str>),
+}
+
 /// The ids seen on one topic, at most `capacity`, oldest forgotten first.
 #[derive(Debug, Default)]
 struct Seen {
-    set: HashSet<u64>,
-    order: VecDeque<u64>,
+    set: HashSet<SeenKey>,
+    order: VecDeque<SeenKey>,
     capacity: usize,
 }
 
@@ -180,10 +191,11 @@ impl Seen {
     }
 
     /// Remembers `key`; whether it was new.
-    fn insert(&mut self, key: u64) -> bool {
-        if !self.set.insert(key) {
+    fn insert(&mut self, key: SeenKey) -> bool {
+        if self.set.contains(&key) {
             return false;
         }
+        self.set.insert(key.clone());
         self.order.push_back(key);
         while self.order.len() > self.capacity {
             if let Some(old) = self.order.pop_front() {
@@ -212,12 +224,13 @@ pub struct Analytics {
     state: Mutex<Counters>,
 }
 
-/// The dedupe key of an order id: a 64-bit FNV-1a hash of its text
-/// (stable across processes and releases).
-fn order_key(id: &OrderId) -> u64 {
-    id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// The dedupe key of an order id: a generated id by its 48-bit number,
+/// another producer's by its text.
+fn order_key(id: &OrderId) -> SeenKey {
+    match id.generated_bits() {
+        Some(bits) => SeenKey::Bits(bits),
+        None => SeenKey::Text(id.as_str().into()),
+    }
 }
 
 impl Analytics {
@@ -379,7 +392,7 @@ impl Handler for AnalyticsHandler {
                 Err(e) => {
                     self.analytics.record_malformed();
                     return Disposition::DeadLetter {
-                        reason: format!("not an InventoryEvent: {e}"),
+                        reason: bounded::reason_owned(format!("not an InventoryEvent: {e}")),
                     };
                 }
             },
@@ -472,10 +485,7 @@ fn router(metrics: Metrics) -> Router {
             "/metrics",
             get(|State(m): State<Metrics>| async move { Json(m.snapshot()) }),
         )
-        .route(
-            "/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/health", crate::http::health_route("analytics-consumer"))
         .with_state(metrics)
 }
 
@@ -712,6 +722,32 @@ mod tests {
         );
         assert_eq!(m.failure_rate_pct, 0.0);
         assert_eq!(m.totals.orders, 21);
+    }
+
+    #[test]
+    fn other_producers_ids_are_told_apart() {
+        let a = Analytics::new(Duration::from_secs(60));
+        // The original producer's ids, and one that only looks like ours.
+        for i in 1..=100 {
+            let o: OrderEvent = serde_json::from_str(&format!(
+                r#"{{"order_id": "order-{i}", "item_id": "item-1", "qty": 1, "ts": 1764600000.5}}"#
+            ))
+            .unwrap();
+            assert!(a.record_order(&o), "order-{i} is new");
+            assert!(!a.record_order(&o), "order-{i} again is a duplicate");
+        }
+        let lower: OrderEvent = serde_json::from_str(
+            r#"{"order_id": "ORD-00000000abcd", "item_id": "item-1", "qty": 1, "ts": 1}"#,
+        )
+        .unwrap();
+        let upper: OrderEvent = serde_json::from_str(
+            r#"{"order_id": "ORD-00000000ABCD", "item_id": "item-1", "qty": 1, "ts": 1}"#,
+        )
+        .unwrap();
+        assert!(a.record_order(&lower));
+        assert!(a.record_order(&upper), "a different id");
+        let t = a.snapshot().totals;
+        assert_eq!((t.orders, t.duplicates_dropped), (102, 100));
     }
 
     #[test]

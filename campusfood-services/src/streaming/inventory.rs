@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use campusfood_core::RequestId;
+use campusfood_core::bounded;
 use campusfood_core::events::{InventoryEvent, InventoryStatus, OrderEvent, ReserveRequest};
 use campusfood_core::fault::{FaultConfig, FaultInjector};
 use campusfood_core::ledger::InventoryLedger;
@@ -226,7 +227,9 @@ impl OrderDecider {
             Err(e) => {
                 Stats::bump(&self.stats.malformed);
                 tracing::warn!(key = ?message.key, error = %e, "malformed order event");
-                return Decision::DeadLetter(format!("not an OrderEvent: {e}"));
+                return Decision::DeadLetter(bounded::reason_owned(format!(
+                    "not an OrderEvent: {e}"
+                )));
             }
         };
         tracing::Span::current().record("order_id", order.order_id.as_str());
@@ -612,7 +615,8 @@ mod tests {
         );
         for body in [
             &b"not json"[..],
-            br#"{"order_id":"order-1","item_id":"item-1","qty":1,"ts":1}"#,
+            // No item: poison. (`order-1` itself is an order id now.)
+            br#"{"order_id":"order-1","qty":1,"ts":1}"#,
         ] {
             let m = Message {
                 body: bytes::Bytes::copy_from_slice(body),

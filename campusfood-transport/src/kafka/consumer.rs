@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use campusfood_core::bounded;
 use campusfood_core::config::KafkaConfig;
 use campusfood_core::transport::{
     Delivery, Disposition, Handler, Message, Route, StopSignal, SubscribeOptions, Subscription,
@@ -274,6 +275,7 @@ impl Worker {
             match disposition {
                 Disposition::Ack => return Step::Done,
                 Disposition::Retry { reason } if attempt < max => {
+                    let reason = bounded::reason(&reason);
                     tracing::debug!(
                         partition = record.partition,
                         offset = record.offset,
@@ -307,6 +309,9 @@ impl Worker {
         reason: &str,
         stop: &mut StopSignal,
     ) -> Step {
+        // Bounded, so that a reason quoting its record cannot push the dead
+        // letter past the broker's record size limit.
+        let reason = bounded::reason(reason);
         tracing::warn!(
             partition = record.partition,
             offset = record.offset,
@@ -317,7 +322,7 @@ impl Worker {
         );
         let mut message = record.message.clone();
         for (name, value) in [
-            (headers::DEATH_REASON, reason.to_owned()),
+            (headers::DEATH_REASON, reason.into_owned()),
             (headers::ATTEMPTS, attempts.to_string()),
             (ORIGIN_TOPIC_HEADER, record.topic.clone()),
             (ORIGIN_PARTITION_HEADER, record.partition.to_string()),

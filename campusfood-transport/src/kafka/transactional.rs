@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use campusfood_core::bounded;
 use campusfood_core::transport::{
     Delivery, Message, Route, StopSignal, Subscription, TransportError, headers,
 };
@@ -486,6 +487,7 @@ impl TransactionalProcessor {
         let Some((rec, reason, counted)) = retry else {
             return BatchEnd::Continue;
         };
+        let reason = bounded::reason(&reason);
         let failed = self
             .failures
             .entry((rec.partition, rec.offset))
@@ -508,6 +510,9 @@ impl TransactionalProcessor {
     async fn outputs(&self, rec: &Record, attempt: u32, outcome: Outcome) -> Outputs {
         let max = self.options.max_attempts.max(1);
         let dead = |reason: String| {
+            // Bounded, so that a reason quoting its record cannot push the
+            // dead letter past the broker's record size limit.
+            let reason = bounded::reason_owned(reason);
             tracing::warn!(offset = rec.offset, attempts = attempt, %reason, "dead-lettered");
             let mut m = rec.message.clone();
             let extra = [

@@ -40,6 +40,7 @@ use amqprs::channel::{
     BasicAckArguments, BasicCancelArguments, BasicConsumeArguments, BasicNackArguments,
     BasicQosArguments, ConsumerMessage,
 };
+use campusfood_core::bounded;
 use campusfood_core::transport::{
     Delivery, Disposition, Handler, Route, StopSignal, SubscribeOptions, headers,
 };
@@ -279,6 +280,7 @@ async fn handle(
     let settled = match disposition {
         Disposition::Ack => Ok(()),
         Disposition::Retry { reason } if attempt < max_attempts => {
+            let reason = bounded::reason(&reason);
             tracing::debug!(%route, %queue, attempt, %reason, delay = ?job.options.retry_delay, "retry later");
             // RabbitMQ's own death history is dropped on the way to the
             // retry queue: the attempt count is ours, and a history that
@@ -445,6 +447,10 @@ async fn dead_letter(
     reason: String,
     body: &[u8],
 ) -> Result<(), BrokerError> {
+    // Bounded: a header frame larger than the broker's `frame_max` closes
+    // the whole connection (`501 FRAME_ERROR`), and the message would come
+    // back to do it again.
+    let reason = bounded::reason_owned(reason);
     tracing::warn!(
         route = %job.route, queue = %job.spec.queue, id = %message_id, attempts = attempt, %reason,
         "dead-lettered"

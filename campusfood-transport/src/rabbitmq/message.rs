@@ -22,10 +22,32 @@ use campusfood_core::transport::{Message, headers};
 /// The AMQP header that carries [`Message::key`].
 pub const KEY_HEADER: &str = "x-message-key";
 
-/// A header name AMQP cannot carry (longer than 255 bytes).
+/// The most header bytes (names and values) a published message may
+/// carry: half of RabbitMQ's default `frame_max` (128 KiB). The properties
+/// travel in one frame, and a frame larger than `frame_max` makes the broker
+/// close the whole connection (`501 FRAME_ERROR`), every channel with it.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Headers AMQP cannot carry.
 #[derive(Debug, thiserror::Error)]
-#[error("header name `{0}…` is longer than AMQP's 255 bytes")]
-pub(crate) struct HeaderNameTooLong(pub(crate) String);
+pub(crate) enum HeadersRefused {
+    /// A header name longer than 255 bytes.
+    #[error("header name `{0}…` is longer than AMQP's 255 bytes")]
+    NameTooLong(String),
+    /// More than [`MAX_HEADER_BYTES`] of headers.
+    #[error("{0} bytes of headers, more than {MAX_HEADER_BYTES}")]
+    TooLarge(usize),
+}
+
+impl HeadersRefused {
+    /// What cannot be done, for [`TransportError::Unsupported`](campusfood_core::transport::TransportError::Unsupported).
+    pub(crate) fn operation(&self) -> &'static str {
+        match self {
+            Self::NameTooLong(_) => "header names longer than 255 bytes",
+            Self::TooLarge(_) => "more than 64 KiB of headers",
+        }
+    }
+}
 
 /// A new unique message id.
 pub(crate) fn new_message_id() -> String {
@@ -33,7 +55,16 @@ pub(crate) fn new_message_id() -> String {
 }
 
 /// The properties of a freshly published `message`.
-pub(crate) fn outbound(message: &Message) -> Result<BasicProperties, HeaderNameTooLong> {
+pub(crate) fn outbound(message: &Message) -> Result<BasicProperties, HeadersRefused> {
+    let size: usize = message
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .chain(message.key.iter().map(|k| KEY_HEADER.len() + k.len()))
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return Err(HeadersRefused::TooLarge(size));
+    }
     let mut table = FieldTable::new();
     for (name, value) in &message.headers {
         put(&mut table, name, value)?;
@@ -172,9 +203,9 @@ fn is_broker_header(name: &str) -> bool {
     BROKER_DEATH_HEADERS.contains(&name)
 }
 
-fn put(table: &mut FieldTable, name: &str, value: &str) -> Result<(), HeaderNameTooLong> {
+fn put(table: &mut FieldTable, name: &str, value: &str) -> Result<(), HeadersRefused> {
     let field = FieldName::try_from(name)
-        .map_err(|_| HeaderNameTooLong(name.chars().take(40).collect()))?;
+        .map_err(|_| HeadersRefused::NameTooLong(name.chars().take(40).collect()))?;
     // `insert` adds the new entry's size to the table's encoded length
     // without subtracting a replaced one's: remove it first.
     table.remove(&field);
@@ -287,5 +318,17 @@ mod tests {
     fn long_header_names_are_refused() {
         let m = Message::default().with_header("h".repeat(300), "v");
         assert!(outbound(&m).is_err());
+    }
+
+    #[test]
+    fn headers_larger_than_a_frame_can_hold_are_refused() {
+        let big = "k".repeat(MAX_HEADER_BYTES);
+        assert!(matches!(
+            outbound(&Message::default().with_key(big.clone())),
+            Err(HeadersRefused::TooLarge(_))
+        ));
+        assert!(outbound(&Message::default().with_header("h", big)).is_err());
+        let fits = "k".repeat(MAX_HEADER_BYTES / 2);
+        assert!(outbound(&Message::default().with_key(fits)).is_ok());
     }
 }
