@@ -279,9 +279,12 @@ impl OrderService {
             .with_header(headers::REQUEST_ID, order.request_id.to_string());
         let mut attempt = 1;
         loop {
-            if let Some(b) = &self.breaker {
-                b.try_acquire().map_err(HopError::CircuitOpen)?;
-            }
+            // Settled below; if this future is dropped before that, the
+            // call's drop settles it (see BreakerCall).
+            let call = match &self.breaker {
+                Some(b) => Some(b.try_acquire().map_err(HopError::CircuitOpen)?),
+                None => None,
+            };
             let msg = message
                 .clone()
                 .with_header(headers::ATTEMPTS, attempt.to_string());
@@ -293,12 +296,10 @@ impl OrderService {
                 Ok(reply) => reply.status >= 500,
                 Err(_) => true,
             };
-            if let Some(b) = &self.breaker {
-                if failed {
-                    b.on_failure()
-                } else {
-                    b.on_success()
-                }
+            match call {
+                Some(call) if failed => call.failed(),
+                Some(call) => call.succeeded(),
+                None => {}
             }
             let retryable = match &result {
                 Ok(_) => failed,
@@ -426,5 +427,71 @@ impl OrderService {
 impl RequestHandler for OrderService {
     async fn call(&self, request: Message) -> Reply {
         self.place(&request.body, request.request_id()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use campusfood_core::fault::{FaultInjector, FaultUpdate};
+    use campusfood_core::ledger::MemoryLedger;
+    use campusfood_core::outbox::MemoryOutbox;
+    use campusfood_transport::memory::MemoryTransport;
+
+    use super::*;
+    use crate::inventory::InventoryService;
+    use crate::notification::NotificationService;
+
+    /// The three services in process; inventory's faults to steer it.
+    fn system(options: OrderOptions) -> (OrderService, Arc<FaultInjector>) {
+        let transport = MemoryTransport::new();
+        let faults = Arc::new(FaultInjector::default());
+        let ledger = Arc::new(MemoryLedger::new(&"burger=100".parse().unwrap()));
+        let inventory = Arc::new(InventoryService::new(ledger, faults.clone()));
+        transport.serve(Route::RESERVE, inventory);
+        let notification = NotificationService::new(Arc::new(FaultInjector::default()));
+        transport.serve(Route::NOTIFY, Arc::new(notification));
+        let order = OrderService::new(Arc::new(transport), Arc::new(MemoryOutbox::new()), options);
+        (order, faults)
+    }
+
+    const BURGER: &[u8] = br#"{"item": "burger", "qty": 1}"#;
+
+    fn set(faults: &FaultInjector, delay: f64, failure_rate: f64) {
+        faults
+            .configure(&FaultUpdate {
+                delay: Some(delay),
+                failure_rate: Some(failure_rate),
+                seed: None,
+            })
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_mid_call_does_not_leave_the_circuit_open() {
+        let (order, faults) = system(OrderOptions {
+            breaker: Some(BreakerConfig {
+                failure_threshold: 1,
+                open_for: Duration::from_secs(2),
+            }),
+            ..OrderOptions::default()
+        });
+        set(&faults, 0.0, 1.0);
+        assert_eq!(order.place(BURGER, None).await.status, 503);
+        set(&faults, 30.0, 0.0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The probe: inventory is slow, and the caller gives up first.
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), order.place(BURGER, None)).await;
+        assert!(gave_up.is_err(), "the probe should still be waiting");
+        // Inventory is well again; after a cool-down a new probe goes
+        // through and closes the circuit.
+        set(&faults, 0.0, 0.0);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let reply = order.place(BURGER, None).await;
+        assert_eq!(
+            reply.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
     }
 }
