@@ -17,7 +17,7 @@ fn doc(title: &str, paths: Value, schemas: Value) -> Value {
     if let Some(map) = schemas.as_object_mut() {
         map.insert("Error".to_owned(), error_schema());
         map.insert("FaultConfig".to_owned(), json!({"type": "object", "properties": {
-            "delay": {"type": "number", "minimum": 0, "description": "seconds"},
+            "delay": {"type": "number", "minimum": 0, "maximum": 60, "description": "seconds; a new value applies at once to calls already waiting"},
             "failure_rate": {"type": "number", "minimum": 0, "maximum": 1},
             "seed": {"type": "integer", "minimum": 0, "description": "makes failure draws reproducible"}
         }}));
@@ -45,7 +45,7 @@ fn health() -> Value {
 fn configure() -> Value {
     json!({"post": {"summary": "Inject faults at runtime (any key may be omitted)",
         "requestBody": body("FaultConfig"),
-        "responses": {"200": {"description": "configured: {status, config}"}, "400": resp("invalid value", "Error")}}})
+        "responses": {"200": {"description": "configured: {status, config}"}, "400": resp("invalid value (delay outside 0..=60 s, failure_rate outside 0..=1); nothing changed", "Error")}}})
 }
 
 /// The OrderService (sync REST) document.

@@ -155,6 +155,8 @@ async fn configure_updates_partially_and_validates() {
     );
     for (bad, field) in [
         (json!({"delay": -1}), Some("delay")),
+        (json!({"delay": 1e9}), Some("delay")),
+        (json!({"delay": 60.5}), Some("delay")),
         (json!({"failure_rate": 1.5}), Some("failure_rate")),
         (json!({"failure_rate": -0.1}), Some("failure_rate")),
         (json!({"delay": "slow"}), None),
@@ -165,6 +167,11 @@ async fn configure_updates_partially_and_validates() {
         assert!(a.body["error"].is_string());
         if let Some(f) = field {
             assert_eq!(a.body["field"], f, "{bad}");
+        }
+        if field == Some("delay") {
+            // The refusal says the bound.
+            let said = a.body["error"].as_str().unwrap();
+            assert!(said.contains("0 to 60"), "{said}");
         }
     }
     // Nothing changed by the refused updates.
