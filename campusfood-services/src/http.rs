@@ -19,7 +19,7 @@ use campusfood_core::transport::RequestHandler;
 use campusfood_transport::http::{handler_route, json_error, read_json};
 use serde_json::json;
 
-use crate::inventory::InventoryService;
+use crate::inventory::{InventoryService, ReleaseHandler};
 use crate::notification::NotificationService;
 use crate::openapi;
 use crate::order::OrderService;
@@ -77,14 +77,18 @@ fn configure_route(faults: Arc<FaultInjector>, max_bytes: usize) -> axum::routin
     })
 }
 
-/// InventoryService: `POST /reserve`, `POST /configure`, `GET /inventory`,
-/// `GET /health`, `GET /openapi.json`.
+/// InventoryService: `POST /reserve`, `POST /release`, `POST /configure`,
+/// `GET /inventory`, `GET /health`, `GET /openapi.json`.
 pub fn inventory_router(service: Arc<InventoryService>, max_body_bytes: usize) -> Router {
     let faults = service.faults().clone();
     Router::new()
         .route(
             HttpConfig::RESERVE_PATH,
             handler_route(service.clone() as Arc<dyn RequestHandler>, max_body_bytes),
+        )
+        .route(
+            HttpConfig::RELEASE_PATH,
+            handler_route(Arc::new(ReleaseHandler(service.clone())), max_body_bytes),
         )
         .route("/configure", configure_route(faults, max_body_bytes))
         .route(

@@ -98,9 +98,17 @@ pub fn inventory() -> Value {
                     "200": resp("reserved (or the first outcome of a repeated order_id)", "Reserved"),
                     "404": resp("unknown item", "Error"),
                     "409": resp("insufficient stock: {error, item, available, request_id}", "Error"),
+                    "410": resp("the order was released (POST /release); it is not reserved again", "Error"),
                     "422": resp("invalid request", "Error"),
                     "500": resp("injected failure; nothing reserved", "Error"),
                     "503": resp("the ledger's store does not answer; nothing reserved", "Error")
+                }}},
+            "/release": {"post": {"summary": "Compensation: give back what an order's reservation holds, once; the order is never reserved afterwards (also when the release comes first). Idempotent; not subject to /configure faults",
+                "requestBody": body("ReleaseRequest"),
+                "responses": {
+                    "200": resp("released, nothing_held or already_released", "Released"),
+                    "422": resp("invalid request", "Error"),
+                    "503": resp("the ledger's store does not answer; nothing released", "Error")
                 }}},
             "/configure": configure(),
             "/inventory": {"get": {"summary": "Stock levels by item", "responses": {"200": {"description": "{item: qty}"}}}},
@@ -114,7 +122,17 @@ pub fn inventory() -> Value {
             "Reserved": {"type": "object", "properties": {
                 "status": {"const": "reserved"}, "reservation_id": {"type": "string"},
                 "item": {"type": "string"}, "qty": {"type": "integer"},
-                "remaining": {"type": "integer"}, "request_id": {"type": "string", "format": "uuid"}}}
+                "remaining": {"type": "integer"}, "request_id": {"type": "string", "format": "uuid"}}},
+            "ReleaseRequest": {"type": "object", "required": ["order_id"], "properties": {
+                "order_id": {"type": "string", "pattern": "^ORD-[0-9A-F]{12}$"},
+                "request_id": {"type": "string", "format": "uuid"}}},
+            "Released": {"type": "object", "required": ["status", "order_id"], "properties": {
+                "status": {"enum": ["released", "nothing_held", "already_released"]},
+                "order_id": {"type": "string"},
+                "item": {"type": "string", "description": "when stock went back"},
+                "qty": {"type": "integer", "description": "when stock went back"},
+                "remaining": {"type": "integer", "description": "the item's stock right after, when stock went back"},
+                "request_id": {"type": "string", "format": "uuid"}}}
         }),
     )
 }

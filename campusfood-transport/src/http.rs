@@ -52,13 +52,17 @@ impl HttpTransport {
         })
     }
 
-    /// The OrderService's view of Part A: reserve at inventory, send at
-    /// notification, at the URLs of `config`.
+    /// The OrderService's view of Part A: reserve and release at inventory,
+    /// send at notification, at the URLs of `config`.
     pub fn sync_rest(config: &HttpConfig) -> Result<Self, TransportError> {
         Self::new([
             (
                 Route::RESERVE,
                 format!("{}{}", config.inventory_url, HttpConfig::RESERVE_PATH),
+            ),
+            (
+                Route::RELEASE,
+                format!("{}{}", config.inventory_url, HttpConfig::RELEASE_PATH),
             ),
             (
                 Route::NOTIFY,

@@ -37,6 +37,8 @@ impl HttpConfig {
     pub const ORDER_PATH: &'static str = "/order";
     /// InventoryService: reserve stock.
     pub const RESERVE_PATH: &'static str = "/reserve";
+    /// InventoryService: release an order's reservation (compensation).
+    pub const RELEASE_PATH: &'static str = "/release";
     /// NotificationService: send a notification.
     pub const SEND_PATH: &'static str = "/send";
     /// OrderService's default port.
