@@ -8,6 +8,17 @@
 //! inventory is down, and a bulkhead that bounds orders in flight. A
 //! notification that fails is kept in an [`Outbox`] and retried until it
 //! goes through; the order is confirmed either way.
+//!
+//! Compensation: an order that fails after inventory may have reserved for
+//! it — a timeout or a lost connection on the reserve call, a reservation
+//! answered unreadably, or the order's future dropped before it was
+//! answered (a client gone, a server stopping) — gets its reservation
+//! released: a `POST /release` ([`Route::RELEASE`]) kept in the same
+//! outbox *before* the error is answered, so a crash after the answer
+//! still releases (the retrier sends it after a restart). Inventory's
+//! release is idempotent and also works when it arrives before the
+//! reservation (see `InventoryLedger::release`). A refusal (409, 404) or a
+//! 5xx after only answered attempts held nothing, and releases nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use campusfood_core::config::{BreakerConfig, HttpConfig, RetryConfig};
-use campusfood_core::events::{NotifyRequest, ReserveOk, ReserveRequest};
+use campusfood_core::events::{NotifyRequest, ReleaseRequest, ReserveOk, ReserveRequest};
 use campusfood_core::order::{Order, OrderStatus, PlaceOrder};
 use campusfood_core::outbox::{Outbox, OutboxEntry, OutboxError};
 use campusfood_core::transport::{
@@ -44,7 +55,7 @@ pub struct OrderOptions {
     pub breaker: Option<BreakerConfig>,
     /// Bulkhead: at most this many orders in flight; `None` = unbounded.
     pub max_in_flight: Option<usize>,
-    /// How often failed notifications are retried.
+    /// How often kept calls (failed notifications, releases) are retried.
     pub notification_retry_interval: Duration,
 }
 
@@ -182,70 +193,21 @@ impl OrderService {
     }
 
     async fn place_order(&self, order: Order, start: Instant) -> Reply {
-        let fail = |status: u16, error: String, extra: Option<(&str, Value)>| {
-            let mut body = json!({
-                "error": error,
-                "order_id": order.order_id,
-                "request_id": order.request_id,
-                "elapsed_ms": elapsed_ms(start),
-            });
-            if let (Some((k, v)), Some(map)) = (extra, body.as_object_mut()) {
-                map.insert(k.to_owned(), v);
-            }
-            tracing::info!(status, "order not confirmed");
-            Reply::json(status, &body).unwrap_or_else(|e| error_reply(500, &e.to_string()))
-        };
-        let reply = match self.reserve(&order).await {
-            Ok(reply) => reply,
-            Err(HopError::CircuitOpen(e)) => return fail(503, e.to_string(), None),
-            Err(HopError::Transport(e @ TransportError::Timeout { .. })) => {
-                return fail(504, format!("inventory timed out: {e}"), None);
-            }
-            Err(HopError::Transport(e)) => {
-                return fail(503, format!("inventory unavailable: {e}"), None);
-            }
-        };
-        let ok: ReserveOk = match reply.status {
-            200 => match reply.decode() {
-                Ok(ok) => ok,
-                Err(e) => {
-                    return fail(
-                        502,
-                        format!("inventory answered an unreadable reservation: {e}"),
-                        None,
-                    );
+        // Armed until the order is answered: a future dropped on the way (a
+        // client gone, a server stopping) journals the release on drop.
+        let mut release = ReleaseOnDrop::new(self.outbox.clone(), &order);
+        let (reserved, inconclusive) = self.reserve(&order).await;
+        let ok = match reservation(reserved, &order) {
+            Ok(ok) => ok,
+            Err(refused) => {
+                if refused.holds_stock || inconclusive {
+                    // Before answering, so that a crash after the answer
+                    // still releases (the retrier sends it on restart).
+                    release.journal(&refused.error).await;
+                } else {
+                    release.disarm();
                 }
-            },
-            409 => {
-                let inv: Value = reply.decode().unwrap_or(Value::Null);
-                return fail(
-                    409,
-                    "insufficient stock".to_owned(),
-                    Some(("inventory_response", inv)),
-                );
-            }
-            404 => {
-                return fail(
-                    404,
-                    format!("unknown item {}", order.item),
-                    Some(("item", json!(order.item))),
-                );
-            }
-            s if s >= 500 => {
-                let inv: Value = reply.decode().unwrap_or(Value::Null);
-                return fail(
-                    503,
-                    format!("inventory failed with {s}"),
-                    Some(("inventory_response", inv)),
-                );
-            }
-            s => {
-                let inv: Value = reply.decode().unwrap_or(Value::Null);
-                return fail(
-                    502,
-                    format!("inventory refused the reservation with {s}"),
-                    Some(("inventory_response", inv)),
-                );
+                return refused.reply(&order, start);
             }
         };
         self.notify(&order).await;
@@ -260,12 +222,25 @@ impl OrderService {
         });
         tracing::info!(remaining = ok.remaining, "order confirmed");
         self.remember(order);
+        release.disarm();
         Reply::json(201, &body).unwrap_or_else(|e| error_reply(500, &e.to_string()))
     }
 
     /// The reserve hop: breaker, timeout, and (when on) retry of 5xx and
     /// transport failures — safe because reserve is idempotent per order.
-    async fn reserve(&self, order: &Order) -> Result<Reply, HopError> {
+    /// Also says whether any attempt ended without an answer (a timeout, a
+    /// lost connection): inventory may then have reserved all the same.
+    async fn reserve(&self, order: &Order) -> (Result<Reply, HopError>, bool) {
+        let mut inconclusive = false;
+        let result = self.reserve_attempts(order, &mut inconclusive).await;
+        (result, inconclusive)
+    }
+
+    async fn reserve_attempts(
+        &self,
+        order: &Order,
+        inconclusive: &mut bool,
+    ) -> Result<Reply, HopError> {
         let attempts = self.options.retry.map_or(1, |r| r.max_attempts.max(1));
         let request = ReserveRequest {
             order_id: order.order_id.clone(),
@@ -294,7 +269,10 @@ impl OrderService {
                 .await;
             let failed = match &result {
                 Ok(reply) => reply.status >= 500,
-                Err(_) => true,
+                Err(_) => {
+                    *inconclusive = true;
+                    true
+                }
             };
             match call {
                 Some(call) if failed => call.failed(),
@@ -362,14 +340,15 @@ impl OrderService {
         }
     }
 
-    /// Failed notifications still waiting to be delivered.
-    pub async fn pending_notifications(&self) -> Result<u64, OutboxError> {
+    /// Calls kept in the outbox until delivered: failed notifications and
+    /// releases of failed orders' reservations.
+    pub async fn kept_calls(&self) -> Result<u64, OutboxError> {
         self.outbox.len().await
     }
 
-    /// One pass over the outbox: resends each waiting notification, removes
-    /// those delivered. Returns how many were delivered.
-    pub async fn retry_notifications(&self) -> Result<usize, OutboxError> {
+    /// One pass over the outbox: resends each kept call to its route,
+    /// removes those delivered. Returns how many were delivered.
+    pub async fn retry_kept_calls(&self) -> Result<usize, OutboxError> {
         let mut delivered = 0;
         for mut entry in self.outbox.pending(256).await? {
             let result = self
@@ -384,12 +363,12 @@ impl OrderService {
                 Ok(reply) if reply.is_success() => {
                     self.outbox.remove(&entry.id).await?;
                     delivered += 1;
-                    tracing::info!(order_id = %entry.id, attempts = entry.attempts + 1, "kept notification delivered");
+                    tracing::info!(id = %entry.id, route = %entry.route, attempts = entry.attempts + 1, "kept call delivered");
                 }
                 other => {
                     entry.attempts += 1;
                     entry.last_error = Some(match other {
-                        Ok(reply) => format!("notification answered {}", reply.status),
+                        Ok(reply) => format!("answered {}", reply.status),
                         Err(e) => e.to_string(),
                     });
                     self.outbox.put(entry).await?;
@@ -399,12 +378,9 @@ impl OrderService {
         Ok(delivered)
     }
 
-    /// Retries kept notifications every
+    /// Retries kept calls every
     /// [`OrderOptions::notification_retry_interval`] until `shutdown`.
-    pub async fn run_notification_retrier(
-        self: Arc<Self>,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
+    pub async fn run_retrier(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let mut tick = tokio::time::interval(self.options.notification_retry_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -412,11 +388,163 @@ impl OrderService {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tick.tick() => {
-                    if let Err(e) = self.retry_notifications().await {
-                        tracing::error!(error = %e, "notification outbox unreadable");
+                    if let Err(e) = self.retry_kept_calls().await {
+                        tracing::error!(error = %e, "outbox unreadable");
                     }
                 }
             }
+        }
+    }
+}
+
+/// Why an order was not confirmed, as the OrderService answers it.
+struct Refused {
+    status: u16,
+    error: String,
+    extra: Option<(&'static str, Value)>,
+    /// Inventory answered that it reserved, yet the order fails.
+    holds_stock: bool,
+}
+
+impl Refused {
+    fn new(status: u16, error: String) -> Self {
+        Self {
+            status,
+            error,
+            extra: None,
+            holds_stock: false,
+        }
+    }
+
+    fn with(mut self, key: &'static str, value: Value) -> Self {
+        self.extra = Some((key, value));
+        self
+    }
+
+    /// `{error, order_id, request_id, elapsed_ms}` plus the extra field.
+    fn reply(self, order: &Order, start: Instant) -> Reply {
+        let mut body = json!({
+            "error": self.error,
+            "order_id": order.order_id,
+            "request_id": order.request_id,
+            "elapsed_ms": elapsed_ms(start),
+        });
+        if let (Some((k, v)), Some(map)) = (self.extra, body.as_object_mut()) {
+            map.insert(k.to_owned(), v);
+        }
+        tracing::info!(status = self.status, "order not confirmed");
+        Reply::json(self.status, &body).unwrap_or_else(|e| error_reply(500, &e.to_string()))
+    }
+}
+
+/// The reserve hop's outcome as a reservation, or why the order fails.
+fn reservation(reserved: Result<Reply, HopError>, order: &Order) -> Result<ReserveOk, Refused> {
+    let reply = match reserved {
+        Ok(reply) => reply,
+        Err(HopError::CircuitOpen(e)) => return Err(Refused::new(503, e.to_string())),
+        Err(HopError::Transport(e @ TransportError::Timeout { .. })) => {
+            return Err(Refused::new(504, format!("inventory timed out: {e}")));
+        }
+        Err(HopError::Transport(e)) => {
+            return Err(Refused::new(503, format!("inventory unavailable: {e}")));
+        }
+    };
+    let inventory = || reply.decode().unwrap_or(Value::Null);
+    match reply.status {
+        200 => reply.decode().map_err(|e| Refused {
+            holds_stock: true,
+            ..Refused::new(
+                502,
+                format!("inventory answered an unreadable reservation: {e}"),
+            )
+        }),
+        409 => Err(Refused::new(409, "insufficient stock".to_owned())
+            .with("inventory_response", inventory())),
+        404 => Err(Refused::new(404, format!("unknown item {}", order.item))
+            .with("item", json!(order.item))),
+        s if s >= 500 => Err(Refused::new(503, format!("inventory failed with {s}"))
+            .with("inventory_response", inventory())),
+        s => Err(
+            Refused::new(502, format!("inventory refused the reservation with {s}"))
+                .with("inventory_response", inventory()),
+        ),
+    }
+}
+
+/// The release of an order's reservation, kept in the outbox unless
+/// disarmed: by [`journal`](Self::journal) before a failed order is
+/// answered, or from `Drop` when the order's future is dropped before it
+/// was answered (a client gone, a server stopping) — then nothing else
+/// would release what inventory may have reserved.
+struct ReleaseOnDrop {
+    outbox: Arc<dyn Outbox>,
+    entry: Option<OutboxEntry>,
+}
+
+impl ReleaseOnDrop {
+    fn new(outbox: Arc<dyn Outbox>, order: &Order) -> Self {
+        let request = ReleaseRequest {
+            order_id: order.order_id.clone(),
+            request_id: Some(order.request_id),
+        };
+        let entry = match Message::json(&request) {
+            Ok(m) => {
+                let message = m
+                    .with_key(order.order_id.as_str())
+                    .with_header(headers::REQUEST_ID, order.request_id.to_string());
+                let id = format!("{}/release", order.order_id);
+                Some(OutboxEntry::new(id, &Route::RELEASE, &message))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a release");
+                None
+            }
+        };
+        Self { outbox, entry }
+    }
+
+    /// The order is answered and keeps (or never took) its stock.
+    fn disarm(&mut self) {
+        self.entry = None;
+    }
+
+    /// Keeps the release in the outbox (durable when this returns), then
+    /// disarms.
+    async fn journal(&mut self, why: &str) {
+        if let Some(mut entry) = self.entry.clone() {
+            entry.last_error = Some(why.to_owned());
+            keep_release(&*self.outbox, entry).await;
+        }
+        self.disarm();
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let Some(mut entry) = self.entry.take() else {
+            return;
+        };
+        entry.last_error = Some("the order was abandoned before it was answered".to_owned());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let outbox = self.outbox.clone();
+                runtime.spawn(async move { keep_release(&*outbox, entry).await });
+            }
+            Err(_) => {
+                tracing::error!(release = %entry.body, "order abandoned outside a runtime: its release could not be kept");
+            }
+        }
+    }
+}
+
+/// Puts a release in the outbox; when even that fails, says everything
+/// needed to release by hand.
+async fn keep_release(outbox: &dyn Outbox, entry: OutboxEntry) {
+    let body = entry.body.clone();
+    match outbox.put(entry).await {
+        Ok(()) => tracing::info!(release = %body, "release of the failed order's reservation kept"),
+        Err(e) => {
+            tracing::error!(outbox_error = %e, release = %body, "release could not be kept: POST it to inventory's /release by hand")
         }
     }
 }
@@ -433,21 +561,31 @@ impl RequestHandler for OrderService {
 #[cfg(test)]
 mod tests {
     use campusfood_core::fault::{FaultInjector, FaultUpdate};
-    use campusfood_core::ledger::MemoryLedger;
+    use campusfood_core::ledger::{InventoryLedger, MemoryLedger};
     use campusfood_core::outbox::MemoryOutbox;
+    use campusfood_testkit::gated::AnswersLate;
     use campusfood_transport::memory::MemoryTransport;
 
     use super::*;
-    use crate::inventory::InventoryService;
+    use crate::inventory::{InventoryService, ReleaseHandler};
     use crate::notification::NotificationService;
 
     /// The three services in process; inventory's faults to steer it.
     fn system(options: OrderOptions) -> (OrderService, Arc<FaultInjector>) {
+        let ledger = Arc::new(MemoryLedger::new(&"burger=100".parse().unwrap()));
+        system_on(ledger, options)
+    }
+
+    /// Like [`system`], on `ledger`.
+    fn system_on(
+        ledger: Arc<dyn InventoryLedger>,
+        options: OrderOptions,
+    ) -> (OrderService, Arc<FaultInjector>) {
         let transport = MemoryTransport::new();
         let faults = Arc::new(FaultInjector::default());
-        let ledger = Arc::new(MemoryLedger::new(&"burger=100".parse().unwrap()));
         let inventory = Arc::new(InventoryService::new(ledger, faults.clone()));
-        transport.serve(Route::RESERVE, inventory);
+        transport.serve(Route::RESERVE, inventory.clone());
+        transport.serve(Route::RELEASE, Arc::new(ReleaseHandler(inventory)));
         let notification = NotificationService::new(Arc::new(FaultInjector::default()));
         transport.serve(Route::NOTIFY, Arc::new(notification));
         let order = OrderService::new(Arc::new(transport), Arc::new(MemoryOutbox::new()), options);
@@ -493,5 +631,40 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&reply.body)
         );
+    }
+
+    async fn burgers(ledger: &dyn InventoryLedger) -> u64 {
+        ledger.stock().await.unwrap()[&campusfood_core::Item::parse("burger").unwrap()]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_dropped_after_inventory_reserved_is_released() {
+        let ledger = Arc::new(AnswersLate::new("burger=100"));
+        let (order, _) = system_on(ledger.clone(), OrderOptions::default());
+        // Inventory reserves; the caller gives up before its answer comes.
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), order.place(BURGER, None)).await;
+        assert!(gave_up.is_err());
+        assert_eq!(burgers(&*ledger).await, 99);
+        // The dropped order kept a release, which the retrier delivers.
+        campusfood_testkit::until("the release is kept", Duration::from_secs(10), async || {
+            order.kept_calls().await.unwrap() == 1
+        })
+        .await;
+        assert_eq!(order.retry_kept_calls().await.unwrap(), 1);
+        assert_eq!(burgers(&*ledger).await, 100);
+        assert_eq!(order.kept_calls().await.unwrap(), 0);
+        ledger.open();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_and_confirmed_orders_release_nothing() {
+        let (order, faults) = system(OrderOptions::default());
+        assert_eq!(order.place(BURGER, None).await.status, 201);
+        let too_many = br#"{"item": "burger", "qty": 1000}"#;
+        assert_eq!(order.place(too_many, None).await.status, 409);
+        set(&faults, 0.0, 1.0);
+        assert_eq!(order.place(BURGER, None).await.status, 503);
+        tokio::task::yield_now().await;
+        assert_eq!(order.kept_calls().await.unwrap(), 0);
     }
 }

@@ -274,7 +274,7 @@ impl SyncRest {
                 OrderOptions::from(&http),
             ));
             let (stop, mut rx) = watch::channel(false);
-            let retrier = tokio::spawn(service.clone().run_notification_retrier(async move {
+            let retrier = tokio::spawn(service.clone().run_retrier(async move {
                 let _ = rx.wait_for(|s| *s).await;
             }));
             this.retrier = Some((stop, retrier));

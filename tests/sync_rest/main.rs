@@ -8,10 +8,12 @@ mod helpers;
 use std::sync::Arc;
 use std::time::Duration;
 
+use campusfood::core::OrderId;
 use campusfood::core::config::{BreakerConfig, RetryConfig};
-use campusfood::core::ledger::MemoryLedger;
+use campusfood::core::ledger::{InventoryLedger, MemoryLedger, ReserveOutcome};
 use campusfood::services::http::inventory_router;
 use campusfood::services::sync_rest::Server;
+use campusfood_testkit::gated::AnswersLate;
 use futures::future::join_all;
 use helpers::*;
 use serde_json::{Value, json};
@@ -113,6 +115,126 @@ async fn delay_beyond_the_downstream_timeout_gives_504_at_the_timeout() {
             a.elapsed
         );
     }
+}
+
+#[tokio::test]
+async fn a_reservation_answered_after_the_timeout_is_released() {
+    let ledger = Arc::new(AnswersLate::new("burger=10"));
+    let app = spawn_app_on(ledger.clone(), |h| {
+        h.downstream_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let a = app.order("burger", 2).await;
+    assert_eq!(a.status, 504, "{}", a.body);
+    let id = OrderId::parse(a.body["order_id"].as_str().unwrap()).unwrap();
+    // Inventory did reserve: the client was told the order failed while
+    // its stock was taken.
+    assert_eq!(
+        ledger.reservation(&id).await.unwrap().unwrap().outcome,
+        ReserveOutcome::Reserved { remaining: 8 }
+    );
+    until(
+        "the stock is given back",
+        Duration::from_secs(10),
+        || async { app.stock().await["burger"] == 10 },
+    )
+    .await;
+    assert_eq!(
+        ledger.reservation(&id).await.unwrap().unwrap().outcome,
+        ReserveOutcome::Released
+    );
+    let order = app.system.order.as_ref().unwrap().service.clone();
+    until(
+        "the release leaves the outbox",
+        Duration::from_secs(10),
+        || async { order.kept_calls().await.unwrap() == 0 },
+    )
+    .await;
+    ledger.open();
+}
+
+#[tokio::test]
+async fn a_reservation_arriving_after_its_release_takes_nothing() {
+    let app = spawn_app_with("burger=10", |h| {
+        h.downstream_timeout = Duration::from_millis(200)
+    })
+    .await;
+    assert_eq!(
+        app.configure_inventory(json!({"delay": 1.0})).await.status,
+        200
+    );
+    let mut orders = Vec::new();
+    for a in join_all((0..3).map(|_| app.order("burger", 1))).await {
+        assert_eq!(a.status, 504, "{}", a.body);
+        orders.push(a.body);
+    }
+    // The releases reach inventory while the reservations are still
+    // delayed (or were dropped with their connection).
+    let order = app.system.order.as_ref().unwrap().service.clone();
+    until(
+        "the releases are delivered",
+        Duration::from_secs(10),
+        || async { order.kept_calls().await.unwrap() == 0 },
+    )
+    .await;
+    assert_eq!(
+        app.configure_inventory(json!({"delay": 0})).await.status,
+        200
+    );
+    // A reservation of a released order, however late, takes nothing.
+    for o in &orders {
+        let late = json!({"order_id": o["order_id"], "request_id": o["request_id"], "item": "burger", "qty": 1});
+        let a = app.post_json(app.inventory_url("/reserve"), &late).await;
+        assert_eq!(a.status, 410, "{}", a.body);
+        assert_eq!(a.body["field"], "order_id");
+    }
+    assert_eq!(app.stock().await["burger"], 10);
+    let ledger = app
+        .system
+        .inventory
+        .as_ref()
+        .unwrap()
+        .service
+        .ledger()
+        .clone();
+    for o in &orders {
+        let id = OrderId::parse(o["order_id"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            ledger.reservation(&id).await.unwrap().unwrap().outcome,
+            ReserveOutcome::Released
+        );
+    }
+}
+
+#[tokio::test]
+async fn release_is_idempotent_over_http() {
+    let app = spawn_app_with("burger=10", |_| {}).await;
+    let body = json!({"order_id": "ORD-0000000000BB", "request_id": "5f0c8b4e-8d0e-4c43-9b4e-3f1f3f3f3f3f", "item": "burger", "qty": 4});
+    assert_eq!(
+        app.post_json(app.inventory_url("/reserve"), &body)
+            .await
+            .status,
+        200
+    );
+    let release = json!({"order_id": "ORD-0000000000BB"});
+    let a = app.post_json(app.inventory_url("/release"), &release).await;
+    assert_eq!(
+        (a.status, a.body.clone()),
+        (
+            200,
+            json!({"status": "released", "order_id": "ORD-0000000000BB", "item": "burger", "qty": 4, "remaining": 10})
+        )
+    );
+    let a = app.post_json(app.inventory_url("/release"), &release).await;
+    assert_eq!(a.body["status"], "already_released", "{}", a.body);
+    let unknown = json!({"order_id": "ORD-0000000000CC"});
+    let a = app.post_json(app.inventory_url("/release"), &unknown).await;
+    assert_eq!(a.body["status"], "nothing_held", "{}", a.body);
+    let bad = app
+        .post_json(app.inventory_url("/release"), &json!({"order_id": "nope"}))
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(app.stock().await["burger"], 10);
 }
 
 #[tokio::test]
@@ -402,7 +524,7 @@ async fn failed_notifications_are_kept_and_delivered_later() {
             a.body
         );
     }
-    assert_eq!(order.pending_notifications().await.unwrap(), 5);
+    assert_eq!(order.kept_calls().await.unwrap(), 5);
     assert_eq!(notification.sent(), 0);
     assert_eq!(
         app.configure_notification(json!({"failure_rate": 0.0}))
@@ -411,7 +533,7 @@ async fn failed_notifications_are_kept_and_delivered_later() {
         200
     );
     until("the outbox drains", Duration::from_secs(10), || async {
-        order.pending_notifications().await.unwrap() == 0
+        order.kept_calls().await.unwrap() == 0
     })
     .await;
     assert_eq!(notification.sent(), 5);

@@ -26,7 +26,8 @@ pub struct HttpConfig {
     pub breaker: Option<BreakerConfig>,
     /// Bulkhead: at most this many orders in flight; `None` = unbounded.
     pub max_in_flight: Option<usize>,
-    /// How often failed notifications are retried from the outbox.
+    /// How often the OrderService's kept calls (failed notifications,
+    /// releases of failed orders) are retried from its outbox.
     pub notification_retry_interval: Duration,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
