@@ -13,6 +13,26 @@ fn error_schema() -> Value {
 }
 
 fn doc(title: &str, paths: Value, schemas: Value) -> Value {
+    let mut paths = paths;
+    // Every server holds request bodies to its body read timeout.
+    for item in paths
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+    {
+        if let Some(responses) = item
+            .pointer_mut("/post/responses")
+            .and_then(Value::as_object_mut)
+        {
+            responses.insert(
+                "408".to_owned(),
+                resp(
+                    "the body did not arrive within the server's body read timeout",
+                    "Error",
+                ),
+            );
+        }
+    }
     let mut schemas = schemas;
     if let Some(map) = schemas.as_object_mut() {
         map.insert("Error".to_owned(), error_schema());

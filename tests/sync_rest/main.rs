@@ -238,6 +238,47 @@ async fn release_is_idempotent_over_http() {
 }
 
 #[tokio::test]
+async fn stopping_does_not_wait_for_an_order_stuck_downstream() {
+    let app = spawn_app_with("burger=10", |h| {
+        h.downstream_timeout = Duration::from_secs(60);
+        h.server.stop_timeout = Duration::from_millis(300);
+    })
+    .await;
+    assert_eq!(
+        app.configure_inventory(json!({"delay": 60})).await.status,
+        200
+    );
+    let order = {
+        let (client, url) = (app.client.clone(), app.order_url("/order"));
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"item": "burger", "qty": 1}))
+                .send()
+                .await
+        })
+    };
+    let faults = app
+        .system
+        .inventory
+        .as_ref()
+        .unwrap()
+        .service
+        .faults()
+        .clone();
+    until(
+        "the order waits on inventory",
+        Duration::from_secs(10),
+        || async { faults.delayed_calls() == 1 },
+    )
+    .await;
+    let stopped = tokio::time::timeout(Duration::from_secs(20), app.system.stop()).await;
+    assert!(stopped.is_ok(), "stop waited for the stuck order");
+    // The client is not answered; its connection is closed.
+    assert!(order.await.unwrap().is_err());
+}
+
+#[tokio::test]
 async fn insufficient_stock_passes_inventorys_409_through() {
     let app = spawn_app_with("burger=3", |_| {}).await;
     let a = app.order("burger", 5).await;
