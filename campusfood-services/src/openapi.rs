@@ -86,7 +86,17 @@ pub fn order() -> Value {
                     "503": resp("inventory failed, is unreachable, the circuit is open, or too many orders are in flight", "Error"),
                     "504": resp("inventory did not answer within the downstream timeout", "Error")
                 }}},
-            "/orders": {"get": {"summary": "Recently confirmed orders, oldest first", "responses": {"200": {"description": "array of orders"}}}},
+            "/orders": {"get": {"summary": "Recently confirmed orders (the last 10,000), oldest first, one page at a time",
+                "parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 100, "maximum": 1000},
+                        "description": "orders in the page (default and maximum are configurable)"},
+                    {"name": "after", "in": "query", "schema": {"type": "string", "pattern": "^ORD-[0-9A-F]{12}$"},
+                        "description": "start after this order (the last of the previous page)"}],
+                "responses": {
+                    "200": {"description": "array of orders; a `Link: </orders?after=…&limit=…>; rel=\"next\"` header when more follow",
+                        "headers": {"Link": {"schema": {"type": "string"}}}},
+                    "400": resp("limit out of range, or after is not an order id; `field` names it", "Error"),
+                    "404": resp("after names no recent order", "Error")}}},
             "/orders/{id}": {"get": {"summary": "One recently confirmed order",
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "the order"}, "404": resp("not found", "Error")}}},

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use campusfood_core::config::{BreakerConfig, HttpConfig, RetryConfig};
+use campusfood_core::config::{BreakerConfig, HttpConfig, PageLimits, RetryConfig};
 use campusfood_core::events::{NotifyRequest, ReleaseRequest, ReserveOk, ReserveRequest};
 use campusfood_core::order::{Order, OrderStatus, PlaceOrder};
 use campusfood_core::outbox::{Outbox, OutboxEntry, OutboxError};
@@ -41,7 +41,7 @@ use tracing::Instrument;
 use crate::reply::{error_reply, validation_reply};
 use crate::resilience::{CircuitBreaker, CircuitOpen, backoff};
 
-/// How many recent orders `GET /orders` keeps.
+/// How many recent orders the service keeps for `GET /orders`.
 pub const RECENT_ORDERS: usize = 10_000;
 
 /// The OrderService's resilience settings.
@@ -57,6 +57,8 @@ pub struct OrderOptions {
     pub max_in_flight: Option<usize>,
     /// How often kept calls (failed notifications, releases) are retried.
     pub notification_retry_interval: Duration,
+    /// Page sizes of `GET /orders`.
+    pub orders_page: PageLimits,
 }
 
 impl From<&HttpConfig> for OrderOptions {
@@ -67,6 +69,7 @@ impl From<&HttpConfig> for OrderOptions {
             breaker: c.breaker,
             max_in_flight: c.max_in_flight,
             notification_retry_interval: c.notification_retry_interval,
+            orders_page: c.orders_page,
         }
     }
 }
@@ -84,12 +87,30 @@ enum HopError {
     Transport(TransportError),
 }
 
-/// Recently confirmed orders, bounded.
+/// Recently confirmed orders, bounded. Each has a sequence number, so a
+/// page after a given order starts without a scan.
 #[derive(Debug, Default)]
 struct Recent {
-    by_id: HashMap<OrderId, Order>,
+    by_id: HashMap<OrderId, (u64, Order)>,
     order: VecDeque<OrderId>,
+    /// The sequence number of `order`'s front.
+    first: u64,
 }
+
+/// One page of recent orders ([`OrderService::orders_page`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrdersPage {
+    /// The orders, oldest first.
+    pub orders: Vec<Order>,
+    /// Whether more recent orders follow the last of these.
+    pub more: bool,
+}
+
+/// A page was asked for after an order the service does not hold: never
+/// confirmed here, or older than the last [`RECENT_ORDERS`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no recent order {0}: never confirmed here, or older than the last {RECENT_ORDERS}")]
+pub struct UnknownOrder(pub OrderId);
 
 /// The synchronous OrderService.
 #[derive(Debug)]
@@ -139,19 +160,37 @@ impl OrderService {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Recently confirmed orders, oldest first (at most [`RECENT_ORDERS`]).
-    pub fn orders(&self) -> Vec<Order> {
+    /// Up to `limit` recently confirmed orders, oldest first: from the
+    /// oldest kept, or from the one right after `after`.
+    pub fn orders_page(
+        &self,
+        after: Option<&OrderId>,
+        limit: usize,
+    ) -> Result<OrdersPage, UnknownOrder> {
         let recent = self.recent();
-        recent
+        let start = match after {
+            None => 0,
+            Some(id) => match recent.by_id.get(id) {
+                Some((seq, _)) => usize::try_from(seq - recent.first + 1).unwrap_or(usize::MAX),
+                None => return Err(UnknownOrder(id.clone())),
+            },
+        };
+        let len = recent.order.len();
+        let (start, end) = (start.min(len), start.saturating_add(limit).min(len));
+        let orders = recent
             .order
-            .iter()
-            .filter_map(|id| recent.by_id.get(id).cloned())
-            .collect()
+            .range(start..end)
+            .filter_map(|id| recent.by_id.get(id).map(|(_, o)| o.clone()))
+            .collect();
+        Ok(OrdersPage {
+            orders,
+            more: end < len,
+        })
     }
 
     /// A recently confirmed order.
     pub fn order(&self, id: &OrderId) -> Option<Order> {
-        self.recent().by_id.get(id).cloned()
+        self.recent().by_id.get(id).map(|(_, o)| o.clone())
     }
 
     fn remember(&self, order: Order) {
@@ -159,10 +198,12 @@ impl OrderService {
         if recent.order.len() >= RECENT_ORDERS {
             if let Some(old) = recent.order.pop_front() {
                 recent.by_id.remove(&old);
+                recent.first += 1;
             }
         }
+        let seq = recent.first + recent.order.len() as u64;
         recent.order.push_back(order.order_id.clone());
-        recent.by_id.insert(order.order_id.clone(), order);
+        recent.by_id.insert(order.order_id.clone(), (seq, order));
     }
 
     /// Places an order from a JSON body `{"item", "qty"}`: validates,
@@ -666,5 +707,30 @@ mod tests {
         assert_eq!(order.place(BURGER, None).await.status, 503);
         tokio::task::yield_now().await;
         assert_eq!(order.kept_calls().await.unwrap(), 0);
+    }
+
+    #[test]
+    fn pages_follow_the_orders_kept_when_old_ones_are_forgotten() {
+        let (order, _) = system(OrderOptions::default());
+        let ids: Vec<OrderId> = (0..RECENT_ORDERS + 5)
+            .map(|_| {
+                let placed = PlaceOrder::from_json(BURGER).unwrap();
+                let o = Order::new(placed, OrderStatus::Confirmed);
+                let id = o.order_id.clone();
+                order.remember(o);
+                id
+            })
+            .collect();
+        let page = |after: Option<&OrderId>, limit| order.orders_page(after, limit);
+        let first = page(None, 2).unwrap();
+        assert_eq!(first.orders[0].order_id, ids[5]);
+        assert!(first.more);
+        assert_eq!(page(Some(&ids[4]), 2), Err(UnknownOrder(ids[4].clone())));
+        let last = page(Some(&ids[RECENT_ORDERS + 2]), 10).unwrap();
+        let got: Vec<_> = last.orders.iter().map(|o| o.order_id.clone()).collect();
+        assert_eq!(got, ids[RECENT_ORDERS + 3..]);
+        assert!(!last.more);
+        let end = page(ids.last(), 10).unwrap();
+        assert!(end.orders.is_empty() && !end.more);
     }
 }

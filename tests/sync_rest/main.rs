@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use campusfood::core::OrderId;
-use campusfood::core::config::{BreakerConfig, RetryConfig};
+use campusfood::core::config::{BreakerConfig, PageLimits, RetryConfig};
 use campusfood::core::ledger::{InventoryLedger, MemoryLedger, ReserveOutcome};
 use campusfood::services::http::inventory_router;
 use campusfood::services::sync_rest::Server;
@@ -605,5 +605,72 @@ async fn orders_can_be_looked_up_and_openapi_is_served() {
         app.notification_url("/health"),
     ] {
         assert_eq!(app.get(url).await["status"], "ok");
+    }
+}
+
+#[tokio::test]
+async fn orders_are_listed_in_pages() {
+    let app = spawn_app_with("burger=1000", |h| {
+        h.orders_page = PageLimits { default: 3, max: 5 }
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let a = app.order("burger", 1).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        ids.push(a.body["order_id"].as_str().unwrap().to_owned());
+    }
+    let page = |path: String| {
+        let request = app.client.get(app.order_url(&path));
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let next = resp
+                .headers()
+                .get("link")
+                .map(|l| l.to_str().unwrap().to_owned());
+            let body: Value = resp.json().await.unwrap();
+            (status, body, next)
+        }
+    };
+    let ids_of = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["order_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The default page, then the next ones by their links.
+    let (status, body, next) = page("/orders".to_owned()).await;
+    assert_eq!(status, 200);
+    assert_eq!(ids_of(&body), ids[..3]);
+    let next = next.unwrap();
+    assert_eq!(
+        next,
+        format!("</orders?after={}&limit=3>; rel=\"next\"", ids[2])
+    );
+    let link = |l: &str| l[1..l.find('>').unwrap()].to_owned();
+    let (_, body, next) = page(link(&next)).await;
+    assert_eq!(ids_of(&body), ids[3..6]);
+    let (_, body, next) = page(link(&next.unwrap())).await;
+    assert_eq!(ids_of(&body), ids[6..]);
+    assert_eq!(next, None);
+    let (_, body, next) = page(format!("/orders?limit=5&after={}", ids[0])).await;
+    assert_eq!(ids_of(&body), ids[1..6]);
+    assert!(next.is_some());
+    // Out of range, malformed, unknown.
+    for (query, status, field) in [
+        ("limit=6", 400, Some("limit")),
+        ("limit=0", 400, Some("limit")),
+        ("limit=lots", 400, None),
+        ("after=nope", 400, Some("after")),
+        ("after=ORD-000000000000", 404, Some("after")),
+    ] {
+        let (s, body, _) = page(format!("/orders?{query}")).await;
+        assert_eq!(s, status, "{query} -> {body}");
+        assert!(body["error"].is_string(), "{query} -> {body}");
+        if let Some(f) = field {
+            assert_eq!(body["field"], f, "{query}");
+        }
     }
 }
