@@ -24,7 +24,7 @@ use tokio::time::Instant;
 pub enum FaultError {
     /// `delay` is negative, above [`FaultConfig::MAX_DELAY`] or not a
     /// number.
-    #[error("delay must be a number of seconds from 0 to 60, got {0}")]
+    #[error("delay must be a number of seconds from 0 to {max}, got {0}", max = FaultConfig::MAX_DELAY.as_secs())]
     Delay(f64),
     /// `failure_rate` is outside `0..=1`.
     #[error("failure_rate must be between 0 and 1, got {0}")]

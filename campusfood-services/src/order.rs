@@ -237,7 +237,8 @@ impl OrderService {
         // Armed until the order is answered: a future dropped on the way (a
         // client gone, a server stopping) journals the release on drop.
         let mut release = ReleaseOnDrop::new(self.outbox.clone(), &order);
-        let (reserved, inconclusive) = self.reserve(&order).await;
+        let mut inconclusive = false;
+        let reserved = self.reserve(&order, &mut inconclusive).await;
         let ok = match reservation(reserved, &order) {
             Ok(ok) => ok,
             Err(refused) => {
@@ -269,19 +270,10 @@ impl OrderService {
 
     /// The reserve hop: breaker, timeout, and (when on) retry of 5xx and
     /// transport failures — safe because reserve is idempotent per order.
-    /// Also says whether any attempt ended without an answer (a timeout, a
-    /// lost connection): inventory may then have reserved all the same.
-    async fn reserve(&self, order: &Order) -> (Result<Reply, HopError>, bool) {
-        let mut inconclusive = false;
-        let result = self.reserve_attempts(order, &mut inconclusive).await;
-        (result, inconclusive)
-    }
-
-    async fn reserve_attempts(
-        &self,
-        order: &Order,
-        inconclusive: &mut bool,
-    ) -> Result<Reply, HopError> {
+    /// Sets `inconclusive` when an attempt ended without an answer (a
+    /// timeout, a lost connection): inventory may have reserved all the
+    /// same.
+    async fn reserve(&self, order: &Order, inconclusive: &mut bool) -> Result<Reply, HopError> {
         let attempts = self.options.retry.map_or(1, |r| r.max_attempts.max(1));
         let request = ReserveRequest {
             order_id: order.order_id.clone(),
@@ -516,44 +508,52 @@ fn reservation(reserved: Result<Reply, HopError>, order: &Order) -> Result<Reser
 /// disarmed: by [`journal`](Self::journal) before a failed order is
 /// answered, or from `Drop` when the order's future is dropped before it
 /// was answered (a client gone, a server stopping) — then nothing else
-/// would release what inventory may have reserved.
+/// would release what inventory may have reserved. The release message is
+/// only made when it is kept.
 struct ReleaseOnDrop {
     outbox: Arc<dyn Outbox>,
-    entry: Option<OutboxEntry>,
+    /// The order to release; `None` once disarmed.
+    order: Option<(OrderId, RequestId)>,
 }
 
 impl ReleaseOnDrop {
     fn new(outbox: Arc<dyn Outbox>, order: &Order) -> Self {
-        let request = ReleaseRequest {
-            order_id: order.order_id.clone(),
-            request_id: Some(order.request_id),
-        };
-        let entry = match Message::json(&request) {
-            Ok(m) => {
-                let message = m
-                    .with_key(order.order_id.as_str())
-                    .with_header(headers::REQUEST_ID, order.request_id.to_string());
-                let id = format!("{}/release", order.order_id);
-                Some(OutboxEntry::new(id, &Route::RELEASE, &message))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a release");
-                None
-            }
-        };
-        Self { outbox, entry }
+        Self {
+            outbox,
+            order: Some((order.order_id.clone(), order.request_id)),
+        }
     }
 
     /// The order is answered and keeps (or never took) its stock.
     fn disarm(&mut self) {
-        self.entry = None;
+        self.order = None;
+    }
+
+    /// The outbox entry releasing the order, `why` as its last error.
+    fn entry(&self, why: &str) -> Option<OutboxEntry> {
+        let (order_id, request_id) = self.order.as_ref()?;
+        let request = ReleaseRequest {
+            order_id: order_id.clone(),
+            request_id: Some(*request_id),
+        };
+        let message = match Message::json(&request) {
+            Ok(m) => m
+                .with_key(order_id.as_str())
+                .with_header(headers::REQUEST_ID, request_id.to_string()),
+            Err(e) => {
+                tracing::error!(error = %e, %order_id, "cannot encode a release");
+                return None;
+            }
+        };
+        let mut entry = OutboxEntry::new(format!("{order_id}/release"), &Route::RELEASE, &message);
+        entry.last_error = Some(why.to_owned());
+        Some(entry)
     }
 
     /// Keeps the release in the outbox (durable when this returns), then
-    /// disarms.
+    /// disarms. Dropped before that, `Drop` keeps it.
     async fn journal(&mut self, why: &str) {
-        if let Some(mut entry) = self.entry.clone() {
-            entry.last_error = Some(why.to_owned());
+        if let Some(entry) = self.entry(why) {
             keep_release(&*self.outbox, entry).await;
         }
         self.disarm();
@@ -562,10 +562,9 @@ impl ReleaseOnDrop {
 
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        let Some(mut entry) = self.entry.take() else {
+        let Some(entry) = self.entry("the order was abandoned before it was answered") else {
             return;
         };
-        entry.last_error = Some("the order was abandoned before it was answered".to_owned());
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let outbox = self.outbox.clone();

@@ -50,10 +50,18 @@ pub struct HttpTransport {
 impl HttpTransport {
     /// A transport that sends each route's requests to its URL.
     pub fn new(routes: impl IntoIterator<Item = (Route, String)>) -> Result<Self, TransportError> {
+        Self::with_idle_timeout(routes, Duration::from_secs(90))
+    }
+
+    /// Like [`new`](Self::new), keeping idle connections for `idle`.
+    fn with_idle_timeout(
+        routes: impl IntoIterator<Item = (Route, String)>,
+        idle: Duration,
+    ) -> Result<Self, TransportError> {
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(256)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(idle)
             .build()
             .map_err(|e| TransportError::Unavailable {
                 route: Route::new("*"),
@@ -66,22 +74,29 @@ impl HttpTransport {
     }
 
     /// The OrderService's view of Part A: reserve and release at inventory,
-    /// send at notification, at the URLs of `config`.
+    /// send at notification, at the URLs of `config`. Idle connections are
+    /// dropped at half the servers' header read timeout (which is also
+    /// their idle timeout), so that — with the same limits on both sides —
+    /// a request does not go out on a connection the server is closing.
     pub fn sync_rest(config: &HttpConfig) -> Result<Self, TransportError> {
-        Self::new([
-            (
-                Route::RESERVE,
-                format!("{}{}", config.inventory_url, HttpConfig::RESERVE_PATH),
-            ),
-            (
-                Route::RELEASE,
-                format!("{}{}", config.inventory_url, HttpConfig::RELEASE_PATH),
-            ),
-            (
-                Route::NOTIFY,
-                format!("{}{}", config.notification_url, HttpConfig::SEND_PATH),
-            ),
-        ])
+        let idle = config.server.header_read_timeout / 2;
+        Self::with_idle_timeout(
+            [
+                (
+                    Route::RESERVE,
+                    format!("{}{}", config.inventory_url, HttpConfig::RESERVE_PATH),
+                ),
+                (
+                    Route::RELEASE,
+                    format!("{}{}", config.inventory_url, HttpConfig::RELEASE_PATH),
+                ),
+                (
+                    Route::NOTIFY,
+                    format!("{}{}", config.notification_url, HttpConfig::SEND_PATH),
+                ),
+            ],
+            idle,
+        )
     }
 
     fn url(&self, route: &Route) -> Result<&str, TransportError> {

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     InventoryLedger, LedgerError, Release, Reservation, ReservationRecord, ReserveOutcome, decide,
+    release_decided,
 };
 use crate::ids::OrderId;
 use crate::order::{Item, Quantity};
@@ -88,16 +89,13 @@ impl InventoryLedger for MemoryLedger {
                 Release::AlreadyReleased
             });
         };
-        let held = record.outcome;
-        if held == ReserveOutcome::Released {
-            return Ok(Release::AlreadyReleased);
-        }
-        record.outcome = ReserveOutcome::Released;
-        if !matches!(held, ReserveOutcome::Reserved { .. }) {
-            return Ok(Release::NothingHeld);
-        }
+        let back = match release_decided(record) {
+            None => return Ok(Release::AlreadyReleased),
+            Some(0) => return Ok(Release::NothingHeld),
+            Some(back) => back,
+        };
         let level = state.stock.entry(record.item.clone()).or_insert(0);
-        *level = level.saturating_add(u64::from(record.qty.get()));
+        *level = level.saturating_add(back);
         Ok(Release::Returned {
             item: record.item.clone(),
             qty: record.qty,

@@ -172,3 +172,17 @@ pub(crate) fn decide(stock: Option<u64>, qty: Quantity) -> ReserveOutcome {
         },
     }
 }
+
+/// Releases an order that has a decision, the rule every ledger applies:
+/// `None` when it was released before (nothing changes); else its record
+/// becomes [`ReserveOutcome::Released`] and the answer is the stock to give
+/// back (0 when it held nothing).
+pub(crate) fn release_decided(record: &mut ReservationRecord) -> Option<u64> {
+    let held = match record.outcome {
+        ReserveOutcome::Released => return None,
+        ReserveOutcome::Reserved { .. } => u64::from(record.qty.get()),
+        ReserveOutcome::Insufficient { .. } | ReserveOutcome::UnknownItem => 0,
+    };
+    record.outcome = ReserveOutcome::Released;
+    Some(held)
+}

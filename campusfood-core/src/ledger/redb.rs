@@ -62,6 +62,7 @@ use redb::{
 
 use super::{
     InventoryLedger, LedgerError, Release, Reservation, ReservationRecord, ReserveOutcome, decide,
+    release_decided,
 };
 use crate::group_commit::{CommitError, GroupCommit, MAX_BATCH};
 use crate::ids::OrderId;
@@ -435,15 +436,13 @@ fn release_one(
         Some(Err(e)) => return Ok(Err(e)),
         Some(Ok(record)) => record,
     };
-    let held = record.outcome;
-    if held == ReserveOutcome::Released {
+    let Some(back) = release_decided(&mut record) else {
         return Ok(Ok(Release::AlreadyReleased));
-    }
-    record.outcome = ReserveOutcome::Released;
+    };
     if let Err(e) = write_record(t, &record)? {
         return Ok(Err(e));
     }
-    if !matches!(held, ReserveOutcome::Reserved { .. }) {
+    if back == 0 {
         return Ok(Ok(Release::NothingHeld));
     }
     let item = record.item.as_str();
@@ -451,7 +450,7 @@ fn release_one(
         .stock
         .get(item)?
         .map_or(0, |l| l.value())
-        .saturating_add(u64::from(record.qty.get()));
+        .saturating_add(back);
     t.stock.insert(item, level)?;
     Ok(Ok(Release::Returned {
         item: record.item,
