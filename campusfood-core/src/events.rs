@@ -76,6 +76,53 @@ pub struct ReserveInsufficient {
     pub request_id: RequestId,
 }
 
+/// `POST /release` body (sync) — give back what an order's reservation
+/// holds: the order failed after all (its client saw a timeout). See
+/// [`InventoryLedger::release`](crate::ledger::InventoryLedger::release).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    /// The order to release.
+    pub order_id: OrderId,
+    /// The request being served, for tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+}
+
+/// What a release did, on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    /// The order held stock; it went back.
+    Released,
+    /// The order held nothing (refused, or not decided yet); it will not be
+    /// reserved.
+    NothingHeld,
+    /// Released before; nothing changed.
+    AlreadyReleased,
+}
+
+/// `200` reply of `POST /release`, whatever it did (a release is safe to
+/// repeat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseReply {
+    /// What the release did.
+    pub status: ReleaseStatus,
+    /// The order released.
+    pub order_id: OrderId,
+    /// The item given back, when stock went back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<Item>,
+    /// How many, when stock went back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qty: Option<Quantity>,
+    /// The item's stock right after, when stock went back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// The request being served, when the caller sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+}
+
 /// Any other error reply (`404`, `400`, `500`, `503`, …) of any service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

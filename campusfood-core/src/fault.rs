@@ -6,18 +6,25 @@
 //! `(seed, key, attempt)` — see [`decide`] — so a replay of the same orders
 //! reproduces the same failures, and a retry (next attempt) gets a fresh
 //! draw. Without a seed, each call draws at random.
+//!
+//! The delay is bounded ([`FaultConfig::MAX_DELAY`]) and can be taken back:
+//! a call waiting out a delay follows the setting while it waits, so
+//! `{"delay": 0}` ends every wait in progress at once (in Part B each
+//! waiting delivery holds a prefetch slot, which it then gives back).
 
-use std::sync::RwLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Why a fault setting was refused. The caller's fault.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum FaultError {
-    /// `delay` is negative or not a finite number.
-    #[error("delay must be a finite number of seconds >= 0, got {0}")]
+    /// `delay` is negative, above [`FaultConfig::MAX_DELAY`] or not a
+    /// number.
+    #[error("delay must be a number of seconds from 0 to {max}, got {0}", max = FaultConfig::MAX_DELAY.as_secs())]
     Delay(f64),
     /// `failure_rate` is outside `0..=1`.
     #[error("failure_rate must be between 0 and 1, got {0}")]
@@ -33,6 +40,10 @@ pub struct FaultConfig {
 }
 
 impl FaultConfig {
+    /// The longest delay accepted: long enough for any timeout experiment,
+    /// short enough that a forgotten setting cannot hold calls for hours.
+    pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
     /// A setting of `delay_secs` seconds of added latency and a
     /// `failure_rate` share of failed calls, optionally seeded.
     pub fn new(delay_secs: f64, failure_rate: f64, seed: Option<u64>) -> Result<Self, FaultError> {
@@ -97,7 +108,10 @@ impl FaultConfig {
 }
 
 fn delay_from_secs(s: f64) -> Result<Duration, FaultError> {
-    Duration::try_from_secs_f64(s).map_err(|_| FaultError::Delay(s))
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| *d <= FaultConfig::MAX_DELAY)
+        .ok_or(FaultError::Delay(s))
 }
 
 fn check_rate(r: f64) -> Result<f64, FaultError> {
@@ -140,39 +154,78 @@ pub struct FaultView {
 #[error("injected failure")]
 pub struct InjectedFailure;
 
-/// A shared, runtime-changeable [`FaultConfig`].
-#[derive(Debug, Default)]
+/// A shared, runtime-changeable [`FaultConfig`]. Calls waiting out a delay
+/// watch the setting and follow it: see [`apply`](Self::apply).
+#[derive(Debug)]
 pub struct FaultInjector {
-    config: RwLock<FaultConfig>,
+    config: watch::Sender<FaultConfig>,
+}
+
+impl Default for FaultInjector {
+    fn default() -> Self {
+        Self::new(FaultConfig::default())
+    }
 }
 
 impl FaultInjector {
     /// An injector starting from `config`.
     pub fn new(config: FaultConfig) -> Self {
         Self {
-            config: RwLock::new(config),
+            config: watch::Sender::new(config),
         }
     }
 
     /// The setting in force.
     pub fn current(&self) -> FaultConfig {
-        *self.config.read().unwrap_or_else(|p| p.into_inner())
+        *self.config.borrow()
     }
 
-    /// Applies a partial update atomically; on error nothing changes.
+    /// Applies a partial update atomically; on error nothing changes. Calls
+    /// waiting out a delay see the new setting at once.
     pub fn configure(&self, update: &FaultUpdate) -> Result<FaultConfig, FaultError> {
-        let mut guard = self.config.write().unwrap_or_else(|p| p.into_inner());
-        let next = guard.updated(update)?;
-        *guard = next;
-        Ok(next)
+        let mut result = None;
+        self.config.send_if_modified(|config| {
+            let next = config.updated(update);
+            if let Ok(next) = next {
+                *config = next;
+            }
+            let changed = next.is_ok();
+            result = Some(next);
+            changed
+        });
+        // The closure above always runs.
+        result.unwrap_or_else(|| Ok(self.current()))
+    }
+
+    /// Calls waiting out an injected delay right now.
+    pub fn delayed_calls(&self) -> usize {
+        // Only a waiting `apply` holds a receiver.
+        self.config.receiver_count()
     }
 
     /// Waits the configured delay, then fails the call with the configured
     /// probability. `key` and `attempt` feed the seeded draw.
+    ///
+    /// The wait follows the setting: when it changes, the call waits until
+    /// its start plus the *new* delay, so a lower delay (or 0) cuts waits in
+    /// progress short. The failure draw uses the setting in force when the
+    /// wait ends.
     pub async fn apply(&self, key: &str, attempt: u32) -> Result<(), InjectedFailure> {
-        let config = self.current();
+        let mut config = self.current();
         if !config.delay.is_zero() {
-            tokio::time::sleep(config.delay).await;
+            let start = Instant::now();
+            let mut setting = self.config.subscribe();
+            config = *setting.borrow_and_update();
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(start + config.delay) => break,
+                    changed = setting.changed() => match changed {
+                        Ok(()) => config = *setting.borrow_and_update(),
+                        // The injector is gone: nothing left to follow.
+                        Err(_) => break,
+                    },
+                }
+            }
         }
         if config.fails(key, attempt) {
             Err(InjectedFailure)
@@ -214,6 +267,13 @@ mod tests {
     fn validates() {
         assert!(FaultConfig::new(-0.1, 0.0, None).is_err());
         assert!(FaultConfig::new(f64::NAN, 0.0, None).is_err());
+        assert!(FaultConfig::new(f64::INFINITY, 0.0, None).is_err());
+        assert!(FaultConfig::new(60.0, 0.0, None).is_ok());
+        for too_long in [60.001, 1e9] {
+            let e = FaultConfig::new(too_long, 0.0, None).unwrap_err();
+            assert_eq!(e, FaultError::Delay(too_long));
+            assert!(e.to_string().contains("0 to 60"), "{e}");
+        }
         assert!(FaultConfig::new(0.0, 1.01, None).is_err());
         assert!(FaultConfig::new(0.0, -0.01, None).is_err());
         assert!(FaultConfig::new(2.0, 1.0, Some(7)).is_ok());
@@ -258,6 +318,58 @@ mod tests {
         let always = FaultConfig::new(0.0, 1.0, None).unwrap();
         assert!((0..1000).all(|i| !never.fails(&i.to_string(), 1)));
         assert!((0..1000).all(|i| always.fails(&i.to_string(), 1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_setting_cuts_short_the_delays_in_progress() {
+        let inj = std::sync::Arc::new(FaultInjector::new(
+            FaultConfig::new(60.0, 0.0, None).unwrap(),
+        ));
+        let start = tokio::time::Instant::now();
+        let calls: Vec<_> = (0..3)
+            .map(|i| {
+                let inj = inj.clone();
+                tokio::spawn(async move { inj.apply(&i.to_string(), 1).await })
+            })
+            .collect();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(inj.delayed_calls(), 3);
+        inj.configure(&FaultUpdate {
+            delay: Some(0.0),
+            ..Default::default()
+        })
+        .unwrap();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the waits ran their full 60 s: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(inj.delayed_calls(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_delay_counts_from_the_start_of_the_wait() {
+        let inj = std::sync::Arc::new(FaultInjector::new(
+            FaultConfig::new(60.0, 0.0, None).unwrap(),
+        ));
+        let call = {
+            let inj = inj.clone();
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                inj.apply("k", 1).await.unwrap();
+                start.elapsed()
+            })
+        };
+        tokio::time::advance(Duration::from_secs(1)).await;
+        inj.configure(&FaultUpdate {
+            delay: Some(5.0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(call.await.unwrap(), Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]

@@ -48,6 +48,8 @@ pub struct Route(Cow<'static, str>);
 impl Route {
     /// Inventory: reserve stock for an order (request/reply).
     pub const RESERVE: Route = Route::from_static("inventory.reserve");
+    /// Inventory: release an order's reservation (request/reply).
+    pub const RELEASE: Route = Route::from_static("inventory.release");
     /// Notification: notify a customer (request/reply).
     pub const NOTIFY: Route = Route::from_static("notification.send");
     /// An order was placed (event).

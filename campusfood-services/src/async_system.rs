@@ -252,10 +252,11 @@ impl AsyncSystem {
             this.subscriptions
                 .push(subscribe(Route::ORDER_PLACED, worker, None).await?);
             let router = with_metrics(inventory_router(service.clone(), max_body));
-            let server = Server::start(
+            let server = Server::start_with(
                 "inventory",
                 &format!("{host}:{}", options.inventory_port),
                 router,
+                config.http.server,
             )
             .await?;
             this.inventory = Some(Running { service, server });
@@ -285,10 +286,11 @@ impl AsyncSystem {
                 let _ = rx.wait_for(|s| *s).await;
             }));
             this.relay = Some((stop, relay));
-            let server = Server::start(
+            let server = Server::start_with(
                 "order",
                 &format!("{host}:{}", options.order_port),
                 with_metrics(async_order_router(service.clone(), max_body)),
+                config.http.server,
             )
             .await?;
             this.order = Some(Running { service, server });

@@ -8,8 +8,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use campusfood_core::OrderId;
@@ -19,7 +20,7 @@ use campusfood_core::transport::RequestHandler;
 use campusfood_transport::http::{handler_route, json_error, read_json};
 use serde_json::json;
 
-use crate::inventory::InventoryService;
+use crate::inventory::{InventoryService, ReleaseHandler};
 use crate::notification::NotificationService;
 use crate::openapi;
 use crate::order::OrderService;
@@ -106,8 +107,8 @@ fn configure_route(faults: Arc<FaultInjector>, max_bytes: usize) -> axum::routin
     })
 }
 
-/// InventoryService: `POST /reserve`, `POST /configure`, `GET /inventory`,
-/// `GET /health`, `GET /openapi.json`.
+/// InventoryService: `POST /reserve`, `POST /release`, `POST /configure`,
+/// `GET /inventory`, `GET /health`, `GET /openapi.json`.
 pub fn inventory_router(service: Arc<InventoryService>, max_body_bytes: usize) -> Router {
     let faults = service.faults().clone();
     let ledger = service.ledger().clone();
@@ -115,6 +116,10 @@ pub fn inventory_router(service: Arc<InventoryService>, max_body_bytes: usize) -
         .route(
             HttpConfig::RESERVE_PATH,
             handler_route(service.clone() as Arc<dyn RequestHandler>, max_body_bytes),
+        )
+        .route(
+            HttpConfig::RELEASE_PATH,
+            handler_route(Arc::new(ReleaseHandler(service.clone())), max_body_bytes),
         )
         .route("/configure", configure_route(faults, max_body_bytes))
         .route(
@@ -149,22 +154,68 @@ pub fn notification_router(service: Arc<NotificationService>, max_body_bytes: us
         .route("/openapi.json", openapi_route(openapi::notification()))
 }
 
-/// OrderService (sync): `POST /order`, `GET /orders`, `GET /orders/{id}`,
-/// `GET /health`, `GET /openapi.json`.
+/// OrderService (sync): `POST /order`, `GET /orders?limit=&after=` (in
+/// pages), `GET /orders/{id}`, `GET /health`, `GET /openapi.json`.
 pub fn order_router(service: Arc<OrderService>, max_body_bytes: usize) -> Router {
     Router::new()
         .route(
             HttpConfig::ORDER_PATH,
             handler_route(service.clone() as Arc<dyn RequestHandler>, max_body_bytes),
         )
-        .route(
-            "/orders",
-            get(|State(s): State<Arc<OrderService>>| async move { axum::Json(s.orders()) }),
-        )
+        .route("/orders", get(list_orders))
         .route("/orders/{id}", get(get_order))
         .route("/health", health_route("order-service"))
         .route("/openapi.json", openapi_route(openapi::order()))
         .with_state(service)
+}
+
+/// `GET /orders` query: page size and the order the page starts after.
+#[derive(Debug, serde::Deserialize)]
+struct PageQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// `GET /orders?limit=&after=`: a JSON array of recent orders, oldest
+/// first, `limit` of them (the configured default when absent, at most the
+/// configured max); a `Link: <…>; rel="next"` header when more follow.
+async fn list_orders(
+    State(service): State<Arc<OrderService>>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.body_text(), None),
+    };
+    let pages = service.options().orders_page;
+    let limit = query.limit.unwrap_or(pages.default);
+    if limit == 0 || limit > pages.max {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be from 1 to {}, got {limit}", pages.max),
+            Some("limit"),
+        );
+    }
+    let after = match query.after.as_deref().map(OrderId::parse).transpose() {
+        Ok(after) => after,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("after")),
+    };
+    let page = match service.orders_page(after.as_ref(), limit) {
+        Ok(page) => page,
+        Err(e) => return json_error(StatusCode::NOT_FOUND, e.to_string(), Some("after")),
+    };
+    let next = match page.orders.last() {
+        Some(last) if page.more => Some(format!(
+            "</orders?after={}&limit={limit}>; rel=\"next\"",
+            last.order_id
+        )),
+        _ => None,
+    };
+    let mut response = axum::Json(page.orders).into_response();
+    if let Some(link) = next.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    response
 }
 
 async fn get_order(State(service): State<Arc<OrderService>>, Path(id): Path<String>) -> Response {

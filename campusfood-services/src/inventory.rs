@@ -3,19 +3,26 @@
 //! here once; each architecture only decides how a reservation request
 //! arrives (an HTTP call, a queue message, a Kafka record) and what happens
 //! with the answer.
+//!
+//! [`InventoryService::release`] (`POST /release`, served by
+//! [`ReleaseHandler`]) is the compensation Part A's OrderService sends for
+//! an order that failed after inventory may have reserved it. Injected
+//! faults apply to reservations only: a release is never delayed or failed
+//! by `/configure`, so compensation is not held hostage by an experiment.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use campusfood_core::events::{
-    ErrorBody, ReserveInsufficient, ReserveOk, ReserveRequest, ReservedStatus,
+    ErrorBody, ReleaseReply, ReleaseRequest, ReleaseStatus, ReserveInsufficient, ReserveOk,
+    ReserveRequest, ReservedStatus,
 };
 use campusfood_core::fault::FaultInjector;
-use campusfood_core::ledger::{InventoryLedger, LedgerError, ReserveOutcome};
+use campusfood_core::ledger::{InventoryLedger, LedgerError, Release, ReserveOutcome};
 use campusfood_core::order::Item;
 use campusfood_core::transport::{Message, Reply, RequestHandler, headers};
-use campusfood_core::{RequestId, ReservationId};
+use campusfood_core::{OrderId, RequestId, ReservationId};
 
 use crate::reply::{decode_request, error_reply};
 
@@ -30,6 +37,14 @@ pub enum ReserveResult {
     UnknownItem {
         /// The item asked for.
         item: Item,
+        /// The request served.
+        request_id: RequestId,
+    },
+    /// The order was released (410): it holds nothing and is not
+    /// reserved again.
+    Released {
+        /// The order.
+        order_id: OrderId,
         /// The request served.
         request_id: RequestId,
     },
@@ -54,6 +69,7 @@ impl ReserveResult {
             Self::Reserved(_) => 200,
             Self::Insufficient(_) => 409,
             Self::UnknownItem { .. } => 404,
+            Self::Released { .. } => 410,
             Self::Injected { .. } => 500,
             // The ledger's store does not answer: ours, and temporary.
             Self::Unavailable { .. } => 503,
@@ -74,6 +90,17 @@ impl ReserveResult {
             Self::UnknownItem { item, request_id } => Reply::json(
                 status,
                 &error(format!("unknown item {item}"), Some("item"), *request_id),
+            ),
+            Self::Released {
+                order_id,
+                request_id,
+            } => Reply::json(
+                410,
+                &ErrorBody {
+                    error: format!("order {order_id} was released; it is not reserved again"),
+                    field: Some("order_id".to_owned()),
+                    request_id: Some(*request_id),
+                },
             ),
             Self::Injected { request_id } => Reply::json(
                 status,
@@ -168,7 +195,69 @@ impl InventoryService {
                 item: record.item.clone(),
                 request_id,
             },
+            ReserveOutcome::Released => ReserveResult::Released {
+                order_id: record.order_id.clone(),
+                request_id,
+            },
         }
+    }
+
+    /// Releases `req.order_id` through the ledger: gives back what it
+    /// holds, once, and makes sure it is never reserved. Safe to repeat.
+    #[tracing::instrument(name = "release", skip_all, fields(order_id = %req.order_id))]
+    pub async fn release(&self, req: &ReleaseRequest) -> Result<ReleaseReply, LedgerError> {
+        let release = self.ledger.release(&req.order_id).await?;
+        let mut reply = ReleaseReply {
+            status: ReleaseStatus::NothingHeld,
+            order_id: req.order_id.clone(),
+            item: None,
+            qty: None,
+            remaining: None,
+            request_id: req.request_id,
+        };
+        match release {
+            Release::Returned { item, qty, level } => {
+                tracing::info!(%item, qty = qty.get(), level, "reservation released: stock given back");
+                reply.status = ReleaseStatus::Released;
+                (reply.item, reply.qty, reply.remaining) = (Some(item), Some(qty), Some(level));
+            }
+            Release::NothingHeld => {
+                tracing::info!("released an order that held nothing; it will not be reserved");
+            }
+            Release::AlreadyReleased => reply.status = ReleaseStatus::AlreadyReleased,
+        }
+        Ok(reply)
+    }
+}
+
+/// Serves `POST /release` (or [`Route::RELEASE`](campusfood_core::transport::Route::RELEASE)):
+/// 200 with a [`ReleaseReply`] whatever the release did, 503 when the
+/// ledger does not answer.
+#[derive(Debug, Clone)]
+pub struct ReleaseHandler(pub Arc<InventoryService>);
+
+#[async_trait]
+impl RequestHandler for ReleaseHandler {
+    async fn call(&self, request: Message) -> Reply {
+        let req: ReleaseRequest = match decode_request(&request.body) {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
+        };
+        let encoded = match self.0.release(&req).await {
+            Ok(reply) => Reply::json(200, &reply),
+            Err(e) => {
+                tracing::error!(error = %e, "ledger failed");
+                Reply::json(
+                    503,
+                    &ErrorBody {
+                        error: e.to_string(),
+                        field: None,
+                        request_id: req.request_id,
+                    },
+                )
+            }
+        };
+        encoded.unwrap_or_else(|e| error_reply(500, &e.to_string()))
     }
 }
 

@@ -13,11 +13,31 @@ fn error_schema() -> Value {
 }
 
 fn doc(title: &str, paths: Value, schemas: Value) -> Value {
+    let mut paths = paths;
+    // Every server holds request bodies to its body read timeout.
+    for item in paths
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+    {
+        if let Some(responses) = item
+            .pointer_mut("/post/responses")
+            .and_then(Value::as_object_mut)
+        {
+            responses.insert(
+                "408".to_owned(),
+                resp(
+                    "the body did not arrive within the server's body read timeout",
+                    "Error",
+                ),
+            );
+        }
+    }
     let mut schemas = schemas;
     if let Some(map) = schemas.as_object_mut() {
         map.insert("Error".to_owned(), error_schema());
         map.insert("FaultConfig".to_owned(), json!({"type": "object", "properties": {
-            "delay": {"type": "number", "minimum": 0, "description": "seconds"},
+            "delay": {"type": "number", "minimum": 0, "maximum": 60, "description": "seconds; a new value applies at once to calls already waiting"},
             "failure_rate": {"type": "number", "minimum": 0, "maximum": 1},
             "seed": {"type": "integer", "minimum": 0, "description": "makes failure draws reproducible"}
         }}));
@@ -45,7 +65,7 @@ fn health() -> Value {
 fn configure() -> Value {
     json!({"post": {"summary": "Inject faults at runtime (any key may be omitted)",
         "requestBody": body("FaultConfig"),
-        "responses": {"200": {"description": "configured: {status, config}"}, "400": resp("invalid value", "Error")}}})
+        "responses": {"200": {"description": "configured: {status, config}"}, "400": resp("invalid value (delay outside 0..=60 s, failure_rate outside 0..=1); nothing changed", "Error")}}})
 }
 
 /// The OrderService (sync REST) document.
@@ -66,7 +86,17 @@ pub fn order() -> Value {
                     "503": resp("inventory failed, is unreachable, the circuit is open, or too many orders are in flight", "Error"),
                     "504": resp("inventory did not answer within the downstream timeout", "Error")
                 }}},
-            "/orders": {"get": {"summary": "Recently confirmed orders, oldest first", "responses": {"200": {"description": "array of orders"}}}},
+            "/orders": {"get": {"summary": "Recently confirmed orders (the last 10,000), oldest first, one page at a time",
+                "parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 100, "maximum": 1000},
+                        "description": "orders in the page (default and maximum are configurable)"},
+                    {"name": "after", "in": "query", "schema": {"type": "string", "pattern": "^ORD-[0-9A-F]{12}$"},
+                        "description": "start after this order (the last of the previous page)"}],
+                "responses": {
+                    "200": {"description": "array of orders; a `Link: </orders?after=…&limit=…>; rel=\"next\"` header when more follow",
+                        "headers": {"Link": {"schema": {"type": "string"}}}},
+                    "400": resp("limit out of range, or after is not an order id; `field` names it", "Error"),
+                    "404": resp("after names no recent order", "Error")}}},
             "/orders/{id}": {"get": {"summary": "One recently confirmed order",
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "the order"}, "404": resp("not found", "Error")}}},
@@ -98,9 +128,17 @@ pub fn inventory() -> Value {
                     "200": resp("reserved (or the first outcome of a repeated order_id)", "Reserved"),
                     "404": resp("unknown item", "Error"),
                     "409": resp("insufficient stock: {error, item, available, request_id}", "Error"),
+                    "410": resp("the order was released (POST /release); it is not reserved again", "Error"),
                     "422": resp("invalid request", "Error"),
                     "500": resp("injected failure; nothing reserved", "Error"),
                     "503": resp("the ledger's store does not answer; nothing reserved", "Error")
+                }}},
+            "/release": {"post": {"summary": "Compensation: give back what an order's reservation holds, once; the order is never reserved afterwards (also when the release comes first). Idempotent; not subject to /configure faults",
+                "requestBody": body("ReleaseRequest"),
+                "responses": {
+                    "200": resp("released, nothing_held or already_released", "Released"),
+                    "422": resp("invalid request", "Error"),
+                    "503": resp("the ledger's store does not answer; nothing released", "Error")
                 }}},
             "/configure": configure(),
             "/inventory": {"get": {"summary": "Stock levels by item", "responses": {"200": {"description": "{item: qty}"}}}},
@@ -114,7 +152,17 @@ pub fn inventory() -> Value {
             "Reserved": {"type": "object", "properties": {
                 "status": {"const": "reserved"}, "reservation_id": {"type": "string"},
                 "item": {"type": "string"}, "qty": {"type": "integer"},
-                "remaining": {"type": "integer"}, "request_id": {"type": "string", "format": "uuid"}}}
+                "remaining": {"type": "integer"}, "request_id": {"type": "string", "format": "uuid"}}},
+            "ReleaseRequest": {"type": "object", "required": ["order_id"], "properties": {
+                "order_id": {"type": "string", "pattern": "^ORD-[0-9A-F]{12}$"},
+                "request_id": {"type": "string", "format": "uuid"}}},
+            "Released": {"type": "object", "required": ["status", "order_id"], "properties": {
+                "status": {"enum": ["released", "nothing_held", "already_released"]},
+                "order_id": {"type": "string"},
+                "item": {"type": "string", "description": "when stock went back"},
+                "qty": {"type": "integer", "description": "when stock went back"},
+                "remaining": {"type": "integer", "description": "the item's stock right after, when stock went back"},
+                "request_id": {"type": "string", "format": "uuid"}}}
         }),
     )
 }

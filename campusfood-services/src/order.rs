@@ -8,14 +8,25 @@
 //! inventory is down, and a bulkhead that bounds orders in flight. A
 //! notification that fails is kept in an [`Outbox`] and retried until it
 //! goes through; the order is confirmed either way.
+//!
+//! Compensation: an order that fails after inventory may have reserved for
+//! it — a timeout or a lost connection on the reserve call, a reservation
+//! answered unreadably, or the order's future dropped before it was
+//! answered (a client gone, a server stopping) — gets its reservation
+//! released: a `POST /release` ([`Route::RELEASE`]) kept in the same
+//! outbox *before* the error is answered, so a crash after the answer
+//! still releases (the retrier sends it after a restart). Inventory's
+//! release is idempotent and also works when it arrives before the
+//! reservation (see `InventoryLedger::release`). A refusal (409, 404) or a
+//! 5xx after only answered attempts held nothing, and releases nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use campusfood_core::config::{BreakerConfig, HttpConfig, RetryConfig};
-use campusfood_core::events::{NotifyRequest, ReserveOk, ReserveRequest};
+use campusfood_core::config::{BreakerConfig, HttpConfig, PageLimits, RetryConfig};
+use campusfood_core::events::{NotifyRequest, ReleaseRequest, ReserveOk, ReserveRequest};
 use campusfood_core::order::{Order, OrderStatus, PlaceOrder};
 use campusfood_core::outbox::{Outbox, OutboxEntry, OutboxError};
 use campusfood_core::transport::{
@@ -30,7 +41,7 @@ use tracing::Instrument;
 use crate::reply::{error_reply, validation_reply};
 use crate::resilience::{CircuitBreaker, CircuitOpen, backoff};
 
-/// How many recent orders `GET /orders` keeps.
+/// How many recent orders the service keeps for `GET /orders`.
 pub const RECENT_ORDERS: usize = 10_000;
 
 /// The OrderService's resilience settings.
@@ -44,8 +55,10 @@ pub struct OrderOptions {
     pub breaker: Option<BreakerConfig>,
     /// Bulkhead: at most this many orders in flight; `None` = unbounded.
     pub max_in_flight: Option<usize>,
-    /// How often failed notifications are retried.
+    /// How often kept calls (failed notifications, releases) are retried.
     pub notification_retry_interval: Duration,
+    /// Page sizes of `GET /orders`.
+    pub orders_page: PageLimits,
 }
 
 impl From<&HttpConfig> for OrderOptions {
@@ -56,6 +69,7 @@ impl From<&HttpConfig> for OrderOptions {
             breaker: c.breaker,
             max_in_flight: c.max_in_flight,
             notification_retry_interval: c.notification_retry_interval,
+            orders_page: c.orders_page,
         }
     }
 }
@@ -73,12 +87,30 @@ enum HopError {
     Transport(TransportError),
 }
 
-/// Recently confirmed orders, bounded.
+/// Recently confirmed orders, bounded. Each has a sequence number, so a
+/// page after a given order starts without a scan.
 #[derive(Debug, Default)]
 struct Recent {
-    by_id: HashMap<OrderId, Order>,
+    by_id: HashMap<OrderId, (u64, Order)>,
     order: VecDeque<OrderId>,
+    /// The sequence number of `order`'s front.
+    first: u64,
 }
+
+/// One page of recent orders ([`OrderService::orders_page`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrdersPage {
+    /// The orders, oldest first.
+    pub orders: Vec<Order>,
+    /// Whether more recent orders follow the last of these.
+    pub more: bool,
+}
+
+/// A page was asked for after an order the service does not hold: never
+/// confirmed here, or older than the last [`RECENT_ORDERS`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no recent order {0}: never confirmed here, or older than the last {RECENT_ORDERS}")]
+pub struct UnknownOrder(pub OrderId);
 
 /// The synchronous OrderService.
 #[derive(Debug)]
@@ -128,19 +160,37 @@ impl OrderService {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Recently confirmed orders, oldest first (at most [`RECENT_ORDERS`]).
-    pub fn orders(&self) -> Vec<Order> {
+    /// Up to `limit` recently confirmed orders, oldest first: from the
+    /// oldest kept, or from the one right after `after`.
+    pub fn orders_page(
+        &self,
+        after: Option<&OrderId>,
+        limit: usize,
+    ) -> Result<OrdersPage, UnknownOrder> {
         let recent = self.recent();
-        recent
+        let start = match after {
+            None => 0,
+            Some(id) => match recent.by_id.get(id) {
+                Some((seq, _)) => usize::try_from(seq - recent.first + 1).unwrap_or(usize::MAX),
+                None => return Err(UnknownOrder(id.clone())),
+            },
+        };
+        let len = recent.order.len();
+        let (start, end) = (start.min(len), start.saturating_add(limit).min(len));
+        let orders = recent
             .order
-            .iter()
-            .filter_map(|id| recent.by_id.get(id).cloned())
-            .collect()
+            .range(start..end)
+            .filter_map(|id| recent.by_id.get(id).map(|(_, o)| o.clone()))
+            .collect();
+        Ok(OrdersPage {
+            orders,
+            more: end < len,
+        })
     }
 
     /// A recently confirmed order.
     pub fn order(&self, id: &OrderId) -> Option<Order> {
-        self.recent().by_id.get(id).cloned()
+        self.recent().by_id.get(id).map(|(_, o)| o.clone())
     }
 
     fn remember(&self, order: Order) {
@@ -148,10 +198,12 @@ impl OrderService {
         if recent.order.len() >= RECENT_ORDERS {
             if let Some(old) = recent.order.pop_front() {
                 recent.by_id.remove(&old);
+                recent.first += 1;
             }
         }
+        let seq = recent.first + recent.order.len() as u64;
         recent.order.push_back(order.order_id.clone());
-        recent.by_id.insert(order.order_id.clone(), order);
+        recent.by_id.insert(order.order_id.clone(), (seq, order));
     }
 
     /// Places an order from a JSON body `{"item", "qty"}`: validates,
@@ -182,70 +234,22 @@ impl OrderService {
     }
 
     async fn place_order(&self, order: Order, start: Instant) -> Reply {
-        let fail = |status: u16, error: String, extra: Option<(&str, Value)>| {
-            let mut body = json!({
-                "error": error,
-                "order_id": order.order_id,
-                "request_id": order.request_id,
-                "elapsed_ms": elapsed_ms(start),
-            });
-            if let (Some((k, v)), Some(map)) = (extra, body.as_object_mut()) {
-                map.insert(k.to_owned(), v);
-            }
-            tracing::info!(status, "order not confirmed");
-            Reply::json(status, &body).unwrap_or_else(|e| error_reply(500, &e.to_string()))
-        };
-        let reply = match self.reserve(&order).await {
-            Ok(reply) => reply,
-            Err(HopError::CircuitOpen(e)) => return fail(503, e.to_string(), None),
-            Err(HopError::Transport(e @ TransportError::Timeout { .. })) => {
-                return fail(504, format!("inventory timed out: {e}"), None);
-            }
-            Err(HopError::Transport(e)) => {
-                return fail(503, format!("inventory unavailable: {e}"), None);
-            }
-        };
-        let ok: ReserveOk = match reply.status {
-            200 => match reply.decode() {
-                Ok(ok) => ok,
-                Err(e) => {
-                    return fail(
-                        502,
-                        format!("inventory answered an unreadable reservation: {e}"),
-                        None,
-                    );
+        // Armed until the order is answered: a future dropped on the way (a
+        // client gone, a server stopping) journals the release on drop.
+        let mut release = ReleaseOnDrop::new(self.outbox.clone(), &order);
+        let mut inconclusive = false;
+        let reserved = self.reserve(&order, &mut inconclusive).await;
+        let ok = match reservation(reserved, &order) {
+            Ok(ok) => ok,
+            Err(refused) => {
+                if refused.holds_stock || inconclusive {
+                    // Before answering, so that a crash after the answer
+                    // still releases (the retrier sends it on restart).
+                    release.journal(&refused.error).await;
+                } else {
+                    release.disarm();
                 }
-            },
-            409 => {
-                let inv: Value = reply.decode().unwrap_or(Value::Null);
-                return fail(
-                    409,
-                    "insufficient stock".to_owned(),
-                    Some(("inventory_response", inv)),
-                );
-            }
-            404 => {
-                return fail(
-                    404,
-                    format!("unknown item {}", order.item),
-                    Some(("item", json!(order.item))),
-                );
-            }
-            s if s >= 500 => {
-                let inv: Value = reply.decode().unwrap_or(Value::Null);
-                return fail(
-                    503,
-                    format!("inventory failed with {s}"),
-                    Some(("inventory_response", inv)),
-                );
-            }
-            s => {
-                let inv: Value = reply.decode().unwrap_or(Value::Null);
-                return fail(
-                    502,
-                    format!("inventory refused the reservation with {s}"),
-                    Some(("inventory_response", inv)),
-                );
+                return refused.reply(&order, start);
             }
         };
         self.notify(&order).await;
@@ -260,12 +264,16 @@ impl OrderService {
         });
         tracing::info!(remaining = ok.remaining, "order confirmed");
         self.remember(order);
+        release.disarm();
         Reply::json(201, &body).unwrap_or_else(|e| error_reply(500, &e.to_string()))
     }
 
     /// The reserve hop: breaker, timeout, and (when on) retry of 5xx and
     /// transport failures — safe because reserve is idempotent per order.
-    async fn reserve(&self, order: &Order) -> Result<Reply, HopError> {
+    /// Sets `inconclusive` when an attempt ended without an answer (a
+    /// timeout, a lost connection): inventory may have reserved all the
+    /// same.
+    async fn reserve(&self, order: &Order, inconclusive: &mut bool) -> Result<Reply, HopError> {
         let attempts = self.options.retry.map_or(1, |r| r.max_attempts.max(1));
         let request = ReserveRequest {
             order_id: order.order_id.clone(),
@@ -279,9 +287,12 @@ impl OrderService {
             .with_header(headers::REQUEST_ID, order.request_id.to_string());
         let mut attempt = 1;
         loop {
-            if let Some(b) = &self.breaker {
-                b.try_acquire().map_err(HopError::CircuitOpen)?;
-            }
+            // Settled below; if this future is dropped before that, the
+            // call's drop settles it (see BreakerCall).
+            let call = match &self.breaker {
+                Some(b) => Some(b.try_acquire().map_err(HopError::CircuitOpen)?),
+                None => None,
+            };
             let msg = message
                 .clone()
                 .with_header(headers::ATTEMPTS, attempt.to_string());
@@ -291,14 +302,15 @@ impl OrderService {
                 .await;
             let failed = match &result {
                 Ok(reply) => reply.status >= 500,
-                Err(_) => true,
-            };
-            if let Some(b) = &self.breaker {
-                if failed {
-                    b.on_failure()
-                } else {
-                    b.on_success()
+                Err(_) => {
+                    *inconclusive = true;
+                    true
                 }
+            };
+            match call {
+                Some(call) if failed => call.failed(),
+                Some(call) => call.succeeded(),
+                None => {}
             }
             let retryable = match &result {
                 Ok(_) => failed,
@@ -361,14 +373,15 @@ impl OrderService {
         }
     }
 
-    /// Failed notifications still waiting to be delivered.
-    pub async fn pending_notifications(&self) -> Result<u64, OutboxError> {
+    /// Calls kept in the outbox until delivered: failed notifications and
+    /// releases of failed orders' reservations.
+    pub async fn kept_calls(&self) -> Result<u64, OutboxError> {
         self.outbox.len().await
     }
 
-    /// One pass over the outbox: resends each waiting notification, removes
-    /// those delivered. Returns how many were delivered.
-    pub async fn retry_notifications(&self) -> Result<usize, OutboxError> {
+    /// One pass over the outbox: resends each kept call to its route,
+    /// removes those delivered. Returns how many were delivered.
+    pub async fn retry_kept_calls(&self) -> Result<usize, OutboxError> {
         let mut delivered = 0;
         for mut entry in self.outbox.pending(256).await? {
             let result = self
@@ -383,12 +396,12 @@ impl OrderService {
                 Ok(reply) if reply.is_success() => {
                     self.outbox.remove(&entry.id).await?;
                     delivered += 1;
-                    tracing::info!(order_id = %entry.id, attempts = entry.attempts + 1, "kept notification delivered");
+                    tracing::info!(id = %entry.id, route = %entry.route, attempts = entry.attempts + 1, "kept call delivered");
                 }
                 other => {
                     entry.attempts += 1;
                     entry.last_error = Some(match other {
-                        Ok(reply) => format!("notification answered {}", reply.status),
+                        Ok(reply) => format!("answered {}", reply.status),
                         Err(e) => e.to_string(),
                     });
                     self.outbox.put(entry).await?;
@@ -398,12 +411,9 @@ impl OrderService {
         Ok(delivered)
     }
 
-    /// Retries kept notifications every
+    /// Retries kept calls every
     /// [`OrderOptions::notification_retry_interval`] until `shutdown`.
-    pub async fn run_notification_retrier(
-        self: Arc<Self>,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
+    pub async fn run_retrier(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let mut tick = tokio::time::interval(self.options.notification_retry_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -411,11 +421,170 @@ impl OrderService {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tick.tick() => {
-                    if let Err(e) = self.retry_notifications().await {
-                        tracing::error!(error = %e, "notification outbox unreadable");
+                    if let Err(e) = self.retry_kept_calls().await {
+                        tracing::error!(error = %e, "outbox unreadable");
                     }
                 }
             }
+        }
+    }
+}
+
+/// Why an order was not confirmed, as the OrderService answers it.
+struct Refused {
+    status: u16,
+    error: String,
+    extra: Option<(&'static str, Value)>,
+    /// Inventory answered that it reserved, yet the order fails.
+    holds_stock: bool,
+}
+
+impl Refused {
+    fn new(status: u16, error: String) -> Self {
+        Self {
+            status,
+            error,
+            extra: None,
+            holds_stock: false,
+        }
+    }
+
+    fn with(mut self, key: &'static str, value: Value) -> Self {
+        self.extra = Some((key, value));
+        self
+    }
+
+    /// `{error, order_id, request_id, elapsed_ms}` plus the extra field.
+    fn reply(self, order: &Order, start: Instant) -> Reply {
+        let mut body = json!({
+            "error": self.error,
+            "order_id": order.order_id,
+            "request_id": order.request_id,
+            "elapsed_ms": elapsed_ms(start),
+        });
+        if let (Some((k, v)), Some(map)) = (self.extra, body.as_object_mut()) {
+            map.insert(k.to_owned(), v);
+        }
+        tracing::info!(status = self.status, "order not confirmed");
+        Reply::json(self.status, &body).unwrap_or_else(|e| error_reply(500, &e.to_string()))
+    }
+}
+
+/// The reserve hop's outcome as a reservation, or why the order fails.
+fn reservation(reserved: Result<Reply, HopError>, order: &Order) -> Result<ReserveOk, Refused> {
+    let reply = match reserved {
+        Ok(reply) => reply,
+        Err(HopError::CircuitOpen(e)) => return Err(Refused::new(503, e.to_string())),
+        Err(HopError::Transport(e @ TransportError::Timeout { .. })) => {
+            return Err(Refused::new(504, format!("inventory timed out: {e}")));
+        }
+        Err(HopError::Transport(e)) => {
+            return Err(Refused::new(503, format!("inventory unavailable: {e}")));
+        }
+    };
+    let inventory = || reply.decode().unwrap_or(Value::Null);
+    match reply.status {
+        200 => reply.decode().map_err(|e| Refused {
+            holds_stock: true,
+            ..Refused::new(
+                502,
+                format!("inventory answered an unreadable reservation: {e}"),
+            )
+        }),
+        409 => Err(Refused::new(409, "insufficient stock".to_owned())
+            .with("inventory_response", inventory())),
+        404 => Err(Refused::new(404, format!("unknown item {}", order.item))
+            .with("item", json!(order.item))),
+        s if s >= 500 => Err(Refused::new(503, format!("inventory failed with {s}"))
+            .with("inventory_response", inventory())),
+        s => Err(
+            Refused::new(502, format!("inventory refused the reservation with {s}"))
+                .with("inventory_response", inventory()),
+        ),
+    }
+}
+
+/// The release of an order's reservation, kept in the outbox unless
+/// disarmed: by [`journal`](Self::journal) before a failed order is
+/// answered, or from `Drop` when the order's future is dropped before it
+/// was answered (a client gone, a server stopping) — then nothing else
+/// would release what inventory may have reserved. The release message is
+/// only made when it is kept.
+struct ReleaseOnDrop {
+    outbox: Arc<dyn Outbox>,
+    /// The order to release; `None` once disarmed.
+    order: Option<(OrderId, RequestId)>,
+}
+
+impl ReleaseOnDrop {
+    fn new(outbox: Arc<dyn Outbox>, order: &Order) -> Self {
+        Self {
+            outbox,
+            order: Some((order.order_id.clone(), order.request_id)),
+        }
+    }
+
+    /// The order is answered and keeps (or never took) its stock.
+    fn disarm(&mut self) {
+        self.order = None;
+    }
+
+    /// The outbox entry releasing the order, `why` as its last error.
+    fn entry(&self, why: &str) -> Option<OutboxEntry> {
+        let (order_id, request_id) = self.order.as_ref()?;
+        let request = ReleaseRequest {
+            order_id: order_id.clone(),
+            request_id: Some(*request_id),
+        };
+        let message = match Message::json(&request) {
+            Ok(m) => m
+                .with_key(order_id.as_str())
+                .with_header(headers::REQUEST_ID, request_id.to_string()),
+            Err(e) => {
+                tracing::error!(error = %e, %order_id, "cannot encode a release");
+                return None;
+            }
+        };
+        let mut entry = OutboxEntry::new(format!("{order_id}/release"), &Route::RELEASE, &message);
+        entry.last_error = Some(why.to_owned());
+        Some(entry)
+    }
+
+    /// Keeps the release in the outbox (durable when this returns), then
+    /// disarms. Dropped before that, `Drop` keeps it.
+    async fn journal(&mut self, why: &str) {
+        if let Some(entry) = self.entry(why) {
+            keep_release(&*self.outbox, entry).await;
+        }
+        self.disarm();
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let Some(entry) = self.entry("the order was abandoned before it was answered") else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let outbox = self.outbox.clone();
+                runtime.spawn(async move { keep_release(&*outbox, entry).await });
+            }
+            Err(_) => {
+                tracing::error!(release = %entry.body, "order abandoned outside a runtime: its release could not be kept");
+            }
+        }
+    }
+}
+
+/// Puts a release in the outbox; when even that fails, says everything
+/// needed to release by hand.
+async fn keep_release(outbox: &dyn Outbox, entry: OutboxEntry) {
+    let body = entry.body.clone();
+    match outbox.put(entry).await {
+        Ok(()) => tracing::info!(release = %body, "release of the failed order's reservation kept"),
+        Err(e) => {
+            tracing::error!(outbox_error = %e, release = %body, "release could not be kept: POST it to inventory's /release by hand")
         }
     }
 }
@@ -426,5 +595,141 @@ impl OrderService {
 impl RequestHandler for OrderService {
     async fn call(&self, request: Message) -> Reply {
         self.place(&request.body, request.request_id()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use campusfood_core::fault::{FaultInjector, FaultUpdate};
+    use campusfood_core::ledger::{InventoryLedger, MemoryLedger};
+    use campusfood_core::outbox::MemoryOutbox;
+    use campusfood_testkit::gated::AnswersLate;
+    use campusfood_transport::memory::MemoryTransport;
+
+    use super::*;
+    use crate::inventory::{InventoryService, ReleaseHandler};
+    use crate::notification::NotificationService;
+
+    /// The three services in process; inventory's faults to steer it.
+    fn system(options: OrderOptions) -> (OrderService, Arc<FaultInjector>) {
+        let ledger = Arc::new(MemoryLedger::new(&"burger=100".parse().unwrap()));
+        system_on(ledger, options)
+    }
+
+    /// Like [`system`], on `ledger`.
+    fn system_on(
+        ledger: Arc<dyn InventoryLedger>,
+        options: OrderOptions,
+    ) -> (OrderService, Arc<FaultInjector>) {
+        let transport = MemoryTransport::new();
+        let faults = Arc::new(FaultInjector::default());
+        let inventory = Arc::new(InventoryService::new(ledger, faults.clone()));
+        transport.serve(Route::RESERVE, inventory.clone());
+        transport.serve(Route::RELEASE, Arc::new(ReleaseHandler(inventory)));
+        let notification = NotificationService::new(Arc::new(FaultInjector::default()));
+        transport.serve(Route::NOTIFY, Arc::new(notification));
+        let order = OrderService::new(Arc::new(transport), Arc::new(MemoryOutbox::new()), options);
+        (order, faults)
+    }
+
+    const BURGER: &[u8] = br#"{"item": "burger", "qty": 1}"#;
+
+    fn set(faults: &FaultInjector, delay: f64, failure_rate: f64) {
+        faults
+            .configure(&FaultUpdate {
+                delay: Some(delay),
+                failure_rate: Some(failure_rate),
+                seed: None,
+            })
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_mid_call_does_not_leave_the_circuit_open() {
+        let (order, faults) = system(OrderOptions {
+            breaker: Some(BreakerConfig {
+                failure_threshold: 1,
+                open_for: Duration::from_secs(2),
+            }),
+            ..OrderOptions::default()
+        });
+        set(&faults, 0.0, 1.0);
+        assert_eq!(order.place(BURGER, None).await.status, 503);
+        set(&faults, 30.0, 0.0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The probe: inventory is slow, and the caller gives up first.
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), order.place(BURGER, None)).await;
+        assert!(gave_up.is_err(), "the probe should still be waiting");
+        // Inventory is well again; after a cool-down a new probe goes
+        // through and closes the circuit.
+        set(&faults, 0.0, 0.0);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let reply = order.place(BURGER, None).await;
+        assert_eq!(
+            reply.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+
+    async fn burgers(ledger: &dyn InventoryLedger) -> u64 {
+        ledger.stock().await.unwrap()[&campusfood_core::Item::parse("burger").unwrap()]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_dropped_after_inventory_reserved_is_released() {
+        let ledger = Arc::new(AnswersLate::new("burger=100"));
+        let (order, _) = system_on(ledger.clone(), OrderOptions::default());
+        // Inventory reserves; the caller gives up before its answer comes.
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), order.place(BURGER, None)).await;
+        assert!(gave_up.is_err());
+        assert_eq!(burgers(&*ledger).await, 99);
+        // The dropped order kept a release, which the retrier delivers.
+        campusfood_testkit::until("the release is kept", Duration::from_secs(10), async || {
+            order.kept_calls().await.unwrap() == 1
+        })
+        .await;
+        assert_eq!(order.retry_kept_calls().await.unwrap(), 1);
+        assert_eq!(burgers(&*ledger).await, 100);
+        assert_eq!(order.kept_calls().await.unwrap(), 0);
+        ledger.open();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_and_confirmed_orders_release_nothing() {
+        let (order, faults) = system(OrderOptions::default());
+        assert_eq!(order.place(BURGER, None).await.status, 201);
+        let too_many = br#"{"item": "burger", "qty": 1000}"#;
+        assert_eq!(order.place(too_many, None).await.status, 409);
+        set(&faults, 0.0, 1.0);
+        assert_eq!(order.place(BURGER, None).await.status, 503);
+        tokio::task::yield_now().await;
+        assert_eq!(order.kept_calls().await.unwrap(), 0);
+    }
+
+    #[test]
+    fn pages_follow_the_orders_kept_when_old_ones_are_forgotten() {
+        let (order, _) = system(OrderOptions::default());
+        let ids: Vec<OrderId> = (0..RECENT_ORDERS + 5)
+            .map(|_| {
+                let placed = PlaceOrder::from_json(BURGER).unwrap();
+                let o = Order::new(placed, OrderStatus::Confirmed);
+                let id = o.order_id.clone();
+                order.remember(o);
+                id
+            })
+            .collect();
+        let page = |after: Option<&OrderId>, limit| order.orders_page(after, limit);
+        let first = page(None, 2).unwrap();
+        assert_eq!(first.orders[0].order_id, ids[5]);
+        assert!(first.more);
+        assert_eq!(page(Some(&ids[4]), 2), Err(UnknownOrder(ids[4].clone())));
+        let last = page(Some(&ids[RECENT_ORDERS + 2]), 10).unwrap();
+        let got: Vec<_> = last.orders.iter().map(|o| o.order_id.clone()).collect();
+        assert_eq!(got, ids[RECENT_ORDERS + 3..]);
+        assert!(!last.more);
+        let end = page(ids.last(), 10).unwrap();
+        assert!(end.orders.is_empty() && !end.more);
     }
 }

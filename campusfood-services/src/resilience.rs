@@ -74,24 +74,28 @@ impl CircuitBreaker {
         *self.lock()
     }
 
-    /// Asks to make a call: `Ok` to go ahead (then report with
-    /// [`on_success`](Self::on_success) or [`on_failure`](Self::on_failure)),
-    /// `Err` to fail fast.
-    pub fn try_acquire(&self) -> Result<(), CircuitOpen> {
+    /// Asks to make a call: `Ok` with the call's [`BreakerCall`] to go
+    /// ahead (then report how it went on it), `Err` to fail fast.
+    pub fn try_acquire(&self) -> Result<BreakerCall<'_>, CircuitOpen> {
         let mut state = self.lock();
-        match *state {
-            BreakerState::Closed { .. } => Ok(()),
+        let probe = match *state {
+            BreakerState::Closed { .. } => false,
             BreakerState::Open { until } if Instant::now() >= until => {
                 *state = BreakerState::HalfOpen;
                 tracing::info!("circuit half-open: letting a probe through");
-                Ok(())
+                true
             }
-            BreakerState::Open { .. } | BreakerState::HalfOpen => Err(CircuitOpen),
-        }
+            BreakerState::Open { .. } | BreakerState::HalfOpen => return Err(CircuitOpen),
+        };
+        Ok(BreakerCall {
+            breaker: self,
+            probe,
+            reported: false,
+        })
     }
 
     /// Reports a successful call: closes the circuit.
-    pub fn on_success(&self) {
+    fn on_success(&self) {
         let mut state = self.lock();
         if !matches!(*state, BreakerState::Closed { failures: 0 }) {
             if matches!(*state, BreakerState::HalfOpen) {
@@ -103,7 +107,7 @@ impl CircuitBreaker {
 
     /// Reports a failed call: counts it, and opens the circuit at the
     /// threshold or when a probe fails.
-    pub fn on_failure(&self) {
+    fn on_failure(&self) {
         let mut state = self.lock();
         let open = BreakerState::Open {
             until: Instant::now() + self.config.open_for,
@@ -126,6 +130,59 @@ impl CircuitBreaker {
     }
 }
 
+/// A call the [`CircuitBreaker`] let through, to be settled with
+/// [`succeeded`](Self::succeeded) or [`failed`](Self::failed).
+///
+/// A call can also end without a verdict: its future is dropped (a caller
+/// that gave up, a timeout wrapped around the order, a server dropping the
+/// handler of a closed connection). Then, on drop:
+///
+/// - **the half-open probe counts as a failure**: the circuit opens again
+///   for [`BreakerConfig::open_for`] and the next call after that is the
+///   next probe. An unknown outcome of the call that was to prove the
+///   downstream healthy is not taken as proof; and without a verdict the
+///   breaker would stay half-open, refusing every call, until restart.
+/// - **any other call counts as nothing**: a caller's impatience is not the
+///   downstream's failure, and a closed circuit has no slot to free.
+#[derive(Debug)]
+#[must_use = "settle the call with succeeded() or failed(); dropping it counts a probe as failed"]
+pub struct BreakerCall<'a> {
+    breaker: &'a CircuitBreaker,
+    /// Whether this is the half-open probe (the one call that decides).
+    probe: bool,
+    /// Whether a verdict was given (drop then does nothing).
+    reported: bool,
+}
+
+impl BreakerCall<'_> {
+    /// Whether this call is the half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// The call succeeded: the circuit closes.
+    pub fn succeeded(mut self) {
+        self.reported = true;
+        self.breaker.on_success();
+    }
+
+    /// The call failed: counted, and the circuit opens at the threshold or
+    /// when this was the probe.
+    pub fn failed(mut self) {
+        self.reported = true;
+        self.breaker.on_failure();
+    }
+}
+
+impl Drop for BreakerCall<'_> {
+    fn drop(&mut self) {
+        if !self.reported && self.probe {
+            tracing::warn!("circuit probe abandoned before it answered: counted as failed");
+            self.breaker.on_failure();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,21 +198,20 @@ mod tests {
     async fn opens_at_threshold_probes_after_cooldown_and_closes() {
         let b = breaker();
         for _ in 0..2 {
-            b.try_acquire().unwrap();
-            b.on_failure();
+            b.try_acquire().unwrap().failed();
         }
         assert_eq!(b.state(), BreakerState::Closed { failures: 2 });
-        b.try_acquire().unwrap();
-        b.on_failure();
+        b.try_acquire().unwrap().failed();
         assert!(matches!(b.state(), BreakerState::Open { .. }));
-        assert_eq!(b.try_acquire(), Err(CircuitOpen));
+        assert_eq!(b.try_acquire().err(), Some(CircuitOpen));
         tokio::time::advance(Duration::from_secs(2)).await;
-        b.try_acquire().unwrap();
+        let probe = b.try_acquire().unwrap();
+        assert!(probe.is_probe());
         // Only one probe at a time.
-        assert_eq!(b.try_acquire(), Err(CircuitOpen));
-        b.on_success();
+        assert_eq!(b.try_acquire().err(), Some(CircuitOpen));
+        probe.succeeded();
         assert_eq!(b.state(), BreakerState::Closed { failures: 0 });
-        b.try_acquire().unwrap();
+        assert!(!b.try_acquire().unwrap().is_probe());
     }
 
     #[tokio::test(start_paused = true)]
@@ -169,9 +225,29 @@ mod tests {
         b.on_failure();
         b.on_failure();
         tokio::time::advance(Duration::from_secs(2)).await;
-        b.try_acquire().unwrap();
+        b.try_acquire().unwrap().failed();
+        assert_eq!(b.try_acquire().err(), Some(CircuitOpen));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_counts_as_failed_and_a_later_probe_decides() {
+        let b = breaker();
+        for _ in 0..3 {
+            b.on_failure();
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The probe's future is dropped before it answers.
+        drop(b.try_acquire().unwrap());
+        assert!(matches!(b.state(), BreakerState::Open { .. }));
+        assert_eq!(b.try_acquire().err(), Some(CircuitOpen));
+        // After another cool-down the next call probes, and settles it.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        b.try_acquire().unwrap().succeeded();
+        assert_eq!(b.state(), BreakerState::Closed { failures: 0 });
+        // A dropped call of a closed circuit counts as nothing.
         b.on_failure();
-        assert_eq!(b.try_acquire(), Err(CircuitOpen));
+        drop(b.try_acquire().unwrap());
+        assert_eq!(b.state(), BreakerState::Closed { failures: 1 });
     }
 
     #[test]

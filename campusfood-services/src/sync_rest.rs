@@ -4,8 +4,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use campusfood_core::Config;
+use campusfood_core::config::ServerLimits;
 use campusfood_core::fault::FaultInjector;
 use campusfood_core::ledger::{InventoryLedger, LedgerError};
 use campusfood_core::outbox::{Outbox, OutboxError};
@@ -74,21 +76,33 @@ pub enum SyncPart {
     Notification,
 }
 
-/// An HTTP server running on its own task.
+/// An HTTP server running on its own task, holding its clients to
+/// [`ServerLimits`].
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    stop_timeout: Duration,
 }
 
 impl Server {
     /// Binds `addr` (`host:port`; port 0 picks a free one) and serves
-    /// `router` there.
+    /// `router` there, with the default [`ServerLimits`].
     pub async fn start(
         service: &'static str,
         addr: &str,
         router: axum::Router,
+    ) -> Result<Self, StartError> {
+        Self::start_with(service, addr, router, ServerLimits::default()).await
+    }
+
+    /// Like [`start`](Self::start), with `limits`.
+    pub async fn start_with(
+        service: &'static str,
+        addr: &str,
+        router: axum::Router,
+        limits: ServerLimits,
     ) -> Result<Self, StartError> {
         let bind_err = |source| StartError::Bind {
             service,
@@ -102,10 +116,15 @@ impl Server {
             let _ = rx.wait_for(|s| *s).await;
         };
         let task = tokio::spawn(campusfood_transport::http::serve(
-            listener, router, shutdown,
+            listener, router, limits, shutdown,
         ));
         tracing::info!(service, %addr, "listening");
-        Ok(Self { addr, stop, task })
+        Ok(Self {
+            addr,
+            stop,
+            task,
+            stop_timeout: limits.stop_timeout,
+        })
     }
 
     /// The bound address.
@@ -113,13 +132,20 @@ impl Server {
         self.addr
     }
 
-    /// Stops accepting, finishes in-flight requests, and returns.
-    pub async fn stop(self) {
+    /// Stops accepting, lets requests in flight finish for up to
+    /// [`ServerLimits::stop_timeout`], closes the connections still open
+    /// after that, and returns. (Should the server not end within twice
+    /// that — a handler blocking its thread — its task is aborted.)
+    pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "server task failed"),
+        match tokio::time::timeout(self.stop_timeout * 2, &mut self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!(addr = %self.addr, "server did not stop in time; aborting it");
+                self.task.abort();
+            }
         }
     }
 }
@@ -238,7 +264,9 @@ impl SyncRest {
                 Arc::new(FaultInjector::default()),
             ));
             let router = inventory_router(service.clone(), http.max_body_bytes);
-            let server = Server::start("inventory", &bind(http.inventory_port), router).await?;
+            let server =
+                Server::start_with("inventory", &bind(http.inventory_port), router, http.server)
+                    .await?;
             this.inventory = Some(Running { service, server });
         }
         if matches!(part, SyncPart::All | SyncPart::Notification) {
@@ -251,8 +279,13 @@ impl SyncRest {
                     .with_sent_set(notified),
             );
             let router = notification_router(service.clone(), http.max_body_bytes);
-            let server =
-                Server::start("notification", &bind(http.notification_port), router).await?;
+            let server = Server::start_with(
+                "notification",
+                &bind(http.notification_port),
+                router,
+                http.server,
+            )
+            .await?;
             this.notification = Some(Running { service, server });
         }
         if matches!(part, SyncPart::All | SyncPart::Order) {
@@ -274,12 +307,13 @@ impl SyncRest {
                 OrderOptions::from(&http),
             ));
             let (stop, mut rx) = watch::channel(false);
-            let retrier = tokio::spawn(service.clone().run_notification_retrier(async move {
+            let retrier = tokio::spawn(service.clone().run_retrier(async move {
                 let _ = rx.wait_for(|s| *s).await;
             }));
             this.retrier = Some((stop, retrier));
             let router = order_router(service.clone(), http.max_body_bytes);
-            let server = Server::start("order", &bind(http.order_port), router).await?;
+            let server =
+                Server::start_with("order", &bind(http.order_port), router, http.server).await?;
             this.order = Some(Running { service, server });
         }
         Ok(this)

@@ -186,6 +186,14 @@ impl Handler for ReserveWorker {
                 )
                 .await
             }
+            // Released at inventory (`POST /release`) before its turn: it
+            // will not be reserved, and the contract's InventoryFailed has
+            // no reason for it. Set aside, with the reason, for an operator.
+            ReserveResult::Released { .. } => {
+                return Disposition::DeadLetter {
+                    reason: "the order was released at inventory; it is not reserved".to_owned(),
+                };
+            }
             ReserveResult::Injected { .. } => {
                 return Disposition::Retry {
                     reason: "injected failure".to_owned(),

@@ -8,6 +8,7 @@
 //!   the broker every other test shares.
 //! - [`on_own_runtime`]: async clean-up from `Drop`.
 //! - [`ledger_contract`]: the suite every inventory ledger must pass.
+//! - [`gated`]: a ledger that reserves at once and answers when told.
 //! - [`postgres`]: a Postgres schema of a test's own.
 //! - [`rabbitmq`]: deleting a test's queues and exchanges.
 //! - [`example_binary`]: the path of a shipped example, to run it as a
@@ -15,6 +16,7 @@
 //! - [`until`]: waiting on a condition with a deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod gated;
 pub mod ledger_contract;
 pub mod postgres;
 pub mod rabbitmq;

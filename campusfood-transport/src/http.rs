@@ -4,10 +4,17 @@
 //! Both halves speak the same JSON and carry the request id in the
 //! `x-request-id` header, so a service written against the trait is served
 //! and called the same way in process and over the network.
+//!
+//! [`serve`] runs its own accept loop (hyper's HTTP/1 connection builder)
+//! to hold every client to [`ServerLimits`]: a header read timeout, a
+//! whole-body read deadline (408), a connection limit, and a stop deadline
+//! after which the connections still open are closed.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,14 +24,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use campusfood_core::codec::CONTENT_TYPE;
-use campusfood_core::config::HttpConfig;
+use campusfood_core::config::{HttpConfig, ServerLimits};
 use campusfood_core::events::ErrorBody;
 use campusfood_core::transport::{
     Capabilities, Handler, Message, Reply, RequestHandler, Route, SubscribeOptions, Subscription,
     Transport, TransportError, headers,
 };
 use http_body_util::{BodyExt, Limited};
-use tokio::net::TcpListener;
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
 
 /// Request/reply over HTTP. Each [`Route`] maps to a URL; requests are
 /// `POST`s of the message body with `content-type: application/json`.
@@ -37,10 +50,18 @@ pub struct HttpTransport {
 impl HttpTransport {
     /// A transport that sends each route's requests to its URL.
     pub fn new(routes: impl IntoIterator<Item = (Route, String)>) -> Result<Self, TransportError> {
+        Self::with_idle_timeout(routes, Duration::from_secs(90))
+    }
+
+    /// Like [`new`](Self::new), keeping idle connections for `idle`.
+    fn with_idle_timeout(
+        routes: impl IntoIterator<Item = (Route, String)>,
+        idle: Duration,
+    ) -> Result<Self, TransportError> {
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(256)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(idle)
             .build()
             .map_err(|e| TransportError::Unavailable {
                 route: Route::new("*"),
@@ -52,19 +73,30 @@ impl HttpTransport {
         })
     }
 
-    /// The OrderService's view of Part A: reserve at inventory, send at
-    /// notification, at the URLs of `config`.
+    /// The OrderService's view of Part A: reserve and release at inventory,
+    /// send at notification, at the URLs of `config`. Idle connections are
+    /// dropped at half the servers' header read timeout (which is also
+    /// their idle timeout), so that — with the same limits on both sides —
+    /// a request does not go out on a connection the server is closing.
     pub fn sync_rest(config: &HttpConfig) -> Result<Self, TransportError> {
-        Self::new([
-            (
-                Route::RESERVE,
-                format!("{}{}", config.inventory_url, HttpConfig::RESERVE_PATH),
-            ),
-            (
-                Route::NOTIFY,
-                format!("{}{}", config.notification_url, HttpConfig::SEND_PATH),
-            ),
-        ])
+        let idle = config.server.header_read_timeout / 2;
+        Self::with_idle_timeout(
+            [
+                (
+                    Route::RESERVE,
+                    format!("{}{}", config.inventory_url, HttpConfig::RESERVE_PATH),
+                ),
+                (
+                    Route::RELEASE,
+                    format!("{}{}", config.inventory_url, HttpConfig::RELEASE_PATH),
+                ),
+                (
+                    Route::NOTIFY,
+                    format!("{}{}", config.notification_url, HttpConfig::SEND_PATH),
+                ),
+            ],
+            idle,
+        )
     }
 
     fn url(&self, route: &Route) -> Result<&str, TransportError> {
@@ -225,6 +257,11 @@ pub async fn read_json(request: Request, max_bytes: usize) -> Result<Message, Re
                     status: StatusCode::PAYLOAD_TOO_LARGE,
                     message: format!("body larger than {max_bytes} bytes"),
                 }
+            } else if let Some(late) = find_cause::<BodyTimeout>(&*e) {
+                Refusal {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    message: late.to_string(),
+                }
             } else {
                 Refusal {
                     status: StatusCode::BAD_REQUEST,
@@ -278,21 +315,383 @@ where
     })
 }
 
-/// Serves `router` on `listener` (with `TCP_NODELAY`, so small JSON replies
-/// are not held back) until `shutdown` resolves, then finishes in-flight
-/// requests.
+/// `e` or the first of its sources that is a `T`.
+fn find_cause<'e, T: std::error::Error + 'static>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(found) = c.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// A request body that did not arrive within
+/// [`ServerLimits::body_read_timeout`].
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received within {0:?}")]
+pub struct BodyTimeout(Duration);
+
+/// A request body that must arrive by a deadline. The timer is only made
+/// when the body is not already there.
+struct DeadlineBody {
+    body: Incoming,
+    deadline: Instant,
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(this.limit))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, holding every
+/// client to `limits`:
+///
+/// - at most [`max_connections`](ServerLimits::max_connections) at once:
+///   the loop accepts only when a slot is free, so further clients wait in
+///   the listen backlog;
+/// - each connection must send a request's headers within
+///   [`header_read_timeout`](ServerLimits::header_read_timeout) (also the
+///   idle keep-alive timeout) and its body within
+///   [`body_read_timeout`](ServerLimits::body_read_timeout) of the headers
+///   (a handler reading it with [`read_json`] answers 408);
+/// - on `shutdown` it stops accepting, lets requests in flight finish and
+///   closes idle connections, and after
+///   [`stop_timeout`](ServerLimits::stop_timeout) closes whatever is still
+///   open, dropping those handlers.
+///
+/// HTTP/1.1 only, with `TCP_NODELAY` (small JSON replies are not held
+/// back).
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (stopping, _) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot.map_err(std::io::Error::other)?,
+        };
+        let tcp = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        connections.spawn(connection(
+            tcp,
+            router.clone(),
+            limits,
+            stopping.subscribe(),
+            slot,
+        ));
+    }
+    drop(listener);
+    stopping.send_replace(true);
+    let drained = tokio::time::timeout(limits.stop_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            after = ?limits.stop_timeout,
+            "stop deadline passed: closing the connections still open"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// A failed `accept`. A connection that failed before we took it is the
+/// client's business; anything else (out of file descriptors) gets a pause
+/// so the loop does not spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        tracing::debug!(error = %e, "connection failed before it was accepted");
+        return;
+    }
+    const PAUSE: Duration = Duration::from_millis(100);
+    tracing::warn!(error = %e, ?PAUSE, "cannot accept connections; pausing");
+    tokio::time::sleep(PAUSE).await;
+}
+
+/// Serves one connection until it ends, or until `stopping` asks it to
+/// finish (then the request in flight, if any, completes and it closes).
+/// `_slot` is its place under the connection limit.
+async fn connection(
+    tcp: TcpStream,
+    router: axum::Router,
+    limits: ServerLimits,
+    mut stopping: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let body_limit = limits.body_read_timeout;
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let request = request.map(|body| {
+            Body::new(DeadlineBody {
+                body,
+                deadline: Instant::now() + body_limit,
+                limit: body_limit,
+                timer: None,
+            })
+        });
+        router.clone().oneshot(request)
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+    tokio::pin!(conn);
+    let stop = stopping.wait_for(|s| *s);
+    tokio::pin!(stop);
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = &mut stop, if !asked => {
+                asked = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::{Notify, mpsc};
+    use tokio::task::JoinHandle;
+
+    use super::*;
+
+    /// A server on a free port; send `true` to stop it.
+    struct Running {
+        addr: SocketAddr,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<std::io::Result<()>>,
+    }
+
+    async fn start(limits: ServerLimits, router: axum::Router) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, mut rx) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, router, limits, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        Running { addr, stop, task }
+    }
+
+    /// `/echo` reads a JSON body; `/health` answers at once.
+    fn echo() -> axum::Router {
+        axum::Router::new()
+            .route(
+                "/echo",
+                post(|request: Request| async move {
+                    match read_json(request, 1024).await {
+                        Ok(m) => reply_response(Reply {
+                            status: 200,
+                            body: m.body,
+                        }),
+                        Err(refusal) => refusal.into_response(),
+                    }
+                }),
+            )
+            .route("/health", get(|| async { "ok" }))
+    }
+
+    /// Reads until the end of a response's head (or of the stream).
+    async fn read_head(tcp: &mut TcpStream) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match tcp.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+    const GET_HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_millis(200),
+            ..ServerLimits::default()
+        };
+        let server = start(limits, echo()).await;
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "the half-sent request still holds its connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_is_answered_408() {
+        let limits = ServerLimits {
+            body_read_timeout: Duration::from_millis(200),
+            ..ServerLimits::default()
+        };
+        let server = start(limits, echo()).await;
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(
+            b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":",
+        )
         .await
+        .unwrap();
+        let head = tokio::time::timeout(DEADLINE, read_head(&mut tcp))
+            .await
+            .expect("no answer to a body that stopped coming");
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+        let limits = ServerLimits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_secs(60),
+            ..ServerLimits::default()
+        };
+        let server = start(limits, echo()).await;
+        let first = TcpStream::connect(server.addr).await.unwrap();
+        let _second = TcpStream::connect(server.addr).await.unwrap();
+        let mut third = TcpStream::connect(server.addr).await.unwrap();
+        third.write_all(GET_HEALTH).await.unwrap();
+        // Not a speed check: a third connection is not served at all while
+        // two are open, however long we looked.
+        let early = tokio::time::timeout(Duration::from_millis(300), read_head(&mut third)).await;
+        assert!(early.is_err(), "served a third connection: {early:?}");
+        drop(first);
+        let head = tokio::time::timeout(DEADLINE, read_head(&mut third))
+            .await
+            .expect("a freed slot was not given to the waiting connection");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn stopping_finishes_what_it_can_and_closes_the_rest_at_the_deadline() {
+        let (entered, mut handlers) = mpsc::unbounded_channel();
+        let gate = Arc::new(Notify::new());
+        let router = {
+            let (e1, e2, gate) = (entered.clone(), entered, gate.clone());
+            axum::Router::new()
+                .route(
+                    "/slow",
+                    get(move || async move {
+                        let _ = e1.send("slow");
+                        gate.notified().await;
+                        "done"
+                    }),
+                )
+                .route(
+                    "/stuck",
+                    get(move || async move {
+                        let _ = e2.send("stuck");
+                        std::future::pending::<()>().await;
+                    }),
+                )
+        };
+        let limits = ServerLimits {
+            stop_timeout: Duration::from_millis(500),
+            ..ServerLimits::default()
+        };
+        let server = start(limits, router).await;
+        let mut slow = TcpStream::connect(server.addr).await.unwrap();
+        slow.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut stuck = TcpStream::connect(server.addr).await.unwrap();
+        stuck
+            .write_all(b"GET /stuck HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            tokio::time::timeout(DEADLINE, handlers.recv())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        server.stop.send_replace(true);
+        // A request in flight still gets its answer…
+        gate.notify_one();
+        let head = tokio::time::timeout(DEADLINE, read_head(&mut slow))
+            .await
+            .unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        // …and one that never ends does not hold the stop forever.
+        let stopped = tokio::time::timeout(DEADLINE, server.task).await;
+        assert!(
+            matches!(stopped, Ok(Ok(Ok(())))),
+            "stop waited on a stuck request"
+        );
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(DEADLINE, stuck.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the stuck connection was left open");
+    }
 }

@@ -38,4 +38,5 @@ on_every_bus! {
     injected_failures_retry_with_a_bound_then_dead_letter_and_replay_succeeds("burger=100"),
     orders_are_accepted_while_publishing_fails_and_published_later("burger=100"),
     bad_input_is_refused_and_nothing_is_published("burger=100"),
+    a_delay_taken_back_frees_the_deliveries_it_holds("burger=100"),
 }

@@ -406,3 +406,38 @@ pub async fn orders_are_accepted_while_publishing_fails_and_published_later(app:
         s.stop().await;
     }
 }
+
+/// An injected delay holds at most the prefetch window of deliveries, and
+/// `{"delay": 0}` gives the window back at once: the waits in progress
+/// follow the new setting instead of sleeping out the one they read.
+pub async fn a_delay_taken_back_frees_the_deliveries_it_holds(mut app: App) {
+    app.options.prefetch = 4;
+    let system = app.start(AsyncPart::All).await;
+    let inventory = system.inventory.as_ref().unwrap();
+    let configure = |delay: f64| {
+        let url = format!("http://{}/configure", inventory.server.addr());
+        let request = app.client.post(url).json(&json!({ "delay": delay }));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(configure(60.0).await, 200);
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let (status, body) = app
+            .order(&system, json!({"item": "burger", "qty": 1}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["order_id"].as_str().unwrap().to_owned());
+    }
+    let faults = inventory.service.faults().clone();
+    until(
+        "the prefetch window waits out the delay",
+        Duration::from_secs(10),
+        async || faults.delayed_calls() == 4,
+    )
+    .await;
+    assert_eq!(configure(0.0).await, 200);
+    // Well inside the 60 s the held deliveries had read.
+    app.all_notified(&ids, Duration::from_secs(20)).await;
+    assert_eq!(app.stock("burger").await, 92);
+    system.stop().await;
+}

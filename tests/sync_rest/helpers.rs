@@ -39,6 +39,14 @@ pub async fn spawn_app_with_ledger(ledger: Arc<dyn InventoryLedger>) -> TestApp 
     spawn("burger=100", |_| {}, Some(ledger)).await
 }
 
+/// Like [`spawn_app_with`], on the given ledger.
+pub async fn spawn_app_on(
+    ledger: Arc<dyn InventoryLedger>,
+    tune: impl FnOnce(&mut HttpConfig),
+) -> TestApp {
+    spawn("burger=100", tune, Some(ledger)).await
+}
+
 async fn spawn(
     stock: &str,
     tune: impl FnOnce(&mut HttpConfig),

@@ -8,10 +8,12 @@ mod helpers;
 use std::sync::Arc;
 use std::time::Duration;
 
-use campusfood::core::config::{BreakerConfig, RetryConfig};
-use campusfood::core::ledger::MemoryLedger;
+use campusfood::core::OrderId;
+use campusfood::core::config::{BreakerConfig, PageLimits, RetryConfig};
+use campusfood::core::ledger::{InventoryLedger, MemoryLedger, ReserveOutcome};
 use campusfood::services::http::inventory_router;
 use campusfood::services::sync_rest::Server;
+use campusfood_testkit::gated::AnswersLate;
 use futures::future::join_all;
 use helpers::*;
 use serde_json::{Value, json};
@@ -116,6 +118,167 @@ async fn delay_beyond_the_downstream_timeout_gives_504_at_the_timeout() {
 }
 
 #[tokio::test]
+async fn a_reservation_answered_after_the_timeout_is_released() {
+    let ledger = Arc::new(AnswersLate::new("burger=10"));
+    let app = spawn_app_on(ledger.clone(), |h| {
+        h.downstream_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let a = app.order("burger", 2).await;
+    assert_eq!(a.status, 504, "{}", a.body);
+    let id = OrderId::parse(a.body["order_id"].as_str().unwrap()).unwrap();
+    // Inventory did reserve: the client was told the order failed while
+    // its stock was taken.
+    assert_eq!(
+        ledger.reservation(&id).await.unwrap().unwrap().outcome,
+        ReserveOutcome::Reserved { remaining: 8 }
+    );
+    until(
+        "the stock is given back",
+        Duration::from_secs(10),
+        || async { app.stock().await["burger"] == 10 },
+    )
+    .await;
+    assert_eq!(
+        ledger.reservation(&id).await.unwrap().unwrap().outcome,
+        ReserveOutcome::Released
+    );
+    let order = app.system.order.as_ref().unwrap().service.clone();
+    until(
+        "the release leaves the outbox",
+        Duration::from_secs(10),
+        || async { order.kept_calls().await.unwrap() == 0 },
+    )
+    .await;
+    ledger.open();
+}
+
+#[tokio::test]
+async fn a_reservation_arriving_after_its_release_takes_nothing() {
+    let app = spawn_app_with("burger=10", |h| {
+        h.downstream_timeout = Duration::from_millis(200)
+    })
+    .await;
+    assert_eq!(
+        app.configure_inventory(json!({"delay": 1.0})).await.status,
+        200
+    );
+    let mut orders = Vec::new();
+    for a in join_all((0..3).map(|_| app.order("burger", 1))).await {
+        assert_eq!(a.status, 504, "{}", a.body);
+        orders.push(a.body);
+    }
+    // The releases reach inventory while the reservations are still
+    // delayed (or were dropped with their connection).
+    let order = app.system.order.as_ref().unwrap().service.clone();
+    until(
+        "the releases are delivered",
+        Duration::from_secs(10),
+        || async { order.kept_calls().await.unwrap() == 0 },
+    )
+    .await;
+    assert_eq!(
+        app.configure_inventory(json!({"delay": 0})).await.status,
+        200
+    );
+    // A reservation of a released order, however late, takes nothing.
+    for o in &orders {
+        let late = json!({"order_id": o["order_id"], "request_id": o["request_id"], "item": "burger", "qty": 1});
+        let a = app.post_json(app.inventory_url("/reserve"), &late).await;
+        assert_eq!(a.status, 410, "{}", a.body);
+        assert_eq!(a.body["field"], "order_id");
+    }
+    assert_eq!(app.stock().await["burger"], 10);
+    let ledger = app
+        .system
+        .inventory
+        .as_ref()
+        .unwrap()
+        .service
+        .ledger()
+        .clone();
+    for o in &orders {
+        let id = OrderId::parse(o["order_id"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            ledger.reservation(&id).await.unwrap().unwrap().outcome,
+            ReserveOutcome::Released
+        );
+    }
+}
+
+#[tokio::test]
+async fn release_is_idempotent_over_http() {
+    let app = spawn_app_with("burger=10", |_| {}).await;
+    let body = json!({"order_id": "ORD-0000000000BB", "request_id": "5f0c8b4e-8d0e-4c43-9b4e-3f1f3f3f3f3f", "item": "burger", "qty": 4});
+    assert_eq!(
+        app.post_json(app.inventory_url("/reserve"), &body)
+            .await
+            .status,
+        200
+    );
+    let release = json!({"order_id": "ORD-0000000000BB"});
+    let a = app.post_json(app.inventory_url("/release"), &release).await;
+    assert_eq!(
+        (a.status, a.body.clone()),
+        (
+            200,
+            json!({"status": "released", "order_id": "ORD-0000000000BB", "item": "burger", "qty": 4, "remaining": 10})
+        )
+    );
+    let a = app.post_json(app.inventory_url("/release"), &release).await;
+    assert_eq!(a.body["status"], "already_released", "{}", a.body);
+    let unknown = json!({"order_id": "ORD-0000000000CC"});
+    let a = app.post_json(app.inventory_url("/release"), &unknown).await;
+    assert_eq!(a.body["status"], "nothing_held", "{}", a.body);
+    let bad = app
+        .post_json(app.inventory_url("/release"), &json!({"order_id": "nope"}))
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(app.stock().await["burger"], 10);
+}
+
+#[tokio::test]
+async fn stopping_does_not_wait_for_an_order_stuck_downstream() {
+    let app = spawn_app_with("burger=10", |h| {
+        h.downstream_timeout = Duration::from_secs(60);
+        h.server.stop_timeout = Duration::from_millis(300);
+    })
+    .await;
+    assert_eq!(
+        app.configure_inventory(json!({"delay": 60})).await.status,
+        200
+    );
+    let order = {
+        let (client, url) = (app.client.clone(), app.order_url("/order"));
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"item": "burger", "qty": 1}))
+                .send()
+                .await
+        })
+    };
+    let faults = app
+        .system
+        .inventory
+        .as_ref()
+        .unwrap()
+        .service
+        .faults()
+        .clone();
+    until(
+        "the order waits on inventory",
+        Duration::from_secs(10),
+        || async { faults.delayed_calls() == 1 },
+    )
+    .await;
+    let stopped = tokio::time::timeout(Duration::from_secs(20), app.system.stop()).await;
+    assert!(stopped.is_ok(), "stop waited for the stuck order");
+    // The client is not answered; its connection is closed.
+    assert!(order.await.unwrap().is_err());
+}
+
+#[tokio::test]
 async fn insufficient_stock_passes_inventorys_409_through() {
     let app = spawn_app_with("burger=3", |_| {}).await;
     let a = app.order("burger", 5).await;
@@ -155,6 +318,8 @@ async fn configure_updates_partially_and_validates() {
     );
     for (bad, field) in [
         (json!({"delay": -1}), Some("delay")),
+        (json!({"delay": 1e9}), Some("delay")),
+        (json!({"delay": 60.5}), Some("delay")),
         (json!({"failure_rate": 1.5}), Some("failure_rate")),
         (json!({"failure_rate": -0.1}), Some("failure_rate")),
         (json!({"delay": "slow"}), None),
@@ -165,6 +330,11 @@ async fn configure_updates_partially_and_validates() {
         assert!(a.body["error"].is_string());
         if let Some(f) = field {
             assert_eq!(a.body["field"], f, "{bad}");
+        }
+        if field == Some("delay") {
+            // The refusal says the bound.
+            let said = a.body["error"].as_str().unwrap();
+            assert!(said.contains("0 to 60"), "{said}");
         }
     }
     // Nothing changed by the refused updates.
@@ -395,7 +565,7 @@ async fn failed_notifications_are_kept_and_delivered_later() {
             a.body
         );
     }
-    assert_eq!(order.pending_notifications().await.unwrap(), 5);
+    assert_eq!(order.kept_calls().await.unwrap(), 5);
     assert_eq!(notification.sent(), 0);
     assert_eq!(
         app.configure_notification(json!({"failure_rate": 0.0}))
@@ -404,7 +574,7 @@ async fn failed_notifications_are_kept_and_delivered_later() {
         200
     );
     until("the outbox drains", Duration::from_secs(10), || async {
-        order.pending_notifications().await.unwrap() == 0
+        order.kept_calls().await.unwrap() == 0
     })
     .await;
     assert_eq!(notification.sent(), 5);
@@ -478,6 +648,14 @@ impl campusfood::core::ledger::InventoryLedger for FullDisk {
     async fn reservation_count(&self) -> Result<u64, campusfood::core::ledger::LedgerError> {
         self.0.reservation_count().await
     }
+    async fn release(
+        &self,
+        _: &campusfood::core::OrderId,
+    ) -> Result<campusfood::core::ledger::Release, campusfood::core::ledger::LedgerError> {
+        Err(campusfood::core::ledger::LedgerError::Storage(
+            "no space left on device".into(),
+        ))
+    }
     fn write_failure(&self) -> Option<String> {
         Some("no space left on device".into())
     }
@@ -530,5 +708,72 @@ async fn inventory_health_is_503_while_its_ledger_cannot_write() {
             if expected == 503 { 503 } else { 200 }
         );
         server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn orders_are_listed_in_pages() {
+    let app = spawn_app_with("burger=1000", |h| {
+        h.orders_page = PageLimits { default: 3, max: 5 }
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let a = app.order("burger", 1).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        ids.push(a.body["order_id"].as_str().unwrap().to_owned());
+    }
+    let page = |path: String| {
+        let request = app.client.get(app.order_url(&path));
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let next = resp
+                .headers()
+                .get("link")
+                .map(|l| l.to_str().unwrap().to_owned());
+            let body: Value = resp.json().await.unwrap();
+            (status, body, next)
+        }
+    };
+    let ids_of = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["order_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The default page, then the next ones by their links.
+    let (status, body, next) = page("/orders".to_owned()).await;
+    assert_eq!(status, 200);
+    assert_eq!(ids_of(&body), ids[..3]);
+    let next = next.unwrap();
+    assert_eq!(
+        next,
+        format!("</orders?after={}&limit=3>; rel=\"next\"", ids[2])
+    );
+    let link = |l: &str| l[1..l.find('>').unwrap()].to_owned();
+    let (_, body, next) = page(link(&next)).await;
+    assert_eq!(ids_of(&body), ids[3..6]);
+    let (_, body, next) = page(link(&next.unwrap())).await;
+    assert_eq!(ids_of(&body), ids[6..]);
+    assert_eq!(next, None);
+    let (_, body, next) = page(format!("/orders?limit=5&after={}", ids[0])).await;
+    assert_eq!(ids_of(&body), ids[1..6]);
+    assert!(next.is_some());
+    // Out of range, malformed, unknown.
+    for (query, status, field) in [
+        ("limit=6", 400, Some("limit")),
+        ("limit=0", 400, Some("limit")),
+        ("limit=lots", 400, None),
+        ("after=nope", 400, Some("after")),
+        ("after=ORD-000000000000", 404, Some("after")),
+    ] {
+        let (s, body, _) = page(format!("/orders?{query}")).await;
+        assert_eq!(s, status, "{query} -> {body}");
+        assert!(body["error"].is_string(), "{query} -> {body}");
+        if let Some(f) = field {
+            assert_eq!(body["field"], f, "{query}");
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! Part A settings: ports, the downstream timeout and the resilience
-//! switches (all off by default, so the original experiments reproduce).
+//! switches (all off by default, so the original experiments reproduce);
+//! and the limits of every HTTP server ([`ServerLimits`]) and of
+//! `GET /orders` pages ([`PageLimits`]).
 
 use std::time::Duration;
 
@@ -26,10 +28,15 @@ pub struct HttpConfig {
     pub breaker: Option<BreakerConfig>,
     /// Bulkhead: at most this many orders in flight; `None` = unbounded.
     pub max_in_flight: Option<usize>,
-    /// How often failed notifications are retried from the outbox.
+    /// How often the OrderService's kept calls (failed notifications,
+    /// releases of failed orders) are retried from its outbox.
     pub notification_retry_interval: Duration,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Timeouts, connection limit and stop deadline of the HTTP servers.
+    pub server: ServerLimits,
+    /// Page sizes of the OrderService's `GET /orders`.
+    pub orders_page: PageLimits,
 }
 
 impl HttpConfig {
@@ -37,6 +44,8 @@ impl HttpConfig {
     pub const ORDER_PATH: &'static str = "/order";
     /// InventoryService: reserve stock.
     pub const RESERVE_PATH: &'static str = "/reserve";
+    /// InventoryService: release an order's reservation (compensation).
+    pub const RELEASE_PATH: &'static str = "/release";
     /// NotificationService: send a notification.
     pub const SEND_PATH: &'static str = "/send";
     /// OrderService's default port.
@@ -63,6 +72,57 @@ impl Default for HttpConfig {
             max_in_flight: None,
             notification_retry_interval: Duration::from_secs(1),
             max_body_bytes: 16 * 1024,
+            server: ServerLimits::default(),
+            orders_page: PageLimits::default(),
+        }
+    }
+}
+
+/// What an HTTP server grants its clients, so that slow or many clients
+/// cannot hold it (or its stopping) forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// A connection must send a request's complete headers within this,
+    /// counted from when the server starts waiting for them — so it is also
+    /// how long an idle keep-alive connection stays open. Else it is
+    /// closed.
+    pub header_read_timeout: Duration,
+    /// A request's whole body must arrive within this, counted from its
+    /// headers; else the request is answered 408.
+    pub body_read_timeout: Duration,
+    /// Connections served at once. Further ones wait in the listen backlog
+    /// until one closes.
+    pub max_connections: usize,
+    /// How long stopping waits for requests in flight before it closes
+    /// their connections (dropping their handlers).
+    pub stop_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Page sizes of a listing (`?limit=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimits {
+    /// Items in a page when the caller does not say.
+    pub default: usize,
+    /// The most items a caller may ask for in one page.
+    pub max: usize,
+}
+
+impl Default for PageLimits {
+    fn default() -> Self {
+        Self {
+            default: 100,
+            max: 1000,
         }
     }
 }

@@ -20,7 +20,7 @@ mod rabbitmq;
 pub use database::{
     DATABASE_SCHEMA_ENV, DATABASE_URL_ENV, DEFAULT_DATABASE_SCHEMA, DatabaseConfig, redact_url,
 };
-pub use http::{BreakerConfig, HttpConfig, RetryConfig};
+pub use http::{BreakerConfig, HttpConfig, PageLimits, RetryConfig, ServerLimits};
 pub use kafka::KafkaConfig;
 pub use rabbitmq::RabbitConfig;
 

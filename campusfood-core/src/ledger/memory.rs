@@ -2,12 +2,15 @@
 //! wanted. One mutex guards stock and records together, which is what makes
 //! each reservation atomic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{InventoryLedger, LedgerError, Reservation, ReservationRecord, decide};
+use super::{
+    InventoryLedger, LedgerError, Release, Reservation, ReservationRecord, ReserveOutcome, decide,
+    release_decided,
+};
 use crate::ids::OrderId;
 use crate::order::{Item, Quantity};
 use crate::stock::StockSpec;
@@ -22,6 +25,8 @@ pub struct MemoryLedger {
 struct State {
     stock: BTreeMap<Item, u64>,
     records: HashMap<OrderId, ReservationRecord>,
+    /// Orders released before they were decided.
+    released_early: HashSet<OrderId>,
 }
 
 impl MemoryLedger {
@@ -31,6 +36,7 @@ impl MemoryLedger {
             state: Mutex::new(State {
                 stock: stock.levels().clone(),
                 records: HashMap::new(),
+                released_early: HashSet::new(),
             }),
         }
     }
@@ -55,8 +61,12 @@ impl InventoryLedger for MemoryLedger {
         if let Some(first) = state.records.get(order) {
             return Ok(Reservation::Repeat(first.clone()));
         }
-        let outcome = decide(state.stock.get(item).copied(), qty);
-        if let super::ReserveOutcome::Reserved { remaining } = outcome {
+        let outcome = if state.released_early.remove(order) {
+            ReserveOutcome::Released
+        } else {
+            decide(state.stock.get(item).copied(), qty)
+        };
+        if let ReserveOutcome::Reserved { remaining } = outcome {
             state.stock.insert(item.clone(), remaining);
         }
         let record = ReservationRecord {
@@ -67,6 +77,30 @@ impl InventoryLedger for MemoryLedger {
         };
         state.records.insert(order.clone(), record.clone());
         Ok(Reservation::First(record))
+    }
+
+    async fn release(&self, order: &OrderId) -> Result<Release, LedgerError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(record) = state.records.get_mut(order) else {
+            return Ok(if state.released_early.insert(order.clone()) {
+                Release::NothingHeld
+            } else {
+                Release::AlreadyReleased
+            });
+        };
+        let back = match release_decided(record) {
+            None => return Ok(Release::AlreadyReleased),
+            Some(0) => return Ok(Release::NothingHeld),
+            Some(back) => back,
+        };
+        let level = state.stock.entry(record.item.clone()).or_insert(0);
+        *level = level.saturating_add(back);
+        Ok(Release::Returned {
+            item: record.item.clone(),
+            qty: record.qty,
+            level: *level,
+        })
     }
 
     async fn stock(&self) -> Result<BTreeMap<Item, u64>, LedgerError> {

@@ -6,6 +6,16 @@
 //! id reserved again — sequentially or by 50 tasks at once — returns the
 //! first outcome, as [`Reservation::Repeat`], and never decrements twice.
 //!
+//! [`InventoryLedger::release`] is the compensation of a reservation whose
+//! order failed after all (the caller saw a timeout): it gives the stock
+//! back once, records the order as [`ReserveOutcome::Released`], and
+//! answers the same no-op ([`Release::AlreadyReleased`]) to any later
+//! release. A released order is never reserved again: `reserve` answers it
+//! with its `Released` record and takes nothing. That holds also when the
+//! release comes *first* — the caller gave up while its reservation was
+//! still on the way — so the late reservation cannot take stock for an
+//! order that nobody will confirm.
+//!
 //! Implementations: [`MemoryLedger`] (tests, embedding) and, with feature
 //! `redb`, [`RedbLedger`] (durable, group-committed).
 
@@ -43,6 +53,29 @@ pub enum ReserveOutcome {
     },
     /// The item is not stocked at all; nothing was taken.
     UnknownItem,
+    /// The order was released ([`InventoryLedger::release`]): whatever it
+    /// held went back to stock, and it is never reserved.
+    Released,
+}
+
+/// The answer of [`InventoryLedger::release`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Release {
+    /// The order held stock, and this call gave it back.
+    Returned {
+        /// The item given back.
+        item: Item,
+        /// How many.
+        qty: Quantity,
+        /// The item's stock right after.
+        level: u64,
+    },
+    /// The order held nothing: it was refused, or not decided yet. It is
+    /// released now, so a reservation for it later takes nothing.
+    NothingHeld,
+    /// The order was released before; nothing changed.
+    AlreadyReleased,
 }
 
 /// A recorded reservation decision.
@@ -111,6 +144,11 @@ pub trait InventoryLedger: Send + Sync + fmt::Debug + 'static {
         qty: Quantity,
     ) -> Result<Reservation, LedgerError>;
 
+    /// Releases `order`, atomically and idempotently: gives back what it
+    /// holds (once), and makes sure it is never reserved (also when it has
+    /// not been decided yet). See the [module docs](self).
+    async fn release(&self, order: &OrderId) -> Result<Release, LedgerError>;
+
     /// The current stock level of every item.
     async fn stock(&self) -> Result<BTreeMap<Item, u64>, LedgerError>;
 
@@ -141,4 +179,18 @@ pub(crate) fn decide(stock: Option<u64>, qty: Quantity) -> ReserveOutcome {
             remaining: available - u64::from(qty.get()),
         },
     }
+}
+
+/// Releases an order that has a decision, the rule every ledger applies:
+/// `None` when it was released before (nothing changes); else its record
+/// becomes [`ReserveOutcome::Released`] and the answer is the stock to give
+/// back (0 when it held nothing).
+pub(crate) fn release_decided(record: &mut ReservationRecord) -> Option<u64> {
+    let held = match record.outcome {
+        ReserveOutcome::Released => return None,
+        ReserveOutcome::Reserved { .. } => u64::from(record.qty.get()),
+        ReserveOutcome::Insufficient { .. } | ReserveOutcome::UnknownItem => 0,
+    };
+    record.outcome = ReserveOutcome::Released;
+    Some(held)
 }

@@ -36,12 +36,18 @@
 //! pool and sees every committed batch, so a read after an answered `reserve`
 //! sees that reservation.
 //!
+//! [`release`](InventoryLedger::release) goes through the same writer, in
+//! the same batches, so a release and a reservation of one order are
+//! decided one after the other, never interleaved.
+//!
 //! # File layout
 //!
-//! Three tables: `stock` (item → level, `u64`), `reservations` (order id →
-//! the [`ReservationRecord`] as JSON) and `meta` (format version). The initial
+//! Four tables: `stock` (item → level, `u64`), `reservations` (order id →
+//! the [`ReservationRecord`] as JSON), `released_early` (order ids released
+//! before they were decided) and `meta` (format version). The initial
 //! stock is written only when the file is new; a restarted process keeps the
-//! levels it had.
+//! levels it had. (`released_early` is created when missing, so files
+//! written before releases existed open as they are.)
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -54,7 +60,10 @@ use redb::{
     Table, TableDefinition, WriteTransaction,
 };
 
-use super::{InventoryLedger, LedgerError, Reservation, ReservationRecord, ReserveOutcome, decide};
+use super::{
+    InventoryLedger, LedgerError, Release, Reservation, ReservationRecord, ReserveOutcome, decide,
+    release_decided,
+};
 use crate::group_commit::{CommitError, GroupCommit, MAX_BATCH, SharedDb};
 use crate::ids::OrderId;
 use crate::order::{Item, Quantity};
@@ -64,6 +73,9 @@ use crate::stock::StockSpec;
 const STOCK: TableDefinition<'_, &str, u64> = TableDefinition::new("stock");
 /// Order id → the decision, as JSON.
 const RESERVATIONS: TableDefinition<'_, &str, &str> = TableDefinition::new("reservations");
+/// Order ids released before they were decided: their reservation, should
+/// it come, takes nothing.
+const RELEASED_EARLY: TableDefinition<'_, &str, ()> = TableDefinition::new("released_early");
 /// Bookkeeping: the format version, present once the initial stock is in.
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// The key in [`META`] whose presence marks an initialised file.
@@ -71,13 +83,20 @@ const FORMAT_KEY: &str = "format_version";
 /// The file format this code writes and reads.
 const FORMAT_VERSION: u64 = 1;
 
-type Reply = Result<Reservation, LedgerError>;
+/// One call, as the writer applies it.
+enum Request {
+    Reserve {
+        order: OrderId,
+        item: Item,
+        qty: Quantity,
+    },
+    Release(OrderId),
+}
 
-/// One `reserve` call, as the writer applies it.
-struct Request {
-    order: OrderId,
-    item: Item,
-    qty: Quantity,
+/// The writer's answer to one [`Request`], of the same kind.
+enum Reply {
+    Reserve(Result<Reservation, LedgerError>),
+    Release(Result<Release, LedgerError>),
 }
 
 /// A durable, group-committing [`InventoryLedger`] stored in a redb file.
@@ -223,16 +242,29 @@ impl InventoryLedger for RedbLedger {
         item: &Item,
         qty: Quantity,
     ) -> Result<Reservation, LedgerError> {
-        let request = Request {
+        let request = Request::Reserve {
             order: order.clone(),
             item: item.clone(),
             qty,
         };
-        self.inner
+        match self.inner.writer.submit(request).await {
+            Ok(Reply::Reserve(answer)) => answer,
+            Ok(Reply::Release(_)) => Err(mismatched()),
+            Err(e) => Err(commit_error(e)),
+        }
+    }
+
+    async fn release(&self, order: &OrderId) -> Result<Release, LedgerError> {
+        match self
+            .inner
             .writer
-            .submit(request)
+            .submit(Request::Release(order.clone()))
             .await
-            .map_err(commit_error)?
+        {
+            Ok(Reply::Release(answer)) => answer,
+            Ok(Reply::Reserve(_)) => Err(mismatched()),
+            Err(e) => Err(commit_error(e)),
+        }
     }
 
     async fn stock(&self) -> Result<BTreeMap<Item, u64>, LedgerError> {
@@ -296,6 +328,7 @@ fn initialise(db: &Database, initial: &StockSpec) -> Result<bool, redb::Error> {
         let mut meta = txn.open_table(META)?;
         let mut stock = txn.open_table(STOCK)?;
         txn.open_table(RESERVATIONS)?;
+        txn.open_table(RELEASED_EARLY)?;
         let version = meta.get(FORMAT_KEY)?.map(|v| v.value());
         match version {
             Some(FORMAT_VERSION) => false,
@@ -317,6 +350,11 @@ fn initialise(db: &Database, initial: &StockSpec) -> Result<bool, redb::Error> {
     Ok(fresh)
 }
 
+/// The writer answered a call with the other kind of answer (a bug).
+fn mismatched() -> LedgerError {
+    LedgerError::Storage("ledger writer answered the wrong kind of call".to_owned())
+}
+
 /// A writer failure as a ledger error.
 fn commit_error(e: CommitError) -> LedgerError {
     match e {
@@ -334,45 +372,122 @@ fn apply_batch(txn: &WriteTransaction, batch: &[Request]) -> Result<Vec<Reply>, 
     let mut records = txn
         .open_table(RESERVATIONS)
         .map_err(|e| format!("opening reservations table: {e}"))?;
+    let mut early = txn
+        .open_table(RELEASED_EARLY)
+        .map_err(|e| format!("opening released_early table: {e}"))?;
+    let mut tables = Tables {
+        stock: &mut stock,
+        records: &mut records,
+        early: &mut early,
+    };
     batch
         .iter()
-        .map(|request| apply_one(&mut stock, &mut records, request))
+        .map(|request| match request {
+            Request::Reserve { order, item, qty } => {
+                reserve_one(&mut tables, order, item, *qty).map(Reply::Reserve)
+            }
+            Request::Release(order) => release_one(&mut tables, order).map(Reply::Release),
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("writing reservation: {e}"))
 }
 
-/// Decides one request inside the batch's transaction. The outer `Err` is a
-/// storage failure that dooms the whole batch; the inner one concerns only
-/// this request (an unreadable earlier record), which changed nothing.
-fn apply_one(
-    stock: &mut Table<'_, &str, u64>,
-    records: &mut Table<'_, &str, &str>,
-    request: &Request,
-) -> Result<Reply, redb::StorageError> {
-    let key = request.order.as_str();
-    if let Some(json) = records.get(key)? {
+/// The tables a batch writes.
+struct Tables<'a, 't> {
+    stock: &'a mut Table<'t, &'static str, u64>,
+    records: &'a mut Table<'t, &'static str, &'static str>,
+    early: &'a mut Table<'t, &'static str, ()>,
+}
+
+/// Decides one reservation inside the batch's transaction. The outer `Err`
+/// is a storage failure that dooms the whole batch; the inner one concerns
+/// only this request (an unreadable earlier record), which changed nothing.
+fn reserve_one(
+    t: &mut Tables<'_, '_>,
+    order: &OrderId,
+    item: &Item,
+    qty: Quantity,
+) -> Result<Result<Reservation, LedgerError>, redb::StorageError> {
+    let key = order.as_str();
+    if let Some(json) = t.records.get(key)? {
         return Ok(decode(key, json.value()).map(Reservation::Repeat));
     }
-    let level = stock.get(request.item.as_str())?.map(|l| l.value());
+    let outcome = if t.early.remove(key)?.is_some() {
+        ReserveOutcome::Released
+    } else {
+        decide(t.stock.get(item.as_str())?.map(|l| l.value()), qty)
+    };
     let record = ReservationRecord {
-        order_id: request.order.clone(),
-        item: request.item.clone(),
-        qty: request.qty,
-        outcome: decide(level, request.qty),
+        order_id: order.clone(),
+        item: item.clone(),
+        qty,
+        outcome,
     };
-    let json = match serde_json::to_string(&record) {
-        Ok(json) => json,
-        Err(e) => {
-            return Ok(Err(LedgerError::Storage(format!(
-                "encoding reservation {key}: {e}"
-            ))));
-        }
-    };
-    if let ReserveOutcome::Reserved { remaining } = record.outcome {
-        stock.insert(request.item.as_str(), remaining)?;
+    if let Err(e) = write_record(t, &record)? {
+        return Ok(Err(e));
     }
-    records.insert(key, json.as_str())?;
+    if let ReserveOutcome::Reserved { remaining } = record.outcome {
+        t.stock.insert(item.as_str(), remaining)?;
+    }
     Ok(Ok(Reservation::First(record)))
+}
+
+/// Releases one order inside the batch's transaction; errors as for
+/// [`reserve_one`].
+fn release_one(
+    t: &mut Tables<'_, '_>,
+    order: &OrderId,
+) -> Result<Result<Release, LedgerError>, redb::StorageError> {
+    let key = order.as_str();
+    let found = t.records.get(key)?.map(|json| decode(key, json.value()));
+    let mut record = match found {
+        None => {
+            let first = t.early.insert(key, ())?.is_none();
+            return Ok(Ok(if first {
+                Release::NothingHeld
+            } else {
+                Release::AlreadyReleased
+            }));
+        }
+        Some(Err(e)) => return Ok(Err(e)),
+        Some(Ok(record)) => record,
+    };
+    let Some(back) = release_decided(&mut record) else {
+        return Ok(Ok(Release::AlreadyReleased));
+    };
+    if let Err(e) = write_record(t, &record)? {
+        return Ok(Err(e));
+    }
+    if back == 0 {
+        return Ok(Ok(Release::NothingHeld));
+    }
+    let item = record.item.as_str();
+    let level = t
+        .stock
+        .get(item)?
+        .map_or(0, |l| l.value())
+        .saturating_add(back);
+    t.stock.insert(item, level)?;
+    Ok(Ok(Release::Returned {
+        item: record.item,
+        qty: record.qty,
+        level,
+    }))
+}
+
+/// Writes `record`; the inner `Err` when it cannot be encoded (nothing
+/// written).
+fn write_record(
+    t: &mut Tables<'_, '_>,
+    record: &ReservationRecord,
+) -> Result<Result<(), LedgerError>, redb::StorageError> {
+    let key = record.order_id.as_str();
+    match serde_json::to_string(record) {
+        Ok(json) => t.records.insert(key, json.as_str()).map(|_| Ok(())),
+        Err(e) => Ok(Err(LedgerError::Storage(format!(
+            "encoding reservation {key}: {e}"
+        )))),
+    }
 }
 
 /// Parses a stored record.

@@ -248,6 +248,7 @@ impl OrderDecider {
             ReserveResult::Reserved(_) => InventoryStatus::Success,
             ReserveResult::Insufficient(_)
             | ReserveResult::UnknownItem { .. }
+            | ReserveResult::Released { .. }
             | ReserveResult::Injected { .. } => InventoryStatus::Failure,
             ReserveResult::Unavailable { reason, .. } => {
                 Stats::bump(&self.stats.ledger_errors);

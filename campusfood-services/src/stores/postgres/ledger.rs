@@ -12,6 +12,11 @@
 //! sorted by item, so that all instances lock stock rows in one order),
 //! commits once, and answers them all. A deadlock or serialization failure
 //! between instances retries the whole batch.
+//!
+//! A release is the SQL function `release` (migration 0002), one call in a
+//! transaction of its own: it claims the order's key the same way, so a
+//! release and a reservation of one order are decided one after the other
+//! whichever instances make them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use campusfood_core::OrderId;
 use campusfood_core::ledger::{
-    InventoryLedger, LedgerError, Reservation, ReservationRecord, ReserveOutcome,
+    InventoryLedger, LedgerError, Release, Reservation, ReservationRecord, ReserveOutcome,
 };
 use campusfood_core::order::{Item, Quantity};
 use campusfood_core::stock::StockSpec;
@@ -162,6 +167,22 @@ impl InventoryLedger for PgLedger {
         answer.await.map_err(|_| LedgerError::Closed)?
     }
 
+    async fn release(&self, order: &OrderId) -> Result<Release, LedgerError> {
+        let mut attempt = 1;
+        loop {
+            match release_once(&self.pg, &self.name, order).await {
+                Err(BatchError::Race(e)) if attempt < BATCH_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "release lost a race; retrying");
+                    attempt += 1;
+                }
+                Err(BatchError::Race(e) | BatchError::Failed(e)) => {
+                    return Err(LedgerError::Storage(e));
+                }
+                Ok(release) => return Ok(release),
+            }
+        }
+    }
+
     async fn stock(&self) -> Result<BTreeMap<Item, u64>, LedgerError> {
         let name: &str = &self.name;
         self.read(
@@ -184,8 +205,10 @@ impl InventoryLedger for PgLedger {
         let name: &str = &self.name;
         let id = order.as_str();
         self.read(
+            // A row without item is a release that came first: no decision.
             "SELECT item, qty, outcome, amount FROM reservations \
-             WHERE ledger = $1 AND order_id = $2 AND outcome <> 'pending'",
+             WHERE ledger = $1 AND order_id = $2 AND outcome <> 'pending' \
+             AND item IS NOT NULL",
             &[&name, &id],
             |rows| {
                 rows.first()
@@ -206,7 +229,7 @@ impl InventoryLedger for PgLedger {
     async fn reservation_count(&self) -> Result<u64, LedgerError> {
         let name: &str = &self.name;
         self.read(
-            "SELECT count(*) FROM reservations WHERE ledger = $1",
+            "SELECT count(*) FROM reservations WHERE ledger = $1 AND item IS NOT NULL",
             &[&name],
             |rows| {
                 let n: i64 = rows.first().map_or(0, |r| r.get(0));
@@ -239,6 +262,7 @@ fn record(
             available: amount()?,
         },
         "unknown_item" => ReserveOutcome::UnknownItem,
+        "released" => ReserveOutcome::Released,
         _ => return Err(bad("outcome")),
     };
     Ok(ReservationRecord {
@@ -262,6 +286,38 @@ impl Outcomes {
     fn set_failure(&self, failure: Option<String>) {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
     }
+}
+
+/// One `release` call, in its own transaction.
+async fn release_once(pg: &Postgres, name: &str, order: &OrderId) -> Result<Release, BatchError> {
+    let client = pg.pool().get().await.map_err(PgError::from)?;
+    let stmt = client
+        .prepare_cached("SELECT o_result, o_item, o_qty, o_level FROM release($1, $2)")
+        .await?;
+    let row = client.query_one(&stmt, &[&name, &order.as_str()]).await?;
+    let bad = |what: &str| BatchError::Failed(format!("release of {order}: bad {what}"));
+    let result: &str = row.get(0);
+    Ok(match result {
+        "nothing_held" => Release::NothingHeld,
+        "already_released" => Release::AlreadyReleased,
+        "returned" => {
+            let (item, qty, level): (Option<&str>, Option<i64>, Option<i64>) =
+                (row.get(1), row.get(2), row.get(3));
+            Release::Returned {
+                item: item
+                    .and_then(|i| Item::parse(i).ok())
+                    .ok_or_else(|| bad("item"))?,
+                qty: qty
+                    .and_then(|q| u64::try_from(q).ok())
+                    .and_then(|q| Quantity::new(q).ok())
+                    .ok_or_else(|| bad("qty"))?,
+                level: level
+                    .and_then(|l| u64::try_from(l).ok())
+                    .ok_or_else(|| bad("level"))?,
+            }
+        }
+        _ => return Err(bad("result")),
+    })
 }
 
 /// The batching task: runs until every [`PgLedger`] clone is dropped.

@@ -35,8 +35,10 @@ pub use stores::{OUTBOX_LEASE, PgOrderStore, PgOutbox, PgProcessedIds};
 
 /// The schema migrations, in order: `(version, name, SQL)`. Each is applied
 /// once, in its own transaction, and recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "stores", include_str!("migrations/0001_stores.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "stores", include_str!("migrations/0001_stores.sql")),
+    (2, "releases", include_str!("migrations/0002_releases.sql")),
+];
 
 /// The advisory lock migrations are applied under (any fixed number; the
 /// same in every instance).
