@@ -231,7 +231,7 @@ async fn release_is_idempotent_over_http() {
     let a = app.post_json(app.inventory_url("/release"), &unknown).await;
     assert_eq!(a.body["status"], "nothing_held", "{}", a.body);
     let bad = app
-        .post_json(app.inventory_url("/release"), &json!({"order_id": "nope"}))
+        .post_json(app.inventory_url("/release"), &json!({"order_id": "not an id!"}))
         .await;
     assert_eq!(bad.status, 422, "{}", bad.body);
     assert_eq!(app.stock().await["burger"], 10);
@@ -766,7 +766,7 @@ async fn orders_are_listed_in_pages() {
         ("limit=6", 400, Some("limit")),
         ("limit=0", 400, Some("limit")),
         ("limit=lots", 400, None),
-        ("after=nope", 400, Some("after")),
+        ("after=not%20an%20id%21", 400, Some("after")),
         ("after=ORD-000000000000", 404, Some("after")),
     ] {
         let (s, body, _) = page(format!("/orders?{query}")).await;
