@@ -344,7 +344,7 @@ impl Experiment for X1Headline {
             let conds = match &a.result {
                 Ok(c) => c,
                 Err(e) => {
-                    out.note(format!("{} was not measured: {e}.", a.name));
+                    out.unmeasured(format!("{}: {e}", a.name));
                     continue;
                 }
             };

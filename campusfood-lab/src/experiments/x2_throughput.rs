@@ -247,7 +247,7 @@ impl Experiment for X2Throughput {
             let r = match run {
                 Ok(r) => r,
                 Err(e) => {
-                    out.note(format!("{name} was not measured: {e}."));
+                    out.unmeasured(format!("{name}: {e}"));
                     continue;
                 }
             };
