@@ -346,6 +346,33 @@ impl PartC {
             })
     }
 
+    /// The stock left in the ledger, summed over items.
+    pub async fn stock_total(&self) -> Result<u64, LabError> {
+        self.ledger
+            .stock()
+            .await
+            .map(|s| s.values().sum())
+            .map_err(|e| LabError::Store {
+                what: "reading the stock".to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// The end of `topic` (its high watermarks, summed over partitions):
+    /// grows with every record and transaction marker written to it.
+    pub async fn topic_end(&self, topic: &str) -> Result<i64, LabError> {
+        Ok(offsets::lag(
+            &self.transport,
+            &self.options.analytics.group,
+            &[topic.to_owned()],
+        )
+        .await
+        .map_err(streaming_err("reading the topic's end"))?
+        .iter()
+        .flat_map(|g| g.partitions.iter().map(|p| p.high_watermark))
+        .sum())
+    }
+
     /// The lag of `group` on `topic`, summed over partitions.
     pub async fn lag(&self, group: &str, topic: &str) -> Result<i64, LabError> {
         Ok(offsets::lag(&self.transport, group, &[topic.to_owned()])
