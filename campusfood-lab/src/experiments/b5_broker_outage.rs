@@ -76,6 +76,8 @@ struct Measured {
     restored: f64,
     outbox: Vec<[f64; 2]>,
     notified_in_store: usize,
+    /// Confirmations the notification service sent.
+    sent: u64,
     reservations: u64,
     stock: (u64, u64),
     outbox_after: u64,
@@ -110,6 +112,7 @@ async fn measure(ctx: &Context, b: &PartB, plan: Plan) -> Result<Measured, LabEr
         notified_at: b.notified_at(),
         outbox: outbox.finish().await?,
         notified_in_store: b.notified_in_store(&ids).await?,
+        sent: b.notifications_sent(),
         reservations: b.reservation_count().await?,
         stock: (stock_before, b.stock().await?),
         outbox_after: b.outbox_len().await?,
@@ -350,11 +353,11 @@ impl Experiment for B5BrokerOutage {
             ),
         );
         out.conclude(
-            "Nothing doubled: each order is reserved exactly once",
-            m.reservations == ok as u64 && used == ok as u64,
+            "Nothing doubled: each order is reserved and confirmed exactly once",
+            m.reservations == ok as u64 && used == ok as u64 && m.sent == ok as u64,
             format!(
-                "{} ledger records, stock −{used}, for {ok} orders",
-                m.reservations
+                "{} ledger records, stock −{used}, {} confirmations sent, for {ok} orders",
+                m.reservations, m.sent
             ),
         );
         out.note(
