@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use campusfood_core::config::KafkaConfig;
 use campusfood_core::events::OrderEvent;
-use campusfood_core::ledger::{InventoryLedger, RedbLedger};
+use campusfood_core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
 use campusfood_core::transport::{Route, Transport};
 use campusfood_core::{Config, OrderId};
 use campusfood_services::stores::names;
@@ -333,6 +333,33 @@ impl PartC {
                 what: "reading a reservation".to_owned(),
                 message: e.to_string(),
             })
+    }
+
+    /// The quantity the ledger's records say was reserved for the orders
+    /// `ids` (records of orders refused for stock count nothing): what
+    /// the stock must have dropped by if each was taken once.
+    pub async fn reserved_qty(&self, ids: &[String]) -> Result<u64, LabError> {
+        let mut total = 0;
+        for id in ids {
+            let id = OrderId::parse(id).map_err(|e| LabError::Store {
+                what: "order id".to_owned(),
+                message: e.to_string(),
+            })?;
+            let record = self
+                .ledger
+                .reservation(&id)
+                .await
+                .map_err(|e| LabError::Store {
+                    what: "reading a reservation".to_owned(),
+                    message: e.to_string(),
+                })?;
+            if let Some(r) = record
+                && matches!(r.outcome, ReserveOutcome::Reserved { .. })
+            {
+                total += u64::from(r.qty.get());
+            }
+        }
+        Ok(total)
     }
 
     /// Decisions in the ledger.
