@@ -12,8 +12,10 @@
 //!     --order-url http://127.0.0.1:8000 --inventory-url http://127.0.0.1:5001
 //! ```
 //!
-//! Exit status: 0 when every experiment ran (or was skipped) and every
-//! conclusion held, 1 otherwise. Logs go to stderr (`RUST_LOG`, default
+//! Exit status: 0 when every experiment ran in full and every conclusion
+//! held; 1 when a conclusion did not hold or an experiment could not
+//! measure; 2 when nothing failed but an experiment was skipped or only
+//! partly measured (e.g. no broker) — such a run is not a pass. Logs go to stderr (`RUST_LOG`, default
 //! `warn`, the services' provoked warnings hidden); progress bars too, when
 //! stderr is a terminal.
 
@@ -22,7 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use campusfood_lab::report::Status;
+use campusfood_lab::report::{Status, Verdict};
 use campusfood_lab::{RunConfig, Services, Settings};
 use clap::{Args, Parser, Subcommand};
 
@@ -203,14 +205,15 @@ async fn main() -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            println!("\n{}", report.summary_line());
             println!(
-                "\nreport: {}",
+                "report: {}",
                 config.report_dir().join("report.md").display()
             );
-            Ok(if report.all_passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            Ok(match report.verdict() {
+                Verdict::Passed => ExitCode::SUCCESS,
+                Verdict::Failed => ExitCode::FAILURE,
+                Verdict::Incomplete => ExitCode::from(2),
             })
         }
     }

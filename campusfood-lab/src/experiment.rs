@@ -69,6 +69,11 @@ pub struct Outcome {
     pub conclusions: Vec<Conclusion>,
     /// Observations worth a sentence that are not checked claims.
     pub notes: Vec<String>,
+    /// Parts the experiment set out to measure but could not in this run
+    /// (an architecture whose broker is not running): the experiment is
+    /// then reported ⚠️ partial, never ✅ passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmeasured: Vec<String>,
 }
 
 impl Outcome {
@@ -109,6 +114,11 @@ impl Outcome {
     /// Adds a note.
     pub fn note(&mut self, note: impl Into<String>) {
         self.notes.push(note.into());
+    }
+
+    /// Records a part that this run could not measure, and why.
+    pub fn unmeasured(&mut self, what: impl Into<String>) {
+        self.unmeasured.push(what.into());
     }
 
     /// Whether every conclusion held (vacuously true without any).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use campusfood_core::config::KafkaConfig;
 use campusfood_core::events::OrderEvent;
-use campusfood_core::ledger::{InventoryLedger, RedbLedger};
+use campusfood_core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
 use campusfood_core::transport::{Route, Transport};
 use campusfood_core::{Config, OrderId};
 use campusfood_services::stores::names;
@@ -335,6 +335,33 @@ impl PartC {
             })
     }
 
+    /// The quantity the ledger's records say was reserved for the orders
+    /// `ids` (records of orders refused for stock count nothing): what
+    /// the stock must have dropped by if each was taken once.
+    pub async fn reserved_qty(&self, ids: &[String]) -> Result<u64, LabError> {
+        let mut total = 0;
+        for id in ids {
+            let id = OrderId::parse(id).map_err(|e| LabError::Store {
+                what: "order id".to_owned(),
+                message: e.to_string(),
+            })?;
+            let record = self
+                .ledger
+                .reservation(&id)
+                .await
+                .map_err(|e| LabError::Store {
+                    what: "reading a reservation".to_owned(),
+                    message: e.to_string(),
+                })?;
+            if let Some(r) = record
+                && matches!(r.outcome, ReserveOutcome::Reserved { .. })
+            {
+                total += u64::from(r.qty.get());
+            }
+        }
+        Ok(total)
+    }
+
     /// Decisions in the ledger.
     pub async fn decisions(&self) -> Result<u64, LabError> {
         self.ledger
@@ -344,6 +371,33 @@ impl PartC {
                 what: "counting reservations".to_owned(),
                 message: e.to_string(),
             })
+    }
+
+    /// The stock left in the ledger, summed over items.
+    pub async fn stock_total(&self) -> Result<u64, LabError> {
+        self.ledger
+            .stock()
+            .await
+            .map(|s| s.values().sum())
+            .map_err(|e| LabError::Store {
+                what: "reading the stock".to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// The end of `topic` (its high watermarks, summed over partitions):
+    /// grows with every record and transaction marker written to it.
+    pub async fn topic_end(&self, topic: &str) -> Result<i64, LabError> {
+        Ok(offsets::lag(
+            &self.transport,
+            &self.options.analytics.group,
+            &[topic.to_owned()],
+        )
+        .await
+        .map_err(streaming_err("reading the topic's end"))?
+        .iter()
+        .flat_map(|g| g.partitions.iter().map(|p| p.high_watermark))
+        .sum())
     }
 
     /// The lag of `group` on `topic`, summed over partitions.

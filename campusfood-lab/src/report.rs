@@ -35,13 +35,59 @@ impl Report {
             .find(|e| e.id.eq_ignore_ascii_case(id))
     }
 
-    /// Whether every experiment ran and every conclusion held (skipped
-    /// experiments do not count against it).
+    /// Whether every experiment ran in full and every conclusion held: a
+    /// skipped or partial experiment measured nothing (or not everything),
+    /// so a run with one is not a pass.
     pub fn all_passed(&self) -> bool {
-        self.experiments
-            .iter()
-            .all(|e| matches!(e.status, Status::Passed | Status::Skipped))
+        self.verdict() == Verdict::Passed
     }
+
+    /// The run as a whole: failed if anything failed or could not
+    /// measure, incomplete if nothing failed but something was skipped
+    /// or only partly measured, passed only when everything ran and held.
+    pub fn verdict(&self) -> Verdict {
+        let count = |s: Status| self.experiments.iter().filter(|e| e.status == s).count();
+        if count(Status::Failed) + count(Status::Error) > 0 {
+            Verdict::Failed
+        } else if count(Status::Skipped) + count(Status::Partial) > 0 {
+            Verdict::Incomplete
+        } else {
+            Verdict::Passed
+        }
+    }
+
+    /// One line for the end of a run: how many experiments passed,
+    /// failed, were skipped or partial, and what that makes the run.
+    pub fn summary_line(&self) -> String {
+        let count = |s: Status| self.experiments.iter().filter(|e| e.status == s).count();
+        let verdict = match self.verdict() {
+            Verdict::Passed => "PASSED: every experiment ran and every conclusion held",
+            Verdict::Incomplete => {
+                "INCOMPLETE: nothing failed, but not everything was measured — not a full pass"
+            }
+            Verdict::Failed => "FAILED",
+        };
+        format!(
+            "{} passed, {} failed, {} error, {} skipped, {} partial — {verdict}",
+            count(Status::Passed),
+            count(Status::Failed),
+            count(Status::Error),
+            count(Status::Skipped),
+            count(Status::Partial),
+        )
+    }
+}
+
+/// What a run amounts to (see [`Report::verdict`]); the lab's exit status
+/// is 0, 2 and 1 for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every experiment ran in full; every conclusion held.
+    Passed,
+    /// Nothing failed, but an experiment was skipped or partly measured.
+    Incomplete,
+    /// A conclusion did not hold, or an experiment could not measure.
+    Failed,
 }
 
 /// When, where and how a run was made.
@@ -146,6 +192,9 @@ pub enum Status {
     Failed,
     /// Not run: this run lacks what it needs (see `reason`).
     Skipped,
+    /// Ran, and every conclusion it could check held, but part of what it
+    /// sets out to measure was not (see `reason`): not a pass.
+    Partial,
     /// Could not measure (see `reason`).
     Error,
 }
@@ -157,6 +206,7 @@ impl Status {
             Self::Passed => "✅ passed",
             Self::Failed => "❌ failed",
             Self::Skipped => "⏭️ skipped",
+            Self::Partial => "⚠️ partial",
             Self::Error => "💥 error",
         }
     }
@@ -295,6 +345,7 @@ impl Report {
                 human_duration(e.duration_ms)
             );
         }
+        let _ = writeln!(md, "\n**{}**", self.summary_line());
         md.push_str(
             "\nHow to read it: each experiment below says what it shows, the setup it used, \
              its numbers (milliseconds unless a column says otherwise), a chart (SVG, next to \
@@ -371,5 +422,63 @@ mod tests {
         assert_eq!(human_duration(125_000.0), "2 min 05 s");
         assert_eq!(cell(&Cell::Num(1.0)), "1.00");
         assert_eq!(cell(&Cell::Text("a|b".into())), "a\\|b");
+    }
+
+    fn with_statuses(statuses: &[Status]) -> Report {
+        let settings = Settings::fast();
+        Report {
+            schema_version: SCHEMA_VERSION,
+            metadata: Metadata {
+                name: "t".into(),
+                started_at: String::new(),
+                finished_at: None,
+                duration_ms: 0.0,
+                git: None,
+                machine: Machine::current(),
+                command_line: String::new(),
+                build: "debug".into(),
+                mode: "fast".into(),
+                services: Services::InProcess,
+                settings,
+                lab_version: String::new(),
+            },
+            experiments: statuses
+                .iter()
+                .enumerate()
+                .map(|(i, s)| ExperimentReport {
+                    id: format!("A{i}"),
+                    title: String::new(),
+                    shows: String::new(),
+                    status: *s,
+                    reason: None,
+                    duration_ms: 0.0,
+                    setup: BTreeMap::new(),
+                    tables: Vec::new(),
+                    charts: Vec::new(),
+                    metrics: BTreeMap::new(),
+                    conclusions: Vec::new(),
+                    notes: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_run_with_a_skip_or_a_partial_experiment_is_not_a_pass() {
+        use Status::*;
+        assert_eq!(with_statuses(&[Passed, Passed]).verdict(), Verdict::Passed);
+        for other in [Skipped, Partial] {
+            let r = with_statuses(&[Passed, other]);
+            assert_eq!(r.verdict(), Verdict::Incomplete);
+            assert!(!r.all_passed());
+            assert!(
+                r.summary_line().contains("not a full pass"),
+                "{}",
+                r.summary_line()
+            );
+        }
+        for bad in [Failed, Error] {
+            assert_eq!(with_statuses(&[Skipped, bad]).verdict(), Verdict::Failed);
+        }
     }
 }

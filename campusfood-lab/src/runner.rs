@@ -191,10 +191,13 @@ pub async fn run_experiments(
         };
         match result {
             Ok(outcome) => {
-                entry.status = if outcome.all_held() {
-                    Status::Passed
-                } else {
+                entry.status = if !outcome.all_held() {
                     Status::Failed
+                } else if !outcome.unmeasured.is_empty() {
+                    entry.reason = Some(format!("not measured: {}", outcome.unmeasured.join("; ")));
+                    Status::Partial
+                } else {
+                    Status::Passed
                 };
                 for chart in outcome.charts {
                     let file = format!(
@@ -276,6 +279,7 @@ mod tests {
         ));
         let listed = list();
         let mut unique: Vec<_> = listed.iter().map(|e| e.id).collect();
+        unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), listed.len());
     }

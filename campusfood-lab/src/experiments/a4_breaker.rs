@@ -67,6 +67,19 @@ impl Plan {
         self.timeout + self.breaker.open_for
     }
 
+    /// The most orders that may still wait for the timeout with the
+    /// breaker on: those sent before the first `failure_threshold` failures
+    /// came back (a timeout's worth at the rate, plus the threshold), and
+    /// one probe per cycle of open-for plus a timed-out probe through the
+    /// outage, plus one.
+    fn breaker_waited_bound(&self) -> usize {
+        let admitted = (self.rate * self.timeout.as_secs_f64()).ceil() as usize
+            + self.breaker.failure_threshold as usize;
+        let cycle = (self.breaker.open_for + self.timeout).as_secs_f64();
+        let probes = (self.outage.as_secs_f64() / cycle.max(f64::MIN_POSITIVE)).ceil() as usize;
+        admitted + probes + 1
+    }
+
     fn total(&self) -> Duration {
         self.before + self.outage + self.after
     }
@@ -404,12 +417,15 @@ impl Experiment for A4Breaker {
             }
             out.conclude(
                 "Once open, the breaker stops sending orders into the hung inventory",
-                on.waited(plan.timeout) * 2 < off.waited(plan.timeout),
+                on.waited(plan.timeout) <= plan.breaker_waited_bound(),
                 format!(
-                    "orders that waited for the timeout: {} of {} with the breaker (those \
-                     admitted before {} failures opened it, and the probes) vs {} of {} without",
+                    "orders that waited for the timeout: {} of {} with the breaker (claim: at \
+                     most {} — a timeout's worth at {}/s and {} failures before it opens, then \
+                     one probe per open-for + timeout, plus one) vs {} of {} without",
                     on.waited(plan.timeout),
                     d_on.len(),
+                    plan.breaker_waited_bound(),
+                    plan.rate,
                     plan.breaker.failure_threshold,
                     off.waited(plan.timeout),
                     d_off.len()
@@ -479,5 +495,29 @@ impl Experiment for A4Breaker {
             plan.breaker.failure_threshold
         ));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_breaker_that_lets_the_outage_through_exceeds_its_bound() {
+        let plan = Plan {
+            timeout: Duration::from_millis(200),
+            before: Duration::from_millis(500),
+            outage: Duration::from_millis(1500),
+            after: Duration::from_secs(1),
+            rate: 50.0,
+            breaker: BreakerConfig {
+                failure_threshold: 5,
+                open_for: Duration::from_millis(300),
+            },
+        };
+        // 10 in flight at 50/s × 0.2 s, 5 to open it, 3 probes, 1.
+        assert_eq!(plan.breaker_waited_bound(), 19);
+        // Without a breaker every order of the outage waits: 75.
+        assert!(75 > plan.breaker_waited_bound());
     }
 }

@@ -174,37 +174,27 @@ impl Experiment for B2Backlog {
             &[
                 "Event",
                 "At (s)",
-                "orders.reserve depth",
-                "Ledger reservations",
+                "orders.reserve depth (last sample)",
+                "Ledger reservations (last sample)",
             ],
         );
-        let rows: [(&str, f64, Cell, Cell); 5] = [
-            ("inventory stopped", m.stopped, 0u64.into(), 0u64.into()),
+        // Every cell a reading: the samples of the depth and of the
+        // ledger's count last taken at or before each moment.
+        let rows = [
+            ("inventory stopped", m.stopped),
+            ("orders all accepted (201)", m.accepted),
+            ("downtime over: inventory restarted", m.restarted),
+            ("orders.reserve empty again", m.drained),
+            ("every order notified", m.notified),
+        ]
+        .map(|(event, at)| {
             (
-                "orders all accepted (201)",
-                m.accepted,
-                Cell::Text("→ N".to_owned()),
-                0u64.into(),
-            ),
-            (
-                "downtime over: inventory restarted",
-                m.restarted,
-                m.depth_at_restart.into(),
-                m.reserved_while_down.into(),
-            ),
-            (
-                "orders.reserve empty again",
-                m.drained,
-                0u64.into(),
-                Cell::Text(String::new()),
-            ),
-            (
-                "every order notified",
-                m.notified,
-                m.depth_after.into(),
-                m.reservations.into(),
-            ),
-        ];
+                event,
+                at,
+                sampled_at(&m.depth, at),
+                sampled_at(&m.reserved, at),
+            )
+        });
         for (event, at, depth, reserved) in rows {
             t.row(vec![event.into(), at.into(), depth, reserved]);
         }
@@ -220,7 +210,8 @@ impl Experiment for B2Backlog {
                 "Drained in (ms)",
                 "Notified (store)",
                 "Ledger reservations",
-                "Stock before → after",
+                "Stock before",
+                "Stock after",
             ],
         );
         let drain_ms = (m.drained - m.restarted) * 1000.0;
@@ -232,7 +223,8 @@ impl Experiment for B2Backlog {
             drain_ms.into(),
             m.notified_in_store.into(),
             m.reservations.into(),
-            format!("{} → {}", m.stock_before, m.stock_after).into(),
+            m.stock_before.into(),
+            m.stock_after.into(),
         ]);
         out.table(c);
         out.metrics(accept.metrics("accept"));
@@ -290,16 +282,13 @@ impl Experiment for B2Backlog {
                 m.stock_at_restart
             ),
         );
-        out.conclude(
-            "Once inventory is back the queue drains to 0 on its own",
-            m.depth_after == 0,
-            format!(
-                "empty {drain_ms:.0} ms after the restart, still {} at the end; every order \
-                 notified {:.0} ms after the restart",
-                m.depth_after,
-                (m.notified - m.restarted) * 1000.0
-            ),
-        );
+        // What the run waited for is a reading, not a claim.
+        out.note(format!(
+            "Once inventory was back the queue was empty {drain_ms:.0} ms after the restart \
+             ({} at the end); every order notified {:.0} ms after the restart.",
+            m.depth_after,
+            (m.notified - m.restarted) * 1000.0
+        ));
         let used = m.stock_before.saturating_sub(m.stock_after);
         out.conclude(
             "Each order is reserved exactly once",
@@ -316,4 +305,14 @@ impl Experiment for B2Backlog {
         );
         Ok(out)
     }
+}
+
+/// The value of the last sample (`[seconds, value]`) taken at or before
+/// `at`, or "not sampled yet".
+fn sampled_at(points: &[[f64; 2]], at: f64) -> Cell {
+    points
+        .iter()
+        .take_while(|p| p[0] <= at)
+        .last()
+        .map_or_else(|| "not sampled yet".into(), |p| Cell::from(p[1] as u64))
 }

@@ -207,8 +207,8 @@ impl Experiment for B3Idempotency {
         );
         let rows: [(&str, u64, u64); 7] = [
             (
-                "OrderPlaced published (1 by the relay + duplicates)",
-                copies,
+                "OrderPlaced deliveries to inventory (the relay's and the duplicates)",
+                m.placed_deliveries.len() as u64,
                 copies,
             ),
             (

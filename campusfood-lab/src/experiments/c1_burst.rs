@@ -356,14 +356,16 @@ impl Experiment for C1Burst {
             ),
         );
         out.conclude(
-            "The producer finishes long before the processing does",
-            m.produce.as_secs_f64() < m.all_counted,
+            "The producer finishes long before the processing does (in at most half the time)",
+            producer_long_before(m.produce.as_secs_f64(), m.all_counted),
             format!(
                 "{} orders produced in {:.0} ms ({produce_rate:.0}/s); all decided and counted \
-                 after {:.0} ms ({e2e_rate:.0}/s)",
+                 after {:.0} ms ({e2e_rate:.0}/s) — the producer took {:.0} % of that (claim: \
+                 at most 50 %)",
                 m.n,
                 ms(m.produce),
-                m.all_counted * 1000.0
+                m.all_counted * 1000.0,
+                100.0 * m.produce.as_secs_f64() / m.all_counted.max(f64::MIN_POSITIVE)
             ),
         );
         let expected_peak = m.n as f64 * 60.0 / window.as_secs_f64();
@@ -379,16 +381,25 @@ impl Experiment for C1Burst {
             ),
         );
         out.conclude(
-            "The failures are exactly the seeded draw's, at about FAIL_RATE",
+            "The failures are exactly the seeded draw's",
             m.totals.failures as usize == m.predicted_failures,
             format!(
-                "{} failures, {} predicted by decide(seed {DEFAULT_SEED}, order id) < \
-                 {FAIL_RATE}: {:.2} % of {} (FAIL_RATE {:.0} %)",
-                m.totals.failures,
-                m.predicted_failures,
+                "{} failures counted, {} predicted by decide(seed {DEFAULT_SEED}, order id) < \
+                 {FAIL_RATE}",
+                m.totals.failures, m.predicted_failures,
+            ),
+        );
+        let (low, high) = fail_rate_band(FAIL_RATE, m.totals.inventory_events);
+        out.conclude(
+            "The failure rate is about FAIL_RATE (within 3 standard errors for this sample)",
+            (low..=high).contains(&share),
+            format!(
+                "{:.2} % of {} decisions failed; FAIL_RATE {:.0} % ± 3·√(p(1−p)/n) is {:.2}–{:.2} %",
                 share * 100.0,
                 m.totals.inventory_events,
-                FAIL_RATE * 100.0
+                FAIL_RATE * 100.0,
+                low * 100.0,
+                high * 100.0
             ),
         );
         out.note(format!(
@@ -400,5 +411,51 @@ impl Experiment for C1Burst {
             m.decisions
         ));
         Ok(out)
+    }
+}
+
+/// "Long before": the producer was done in at most half the time it took
+/// until the last order was decided and counted (both since the burst's
+/// first send). The processing cannot end before the producing, so a mere
+/// `<` would always hold.
+fn producer_long_before(produce_s: f64, all_counted_s: f64) -> bool {
+    produce_s * 2.0 <= all_counted_s
+}
+
+/// The band a failure share of `n` independent draws at rate `p` falls in
+/// about 99.7 % of the time: `p ± 3·√(p(1−p)/n)`, clamped to 0–1 (empty
+/// for no draws).
+fn fail_rate_band(p: f64, n: u64) -> (f64, f64) {
+    if n == 0 {
+        return (1.0, 0.0);
+    }
+    let se = (p * (1.0 - p) / n as f64).sqrt();
+    ((p - 3.0 * se).max(0.0), (p + 3.0 * se).min(1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_producer_that_only_just_finishes_first_is_not_long_before() {
+        assert!(producer_long_before(0.112, 0.513));
+        assert!(!producer_long_before(0.4, 0.5));
+        assert!(!producer_long_before(0.5, 0.5));
+    }
+
+    #[test]
+    fn the_fail_rate_band_narrows_with_the_sample_and_excludes_other_rates() {
+        let (low, high) = fail_rate_band(0.05, 10_000);
+        assert!((0.043..0.044).contains(&low) && (0.056..0.057).contains(&high));
+        assert!(!(low..=high).contains(&0.10), "twice the rate is outside");
+        assert!(
+            !(low..=high).contains(&0.0),
+            "no failures at all is outside"
+        );
+        let (low, high) = fail_rate_band(0.05, 1_000);
+        assert!(low > 0.02 && high < 0.08, "{low} {high}");
+        let (low, high) = fail_rate_band(0.05, 0);
+        assert!(low > high, "nothing decided: no share is about FAIL_RATE");
     }
 }

@@ -24,8 +24,26 @@ struct Run {
     samples: Vec<Sample>,
     /// When each accepted order's stock was reserved, since the origin.
     reserved_at: Vec<f64>,
-    /// Ledger records / stock taken for the run (exactly once: = accepted).
+    /// Ledger records for the run (REST: the stock taken, its ledger is
+    /// not the lab's to read).
     reservations: u64,
+    /// Stock taken during the run.
+    stock_taken: u64,
+    /// What it should be if each order took its quantity once (REST and
+    /// RabbitMQ: one per order; Kafka: the quantities its ledger recorded).
+    expected_stock: u64,
+    /// Confirmations sent, where the architecture sends them (RabbitMQ).
+    notifications: Option<u64>,
+}
+
+/// "Each exactly once", three ways where the architecture allows: ledger
+/// records, stock taken and (RabbitMQ) notifications each equal the
+/// accepted orders. An idempotent ledger keeps its record count even if an
+/// order was decided twice; the stock and the notifications do not.
+fn each_exactly_once(accepted: u64, r: &Run) -> bool {
+    r.reservations == accepted
+        && r.stock_taken == r.expected_stock
+        && r.notifications.is_none_or(|sent| sent == accepted)
 }
 
 async fn rest(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> {
@@ -43,10 +61,14 @@ async fn rest(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> {
             .map(|s| s.answered().as_secs_f64())
             .collect();
         let after = client.stock().await?;
+        let accepted = count_status(&samples, 201) as u64;
         Ok::<_, LabError>(Run {
             samples,
             reserved_at,
             reservations: before.saturating_sub(after),
+            stock_taken: before.saturating_sub(after),
+            expected_stock: accepted,
+            notifications: None,
         })
     }
     .await;
@@ -58,11 +80,13 @@ async fn rabbitmq(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> 
     let b = ctx.part_b(PartBOptions::default()).await?;
     let run = async {
         let bar = ctx.bar(n, "RabbitMQ orders");
+        let stock_before = b.stock().await?;
         let origin = Instant::now();
         let samples = concurrent(b.client(), n, clients, origin, &bar).await?;
         bar.finish_and_clear();
         let ids = accepted_ids(&samples);
         b.wait_reserved(&ids, Duration::from_secs(120)).await?;
+        b.wait_notified(&ids, Duration::from_secs(120)).await?;
         let at = b.reserved_at();
         let reserved_at = ids
             .iter()
@@ -73,6 +97,9 @@ async fn rabbitmq(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> 
             samples,
             reserved_at,
             reservations: b.reservation_count().await?,
+            stock_taken: stock_before.saturating_sub(b.stock().await?),
+            expected_stock: ids.len() as u64,
+            notifications: Some(b.notifications_sent()),
         })
     }
     .await;
@@ -96,6 +123,7 @@ async fn kafka(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> {
             wait_decided(&c, &[id], Duration::from_secs(60)).await?;
         }
         let before = c.decisions().await?;
+        let stock_before = c.stock_total().await?;
         let bar = ctx.bar(n, "Kafka orders");
         let origin = Instant::now();
         // Reservations over time: the ledger's count, every few ms (cheap,
@@ -111,10 +139,14 @@ async fn kafka(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> {
         )
         .await?;
         let counts = decided.finish().await?;
+        let expected_stock = c.reserved_qty(&accepted_ids(&samples)).await?;
         Ok::<_, LabError>(Run {
             samples,
             reserved_at: steps(&counts, before, n),
             reservations: c.decisions().await?.saturating_sub(before),
+            stock_taken: stock_before.saturating_sub(c.stock_total().await?),
+            expected_stock,
+            notifications: None,
         })
     }
     .await;
@@ -247,7 +279,7 @@ impl Experiment for X2Throughput {
             let r = match run {
                 Ok(r) => r,
                 Err(e) => {
-                    out.note(format!("{name} was not measured: {e}."));
+                    out.unmeasured(format!("{name}: {e}"));
                     continue;
                 }
             };
@@ -292,19 +324,28 @@ impl Experiment for X2Throughput {
                     cumulative(r.reserved_at.clone(), 0.0),
                 ));
             }
-            let all = ok as u64 == n && r.reserved_at.len() as u64 == n && r.reservations == n;
+            let all = ok as u64 == n
+                && r.reserved_at.len() as u64 == n
+                && each_exactly_once(ok as u64, r);
             held &= all;
             evidence.push(format!(
-                "{name}: {ok}/{n} accepted, {} reserved, {} reservations",
+                "{name}: {ok}/{n} accepted, {} reserved, {} ledger records, stock down by {} \
+                 (their quantities: {}){}",
                 r.reserved_at.len(),
-                r.reservations
+                r.reservations,
+                r.stock_taken,
+                r.expected_stock,
+                r.notifications
+                    .map(|sent| format!(", {sent} notifications"))
+                    .unwrap_or_default()
             ));
             rates.push((*name, accepted_per_s, reserved_per_s));
         }
         out.table(t);
         out.chart(chart);
         out.conclude(
-            "Every architecture accepts and processes every order, each exactly once",
+            "Every architecture accepts and processes every order, each exactly once (ledger \
+             records, stock and, for RabbitMQ, notifications)",
             held && !evidence.is_empty(),
             evidence.join("; "),
         );
@@ -349,5 +390,24 @@ mod tests {
         assert_eq!(steps(&points, 10, 3), [0.2, 0.2, 0.3]);
         assert_eq!(steps(&points, 10, 100).len(), 10);
         assert!(steps(&[], 0, 5).is_empty());
+    }
+
+    #[test]
+    fn a_ledger_that_decrements_twice_is_not_exactly_once() {
+        let run = |reservations, stock_taken, notifications| Run {
+            samples: Vec::new(),
+            reserved_at: Vec::new(),
+            reservations,
+            stock_taken,
+            expected_stock: 100,
+            notifications,
+        };
+        assert!(each_exactly_once(100, &run(100, 100, Some(100))));
+        assert!(each_exactly_once(100, &run(100, 100, None)));
+        // Idempotent records, but the stock was taken twice for some orders.
+        assert!(!each_exactly_once(100, &run(100, 103, Some(100))));
+        // Reserved once, confirmed twice.
+        assert!(!each_exactly_once(100, &run(100, 100, Some(101))));
+        assert!(!each_exactly_once(100, &run(99, 100, None)));
     }
 }
