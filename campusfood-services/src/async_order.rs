@@ -23,7 +23,7 @@ use campusfood_core::transport::{
 use campusfood_core::{OrderId, RequestId};
 use tokio::sync::Notify;
 
-use crate::order_store::{OrderStore, StoreError};
+use crate::order_store::{OrderStore, Placed, StoreError};
 use crate::reply::{error_reply, validation_reply};
 use crate::workers::StatusWorker;
 
@@ -66,33 +66,39 @@ impl AsyncOrderService {
         if let Some(id) = request_id {
             order.request_id = id;
         }
-        let event = OrderPlaced {
-            order_id: order.order_id.clone(),
-            request_id: order.request_id,
-            item: order.item.clone(),
-            qty: order.qty,
-            status: OrderStatus::Placed,
-            created_at: order.created_at.clone(),
+        let mut fresh_ids = 0;
+        let message = loop {
+            let message = match placed_message(&order) {
+                Ok(m) => m,
+                Err(e) => return error_reply(500, &e.to_string()),
+            };
+            let entry = OutboxEntry::new(order.order_id.as_str(), &Route::ORDER_PLACED, &message);
+            match self.store.place(&order, entry).await {
+                Ok(Placed::Stored) => break message,
+                // A generated id that names a stored order (48 random bits
+                // collide, rarely): the store never overwrites; a fresh id.
+                Ok(Placed::IdTaken) if fresh_ids < FRESH_IDS => {
+                    fresh_ids += 1;
+                    let taken = std::mem::replace(&mut order.order_id, OrderId::generate());
+                    tracing::warn!(%taken, order_id = %order.order_id, "order id taken: trying a fresh one");
+                }
+                Ok(Placed::IdTaken) => {
+                    return error_reply(503, "no free order id found; try again");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "order not stored");
+                    return Reply::json(
+                        503,
+                        &ErrorBody {
+                            error: format!("order could not be stored: {e}"),
+                            field: None,
+                            request_id: Some(order.request_id),
+                        },
+                    )
+                    .unwrap_or_else(|e| error_reply(500, &e.to_string()));
+                }
+            }
         };
-        let message = match Message::json(&event) {
-            Ok(m) => m
-                .with_key(order.order_id.as_str())
-                .with_header(headers::REQUEST_ID, order.request_id.to_string()),
-            Err(e) => return error_reply(500, &e.to_string()),
-        };
-        let entry = OutboxEntry::new(order.order_id.as_str(), &Route::ORDER_PLACED, &message);
-        if let Err(e) = self.store.place(&order, entry).await {
-            tracing::error!(error = %e, "order not stored");
-            return Reply::json(
-                503,
-                &ErrorBody {
-                    error: format!("order could not be stored: {e}"),
-                    field: None,
-                    request_id: Some(order.request_id),
-                },
-            )
-            .unwrap_or_else(|e| error_reply(500, &e.to_string()));
-        }
         tracing::info!(order_id = %order.order_id, request_id = %order.request_id, "order placed");
         self.wake.notify_one();
         Reply {
@@ -197,4 +203,22 @@ impl RequestHandler for AsyncOrderService {
     async fn call(&self, request: Message) -> Reply {
         self.place(&request.body, request.request_id()).await
     }
+}
+
+/// Fresh ids tried when a generated order id is stored already.
+const FRESH_IDS: u32 = 3;
+
+/// `order`'s `OrderPlaced`, keyed by its id, with its request id.
+fn placed_message(order: &Order) -> Result<Message, campusfood_core::codec::CodecError> {
+    let event = OrderPlaced {
+        order_id: order.order_id.clone(),
+        request_id: order.request_id,
+        item: order.item.clone(),
+        qty: order.qty,
+        status: OrderStatus::Placed,
+        created_at: order.created_at.clone(),
+    };
+    Ok(Message::json(&event)?
+        .with_key(order.order_id.as_str())
+        .with_header(headers::REQUEST_ID, order.request_id.to_string()))
 }

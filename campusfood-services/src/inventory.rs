@@ -48,6 +48,18 @@ pub enum ReserveResult {
         /// The request served.
         request_id: RequestId,
     },
+    /// The order id was already used for another item or quantity (409,
+    /// naming `order_id`): it names another order; nothing was taken.
+    IdTaken {
+        /// The order id.
+        order_id: OrderId,
+        /// The other order's item.
+        item: Item,
+        /// The other order's quantity.
+        qty: campusfood_core::order::Quantity,
+        /// The request served.
+        request_id: RequestId,
+    },
     /// An injected failure (500): nothing was decided.
     Injected {
         /// The request served.
@@ -70,6 +82,7 @@ impl ReserveResult {
             Self::Insufficient(_) => 409,
             Self::UnknownItem { .. } => 404,
             Self::Released { .. } => 410,
+            Self::IdTaken { .. } => 409,
             Self::Injected { .. } => 500,
             // The ledger's store does not answer: ours, and temporary.
             Self::Unavailable { .. } => 503,
@@ -101,6 +114,21 @@ impl ReserveResult {
                     field: Some("order_id".to_owned()),
                     request_id: Some(*request_id),
                 },
+            ),
+            Self::IdTaken {
+                order_id,
+                item,
+                qty,
+                request_id,
+            } => Reply::json(
+                status,
+                &error(
+                    format!(
+                        "order id {order_id} was already used for {qty} x {item}: an order id names one order"
+                    ),
+                    Some("order_id"),
+                    *request_id,
+                ),
             ),
             Self::Injected { request_id } => Reply::json(
                 status,
@@ -167,10 +195,19 @@ impl InventoryService {
                 };
             }
         };
+        let record = reservation.record();
+        if reservation.is_other_order(&req.item, req.qty) {
+            tracing::warn!(used_for = %format!("{} x {}", record.qty, record.item), "order id already used for another order: refused");
+            return ReserveResult::IdTaken {
+                order_id: record.order_id.clone(),
+                item: record.item.clone(),
+                qty: record.qty,
+                request_id,
+            };
+        }
         if reservation.is_repeat() {
             tracing::info!("repeated reservation: answering the first decision");
         }
-        let record = reservation.record();
         match record.outcome {
             ReserveOutcome::Reserved { remaining } => ReserveResult::Reserved(ReserveOk {
                 status: ReservedStatus::Reserved,

@@ -233,13 +233,31 @@ impl OrderService {
         self.place_order(order, start).instrument(span).await
     }
 
-    async fn place_order(&self, order: Order, start: Instant) -> Reply {
+    async fn place_order(&self, mut order: Order, start: Instant) -> Reply {
         // Armed until the order is answered: a future dropped on the way (a
         // client gone, a server stopping) journals the release on drop.
         let mut release = ReleaseOnDrop::new(self.outbox.clone(), &order);
         let mut inconclusive = false;
-        let reserved = self.reserve(&order, &mut inconclusive).await;
-        let ok = match reservation(reserved, &order) {
+        let mut fresh_ids = 0;
+        let ok = loop {
+            let reserved = self.reserve(&order, &mut inconclusive).await;
+            match reservation(reserved, &order) {
+                // The generated id names another order at inventory (48
+                // random bits collide, rarely): nothing was taken for this
+                // one, and the other's stock is not ours to release.
+                Err(refused) if refused.id_taken && fresh_ids < FRESH_IDS => {
+                    fresh_ids += 1;
+                    release.disarm();
+                    let taken = order.order_id.clone();
+                    order.order_id = OrderId::generate();
+                    tracing::warn!(%taken, order_id = %order.order_id, "order id already used at inventory: trying a fresh one");
+                    release = ReleaseOnDrop::new(self.outbox.clone(), &order);
+                    inconclusive = false;
+                }
+                other => break other,
+            }
+        };
+        let ok = match ok {
             Ok(ok) => ok,
             Err(refused) => {
                 if refused.holds_stock || inconclusive {
@@ -437,6 +455,8 @@ struct Refused {
     extra: Option<(&'static str, Value)>,
     /// Inventory answered that it reserved, yet the order fails.
     holds_stock: bool,
+    /// Inventory answered that the order id names another order.
+    id_taken: bool,
 }
 
 impl Refused {
@@ -446,6 +466,7 @@ impl Refused {
             error,
             extra: None,
             holds_stock: false,
+            id_taken: false,
         }
     }
 
@@ -470,6 +491,9 @@ impl Refused {
     }
 }
 
+/// Fresh order ids tried when inventory says a generated one is taken.
+const FRESH_IDS: u32 = 3;
+
 /// The reserve hop's outcome as a reservation, or why the order fails.
 fn reservation(reserved: Result<Reply, HopError>, order: &Order) -> Result<ReserveOk, Refused> {
     let reply = match reserved {
@@ -490,6 +514,11 @@ fn reservation(reserved: Result<Reply, HopError>, order: &Order) -> Result<Reser
                 502,
                 format!("inventory answered an unreadable reservation: {e}"),
             )
+        }),
+        409 if inventory()["field"] == "order_id" => Err(Refused {
+            id_taken: true,
+            ..Refused::new(409, "the order id is taken at inventory".to_owned())
+                .with("inventory_response", inventory())
         }),
         409 => Err(Refused::new(409, "insufficient stock".to_owned())
             .with("inventory_response", inventory())),
@@ -694,6 +723,87 @@ mod tests {
         assert_eq!(burgers(&*ledger).await, 100);
         assert_eq!(order.kept_calls().await.unwrap(), 0);
         ledger.open();
+    }
+
+    /// A ledger where the first order's id was already used by another
+    /// order (for 2 burgers): a generated id that collides.
+    #[derive(Debug)]
+    struct FirstIdTaken {
+        inner: MemoryLedger,
+        taken: std::sync::Mutex<Option<OrderId>>,
+    }
+
+    #[async_trait::async_trait]
+    impl InventoryLedger for FirstIdTaken {
+        async fn reserve(
+            &self,
+            order: &OrderId,
+            item: &campusfood_core::Item,
+            qty: campusfood_core::Quantity,
+        ) -> Result<campusfood_core::ledger::Reservation, campusfood_core::ledger::LedgerError>
+        {
+            let first = {
+                let mut taken = self.taken.lock().unwrap();
+                let first = taken.is_none();
+                taken.get_or_insert_with(|| order.clone());
+                first
+            };
+            if first {
+                let two = campusfood_core::Quantity::new(2).unwrap();
+                self.inner.reserve(order, item, two).await?;
+            }
+            self.inner.reserve(order, item, qty).await
+        }
+        async fn release(
+            &self,
+            order: &OrderId,
+        ) -> Result<campusfood_core::ledger::Release, campusfood_core::ledger::LedgerError>
+        {
+            self.inner.release(order).await
+        }
+        async fn stock(
+            &self,
+        ) -> Result<
+            std::collections::BTreeMap<campusfood_core::Item, u64>,
+            campusfood_core::ledger::LedgerError,
+        > {
+            self.inner.stock().await
+        }
+        async fn reservation(
+            &self,
+            order: &OrderId,
+        ) -> Result<
+            Option<campusfood_core::ledger::ReservationRecord>,
+            campusfood_core::ledger::LedgerError,
+        > {
+            self.inner.reservation(order).await
+        }
+        async fn reservation_count(&self) -> Result<u64, campusfood_core::ledger::LedgerError> {
+            self.inner.reservation_count().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_generated_id_taken_by_another_order_is_replaced_not_repeated() {
+        let ledger = Arc::new(FirstIdTaken {
+            inner: MemoryLedger::new(&"burger=100".parse().unwrap()),
+            taken: std::sync::Mutex::new(None),
+        });
+        let (order, _) = system_on(ledger.clone(), OrderOptions::default());
+        let reply = order.place(BURGER, None).await;
+        assert_eq!(
+            reply.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        let taken = ledger.taken.lock().unwrap().clone().unwrap();
+        assert_ne!(body["order_id"], taken.as_str(), "a fresh id");
+        // The other order's 2 and this order's 1; nothing released.
+        assert_eq!(burgers(&*ledger).await, 97);
+        tokio::task::yield_now().await;
+        assert_eq!(order.kept_calls().await.unwrap(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -49,11 +49,22 @@ pub fn advanced(current: OrderStatus, next: OrderStatus) -> Option<OrderStatus> 
     (rank(next) > rank(current)).then_some(next)
 }
 
+/// What [`OrderStore::place`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// The order and its event are stored.
+    Stored,
+    /// An order with this id is stored already: nothing was written (the
+    /// store never overwrites an order).
+    IdTaken,
+}
+
 /// Orders, their status, and the outbox of events to publish.
 #[async_trait]
 pub trait OrderStore: Send + Sync + fmt::Debug + 'static {
-    /// Stores a new order and its outbox entry atomically and durably.
-    async fn place(&self, order: &Order, event: OutboxEntry) -> Result<(), StoreError>;
+    /// Stores a new order and its outbox entry atomically and durably;
+    /// refuses an id that is already stored.
+    async fn place(&self, order: &Order, event: OutboxEntry) -> Result<Placed, StoreError>;
     /// The order `id`, if known.
     async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
     /// Moves `id` to `status` if that is forward; returns the order as it
@@ -97,13 +108,16 @@ impl MemoryOrderStore {
 
 #[async_trait]
 impl OrderStore for MemoryOrderStore {
-    async fn place(&self, order: &Order, event: OutboxEntry) -> Result<(), StoreError> {
+    async fn place(&self, order: &Order, event: OutboxEntry) -> Result<Placed, StoreError> {
         let mut s = self.lock();
+        if s.orders.contains_key(&order.order_id) {
+            return Ok(Placed::IdTaken);
+        }
         s.orders.insert(order.order_id.clone(), order.clone());
         let seq = s.next;
         s.next += 1;
         s.outbox.insert(seq, event);
-        Ok(())
+        Ok(Placed::Stored)
     }
 
     async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
@@ -184,6 +198,13 @@ fn apply(txn: &WriteTransaction, ops: &[Write]) -> Result<Vec<Written>, String> 
     let mut answers = Vec::with_capacity(ops.len());
     for op in ops {
         answers.push(match op {
+            // An id stored already answers with that order: never
+            // overwritten.
+            Write::Place(order, _)
+                if orders.get(order.order_id.as_str()).map_err(se)?.is_some() =>
+            {
+                Ok(Some((**order).clone()))
+            }
             Write::Place(order, event) => {
                 let order_json = serde_json::to_string(order).map_err(se)?;
                 let event_json = serde_json::to_string(event).map_err(se)?;
@@ -278,10 +299,14 @@ impl RedbOrderStore {
 
 #[async_trait]
 impl OrderStore for RedbOrderStore {
-    async fn place(&self, order: &Order, event: OutboxEntry) -> Result<(), StoreError> {
-        self.write(Write::Place(Box::new(order.clone()), Box::new(event)))
-            .await
-            .map(drop)
+    async fn place(&self, order: &Order, event: OutboxEntry) -> Result<Placed, StoreError> {
+        let existing = self
+            .write(Write::Place(Box::new(order.clone()), Box::new(event)))
+            .await?;
+        Ok(match existing {
+            Some(_) => Placed::IdTaken,
+            None => Placed::Stored,
+        })
     }
 
     async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
@@ -386,6 +411,14 @@ mod tests {
             OrderStatus::Placed
         );
         assert_eq!(store.order_count().await.unwrap(), 2);
+
+        // An id stored already is refused, never overwritten.
+        let (mut c, ec) = order();
+        c.order_id = b.order_id.clone();
+        assert_eq!(store.place(&c, ec).await.unwrap(), Placed::IdTaken);
+        assert_eq!(store.get(&b.order_id).await.unwrap().unwrap(), b);
+        assert_eq!(store.order_count().await.unwrap(), 2);
+        assert_eq!(store.outbox_len().await.unwrap(), 1);
     }
 
     #[tokio::test]

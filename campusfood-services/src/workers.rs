@@ -194,6 +194,15 @@ impl Handler for ReserveWorker {
                     reason: "the order was released at inventory; it is not reserved".to_owned(),
                 };
             }
+            // Its id names another order: an event for it would be taken
+            // for that order's. Set aside, with the reason.
+            ReserveResult::IdTaken { item, qty, .. } => {
+                return Disposition::DeadLetter {
+                    reason: format!(
+                        "order id already used for another order ({qty} x {item}); nothing reserved"
+                    ),
+                };
+            }
             ReserveResult::Injected { .. } => {
                 return Disposition::Retry {
                     reason: "injected failure".to_owned(),
@@ -251,10 +260,11 @@ impl Drop for KeyGuard<'_> {
     }
 }
 
-/// Consumes `InventoryReserved`: sends the confirmation once per order
-/// (a redelivery is recognised and not sent again; two copies in flight at
-/// once are settled one after the other, so the second sees the first's
-/// record), then publishes `OrderNotified`.
+/// Consumes `InventoryReserved`: sends the confirmation once per order and
+/// records it at once (a redelivery — also one after the `OrderNotified`
+/// publish failed — is recognised and not sent again; two copies in flight
+/// at once are settled one after the other, so the second sees the first's
+/// record), then publishes `OrderNotified` (again, for a redelivery).
 #[derive(Debug)]
 pub struct NotifyWorker {
     notification: Arc<NotificationService>,
@@ -288,34 +298,45 @@ impl Handler for NotifyWorker {
         };
         let id = reserved.order_id.as_str();
         let _settling = self.settling.lock(id).await;
-        match patiently("checking sent notifications", || {
+        let sent = match patiently("checking sent notifications", || {
             self.processed.contains(id)
         })
         .await
         {
-            Ok(true) => {
-                tracing::info!(order_id = id, "already notified: redelivery skipped");
-                return Disposition::Ack;
-            }
-            Ok(false) => {}
+            Ok(sent) => sent,
             Err(e) => {
                 return Disposition::Retry {
                     reason: e.to_string(),
                 };
             }
-        }
-        let request = NotifyRequest {
-            order_id: reserved.order_id.clone(),
-            request_id: reserved.request_id,
-            message: format!(
-                "Order {} confirmed: {} x {}",
-                reserved.order_id, reserved.qty, reserved.item
-            ),
         };
-        if let Err(e) = self.notification.send(&request).await {
-            return Disposition::Retry {
-                reason: e.to_string(),
+        if sent {
+            tracing::info!(order_id = id, "already notified: not sent again");
+        } else {
+            let request = NotifyRequest {
+                order_id: reserved.order_id.clone(),
+                request_id: reserved.request_id,
+                message: format!(
+                    "Order {} confirmed: {} x {}",
+                    reserved.order_id, reserved.qty, reserved.item
+                ),
             };
+            if let Err(e) = self.notification.send(&request).await {
+                return Disposition::Retry {
+                    reason: e.to_string(),
+                };
+            }
+            // Recorded right after sending, before the event: a publish that
+            // fails (the broker cut) is retried without sending again.
+            if let Err(e) = patiently("recording a sent notification", || {
+                self.processed.record(id)
+            })
+            .await
+            {
+                return Disposition::Retry {
+                    reason: e.to_string(),
+                };
+            }
         }
         let event = OrderNotified {
             order_id: reserved.order_id.clone(),
@@ -334,16 +355,9 @@ impl Handler for NotifyWorker {
         {
             return d;
         }
-        match patiently("recording a sent notification", || {
-            self.processed.record(id)
-        })
-        .await
-        {
-            Ok(_) => Disposition::Ack,
-            Err(e) => Disposition::Retry {
-                reason: e.to_string(),
-            },
-        }
+        // Also for a redelivery of one sent before: the order's status
+        // reaches `notified` even when the first event was lost.
+        Disposition::Ack
     }
 }
 
@@ -433,5 +447,87 @@ mod tests {
         assert_eq!((a, b), (Disposition::Ack, Disposition::Ack));
         assert_eq!(notification.sent(), 1, "one confirmation for two copies");
         assert!(worker.settling.map().is_empty(), "no lock left behind");
+    }
+
+    /// Memory, except that the first publish fails (a broker cut).
+    #[derive(Debug, Default)]
+    struct FirstPublishFails {
+        inner: MemoryTransport,
+        failed: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl Transport for FirstPublishFails {
+        fn name(&self) -> &'static str {
+            "first-publish-fails"
+        }
+        fn capabilities(&self) -> campusfood_core::transport::Capabilities {
+            self.inner.capabilities()
+        }
+        async fn request(
+            &self,
+            route: &Route,
+            request: Message,
+            timeout: Duration,
+        ) -> Result<campusfood_core::transport::Reply, campusfood_core::transport::TransportError>
+        {
+            self.inner.request(route, request, timeout).await
+        }
+        async fn publish(
+            &self,
+            route: &Route,
+            message: Message,
+        ) -> Result<(), campusfood_core::transport::TransportError> {
+            if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err(campusfood_core::transport::TransportError::Unavailable {
+                    route: route.clone(),
+                    reason: "connection closed".to_owned(),
+                });
+            }
+            self.inner.publish(route, message).await
+        }
+        async fn subscribe(
+            &self,
+            route: &Route,
+            handler: Arc<dyn Handler>,
+            options: campusfood_core::transport::SubscribeOptions,
+        ) -> Result<
+            campusfood_core::transport::Subscription,
+            campusfood_core::transport::TransportError,
+        > {
+            self.inner.subscribe(route, handler, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_after_the_event_was_lost_is_not_sent_again() {
+        let notification = Arc::new(NotificationService::default());
+        let worker = NotifyWorker::new(
+            notification.clone(),
+            Arc::new(MemoryProcessedIds::new()),
+            Arc::new(FirstPublishFails::default()),
+        );
+        let order_id = OrderId::generate();
+        let event = InventoryReserved {
+            reservation_id: ReservationId::for_order(&order_id),
+            order_id,
+            item: Item::parse("burger").unwrap(),
+            qty: Quantity::new(1).unwrap(),
+            remaining: 9,
+            request_id: RequestId::generate(),
+            created_at: now_rfc3339(),
+        };
+        let delivery = |attempt| Delivery {
+            message: Message::json(&event).unwrap(),
+            attempt,
+        };
+        // Sent, then the OrderNotified publish fails: retried.
+        assert!(matches!(
+            worker.handle(delivery(1)).await,
+            Disposition::Retry { .. }
+        ));
+        // The redelivery publishes the event, and sends nothing again.
+        assert_eq!(worker.handle(delivery(2)).await, Disposition::Ack);
+        assert_eq!(notification.sent(), 1, "one confirmation");
     }
 }

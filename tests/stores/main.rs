@@ -17,7 +17,7 @@ use campusfood::core::order::{Order, OrderStatus, PlaceOrder};
 use campusfood::core::outbox::{Outbox, OutboxEntry};
 use campusfood::core::stock::StockSpec;
 use campusfood::core::transport::{Message, Route};
-use campusfood::services::order_store::OrderStore;
+use campusfood::services::order_store::{OrderStore, Placed};
 use campusfood::services::processed::ProcessedIds;
 use campusfood::services::stores::postgres::{
     PgLedger, PgOrderStore, PgOutbox, PgProcessedIds, Postgres,
@@ -241,6 +241,12 @@ async fn postgres_order_store_is_shared_and_its_outbox_leased_to_one_relay() {
         a.place(&order, entry).await.unwrap();
         ids.push(order.order_id);
     }
+    // An id stored already is refused by every instance, never overwritten.
+    let (mut again, entry) = placed("pizza");
+    again.order_id = ids[0].clone();
+    assert_eq!(b.place(&again, entry).await.unwrap(), Placed::IdTaken);
+    assert_eq!(b.outbox_len().await.unwrap(), 5);
+
     // Either instance answers for every order.
     let got = b.get(&ids[0]).await.unwrap().unwrap();
     assert_eq!(got.status, OrderStatus::Placed);

@@ -231,7 +231,10 @@ async fn release_is_idempotent_over_http() {
     let a = app.post_json(app.inventory_url("/release"), &unknown).await;
     assert_eq!(a.body["status"], "nothing_held", "{}", a.body);
     let bad = app
-        .post_json(app.inventory_url("/release"), &json!({"order_id": "not an id!"}))
+        .post_json(
+            app.inventory_url("/release"),
+            &json!({"order_id": "not an id!"}),
+        )
         .await;
     assert_eq!(bad.status, 422, "{}", bad.body);
     assert_eq!(app.stock().await["burger"], 10);
@@ -776,4 +779,29 @@ async fn orders_are_listed_in_pages() {
             assert_eq!(body["field"], f, "{query}");
         }
     }
+}
+
+#[tokio::test]
+async fn an_order_id_used_for_another_order_is_a_conflict_not_a_repeat() {
+    let app = spawn_app().await;
+    let reserve = |qty: u32| json!({"order_id": "ORD-0000000000DD", "request_id": "00000000-0000-4000-8000-000000000001", "item": "burger", "qty": qty});
+    let first = app
+        .post_json(app.inventory_url("/reserve"), &reserve(2))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let before = app.stock().await["burger"].clone();
+    // The same order again: its first decision, nothing taken.
+    let repeat = app
+        .post_json(app.inventory_url("/reserve"), &reserve(2))
+        .await;
+    assert_eq!(repeat.status, 200, "{}", repeat.body);
+    // The same id for another quantity: another order, refused by name.
+    let other = app
+        .post_json(app.inventory_url("/reserve"), &reserve(3))
+        .await;
+    assert_eq!(other.status, 409, "{}", other.body);
+    assert_eq!(other.body["field"], "order_id", "{}", other.body);
+    let error = other.body["error"].as_str().unwrap();
+    assert!(error.contains("2 x burger"), "{error}");
+    assert_eq!(app.stock().await["burger"], before);
 }

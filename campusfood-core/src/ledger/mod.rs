@@ -118,6 +118,20 @@ impl Reservation {
     pub fn is_repeat(&self) -> bool {
         matches!(self, Self::Repeat(_))
     }
+
+    /// Whether the order id was decided before for another item or
+    /// quantity: then it named another order (ids collide, or a client
+    /// reused one), and the decision is that other order's, not a repeat
+    /// of this one. (A released order's tombstone may not know its item, so
+    /// it never conflicts.)
+    pub fn is_other_order(&self, item: &Item, qty: Quantity) -> bool {
+        match self {
+            Self::First(_) => false,
+            Self::Repeat(r) => {
+                r.outcome != ReserveOutcome::Released && (r.item != *item || r.qty != qty)
+            }
+        }
+    }
 }
 
 /// Why the ledger could not answer. Never the caller's fault: the same call

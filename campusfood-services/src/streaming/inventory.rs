@@ -254,6 +254,13 @@ impl OrderDecider {
                 Stats::bump(&self.stats.ledger_errors);
                 return Decision::Unavailable(reason);
             }
+            // Its id names another order, whose event is (or will be) the
+            // one for this id: set it aside instead.
+            ReserveResult::IdTaken { item, qty, .. } => {
+                return Decision::DeadLetter(format!(
+                    "order id already used for another order ({qty} x {item}); nothing reserved"
+                ));
+            }
         };
         Stats::bump(&self.stats.decided);
         Stats::bump(match status {

@@ -14,7 +14,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{Postgres, describe};
-use crate::order_store::{OrderStore, StoreError, rank};
+use crate::order_store::{OrderStore, Placed, StoreError, rank};
 use crate::processed::ProcessedIds;
 
 /// How long an outbox entry handed to one relay (or retrier) is hidden
@@ -131,25 +131,34 @@ impl PgOrderStore {
 
 #[async_trait]
 impl OrderStore for PgOrderStore {
-    async fn place(&self, order: &Order, event: OutboxEntry) -> Result<(), StoreError> {
+    async fn place(&self, order: &Order, event: OutboxEntry) -> Result<Placed, StoreError> {
         let body = serde_json::to_string(order).map_err(|e| StoreError(e.to_string()))?;
         let entry = serde_json::to_string(&event).map_err(|e| StoreError(e.to_string()))?;
         let status = status_text(order.status).map_err(StoreError)?;
         let rank = i16::from(rank(order.status));
         let (id, event_id) = (order.order_id.as_str(), event.id.as_str());
-        // One statement: the order and its event commit together.
-        self.0
+        // One statement: the order and its event commit together, and
+        // neither when the id is stored already (never overwritten).
+        let rows = self
+            .0
             .query(
                 "WITH placed AS (
                      INSERT INTO orders (store, order_id, body, status, rank)
                      VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT DO NOTHING
+                     RETURNING 1
                  )
-                 INSERT INTO outbox (store, id, entry) VALUES ($1, $6, $7)",
+                 INSERT INTO outbox (store, id, entry) SELECT $1, $6, $7 FROM placed
+                 RETURNING 1",
                 &[&id, &body, &status, &rank, &event_id, &entry],
             )
             .await
             .map_err(StoreError)?;
-        Ok(())
+        Ok(if rows.is_empty() {
+            Placed::IdTaken
+        } else {
+            Placed::Stored
+        })
     }
 
     async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
