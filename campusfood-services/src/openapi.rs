@@ -121,7 +121,7 @@ impl Doc {
         let responses = vec![
             (
                 "400",
-                self.error("the body is not JSON (or could not be read)"),
+                self.error("the body is not a JSON object (or could not be read)"),
             ),
             (
                 "408",
@@ -473,4 +473,51 @@ pub fn analytics<T: ToSchema>() -> Value {
     d.add("/metrics", op);
     d.health("{status: healthy, service: analytics-consumer}", false);
     d.build("campusfood analytics consumer (Kafka)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every JSON body's operation answers the HTTP layer's refusals.
+    #[test]
+    fn every_post_documents_the_http_layers_refusals() {
+        for (name, doc) in [
+            ("order", order()),
+            ("inventory", inventory()),
+            ("notification", notification()),
+            ("async order", async_order()),
+        ] {
+            let paths = doc["paths"].as_object().unwrap();
+            let posts: Vec<_> = paths.values().filter_map(|p| p.get("post")).collect();
+            assert!(!posts.is_empty(), "{name}");
+            for op in posts {
+                for status in ["400", "408", "413", "415"] {
+                    assert!(op["responses"].get(status).is_some(), "{name}: {status}");
+                }
+            }
+            assert_eq!(doc["openapi"], "3.1.0");
+        }
+    }
+
+    #[test]
+    fn schemas_come_from_the_types() {
+        let doc = order();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["Item"]["maxLength"], 64);
+        assert_eq!(schemas["Quantity"]["maximum"], 1_000_000);
+        assert_eq!(
+            schemas["PlaceOrder"]["required"],
+            serde_json::json!(["item", "qty"])
+        );
+        assert_eq!(
+            doc["paths"]["/orders"]["get"]["parameters"][0]["schema"]["maximum"],
+            PageLimits::default().max
+        );
+        let inventory = inventory();
+        assert_eq!(
+            inventory["components"]["schemas"]["FaultUpdate"]["additionalProperties"],
+            false
+        );
+    }
 }

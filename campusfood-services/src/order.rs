@@ -123,7 +123,6 @@ pub struct OrderService {
     recent: Mutex<Recent>,
 }
 
-/// Milliseconds since `start`, to the microsecond.
 /// `201` body of the sync `POST /order`: the order, confirmed.
 #[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -144,6 +143,7 @@ pub struct OrderConfirmed {
     pub elapsed_ms: f64,
 }
 
+/// Milliseconds since `start`, to the microsecond.
 fn elapsed_ms(start: Instant) -> f64 {
     (start.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
