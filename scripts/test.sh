@@ -8,6 +8,10 @@
 #   - PostgreSQL from Debian when the postgres feature is tested (role and
 #     database campusfood), at CAMPUSFOOD_TEST_DATABASE_URL [postgres://
 #     campusfood:campusfood@127.0.0.1:${POSTGRES_PORT:-5432}/campusfood];
+#   - schemathesis (PyPI, pinned) in a venv, .venv-schemathesis, for
+#     tests/openapi, which fuzzes each HTTP service against its
+#     /openapi.json (python3-venv from Debian when missing); its path is
+#     exported as CAMPUSFOOD_SCHEMATHESIS_VENV;
 #   - then formatting, clippy (-D warnings) and every test of the workspace.
 #
 # CAMPUSFOOD_TEST_FEATURES overrides the features tested (comma-separated).
@@ -16,14 +20,35 @@ cd "$(dirname "$0")/.."
 
 features="${CAMPUSFOOD_TEST_FEATURES:-}"
 
-# The broker features (and postgres) are on by default; only an explicit
-# feature list without them spares starting their broker.
+# The broker features (and postgres, http, memory) are on by default; only
+# an explicit feature list without them spares starting their broker (or,
+# for http and memory, installing schemathesis).
 need_broker() { [[ -z "$features" || ",$features," == *",$1,"* ]]; }
 # rabbitmq-spare is a second RabbitMQ node that the broker-restart test restarts.
 if need_broker rabbitmq; then scripts/brokers.sh up rabbitmq && scripts/brokers.sh up rabbitmq-spare; fi
 if need_broker kafka; then scripts/brokers.sh up kafka; fi
 if need_broker postgres; then scripts/brokers.sh up postgres; fi
 export CAMPUSFOOD_TEST_DATABASE_URL="${CAMPUSFOOD_TEST_DATABASE_URL:-postgres://campusfood:campusfood@127.0.0.1:${POSTGRES_PORT:-5432}/campusfood}"
+
+# tests/openapi (features http and memory, on by default) runs schemathesis.
+SCHEMATHESIS_VERSION=4.32.5
+export CAMPUSFOOD_SCHEMATHESIS_VENV="${CAMPUSFOOD_SCHEMATHESIS_VENV:-$PWD/.venv-schemathesis}"
+if need_broker http && need_broker memory; then
+  venv=$CAMPUSFOOD_SCHEMATHESIS_VENV
+  if [[ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != *" $SCHEMATHESIS_VERSION" ]]; then
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+      # Debian splits venv (with ensurepip) out of python3.
+      root=(); [[ $EUID -eq 0 ]] || root=(sudo -n)
+      echo "== installing python3-venv with apt-get"
+      "${root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+      "${root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+        install -y -q --no-install-recommends python3 python3-venv >/dev/null
+    fi
+    echo "== schemathesis $SCHEMATHESIS_VERSION into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+fi
 
 feature_args=()
 if [[ -n "$features" ]]; then

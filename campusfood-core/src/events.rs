@@ -26,6 +26,7 @@ use crate::ids::{OrderId, RequestId, ReservationId};
 use crate::order::{Item, OrderStatus, Quantity, now_rfc3339};
 
 /// `POST /reserve` body (sync) — a request to reserve stock for an order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReserveRequest {
     /// The order to reserve for; the idempotency key.
@@ -39,6 +40,7 @@ pub struct ReserveRequest {
 }
 
 /// Always the literal `"reserved"` on the wire.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReservedStatus {
@@ -47,6 +49,7 @@ pub enum ReservedStatus {
 }
 
 /// `200` reply of `POST /reserve`: the stock is reserved.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReserveOk {
     /// Always `reserved`.
@@ -64,6 +67,7 @@ pub struct ReserveOk {
 }
 
 /// `409` reply of `POST /reserve`: not enough stock.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReserveInsufficient {
     /// Human-readable reason.
@@ -79,6 +83,7 @@ pub struct ReserveInsufficient {
 /// `POST /release` body (sync) — give back what an order's reservation
 /// holds: the order failed after all (its client saw a timeout). See
 /// [`InventoryLedger::release`](crate::ledger::InventoryLedger::release).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseRequest {
     /// The order to release.
@@ -89,6 +94,7 @@ pub struct ReleaseRequest {
 }
 
 /// What a release did, on the wire.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseStatus {
@@ -103,6 +109,7 @@ pub enum ReleaseStatus {
 
 /// `200` reply of `POST /release`, whatever it did (a release is safe to
 /// repeat).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseReply {
     /// What the release did.
@@ -124,6 +131,7 @@ pub struct ReleaseReply {
 }
 
 /// Any other error reply (`404`, `400`, `500`, `503`, …) of any service.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Human-readable reason.
@@ -137,6 +145,7 @@ pub struct ErrorBody {
 }
 
 /// `POST /send` body — ask the notification service to notify a customer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotifyRequest {
     /// The order concerned.
@@ -148,6 +157,7 @@ pub struct NotifyRequest {
 }
 
 /// Always the literal `"sent"` on the wire.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SentStatus {
@@ -156,6 +166,7 @@ pub enum SentStatus {
 }
 
 /// `200` reply of `POST /send`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotifyOk {
     /// Always `sent`.
@@ -168,6 +179,7 @@ pub struct NotifyOk {
 
 /// `OrderPlaced` (async): an order was accepted and stored. Read leniently
 /// (see the [module docs](self)).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderPlaced {
     /// The order; the idempotency key downstream.

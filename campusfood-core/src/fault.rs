@@ -123,21 +123,41 @@ fn check_rate(r: f64) -> Result<f64, FaultError> {
 }
 
 /// A partial update, as `POST /configure` takes it: any key may be absent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultUpdate {
     /// New delay in seconds.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 60))]
     pub delay: Option<f64>,
     /// New failure rate in `0..=1`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
     pub failure_rate: Option<f64>,
-    /// New seed for deterministic draws.
-    #[serde(default)]
+    /// New seed for deterministic draws: a whole number (`7` or `7.0`).
+    #[serde(default, deserialize_with = "whole_seed")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::seed))]
     pub seed: Option<u64>,
 }
 
+/// A seed as JSON Schema's `integer` reads it (see
+/// [`whole_number`](crate::order::whole_number)); `null` is no seed.
+fn whole_seed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        v => crate::order::whole_number(&v).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "seed must be a whole number from 0 to {}, got {}",
+                u64::MAX,
+                crate::bounded::preview_display(&v)
+            ))
+        }),
+    }
+}
+
 /// The wire view of a [`FaultConfig`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FaultView {
     /// Delay in seconds.

@@ -20,6 +20,8 @@
 //! - [`outbox`]: messages kept until delivered (memory, redb).
 //! - [`config`]: the one place that owns ports, names and defaults.
 //! - [`codec`]: the JSON codec shared by every transport.
+//! - `schema` (feature `openapi`): OpenAPI schemas of the validated
+//!   newtypes; the wire types derive `utoipa::ToSchema` with it.
 //! - [`bounded`]: reasons, headers and error messages of bounded size,
 //!   whatever the input they quote.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -35,6 +37,8 @@ pub mod ids;
 pub mod ledger;
 pub mod order;
 pub mod outbox;
+#[cfg(feature = "openapi")]
+mod schema;
 pub mod stock;
 pub mod transport;
 

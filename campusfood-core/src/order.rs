@@ -116,10 +116,10 @@ impl Quantity {
         }
     }
 
-    /// Validates a JSON value as a quantity: an integer, not a float, string
-    /// or boolean.
+    /// Validates a JSON value as a quantity: a whole number (`2` or `2.0`,
+    /// as JSON Schema's `integer`), not a fraction, string or boolean.
     pub fn from_json(v: &Value) -> Result<Self, ValidationError> {
-        match v.as_u64() {
+        match whole_number(v) {
             Some(n) => Self::new(n),
             None => Err(ValidationError::Invalid {
                 field: "qty",
@@ -156,7 +156,23 @@ impl<'de> Deserialize<'de> for Quantity {
     }
 }
 
+/// A JSON number that is a non-negative whole number, as JSON Schema's
+/// `integer` reads it: `7`, and also `7.0` or `7e0` (JSON has one number
+/// type); `None` for fractions, negatives, numbers past `u64` and
+/// non-numbers.
+pub fn whole_number(v: &Value) -> Option<u64> {
+    // 2^64, exactly representable: every f64 below it fits a u64.
+    const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+    v.as_u64().or_else(|| {
+        let f = v.as_f64()?;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let whole = (f.fract() == 0.0 && (0.0..TWO_POW_64).contains(&f)).then_some(f as u64);
+        whole
+    })
+}
+
 /// Where an order is in its life.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
@@ -174,6 +190,7 @@ pub enum OrderStatus {
 
 /// A validated request to place an order: what a client sends to
 /// `POST /order`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlaceOrder {
     /// What to order.
@@ -210,6 +227,7 @@ impl PlaceOrder {
 }
 
 /// An order as the order service stores and reports it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     /// Its id.
@@ -257,6 +275,24 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_float_is_an_integer() {
+        for body in [
+            &br#"{"item":"burger","qty":2.0}"#[..],
+            br#"{"item":"burger","qty":2e0}"#,
+        ] {
+            assert_eq!(PlaceOrder::from_json(body).unwrap().qty.get(), 2);
+        }
+        assert_eq!(
+            whole_number(&serde_json::json!(1e19)),
+            Some(10_000_000_000_000_000_000)
+        );
+        assert_eq!(
+            whole_number(&serde_json::json!(1.8446744073709552e19)),
+            None
+        );
+    }
+
+    #[test]
     fn names_the_offending_field() {
         let cases: &[(&[u8], Option<&str>)] = &[
             (b"{not json", None),
@@ -267,6 +303,8 @@ mod tests {
             (br#"{"item":"burger","qty":-1}"#, Some("qty")),
             (br#"{"item":"burger","qty":"x"}"#, Some("qty")),
             (br#"{"item":"burger","qty":1.5}"#, Some("qty")),
+            (br#"{"item":"burger","qty":0.0}"#, Some("qty")),
+            (br#"{"item":"burger","qty":-2.0}"#, Some("qty")),
             (br#"{"item":"burger","qty":1099511627776}"#, Some("qty")),
             (br#"{"item":"","qty":1}"#, Some("item")),
             (br#"{"item":7,"qty":1}"#, Some("item")),

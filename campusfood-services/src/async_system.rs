@@ -332,7 +332,7 @@ pub fn async_order_router(service: Arc<AsyncOrderService>, max_body_bytes: usize
         .route("/health", crate::http::health_route("async-order-service"))
         .route(
             "/openapi.json",
-            get(|| async { axum::Json(crate::openapi::async_order()) }),
+            crate::http::openapi_route(crate::openapi::async_order()),
         )
         .with_state(service)
 }

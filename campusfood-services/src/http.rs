@@ -18,7 +18,6 @@ use campusfood_core::config::HttpConfig;
 use campusfood_core::fault::{FaultInjector, FaultUpdate};
 use campusfood_core::transport::RequestHandler;
 use campusfood_transport::http::{handler_route, json_error, read_json};
-use serde_json::json;
 
 use crate::inventory::{InventoryService, ReleaseHandler};
 use crate::notification::NotificationService;
@@ -31,7 +30,13 @@ use crate::order::OrderService;
 pub fn health_route<S: Clone + Send + Sync + 'static>(
     service: &'static str,
 ) -> axum::routing::MethodRouter<S> {
-    get(move || async move { axum::Json(json!({"status": "healthy", "service": service})) })
+    get(move || async move {
+        axum::Json(openapi::Health {
+            status: "healthy".to_owned(),
+            service: service.to_owned(),
+            reason: None,
+        })
+    })
 }
 
 /// Inventory's `GET /health`: the original's `200 {"status": "healthy",
@@ -44,15 +49,19 @@ fn inventory_health<S: Clone + Send + Sync + 'static>(
         let ledger = ledger.clone();
         async move {
             match ledger.write_failure() {
-                None => axum::Json(json!({"status": "healthy", "service": "inventory-service"}))
-                    .into_response(),
+                None => axum::Json(openapi::Health {
+                    status: "healthy".to_owned(),
+                    service: "inventory-service".to_owned(),
+                    reason: None,
+                })
+                .into_response(),
                 Some(reason) => (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(json!({
-                        "status": "unhealthy",
-                        "service": "inventory-service",
-                        "reason": format!("the ledger cannot write: {reason}"),
-                    })),
+                    axum::Json(openapi::Health {
+                        status: "unhealthy".to_owned(),
+                        service: "inventory-service".to_owned(),
+                        reason: Some(format!("the ledger cannot write: {reason}")),
+                    }),
                 )
                     .into_response(),
             }
@@ -60,7 +69,8 @@ fn inventory_health<S: Clone + Send + Sync + 'static>(
     })
 }
 
-fn openapi_route<S: Clone + Send + Sync + 'static>(
+/// `GET /openapi.json`: `doc`, made once.
+pub fn openapi_route<S: Clone + Send + Sync + 'static>(
     doc: serde_json::Value,
 ) -> axum::routing::MethodRouter<S> {
     let doc = Arc::new(doc);
@@ -79,7 +89,16 @@ fn configure_route(faults: Arc<FaultInjector>, max_bytes: usize) -> axum::routin
                 Ok(m) => m,
                 Err(refusal) => return refusal.into_response(),
             };
-            let update: FaultUpdate = match serde_json::from_slice(&message.body) {
+            // An object only: serde would also take `[delay, rate, seed]`.
+            let update = serde_json::from_slice::<serde_json::Value>(&message.body)
+                .map_err(|e| e.to_string())
+                .and_then(|v| match v {
+                    serde_json::Value::Object(_) => {
+                        serde_json::from_value::<FaultUpdate>(v).map_err(|e| e.to_string())
+                    }
+                    _ => Err("expected a JSON object".to_owned()),
+                });
+            let update = match update {
                 Ok(u) => u,
                 Err(e) => {
                     return json_error(
@@ -92,8 +111,11 @@ fn configure_route(faults: Arc<FaultInjector>, max_bytes: usize) -> axum::routin
             match faults.configure(&update) {
                 Ok(config) => {
                     tracing::info!(?config, "faults configured");
-                    axum::Json(json!({"status": "configured", "config": config.view()}))
-                        .into_response()
+                    axum::Json(openapi::Configured {
+                        status: "configured".to_owned(),
+                        config: config.view(),
+                    })
+                    .into_response()
                 }
                 Err(e) => {
                     let field = match e {
@@ -165,7 +187,10 @@ pub fn order_router(service: Arc<OrderService>, max_body_bytes: usize) -> Router
         .route("/orders", get(list_orders))
         .route("/orders/{id}", get(get_order))
         .route("/health", health_route("order-service"))
-        .route("/openapi.json", openapi_route(openapi::order()))
+        .route(
+            "/openapi.json",
+            openapi_route(openapi::order_with_pages(service.options().orders_page)),
+        )
         .with_state(service)
 }
 

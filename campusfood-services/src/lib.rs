@@ -41,6 +41,7 @@ pub mod http;
 pub mod inventory;
 pub mod metrics;
 pub mod notification;
+#[cfg(feature = "http")]
 pub mod openapi;
 pub mod order;
 pub mod order_store;

@@ -32,7 +32,7 @@ use campusfood_core::outbox::{Outbox, OutboxEntry, OutboxError};
 use campusfood_core::transport::{
     Message, Reply, RequestHandler, Route, Transport, TransportError, headers,
 };
-use campusfood_core::{OrderId, RequestId};
+use campusfood_core::{Item, OrderId, Quantity, RequestId, ReservationId};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -121,6 +121,26 @@ pub struct OrderService {
     breaker: Option<CircuitBreaker>,
     bulkhead: Option<Arc<Semaphore>>,
     recent: Mutex<Recent>,
+}
+
+/// `201` body of the sync `POST /order`: the order, confirmed.
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OrderConfirmed {
+    /// The new order's id.
+    pub order_id: OrderId,
+    /// The request that placed it.
+    pub request_id: RequestId,
+    /// What was ordered.
+    pub item: Item,
+    /// How many.
+    pub qty: Quantity,
+    /// Always `confirmed`.
+    pub status: OrderStatus,
+    /// Inventory's reservation.
+    pub reservation_id: ReservationId,
+    /// How long the order took to confirm, in milliseconds.
+    pub elapsed_ms: f64,
 }
 
 /// Milliseconds since `start`, to the microsecond.
@@ -271,15 +291,15 @@ impl OrderService {
             }
         };
         self.notify(&order).await;
-        let body = json!({
-            "order_id": order.order_id,
-            "request_id": order.request_id,
-            "item": order.item,
-            "qty": order.qty,
-            "status": OrderStatus::Confirmed,
-            "reservation_id": ok.reservation_id,
-            "elapsed_ms": elapsed_ms(start),
-        });
+        let body = OrderConfirmed {
+            order_id: order.order_id.clone(),
+            request_id: order.request_id,
+            item: order.item.clone(),
+            qty: order.qty,
+            status: OrderStatus::Confirmed,
+            reservation_id: ok.reservation_id,
+            elapsed_ms: elapsed_ms(start),
+        };
         tracing::info!(remaining = ok.remaining, "order confirmed");
         self.remember(order);
         release.disarm();

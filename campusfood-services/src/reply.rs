@@ -14,11 +14,15 @@ pub(crate) fn error_reply(status: u16, message: &str) -> Reply {
 }
 
 /// Decodes a request body into `T`, or the reply refusing it: `400` when
-/// the body is not JSON at all, `422` when it is JSON but not a valid `T`
-/// (serde's message names the field).
+/// the body is not a JSON object (serde would take an array for a struct),
+/// `422` when it is one but not a valid `T` (serde's message names the
+/// field).
 pub(crate) fn decode_request<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| error_reply(400, &format!("body is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(error_reply(400, "body is not a JSON object"));
+    }
     serde_json::from_value(value).map_err(|e| error_reply(422, &e.to_string()))
 }
 

@@ -107,7 +107,7 @@ impl Default for AnalyticsOptions {
 
 /// Counts of distinct events since the consumer started: identical after a
 /// replay of the same records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Totals {
     /// Distinct orders read from the order topic.
     pub orders: u64,
@@ -124,7 +124,7 @@ pub struct Totals {
 }
 
 /// `GET /metrics`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricsSnapshot {
     /// Orders in the window, per minute.
     pub orders_per_min: f64,
@@ -478,7 +478,7 @@ fn spawn_lag_refresher(metrics: Metrics) -> (watch::Sender<bool>, JoinHandle<()>
     (stop, task)
 }
 
-/// `GET /metrics` and `GET /health`.
+/// `GET /metrics`, `GET /health` and `GET /openapi.json`.
 fn router(metrics: Metrics) -> Router {
     Router::new()
         .route(
@@ -486,6 +486,10 @@ fn router(metrics: Metrics) -> Router {
             get(|State(m): State<Metrics>| async move { Json(m.snapshot()) }),
         )
         .route("/health", crate::http::health_route("analytics-consumer"))
+        .route(
+            "/openapi.json",
+            crate::http::openapi_route(crate::openapi::analytics::<MetricsSnapshot>()),
+        )
         .with_state(metrics)
 }
 
