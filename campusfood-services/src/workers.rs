@@ -419,6 +419,20 @@ mod tests {
     use super::*;
     use crate::processed::MemoryProcessedIds;
 
+    /// An `InventoryReserved` for a fresh order of one burger.
+    fn reserved_event() -> InventoryReserved {
+        let order_id = OrderId::generate();
+        InventoryReserved {
+            reservation_id: ReservationId::for_order(&order_id),
+            order_id,
+            item: Item::parse("burger").unwrap(),
+            qty: Quantity::new(1).unwrap(),
+            remaining: 9,
+            request_id: RequestId::generate(),
+            created_at: now_rfc3339(),
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn two_copies_in_flight_at_once_are_notified_once() {
         // A slow send, so that both copies are in flight together.
@@ -429,16 +443,7 @@ mod tests {
             Arc::new(MemoryProcessedIds::new()),
             Arc::new(MemoryTransport::new()),
         ));
-        let order_id = OrderId::generate();
-        let event = InventoryReserved {
-            reservation_id: ReservationId::for_order(&order_id),
-            order_id,
-            item: Item::parse("burger").unwrap(),
-            qty: Quantity::new(1).unwrap(),
-            remaining: 9,
-            request_id: RequestId::generate(),
-            created_at: now_rfc3339(),
-        };
+        let event = reserved_event();
         let copy = || Delivery {
             message: Message::json(&event).unwrap(),
             attempt: 1,
@@ -507,16 +512,7 @@ mod tests {
             Arc::new(MemoryProcessedIds::new()),
             Arc::new(FirstPublishFails::default()),
         );
-        let order_id = OrderId::generate();
-        let event = InventoryReserved {
-            reservation_id: ReservationId::for_order(&order_id),
-            order_id,
-            item: Item::parse("burger").unwrap(),
-            qty: Quantity::new(1).unwrap(),
-            remaining: 9,
-            request_id: RequestId::generate(),
-            created_at: now_rfc3339(),
-        };
+        let event = reserved_event();
         let delivery = |attempt| Delivery {
             message: Message::json(&event).unwrap(),
             attempt,
