@@ -311,6 +311,8 @@ mod tests {
     struct Flaky {
         fail_first: u32,
         acked: AtomicU32,
+        /// The attempt number of each delivery of a valid message.
+        attempts: std::sync::Mutex<Vec<u32>>,
     }
 
     #[async_trait]
@@ -321,6 +323,7 @@ mod tests {
                     reason: "poison".into(),
                 };
             }
+            self.attempts.lock().unwrap().push(d.attempt);
             if d.attempt <= self.fail_first {
                 return Disposition::Retry {
                     reason: format!("attempt {}", d.attempt),
@@ -356,6 +359,7 @@ mod tests {
         let h = Arc::new(Flaky {
             fail_first: 2,
             acked: AtomicU32::new(0),
+            attempts: std::sync::Mutex::default(),
         });
         // Published before subscribing: waits in the default group.
         t.publish(&route, msg("a")).await.unwrap();
@@ -368,6 +372,8 @@ mod tests {
         let sub = t.subscribe(&route, h.clone(), opts).await.unwrap();
         until("ack", || h.acked.load(Ordering::SeqCst) == 1).await;
         until("drain", || t.depth(&route, None) == 0).await;
+        // Two retries, then the ack, on the third attempt.
+        assert_eq!(*h.attempts.lock().unwrap(), [1, 2, 3]);
         let dead = t.dead_letters(&route, 10).await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].reason, "poison");
@@ -424,6 +430,7 @@ mod tests {
         let h = Arc::new(Flaky {
             fail_first: 3,
             acked: AtomicU32::new(0),
+            attempts: std::sync::Mutex::default(),
         });
         let opts = SubscribeOptions {
             max_attempts: 3,
@@ -459,14 +466,17 @@ mod tests {
         let a1 = Arc::new(Flaky {
             fail_first: 0,
             acked: AtomicU32::new(0),
+            attempts: std::sync::Mutex::default(),
         });
         let a2 = Arc::new(Flaky {
             fail_first: 0,
             acked: AtomicU32::new(0),
+            attempts: std::sync::Mutex::default(),
         });
         let b = Arc::new(Flaky {
             fail_first: 0,
             acked: AtomicU32::new(0),
+            attempts: std::sync::Mutex::default(),
         });
         let group = |g: &str| SubscribeOptions {
             group: Some(g.into()),

@@ -163,6 +163,8 @@ impl Handler for Recorder {
 /// Blocks every delivery until released; counts them.
 struct Blocker {
     started: AtomicU32,
+    /// Handlers that returned (after the release).
+    finished: AtomicU32,
     release: Notify,
     released: AtomicBool,
 }
@@ -171,6 +173,7 @@ impl Blocker {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             started: AtomicU32::new(0),
+            finished: AtomicU32::new(0),
             release: Notify::new(),
             released: AtomicBool::new(false),
         })
@@ -190,6 +193,7 @@ impl Handler for Blocker {
         if !self.released.load(Ordering::SeqCst) {
             released.await;
         }
+        self.finished.fetch_add(1, Ordering::SeqCst);
         Disposition::Ack
     }
 }
@@ -771,8 +775,14 @@ async fn a_stopped_consumer_with_a_stuck_handler_gives_its_message_to_the_next()
         .unwrap();
     until("the redelivery", WITHIN, || next.count() == 1).await;
     assert_eq!(next.seen()[0].n, 5);
-    // The stuck handler finishing late cannot ack on the closed channel.
+    // The stuck handler finishing late cannot ack on the closed channel:
+    // once it has returned its Ack, the message is still the next
+    // consumer's (delivered once, acknowledged by it, none left).
     stuck.release();
+    until("the stuck handler to return", WITHIN, || {
+        stuck.finished.load(Ordering::SeqCst) == 1
+    })
+    .await;
     sub.stop().await;
     assert_eq!(next.count(), 1);
     assert_eq!(depth(&t, &config.reserve_queue).await, 0);

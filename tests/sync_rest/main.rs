@@ -465,7 +465,7 @@ async fn reserve_is_idempotent_under_50_concurrent_duplicates_memory() {
 }
 
 #[tokio::test]
-async fn circuit_breaker_fails_fast_while_inventory_is_down_and_recovers() {
+async fn circuit_breaker_refuses_without_calling_inventory_while_open_and_recovers() {
     let mut app = spawn_app_with("burger=100", |h| {
         h.breaker = Some(BreakerConfig {
             failure_threshold: 3,

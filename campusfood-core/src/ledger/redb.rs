@@ -581,7 +581,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn duplicates_in_one_batch_see_each_other() {
+    async fn concurrent_duplicates_are_decided_once_and_share_commits() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = RedbLedger::open(dir.path().join("ledger.redb"), &spec("burger=5")).unwrap();
         let (order, burger) = (OrderId::generate(), item("burger"));

@@ -637,7 +637,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_is_decided_in_record_order_per_key() {
+    async fn a_batch_is_grouped_by_key_and_answered_in_record_order_as_one_by_one() {
         let d = Arc::new(decider("item-1=1000000", 0.3));
         let g = OrderGenerator::new(1, 2).unwrap();
         let orders = g.orders(50);
