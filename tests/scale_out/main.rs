@@ -608,6 +608,8 @@ async fn postgres_outage_mid_run_loses_no_order() {
     proxy.cut();
     let cut_at = accepted.load(Ordering::SeqCst);
     c.procs[inventory].signal("CONT");
+    // The outage itself: how long the database stays away is the thing
+    // under test, not a wait for a condition.
     tokio::time::sleep(OUTAGE).await;
     let during = accepted.load(Ordering::SeqCst) - cut_at;
     proxy.restore();
