@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use campusfood::core::Config;
-use campusfood::core::config::redact_url;
+use campusfood::core::config::{RabbitConfig, redact_url};
 use campusfood::core::transport::{DeadLetters, Route};
 use campusfood::services::async_system::{
     AsyncOptions, AsyncPart, AsyncStores, AsyncSystem, Observability,
@@ -38,7 +38,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_RABBITMQ_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672",
+        default_value_t = RabbitConfig::default().url,
         global = true,
         hide_env_values = true
     )]
@@ -47,7 +47,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_ORDER_PORT",
-        default_value_t = 8001,
+        default_value_t = RabbitConfig::default().order_port,
         global = true
     )]
     order_port: u16,
@@ -55,7 +55,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_INVENTORY_PORT",
-        default_value_t = 5003,
+        default_value_t = RabbitConfig::default().inventory_port,
         global = true
     )]
     inventory_port: u16,
@@ -71,7 +71,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_MAX_ATTEMPTS",
-        default_value_t = 5,
+        default_value_t = AsyncOptions::from_config(&Config::default()).max_attempts,
         global = true
     )]
     max_attempts: u32,
@@ -79,7 +79,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_RETRY_DELAY",
-        default_value_t = 1.0,
+        default_value_t = AsyncOptions::from_config(&Config::default()).retry_delay.as_secs_f64(),
         global = true
     )]
     retry_delay: f64,

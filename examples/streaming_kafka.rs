@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use campusfood::core::Config;
-use campusfood::core::config::STOCK_ENV;
+use campusfood::core::config::{HttpConfig, KafkaConfig, STOCK_ENV};
 use campusfood::services::streaming::offsets::{self, ResetTarget, topics_for_group};
 use campusfood::services::streaming::producer::{self, ProducerMode, ProducerOptions};
 use campusfood::services::streaming::{
@@ -49,10 +49,10 @@ struct Cli {
     #[command(flatten)]
     analytics: AnalyticsArgs,
     /// The inventory consumer's group (both consumers in one process).
-    #[arg(long, env = "INVENTORY_GROUP_ID", default_value = "inventory-consumer")]
+    #[arg(long, env = "INVENTORY_GROUP_ID", default_value_t = KafkaConfig::default().inventory_group)]
     inventory_group: String,
     /// The analytics consumer's group (both consumers in one process).
-    #[arg(long, env = "ANALYTICS_GROUP_ID", default_value = "analytics-consumer")]
+    #[arg(long, env = "ANALYTICS_GROUP_ID", default_value_t = KafkaConfig::default().analytics_group)]
     analytics_group: String,
     /// Milliseconds the inventory consumer pauses before each order.
     #[arg(long, env = "INVENTORY_THROTTLE_MS", default_value_t = 0)]
@@ -71,7 +71,7 @@ struct KafkaArgs {
     #[arg(
         long,
         env = "BOOTSTRAP_SERVERS",
-        default_value = "127.0.0.1:9092",
+        default_value_t = KafkaConfig::default().bootstrap_servers,
         global = true
     )]
     bootstrap_servers: String,
@@ -79,7 +79,7 @@ struct KafkaArgs {
     #[arg(
         long,
         env = "ORDER_TOPIC",
-        default_value = "order-events",
+        default_value_t = KafkaConfig::default().order_topic,
         global = true
     )]
     order_topic: String,
@@ -87,12 +87,12 @@ struct KafkaArgs {
     #[arg(
         long,
         env = "INVENTORY_TOPIC",
-        default_value = "inventory-events",
+        default_value_t = KafkaConfig::default().inventory_topic,
         global = true
     )]
     inventory_topic: String,
     /// Where a group without committed offsets starts.
-    #[arg(long, env = "AUTO_OFFSET_RESET", default_value = "earliest",
+    #[arg(long, env = "AUTO_OFFSET_RESET", default_value_t = KafkaConfig::default().auto_offset_reset,
           value_parser = ["earliest", "latest"], global = true)]
     auto_offset_reset: String,
     /// Connection attempts at startup (with backoff) before giving up.
@@ -146,10 +146,10 @@ struct AnalyticsArgs {
     #[arg(long, env = "WINDOW_SEC", default_value_t = 60)]
     window_sec: u64,
     /// Address /metrics listens on.
-    #[arg(long, env = "HTTP_HOST", default_value = "127.0.0.1")]
+    #[arg(long, env = "HTTP_HOST", default_value_t = HttpConfig::default().host)]
     http_host: String,
     /// Port of /metrics.
-    #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
+    #[arg(long, env = "HTTP_PORT", default_value_t = KafkaConfig::default().analytics_port)]
     http_port: u16,
     /// Seconds between summary log lines (0: none).
     #[arg(long, env = "REPORT_INTERVAL_SEC", default_value_t = 10)]

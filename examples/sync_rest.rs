@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use campusfood::core::Config;
-use campusfood::core::config::{BreakerConfig, RetryConfig};
+use campusfood::core::config::{BreakerConfig, HttpConfig, RetryConfig};
 use campusfood::services::sync_rest::{SyncPart, SyncRest};
 use clap::{Parser, Subcommand};
 
@@ -32,7 +32,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_HOST",
-        default_value = "127.0.0.1",
+        default_value_t = HttpConfig::default().host,
         global = true
     )]
     host: String,
@@ -40,7 +40,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_ORDER_PORT",
-        default_value_t = 8000,
+        default_value_t = HttpConfig::ORDER_PORT,
         global = true
     )]
     order_port: u16,
@@ -48,7 +48,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_INVENTORY_PORT",
-        default_value_t = 5001,
+        default_value_t = HttpConfig::INVENTORY_PORT,
         global = true
     )]
     inventory_port: u16,
@@ -56,7 +56,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_NOTIFICATION_PORT",
-        default_value_t = 5002,
+        default_value_t = HttpConfig::NOTIFICATION_PORT,
         global = true
     )]
     notification_port: u16,
@@ -70,7 +70,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_DOWNSTREAM_TIMEOUT",
-        default_value_t = 5.0,
+        default_value_t = HttpConfig::default().downstream_timeout.as_secs_f64(),
         global = true
     )]
     downstream_timeout: f64,
@@ -84,7 +84,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_BREAKER_THRESHOLD",
-        default_value_t = 5,
+        default_value_t = BreakerConfig::default().failure_threshold,
         global = true
     )]
     breaker_threshold: u32,
@@ -92,7 +92,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_BREAKER_OPEN_FOR",
-        default_value_t = 2.0,
+        default_value_t = BreakerConfig::default().open_for.as_secs_f64(),
         global = true
     )]
     breaker_open_for: f64,

@@ -5,9 +5,18 @@
 //! crates; see each for its design:
 //! - [`core`]: domain types, the idempotent ledger, the `Transport` trait,
 //!   fault injection, configuration.
-//! - [`transport`]: the transports (in-memory, HTTP, RabbitMQ, Kafka).
+//! - [`transport`]: the transports (in-memory, HTTP, RabbitMQ, and Kafka
+//!   from `campusfood-kafka`).
 //! - [`services`]: the Order, Inventory and Notification services.
 
 pub use campusfood_core as core;
 pub use campusfood_services as services;
-pub use campusfood_transport as transport;
+
+/// The transports: [`campusfood_transport`]'s, and (feature `kafka`)
+/// [`campusfood_kafka`] as `transport::kafka`.
+pub mod transport {
+    pub use campusfood_transport::*;
+
+    #[cfg(feature = "kafka")]
+    pub use campusfood_kafka as kafka;
+}

@@ -14,6 +14,7 @@ use campusfood_core::events::OrderEvent;
 use campusfood_core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
 use campusfood_core::transport::{Route, Transport};
 use campusfood_core::{Config, OrderId};
+use campusfood_kafka::KafkaTransport;
 use campusfood_services::stores::names;
 use campusfood_services::streaming::offsets::{self, ResetTarget};
 use campusfood_services::streaming::producer::{OrderGenerator, order_message, publish_orders};
@@ -21,7 +22,6 @@ use campusfood_services::streaming::{
     AnalyticsConsumer, ConnectRetry, StreamingError, StreamingOptions, StreamingPart,
     StreamingSystem, connect, item_stock,
 };
-use campusfood_transport::kafka::KafkaTransport;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 

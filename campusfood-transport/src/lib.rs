@@ -6,20 +6,17 @@
 //!   tests and embedding.
 //! - [`http`] (feature `http`): request/reply over HTTP — a pooled reqwest
 //!   client, and an axum adapter that serves any `RequestHandler`.
-//! - [`kafka`] (feature `kafka`): publish/subscribe over Kafka topics with
-//!   rdkafka — an idempotent producer, consumer groups with at-least-once
-//!   commits, in-process retries and `.dlq` dead-letter topics, lag and
-//!   offset resets, and exactly-once (transactional) read-process-write.
 //! - [`rabbitmq`] (feature `rabbitmq`): publish/subscribe over RabbitMQ with
 //!   amqprs — the contract's topology, publisher confirms, manual acks,
 //!   delayed bounded retries through retry queues, dead-letter queues that
 //!   can be listed and replayed, reconnection.
+//!
+//! Kafka is the crate `campusfood-kafka`: librdkafka is a C build of
+//! minutes, which a crate of its own spares every build that doesn't use it.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 #[cfg(feature = "http")]
 pub mod http;
-#[cfg(feature = "kafka")]
-pub mod kafka;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "rabbitmq")]

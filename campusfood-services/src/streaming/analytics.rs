@@ -59,7 +59,7 @@ use campusfood_core::order::now_rfc3339;
 use campusfood_core::transport::{
     Delivery, Disposition, Handler, Route, SubscribeOptions, Subscription, Transport,
 };
-use campusfood_transport::kafka::KafkaTransport;
+use campusfood_kafka::KafkaTransport;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -44,7 +44,7 @@ use campusfood_core::transport::{
     Delivery, Disposition, Handler, Message, Route, SubscribeOptions, Subscription, Transport,
     headers,
 };
-use campusfood_transport::kafka::{
+use campusfood_kafka::{
     KafkaTransport, Outcome, Processor, TransactionalOptions, TransactionalProcessor,
 };
 

@@ -40,7 +40,7 @@
 //!
 //! # How exactly-once works here
 //! By default the inventory consumer runs in Kafka transactions
-//! ([`TransactionalProcessor`](campusfood_transport::kafka::TransactionalProcessor)):
+//! ([`TransactionalProcessor`](campusfood_kafka::TransactionalProcessor)):
 //! it reads `order-events` with `isolation.level=read_committed`, and for a
 //! batch of orders produces their `InventoryEvent`s *and* commits the
 //! consumed offsets in one transaction. A crash (even `kill -9`) aborts the
@@ -79,7 +79,7 @@ use campusfood_core::ledger::LedgerError;
 use campusfood_core::order::Item;
 use campusfood_core::stock::StockSpec;
 use campusfood_core::transport::TransportError;
-use campusfood_transport::kafka::KafkaTransport;
+use campusfood_kafka::KafkaTransport;
 use thiserror::Error;
 use tokio::time::Instant;
 

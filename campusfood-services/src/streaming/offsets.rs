@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::UNIX_EPOCH;
 
 use campusfood_core::config::KafkaConfig;
-use campusfood_transport::kafka::{KafkaTransport, OffsetReset, PartitionLag, PartitionOffset};
+use campusfood_kafka::{KafkaTransport, OffsetReset, PartitionLag, PartitionOffset};
 
 use super::StreamingError;
 

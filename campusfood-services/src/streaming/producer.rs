@@ -25,7 +25,7 @@ use campusfood_core::OrderId;
 use campusfood_core::events::OrderEvent;
 use campusfood_core::order::{Item, Quantity};
 use campusfood_core::transport::{Message, Route, Transport};
-use campusfood_transport::kafka::KafkaTransport;
+use campusfood_kafka::KafkaTransport;
 use tokio::time::Instant;
 
 use super::{StreamingError, item_ids};

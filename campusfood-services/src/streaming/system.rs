@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use campusfood_core::Config;
 use campusfood_core::ledger::InventoryLedger;
-use campusfood_transport::kafka::KafkaTransport;
+use campusfood_kafka::KafkaTransport;
 
 use super::StreamingError;
 use super::analytics::{AnalyticsConsumer, AnalyticsOptions};

@@ -422,7 +422,7 @@ impl KafkaTransport {
 
     /// The topic of `route`, created with the default partition count if it
     /// is not one of the configured topics and does not exist yet.
-    pub(super) async fn ensure_route_topic(&self, route: &Route) -> Result<String, TransportError> {
+    pub(crate) async fn ensure_route_topic(&self, route: &Route) -> Result<String, TransportError> {
         let topic = self.topic_for(route)?;
         self.create_topic(&topic, self.inner.config.default_partitions)
             .await?;

@@ -2,13 +2,12 @@
 //!
 //! ```text
 //! scripts/brokers.sh up kafka
-//! cargo test -p campusfood-transport --features kafka --test kafka
+//! cargo test -p campusfood-kafka
 //! ```
 //!
 //! Every test uses its own topics and groups (a random suffix), so tests run
 //! in parallel and re-runs never see old records. Waits are deadlines on a
 //! condition, never fixed sleeps.
-#![cfg(feature = "kafka")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -22,7 +21,7 @@ use campusfood_core::transport::{
     Delivery, Disposition, Handler, Message, Route, SubscribeOptions, Subscription, Transport,
     TransportError, headers,
 };
-use campusfood_transport::kafka::{
+use campusfood_kafka::{
     KafkaTransport, OffsetReset, Outcome, PartitionLag, Processor, TransactionalOptions,
     TransactionalProcessor,
 };
