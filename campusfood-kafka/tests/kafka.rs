@@ -995,7 +995,7 @@ async fn transactional_processor_writes_each_output_exactly_once() {
 }
 
 /// Producer and consumer rates for 100k small records:
-/// `cargo test --release -p campusfood-transport --features kafka --test kafka -- --ignored --nocapture throughput`
+/// `cargo test --release -p campusfood-kafka --test kafka -- --ignored --nocapture throughput`
 #[tokio::test]
 #[ignore = "a measurement, not a check"]
 async fn throughput_100k() {
