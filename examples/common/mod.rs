@@ -43,16 +43,16 @@ pub struct StoreArgs {
     /// PostgreSQL URL of the stores shared by every instance
     /// (postgres://user:password@host:port/db); unset: redb files in
     /// CAMPUSFOOD_DATA_DIR, one process per file.
-    #[arg(long, env = campusfood::core::config::DATABASE_URL_ENV, global = true, hide_env_values = true)]
+    #[arg(long, env = campusfood_core::config::DATABASE_URL_ENV, global = true, hide_env_values = true)]
     pub database_url: Option<String>,
     /// Schema of the shared tables (created when missing).
-    #[arg(long, env = campusfood::core::config::DATABASE_SCHEMA_ENV, global = true)]
+    #[arg(long, env = campusfood_core::config::DATABASE_SCHEMA_ENV, global = true)]
     pub database_schema: Option<String>,
 }
 
 impl StoreArgs {
     /// Puts the flags into `config`.
-    pub fn apply(&self, config: &mut campusfood::core::Config) {
+    pub fn apply(&self, config: &mut campusfood_core::Config) {
         if let Some(url) = self.database_url.clone().filter(|u| !u.is_empty()) {
             config.database.url = Some(url);
         }
@@ -62,7 +62,7 @@ impl StoreArgs {
     }
 
     /// Where the stores are, for the start-up log line (no password).
-    pub fn describe(config: &campusfood::core::Config) -> String {
+    pub fn describe(config: &campusfood_core::Config) -> String {
         match config.database.redacted_url() {
             Some(url) => format!("postgres {url} (schema {})", config.database.schema),
             None => format!("redb files in {}", config.data_dir.display()),

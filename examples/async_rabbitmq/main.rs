@@ -14,17 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use campusfood::core::Config;
-use campusfood::core::config::{RabbitConfig, redact_url};
-use campusfood::core::transport::{DeadLetters, Route};
-use campusfood::services::async_system::{
+use campusfood_core::Config;
+use campusfood_core::config::{RabbitConfig, redact_url};
+use campusfood_core::transport::{DeadLetters, Route};
+use campusfood_services::async_system::{
     AsyncOptions, AsyncPart, AsyncStores, AsyncSystem, Observability,
 };
-use campusfood::services::stores::Stores;
-use campusfood::transport::rabbitmq::RabbitTransport;
+use campusfood_services::stores::Stores;
+use campusfood_transport::rabbitmq::RabbitTransport;
 use clap::{Parser, Subcommand};
 
-#[path = "common/mod.rs"]
+#[path = "../common/mod.rs"]
 mod common;
 
 #[derive(Parser, Debug)]
@@ -63,7 +63,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_PREFETCH",
-        default_value_t = campusfood::services::async_system::DEFAULT_PREFETCH,
+        default_value_t = campusfood_services::async_system::DEFAULT_PREFETCH,
         global = true
     )]
     prefetch: u16,
@@ -162,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
     let stores = Stores::open(&config).await?;
     let stores = AsyncStores::open(&stores, &config, part).await?;
     let observability = Observability {
-        prometheus: campusfood::services::metrics::install_prometheus()?,
+        prometheus: campusfood_services::metrics::install_prometheus()?,
         backlog: Some(transport.clone()),
     };
     let system = AsyncSystem::start_observed(

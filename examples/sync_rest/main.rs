@@ -13,12 +13,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use campusfood::core::Config;
-use campusfood::core::config::{BreakerConfig, HttpConfig, RetryConfig};
-use campusfood::services::sync_rest::{SyncPart, SyncRest};
+use campusfood_core::Config;
+use campusfood_core::config::{BreakerConfig, HttpConfig, RetryConfig};
+use campusfood_services::sync_rest::{SyncPart, SyncRest};
 use clap::{Parser, Subcommand};
 
-#[path = "common/mod.rs"]
+#[path = "../common/mod.rs"]
 mod common;
 
 #[derive(Parser, Debug)]
