@@ -28,8 +28,8 @@ use campusfood_core::transport::{
 use campusfood_core::{Config, Item, OrderId, OrderStatus};
 use campusfood_services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood_services::inventory::InventoryService;
-use campusfood_services::order_store::OrderStore;
 use campusfood_services::server::StartError;
+use campusfood_services::stores::OrderStore;
 use campusfood_services::stores::{Stores, names};
 use campusfood_testkit::Outage;
 use campusfood_transport::rabbitmq::RabbitTransport;
