@@ -17,7 +17,7 @@ use anyhow::Context;
 use campusfood_core::Config;
 use campusfood_core::config::{RabbitConfig, redact_url};
 use campusfood_core::transport::{DeadLetters, Route};
-use campusfood_services::async_system::{
+use campusfood_services::async_rabbitmq::{
     AsyncOptions, AsyncPart, AsyncStores, AsyncSystem, Observability,
 };
 use campusfood_services::stores::Stores;
@@ -63,7 +63,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_PREFETCH",
-        default_value_t = campusfood_services::async_system::DEFAULT_PREFETCH,
+        default_value_t = campusfood_services::async_rabbitmq::DEFAULT_PREFETCH,
         global = true
     )]
     prefetch: u16,
