@@ -10,7 +10,16 @@
 //! - [`services`]: the Order, Inventory and Notification services.
 
 pub use campusfood_core as core;
-pub use campusfood_services as services;
+
+/// The services: [`campusfood_services`]'s (Parts A and B, and what every
+/// part shares), and (feature `kafka`) Part C, [`campusfood_streaming_kafka`],
+/// as `services::streaming_kafka`.
+pub mod services {
+    pub use campusfood_services::*;
+
+    #[cfg(feature = "kafka")]
+    pub use campusfood_streaming_kafka as streaming_kafka;
+}
 
 /// The transports: [`campusfood_transport`]'s, and (feature `kafka`)
 /// [`campusfood_kafka`] as `transport::kafka`.

@@ -12,9 +12,10 @@
 //! - [`async_rabbitmq`]: Part B — the asynchronous OrderService, the
 //!   message workers, and (feature `http`) their assembly over any
 //!   publish/subscribe transport.
-//! - [`streaming_kafka`] (feature `kafka`): Part C — the Kafka order
-//!   producer, the exactly-once inventory consumer, the analytics consumer
-//!   with `/metrics`, offset tools, and their assembly.
+//! - Part C, `streaming_kafka`, is the crate `campusfood-streaming-kafka`
+//!   (`campusfood::services::streaming_kafka` in the facade): it needs
+//!   librdkafka, a C build of minutes that Parts A and B should not wait
+//!   for.
 //!
 //! Shared by all three:
 //! - [`inventory`]: reserve through the idempotent ledger, after injected
@@ -44,6 +45,4 @@ mod reply;
 #[cfg(feature = "http")]
 pub mod server;
 pub mod stores;
-#[cfg(feature = "kafka")]
-pub mod streaming_kafka;
 pub mod sync_rest;

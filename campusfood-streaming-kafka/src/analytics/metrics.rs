@@ -100,10 +100,15 @@ pub(super) fn router(metrics: Metrics) -> Router {
             "/metrics",
             get(|State(m): State<Metrics>| async move { Json(m.snapshot()) }),
         )
-        .route("/health", crate::server::health_route("analytics-consumer"))
+        .route(
+            "/health",
+            campusfood_services::server::health_route("analytics-consumer"),
+        )
         .route(
             "/openapi.json",
-            crate::server::openapi_route(crate::openapi::analytics::<MetricsSnapshot>()),
+            campusfood_services::server::openapi_route(campusfood_services::openapi::analytics::<
+                MetricsSnapshot,
+            >()),
         )
         .with_state(metrics)
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use campusfood_core::fault::FaultConfig;
 use campusfood_kafka::TransactionalOptions;
 
-use crate::streaming_kafka::StreamingError;
+use crate::StreamingError;
 
 /// The default seed of the injected failures (`FAIL_SEED`).
 pub const DEFAULT_SEED: u64 = 273;

@@ -11,8 +11,8 @@ use campusfood_core::bounded;
 use campusfood_core::events::{InventoryEvent, InventoryStatus, OrderEvent, ReserveRequest};
 use campusfood_core::transport::{Message, Route, headers};
 
-use crate::inventory::{InventoryService, ReserveResult};
-use crate::streaming_kafka::StreamingError;
+use crate::StreamingError;
+use campusfood_services::inventory::{InventoryService, ReserveResult};
 
 /// What the consumer has done since it started (this process only; an
 /// order decided again — after an aborted transaction, or behind an order
@@ -174,14 +174,11 @@ pub(super) mod tests {
     use campusfood_core::ledger::MemoryLedger;
 
     use super::*;
-    use crate::streaming_kafka::inventory::DEFAULT_SEED;
-    use crate::streaming_kafka::inventory::InventoryOptions;
-    use crate::streaming_kafka::producer::{OrderGenerator, order_message};
+    use crate::inventory::DEFAULT_SEED;
+    use crate::inventory::InventoryOptions;
+    use crate::producer::{OrderGenerator, order_message};
 
-    pub(in crate::streaming_kafka::inventory) fn decider(
-        stock: &str,
-        fail_rate: f64,
-    ) -> OrderDecider {
+    pub(in crate::inventory) fn decider(stock: &str, fail_rate: f64) -> OrderDecider {
         let options = InventoryOptions {
             fail_rate,
             ..InventoryOptions::default()

@@ -131,8 +131,8 @@ impl Handler for AtLeastOnceWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::streaming_kafka::inventory::decider::tests::decider;
-    use crate::streaming_kafka::producer::{OrderGenerator, order_message};
+    use crate::inventory::decider::tests::decider;
+    use crate::producer::{OrderGenerator, order_message};
 
     #[tokio::test]
     async fn a_batch_is_grouped_by_key_and_answered_in_record_order_as_one_by_one() {

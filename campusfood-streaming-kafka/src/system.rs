@@ -20,7 +20,7 @@ use campusfood_kafka::KafkaTransport;
 use super::StreamingError;
 use super::analytics::{AnalyticsConsumer, AnalyticsOptions};
 use super::inventory::{InventoryConsumer, InventoryOptions};
-use crate::stores::{Stores, names};
+use campusfood_services::stores::{Stores, names};
 
 /// Which consumers this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

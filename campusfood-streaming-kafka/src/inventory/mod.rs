@@ -50,7 +50,7 @@ use campusfood_kafka::{KafkaTransport, TransactionalOptions, TransactionalProces
 
 use self::workers::{AtLeastOnceWorker, TransactionalWorker};
 use super::{StreamingError, member_instance_id, with_instance_id};
-use crate::inventory::InventoryService;
+use campusfood_services::inventory::InventoryService;
 
 pub use self::decider::{Decision, InventoryCounts, OrderDecider, event_message};
 pub use self::options::{DEFAULT_SEED, InventoryOptions};

@@ -262,7 +262,7 @@ impl Analytics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::streaming_kafka::producer::OrderGenerator;
+    use crate::producer::OrderGenerator;
 
     #[test]
     fn dedupe_memory_is_bounded_and_forgets_the_oldest() {

@@ -70,7 +70,7 @@ use self::handler::{AnalyticsHandler, Source};
 use self::metrics::{LagCache, Metrics, router, spawn_lag_refresher};
 use self::reporter::spawn_reporter;
 use super::{StreamingError, with_instance_id};
-use crate::server::Server;
+use campusfood_services::server::Server;
 
 pub use self::metrics::{LAG_REFRESH, LAG_STALE};
 pub use self::window::{Analytics, DEDUPE_CAPACITY, MetricsSnapshot, Totals};
