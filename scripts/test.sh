@@ -53,6 +53,14 @@ fi
 feature_args=()
 if [[ -n "$features" ]]; then
   feature_args=(--no-default-features --features "$features")
+  # Kafka is two crates, not a feature; without `kafka` they and what
+  # depends on them (the lab, Part C's example) are left out.
+  if ! need_broker kafka; then
+    for p in campusfood-kafka campusfood-streaming-kafka campusfood-lab \
+             campusfood-example-streaming-kafka campusfood-example-lab; do
+      feature_args+=(--exclude "$p")
+    done
+  fi
 fi
 
 echo "== cargo fmt --check"
