@@ -27,11 +27,11 @@ use campusfood_services::stores::MemoryProcessedIds;
 use campusfood_services::stores::postgres::{PgLedger, Postgres};
 use campusfood_transport::rabbitmq::RabbitTransport;
 
+use crate::async_rabbitmq::{RABBITMQ_HINT, RABBITMQ_URL_KEY};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::part_a::{OrderClient, concurrent, until};
-use crate::part_b::{RABBITMQ_HINT, RABBITMQ_URL_KEY};
+use crate::sync_rest::{OrderClient, concurrent, until};
 
 /// X3 — scale out.
 #[derive(Debug, Clone, Copy)]
