@@ -69,3 +69,9 @@ echo "== cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets "${feature_args[@]}" -- -D warnings
 echo "== cargo test"
 cargo test --workspace "${feature_args[@]}"
+# The publishable crates package, and the three librdkafka-free ones build
+# from their packages alone (the Kafka two are only packaged: verifying them
+# would build librdkafka once more).
+echo "== cargo package"
+cargo package --quiet --allow-dirty -p campusfood-core -p campusfood-transport -p campusfood-services
+cargo package --quiet --allow-dirty --no-verify -p campusfood-kafka -p campusfood-streaming-kafka
