@@ -28,7 +28,7 @@ use campusfood::core::ledger::{InventoryLedger, RedbLedger};
 use campusfood::core::order::{OrderStatus, now_rfc3339};
 use campusfood::core::transport::{Message, Route, Transport};
 use campusfood::core::{Config, Item, OrderId, Quantity, RequestId};
-use campusfood::services::async_system::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
+use campusfood::services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood::services::order_store::RedbOrderStore;
 use campusfood::services::processed::RedbProcessedIds;
 use campusfood::services::stores::Stores;

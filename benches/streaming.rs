@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use campusfood::core::Config;
 use campusfood::core::config::KafkaConfig;
-use campusfood::services::streaming::producer::{OrderGenerator, publish_orders};
-use campusfood::services::streaming::{
+use campusfood::services::streaming_kafka::producer::{OrderGenerator, publish_orders};
+use campusfood::services::streaming_kafka::{
     ConnectRetry, StreamingOptions, StreamingPart, StreamingSystem, connect, item_stock,
 };
 use campusfood::transport::kafka::KafkaTransport;

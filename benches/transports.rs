@@ -38,7 +38,7 @@ use campusfood::core::outbox::MemoryOutbox;
 use campusfood::core::transport::Route;
 use campusfood::services::inventory::InventoryService;
 use campusfood::services::notification::NotificationService;
-use campusfood::services::order::{OrderOptions, OrderService};
+use campusfood::services::sync_rest::order::{OrderOptions, OrderService};
 use campusfood::services::sync_rest::{SyncPart, SyncRest};
 use campusfood::transport::memory::MemoryTransport;
 use campusfood_lab::{PartB, PartBOptions, PartC, PartCOptions, Settings};

@@ -17,7 +17,7 @@ use anyhow::Context;
 use campusfood::core::Config;
 use campusfood::core::config::redact_url;
 use campusfood::core::transport::{DeadLetters, Route};
-use campusfood::services::async_system::{
+use campusfood::services::async_rabbitmq::{
     AsyncOptions, AsyncPart, AsyncStores, AsyncSystem, Observability,
 };
 use campusfood::services::stores::Stores;
@@ -63,7 +63,7 @@ struct Cli {
     #[arg(
         long,
         env = "CAMPUSFOOD_PREFETCH",
-        default_value_t = campusfood::services::async_system::DEFAULT_PREFETCH,
+        default_value_t = campusfood::services::async_rabbitmq::DEFAULT_PREFETCH,
         global = true
     )]
     prefetch: u16,

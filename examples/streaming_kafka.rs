@@ -22,9 +22,9 @@ use std::time::Duration;
 use anyhow::Context;
 use campusfood::core::Config;
 use campusfood::core::config::STOCK_ENV;
-use campusfood::services::streaming::offsets::{self, ResetTarget, topics_for_group};
-use campusfood::services::streaming::producer::{self, ProducerMode, ProducerOptions};
-use campusfood::services::streaming::{
+use campusfood::services::streaming_kafka::offsets::{self, ResetTarget, topics_for_group};
+use campusfood::services::streaming_kafka::producer::{self, ProducerMode, ProducerOptions};
+use campusfood::services::streaming_kafka::{
     AnalyticsOptions, ConnectRetry, InventoryOptions, StreamingOptions, StreamingPart,
     StreamingSystem, item_stock,
 };
@@ -116,7 +116,7 @@ struct InventoryArgs {
     #[arg(long, env = "FAIL_RATE", default_value_t = 0.05)]
     fail_rate: f64,
     /// Seed of the failure draw: the same seed fails the same orders.
-    #[arg(long, env = "FAIL_SEED", default_value_t = campusfood::services::streaming::inventory::DEFAULT_SEED)]
+    #[arg(long, env = "FAIL_SEED", default_value_t = campusfood::services::streaming_kafka::inventory::DEFAULT_SEED)]
     seed: u64,
     /// A plain consumer group instead of Kafka transactions.
     #[arg(long, env = "AT_LEAST_ONCE")]
@@ -259,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
         attempts: cli.kafka.connect_attempts,
         ..ConnectRetry::default()
     };
-    let transport = campusfood::services::streaming::connect(&config.kafka, &retry)
+    let transport = campusfood::services::streaming_kafka::connect(&config.kafka, &retry)
         .await
         .with_context(|| {
             format!(

@@ -26,7 +26,7 @@ use campusfood_core::transport::{
     SubscribeOptions, Subscription, Transport, TransportError,
 };
 use campusfood_core::{Config, Item, OrderId, OrderStatus};
-use campusfood_services::async_system::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
+use campusfood_services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood_services::inventory::InventoryService;
 use campusfood_services::order_store::OrderStore;
 use campusfood_services::stores::{Stores, names};
@@ -63,7 +63,7 @@ impl Default for PartBOptions {
     fn default() -> Self {
         Self {
             through_proxy: false,
-            prefetch: campusfood_services::async_system::DEFAULT_PREFETCH,
+            prefetch: campusfood_services::async_rabbitmq::DEFAULT_PREFETCH,
             max_attempts: 3,
             retry_delay: Duration::from_millis(100),
         }

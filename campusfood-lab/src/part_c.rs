@@ -3,7 +3,7 @@
 //! unique to the run, the inventory consumer's durable redb ledger in a
 //! temporary directory — with the inventory and analytics consumers started
 //! and stopped on their own, a producer of `OrderEvent`s, and the lag and
-//! offset tools of `campusfood_services::streaming`.
+//! offset tools of `campusfood_services::streaming_kafka`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,9 +15,11 @@ use campusfood_core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
 use campusfood_core::transport::{Route, Transport};
 use campusfood_core::{Config, OrderId};
 use campusfood_services::stores::names;
-use campusfood_services::streaming::offsets::{self, ResetTarget};
-use campusfood_services::streaming::producer::{OrderGenerator, order_message, publish_orders};
-use campusfood_services::streaming::{
+use campusfood_services::streaming_kafka::offsets::{self, ResetTarget};
+use campusfood_services::streaming_kafka::producer::{
+    OrderGenerator, order_message, publish_orders,
+};
+use campusfood_services::streaming_kafka::{
     AnalyticsConsumer, ConnectRetry, StreamingError, StreamingOptions, StreamingPart,
     StreamingSystem, connect, item_stock,
 };

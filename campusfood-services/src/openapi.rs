@@ -35,7 +35,7 @@ use utoipa::openapi::{
 };
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::order::OrderConfirmed;
+use crate::sync_rest::order::OrderConfirmed;
 
 /// `GET /health`'s body.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -15,7 +15,7 @@ use campusfood_core::events::{
 use campusfood_core::order::{Item, PlaceOrder, Quantity};
 use campusfood_core::transport::{Delivery, Disposition, Message};
 use campusfood_core::{OrderId, RequestId};
-use campusfood_services::workers::decode_or_poison;
+use campusfood_services::async_rabbitmq::workers::decode_or_poison;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};

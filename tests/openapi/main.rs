@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use campusfood::core::Config;
 use campusfood::core::ledger::MemoryLedger;
-use campusfood::services::async_system::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
+use campusfood::services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood::services::order_store::MemoryOrderStore;
 use campusfood::services::processed::MemoryProcessedIds;
 use campusfood::services::sync_rest::{SyncPart, SyncRest};
@@ -186,8 +186,8 @@ async fn every_service_keeps_to_its_openapi_document() {
 #[cfg(feature = "kafka")]
 mod kafka {
     use campusfood::core::config::KafkaConfig;
-    use campusfood::services::streaming::analytics::{AnalyticsConsumer, AnalyticsOptions};
-    use campusfood::services::streaming::{ConnectRetry, connect};
+    use campusfood::services::streaming_kafka::analytics::{AnalyticsConsumer, AnalyticsOptions};
+    use campusfood::services::streaming_kafka::{ConnectRetry, connect};
     use campusfood::transport::kafka::KafkaTransport;
 
     const NOT_RUNNING: &str =

@@ -16,8 +16,8 @@ use campusfood::core::events::{InventoryEvent, OrderEvent};
 use campusfood::core::transport::{
     Delivery, Disposition, Handler, Message, Route, SubscribeOptions, Subscription, Transport,
 };
-use campusfood::services::streaming::producer::{OrderGenerator, publish_orders};
-use campusfood::services::streaming::{
+use campusfood::services::streaming_kafka::producer::{OrderGenerator, publish_orders};
+use campusfood::services::streaming_kafka::{
     ConnectRetry, StreamingOptions, StreamingPart, StreamingSystem, connect, item_stock,
 };
 use campusfood::transport::kafka::KafkaTransport;

@@ -25,10 +25,10 @@ use campusfood::core::fault::decide;
 use campusfood::core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
 use campusfood::core::transport::{Route, headers};
 use campusfood::services::stores::names;
-use campusfood::services::streaming::analytics::{MetricsSnapshot, Totals};
-use campusfood::services::streaming::inventory::DEFAULT_SEED;
-use campusfood::services::streaming::offsets::{self, ResetTarget};
-use campusfood::services::streaming::{AnalyticsConsumer, StreamingPart};
+use campusfood::services::streaming_kafka::analytics::{MetricsSnapshot, Totals};
+use campusfood::services::streaming_kafka::inventory::DEFAULT_SEED;
+use campusfood::services::streaming_kafka::offsets::{self, ResetTarget};
+use campusfood::services::streaming_kafka::{AnalyticsConsumer, StreamingPart};
 use campusfood::transport::kafka::KafkaTransport;
 use helpers::*;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use campusfood::core::OrderId;
 use campusfood::core::config::{BreakerConfig, PageLimits, RetryConfig};
 use campusfood::core::ledger::{InventoryLedger, MemoryLedger, ReserveOutcome};
-use campusfood::services::http::inventory_router;
+use campusfood::services::server::routes::inventory_router;
 use campusfood::services::sync_rest::Server;
 use campusfood_testkit::gated::AnswersLate;
 use futures::future::join_all;

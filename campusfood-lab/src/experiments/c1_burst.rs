@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use campusfood_core::fault::decide;
-use campusfood_services::streaming::inventory::DEFAULT_SEED;
-use campusfood_services::streaming::{MetricsSnapshot, Totals};
+use campusfood_services::streaming_kafka::inventory::DEFAULT_SEED;
+use campusfood_services::streaming_kafka::{MetricsSnapshot, Totals};
 
 use super::common::secs;
 use crate::context::Context;

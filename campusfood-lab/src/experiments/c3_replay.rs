@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use campusfood_services::streaming::offsets::ResetTarget;
-use campusfood_services::streaming::{MetricsSnapshot, Totals};
+use campusfood_services::streaming_kafka::offsets::ResetTarget;
+use campusfood_services::streaming_kafka::{MetricsSnapshot, Totals};
 
 use crate::context::Context;
 use crate::error::LabError;

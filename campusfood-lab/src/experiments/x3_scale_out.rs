@@ -21,7 +21,7 @@ use campusfood_core::config::{DatabaseConfig, RabbitConfig};
 use campusfood_core::ledger::{InventoryLedger, RedbLedger};
 use campusfood_core::transport::Transport;
 use campusfood_core::{Config, Item, OrderId, OrderStatus};
-use campusfood_services::async_system::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
+use campusfood_services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood_services::order_store::MemoryOrderStore;
 use campusfood_services::processed::MemoryProcessedIds;
 use campusfood_services::stores::postgres::{PgLedger, Postgres};

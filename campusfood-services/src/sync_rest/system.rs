@@ -18,12 +18,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::http::{inventory_router, notification_router, order_router};
 use crate::inventory::InventoryService;
 use crate::notification::NotificationService;
-use crate::order::{OrderOptions, OrderService};
 use crate::processed::ProcessedIds;
+use crate::server::routes::{inventory_router, notification_router, order_router};
 use crate::stores::{Stores, StoresError, names};
+use crate::sync_rest::order::{OrderOptions, OrderService};
 
 /// Why Part A could not start.
 #[derive(Debug, Error)]

@@ -25,16 +25,16 @@ use campusfood_transport::http::{handler_route, json_error};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::async_order::AsyncOrderService;
-use crate::http::inventory_router;
+use crate::async_rabbitmq::order::AsyncOrderService;
+use crate::async_rabbitmq::workers::{NotifyWorker, ReserveWorker};
 use crate::inventory::InventoryService;
 use crate::metrics::{Metered, metrics_route, sample_backlog};
 use crate::notification::NotificationService;
 use crate::order_store::OrderStore;
 use crate::processed::ProcessedIds;
+use crate::server::routes::inventory_router;
 use crate::stores::{Stores, names};
 use crate::sync_rest::{Running, Server, StartError};
-use crate::workers::{NotifyWorker, ReserveWorker};
 
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,10 +329,13 @@ pub fn async_order_router(service: Arc<AsyncOrderService>, max_body_bytes: usize
             handler_route(service.clone() as Arc<dyn RequestHandler>, max_body_bytes),
         )
         .route("/orders/{id}", get(get_order))
-        .route("/health", crate::http::health_route("async-order-service"))
+        .route(
+            "/health",
+            crate::server::routes::health_route("async-order-service"),
+        )
         .route(
             "/openapi.json",
-            crate::http::openapi_route(crate::openapi::async_order()),
+            crate::server::routes::openapi_route(crate::openapi::async_order()),
         )
         .with_state(service)
 }

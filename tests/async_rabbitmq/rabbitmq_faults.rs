@@ -19,7 +19,7 @@ use campusfood::core::fault::FaultUpdate;
 use campusfood::core::ledger::{InventoryLedger, RedbLedger};
 use campusfood::core::order::OrderStatus;
 use campusfood::core::transport::Route;
-use campusfood::services::async_system::{AsyncPart, AsyncStores, AsyncSystem};
+use campusfood::services::async_rabbitmq::{AsyncPart, AsyncStores, AsyncSystem};
 use campusfood_testkit::Outage;
 use futures::future::join_all;
 use serde_json::json;
@@ -253,7 +253,7 @@ async fn inventory_child() {
         ..stores
     };
     let transport = connect_rabbit(&config.rabbitmq).await;
-    let mut options = campusfood::services::async_system::AsyncOptions::from_config(&config);
+    let mut options = campusfood::services::async_rabbitmq::AsyncOptions::from_config(&config);
     options.inventory_port = 0;
     options.prefetch = 32;
     let system = AsyncSystem::start(&config, AsyncPart::Inventory, &options, transport, stores)

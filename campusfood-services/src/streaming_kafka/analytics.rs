@@ -485,10 +485,13 @@ fn router(metrics: Metrics) -> Router {
             "/metrics",
             get(|State(m): State<Metrics>| async move { Json(m.snapshot()) }),
         )
-        .route("/health", crate::http::health_route("analytics-consumer"))
+        .route(
+            "/health",
+            crate::server::routes::health_route("analytics-consumer"),
+        )
         .route(
             "/openapi.json",
-            crate::http::openapi_route(crate::openapi::analytics::<MetricsSnapshot>()),
+            crate::server::routes::openapi_route(crate::openapi::analytics::<MetricsSnapshot>()),
         )
         .with_state(metrics)
 }
@@ -659,7 +662,7 @@ fn spawn_reporter(metrics: Metrics, every: Duration) -> (watch::Sender<bool>, Jo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::streaming::producer::OrderGenerator;
+    use crate::streaming_kafka::producer::OrderGenerator;
 
     #[test]
     fn dedupe_memory_is_bounded_and_forgets_the_oldest() {

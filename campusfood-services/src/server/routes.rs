@@ -22,7 +22,7 @@ use campusfood_transport::http::{handler_route, json_error, read_json};
 use crate::inventory::{InventoryService, ReleaseHandler};
 use crate::notification::NotificationService;
 use crate::openapi;
-use crate::order::OrderService;
+use crate::sync_rest::order::OrderService;
 
 /// `GET /health`, answered as the original services answered it:
 /// `200 {"status": "healthy", "service": <service>}`, so that the health

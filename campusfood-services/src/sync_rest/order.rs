@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::reply::{error_reply, validation_reply};
-use crate::resilience::{CircuitBreaker, CircuitOpen, backoff};
+use crate::sync_rest::resilience::{CircuitBreaker, CircuitOpen, backoff};
 
 /// How many recent orders the service keeps for `GET /orders`.
 pub const RECENT_ORDERS: usize = 10_000;

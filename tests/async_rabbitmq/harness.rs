@@ -11,7 +11,7 @@ use campusfood::core::ledger::MemoryLedger;
 use campusfood::core::order::OrderStatus;
 use campusfood::core::transport::{DeadLetter, DeadLetters, Route, Transport};
 use campusfood::core::{Config, Item, OrderId};
-use campusfood::services::async_system::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
+use campusfood::services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood::services::order_store::MemoryOrderStore;
 use campusfood::services::processed::MemoryProcessedIds;
 use campusfood::transport::memory::MemoryTransport;

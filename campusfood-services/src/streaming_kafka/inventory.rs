@@ -550,7 +550,7 @@ mod tests {
     use campusfood_core::ledger::MemoryLedger;
 
     use super::*;
-    use crate::streaming::producer::{OrderGenerator, order_message};
+    use crate::streaming_kafka::producer::{OrderGenerator, order_message};
 
     fn decider(stock: &str, fail_rate: f64) -> OrderDecider {
         let options = InventoryOptions {

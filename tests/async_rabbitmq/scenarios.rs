@@ -11,7 +11,7 @@ use campusfood::core::transport::{
     Capabilities, Handler, Message, Reply, Route, SubscribeOptions, Subscription, Transport,
     TransportError,
 };
-use campusfood::services::async_system::AsyncPart;
+use campusfood::services::async_rabbitmq::AsyncPart;
 use futures::future::join_all;
 use serde_json::json;
 
