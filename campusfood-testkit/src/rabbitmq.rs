@@ -6,8 +6,9 @@ use serde_json::Value;
 /// The management API of `scripts/brokers.sh up rabbitmq`.
 pub const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
 
-/// The prefix of every test's names; leftovers of a killed run expire
-/// through the broker's policy on it.
+/// The prefix of every test's names: `scripts/brokers.sh up` sets a broker
+/// policy that expires such queues after ten idle minutes, so a failed test
+/// (which skips its teardown) leaves nothing behind for long.
 pub const TEST_PREFIX: &str = "cftest";
 
 /// A unique name prefix for one test's exchanges and queues:
