@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use campusfood_core::transport::TransportError;
-use campusfood_services::sync_rest::StartError;
+use campusfood_services::server::StartError;
 use thiserror::Error;
 
 /// Why the lab, or one experiment, could not do its work.

@@ -9,32 +9,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use campusfood_core::Config;
 use campusfood_core::OrderId;
-use campusfood_core::config::HttpConfig;
 use campusfood_core::fault::FaultInjector;
 use campusfood_core::ledger::InventoryLedger;
-use campusfood_core::transport::{
-    RequestHandler, Route, SubscribeOptions, Subscription, Transport,
-};
-use campusfood_transport::http::{handler_route, json_error};
+use campusfood_core::order::Order;
+use campusfood_core::transport::{Route, SubscribeOptions, Subscription, Transport};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::async_rabbitmq::order::AsyncOrderService;
-use crate::async_rabbitmq::workers::{NotifyWorker, ReserveWorker};
+use super::order::AsyncOrderService;
+use super::workers::{NotifyWorker, ReserveWorker};
 use crate::inventory::InventoryService;
 use crate::metrics::{Metered, metrics_route, sample_backlog};
 use crate::notification::NotificationService;
 use crate::order_store::OrderStore;
 use crate::processed::ProcessedIds;
-use crate::server::routes::inventory_router;
+use crate::server::{OrderLookup, Running, Server, StartError, inventory_router, order_routes};
 use crate::stores::{Stores, names};
-use crate::sync_rest::{Running, Server, StartError};
 
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,38 +315,16 @@ impl AsyncSystem {
 /// OrderService (async): `POST /order`, `GET /orders/{id}`, `GET /health`,
 /// `GET /openapi.json`.
 pub fn async_order_router(service: Arc<AsyncOrderService>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route(
-            HttpConfig::ORDER_PATH,
-            handler_route(service.clone() as Arc<dyn RequestHandler>, max_body_bytes),
-        )
-        .route("/orders/{id}", get(get_order))
-        .route(
-            "/health",
-            crate::server::routes::health_route("async-order-service"),
-        )
-        .route(
-            "/openapi.json",
-            crate::server::routes::openapi_route(crate::openapi::async_order()),
-        )
-        .with_state(service)
+    let doc = crate::openapi::async_order();
+    order_routes(&service, max_body_bytes, "async-order-service", doc).with_state(service)
 }
 
-async fn get_order(
-    State(service): State<Arc<AsyncOrderService>>,
-    Path(id): Path<String>,
-) -> Response {
-    let id = match OrderId::parse(&id) {
-        Ok(id) => id,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("order_id")),
-    };
-    match service.order(&id).await {
-        Ok(Some(order)) => axum::Json(order).into_response(),
-        Ok(None) => json_error(
-            StatusCode::NOT_FOUND,
-            format!("no order {id}"),
-            Some("order_id"),
-        ),
-        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+/// Orders are read from the store, which may fail.
+impl OrderLookup for AsyncOrderService {
+    type Order = Order;
+    const MISSING: &'static str = "no order";
+
+    async fn lookup(&self, id: &OrderId) -> Result<Option<Order>, String> {
+        self.order(id).await.map_err(|e| e.to_string())
     }
 }

@@ -1,16 +1,20 @@
-//! The services over HTTP (axum), on the contract's paths. Each router is a
-//! plain `axum::Router`, so an application can mount it inside its own; the
-//! message routes are served by the services' [`RequestHandler`]s through
-//! the transport's adapter, so HTTP and in-process calls run the same code.
+//! The routes the services share, over HTTP (axum), on the contract's
+//! paths. Each router is a plain `axum::Router`, so an application can
+//! mount it inside its own; the message routes are served by the services'
+//! [`RequestHandler`]s through the transport's adapter, so HTTP and
+//! in-process calls run the same code.
 //!
-//! Every service also answers `GET /health` and `GET /openapi.json`.
+//! Every service answers `GET /health` and `GET /openapi.json`; both order
+//! services answer `POST /order` and `GET /orders/{id}` alike
+//! ([`order_routes`]).
 
 use std::sync::Arc;
 
+use std::future::Future;
+
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use campusfood_core::OrderId;
@@ -20,9 +24,7 @@ use campusfood_core::transport::RequestHandler;
 use campusfood_transport::http::{handler_route, json_error, read_json};
 
 use crate::inventory::{InventoryService, ReleaseHandler};
-use crate::notification::NotificationService;
 use crate::openapi;
-use crate::sync_rest::order::OrderService;
 
 /// `GET /health`, answered as the original services answered it:
 /// `200 {"status": "healthy", "service": <service>}`, so that the health
@@ -81,7 +83,10 @@ pub fn openapi_route<S: Clone + Send + Sync + 'static>(
 }
 
 /// `POST /configure`: a partial fault update, validated atomically.
-fn configure_route(faults: Arc<FaultInjector>, max_bytes: usize) -> axum::routing::MethodRouter {
+pub(crate) fn configure_route(
+    faults: Arc<FaultInjector>,
+    max_bytes: usize,
+) -> axum::routing::MethodRouter {
     post(move |request: Request| {
         let faults = faults.clone();
         async move {
@@ -162,97 +167,60 @@ pub fn inventory_router(service: Arc<InventoryService>, max_body_bytes: usize) -
         .route("/openapi.json", openapi_route(openapi::inventory()))
 }
 
-/// NotificationService: `POST /send`, `POST /configure`, `GET /health`,
-/// `GET /openapi.json`.
-pub fn notification_router(service: Arc<NotificationService>, max_body_bytes: usize) -> Router {
-    let faults = service.faults().clone();
-    Router::new()
-        .route(
-            HttpConfig::SEND_PATH,
-            handler_route(service as Arc<dyn RequestHandler>, max_body_bytes),
-        )
-        .route("/configure", configure_route(faults, max_body_bytes))
-        .route("/health", health_route("notification-service"))
-        .route("/openapi.json", openapi_route(openapi::notification()))
+/// An order service as `GET /orders/{id}` reads it.
+pub trait OrderLookup: Send + Sync + 'static {
+    /// What the route answers with.
+    type Order: serde::Serialize + Send;
+    /// How the 404 names a missing order: `"no order"`, or `"no recent
+    /// order"` where only recent orders are kept.
+    const MISSING: &'static str;
+    /// The order `id`, if known; `Err` (a 503) when it cannot be looked up.
+    fn lookup(
+        &self,
+        id: &OrderId,
+    ) -> impl Future<Output = Result<Option<Self::Order>, String>> + Send;
 }
 
-/// OrderService (sync): `POST /order`, `GET /orders?limit=&after=` (in
-/// pages), `GET /orders/{id}`, `GET /health`, `GET /openapi.json`.
-pub fn order_router(service: Arc<OrderService>, max_body_bytes: usize) -> Router {
+/// An order service's shared routes, its state still to be given (so a
+/// service can add its own): `POST /order` (its [`RequestHandler`]),
+/// `GET /orders/{id}`, `GET /health` answering as `name`, and
+/// `GET /openapi.json` serving `doc`.
+pub fn order_routes<S>(
+    service: &Arc<S>,
+    max_body_bytes: usize,
+    name: &'static str,
+    doc: serde_json::Value,
+) -> Router<Arc<S>>
+where
+    S: OrderLookup + RequestHandler,
+{
     Router::new()
         .route(
             HttpConfig::ORDER_PATH,
             handler_route(service.clone() as Arc<dyn RequestHandler>, max_body_bytes),
         )
-        .route("/orders", get(list_orders))
-        .route("/orders/{id}", get(get_order))
-        .route("/health", health_route("order-service"))
-        .route(
-            "/openapi.json",
-            openapi_route(openapi::order_with_pages(service.options().orders_page)),
-        )
-        .with_state(service)
+        .route("/orders/{id}", get(get_order::<S>))
+        .route("/health", health_route(name))
+        .route("/openapi.json", openapi_route(doc))
 }
 
-/// `GET /orders` query: page size and the order the page starts after.
-#[derive(Debug, serde::Deserialize)]
-struct PageQuery {
-    limit: Option<usize>,
-    after: Option<String>,
-}
-
-/// `GET /orders?limit=&after=`: a JSON array of recent orders, oldest
-/// first, `limit` of them (the configured default when absent, at most the
-/// configured max); a `Link: <…>; rel="next"` header when more follow.
-async fn list_orders(
-    State(service): State<Arc<OrderService>>,
-    query: Result<Query<PageQuery>, QueryRejection>,
+/// `GET /orders/{id}`: the order as JSON; 400 for a malformed id, 404 for
+/// an unknown one, 503 when it cannot be looked up.
+pub async fn get_order<S: OrderLookup>(
+    State(service): State<Arc<S>>,
+    Path(id): Path<String>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.body_text(), None),
+    let id = match OrderId::parse(&id) {
+        Ok(id) => id,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("order_id")),
     };
-    let pages = service.options().orders_page;
-    let limit = query.limit.unwrap_or(pages.default);
-    if limit == 0 || limit > pages.max {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            format!("limit must be from 1 to {}, got {limit}", pages.max),
-            Some("limit"),
-        );
-    }
-    let after = match query.after.as_deref().map(OrderId::parse).transpose() {
-        Ok(after) => after,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("after")),
-    };
-    let page = match service.orders_page(after.as_ref(), limit) {
-        Ok(page) => page,
-        Err(e) => return json_error(StatusCode::NOT_FOUND, e.to_string(), Some("after")),
-    };
-    let next = match page.orders.last() {
-        Some(last) if page.more => Some(format!(
-            "</orders?after={}&limit={limit}>; rel=\"next\"",
-            last.order_id
-        )),
-        _ => None,
-    };
-    let mut response = axum::Json(page.orders).into_response();
-    if let Some(link) = next.and_then(|l| HeaderValue::from_str(&l).ok()) {
-        response.headers_mut().insert(header::LINK, link);
-    }
-    response
-}
-
-async fn get_order(State(service): State<Arc<OrderService>>, Path(id): Path<String>) -> Response {
-    match OrderId::parse(&id) {
-        Err(e) => json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("order_id")),
-        Ok(id) => match service.order(&id) {
-            Some(order) => axum::Json(order).into_response(),
-            None => json_error(
-                StatusCode::NOT_FOUND,
-                format!("no recent order {id}"),
-                Some("order_id"),
-            ),
-        },
+    match service.lookup(&id).await {
+        Ok(Some(order)) => axum::Json(order).into_response(),
+        Ok(None) => json_error(
+            StatusCode::NOT_FOUND,
+            format!("{} {id}", S::MISSING),
+            Some("order_id"),
+        ),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e, None),
     }
 }

@@ -67,7 +67,7 @@ use tokio::time::Instant;
 
 use super::StreamingError;
 use super::inventory::with_instance_id;
-use crate::sync_rest::Server;
+use crate::server::Server;
 
 /// The analytics consumer's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,13 +485,10 @@ fn router(metrics: Metrics) -> Router {
             "/metrics",
             get(|State(m): State<Metrics>| async move { Json(m.snapshot()) }),
         )
-        .route(
-            "/health",
-            crate::server::routes::health_route("analytics-consumer"),
-        )
+        .route("/health", crate::server::health_route("analytics-consumer"))
         .route(
             "/openapi.json",
-            crate::server::routes::openapi_route(crate::openapi::analytics::<MetricsSnapshot>()),
+            crate::server::openapi_route(crate::openapi::analytics::<MetricsSnapshot>()),
         )
         .with_state(metrics)
 }

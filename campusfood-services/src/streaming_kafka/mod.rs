@@ -83,7 +83,7 @@ use campusfood_transport::kafka::KafkaTransport;
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::sync_rest::StartError;
+use crate::server::StartError;
 
 pub use analytics::{AnalyticsConsumer, AnalyticsOptions, MetricsSnapshot, Totals};
 pub use inventory::{InventoryConsumer, InventoryCounts, InventoryOptions};

@@ -5,6 +5,8 @@
 //! - [`order`]: the synchronous orchestrator, with timeout, retry, circuit
 //!   breaker, bulkhead, and an outbox for failed notifications.
 //! - [`resilience`]: the breaker and backoff used by [`order`].
+//! - `routers` (feature `http`): NotificationService's and OrderService's
+//!   routers ([`notification_router`], [`order_router`]).
 //! - `system` (feature `http`): the three services bound, run and stopped
 //!   ([`SyncRest`]), as the `sync_rest` example and tests run them.
 //!
@@ -14,7 +16,11 @@
 pub mod order;
 pub mod resilience;
 #[cfg(feature = "http")]
+mod routers;
+#[cfg(feature = "http")]
 mod system;
 
+#[cfg(feature = "http")]
+pub use routers::{notification_router, order_router};
 #[cfg(feature = "http")]
 pub use system::*;

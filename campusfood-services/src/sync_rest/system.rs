@@ -2,66 +2,23 @@
 //! `sync_rest` example is a thin shell over [`SyncRest::start`]; tests call
 //! it with port 0 and read the bound addresses back.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use campusfood_core::Config;
-use campusfood_core::config::ServerLimits;
 use campusfood_core::fault::FaultInjector;
-use campusfood_core::ledger::{InventoryLedger, LedgerError};
-use campusfood_core::outbox::{Outbox, OutboxError};
-use campusfood_core::transport::TransportError;
+use campusfood_core::ledger::InventoryLedger;
+use campusfood_core::outbox::Outbox;
 use campusfood_transport::http::HttpTransport;
-use thiserror::Error;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::order::{OrderOptions, OrderService};
+use super::routers::{notification_router, order_router};
 use crate::inventory::InventoryService;
 use crate::notification::NotificationService;
 use crate::processed::ProcessedIds;
-use crate::server::routes::{inventory_router, notification_router, order_router};
-use crate::stores::{Stores, StoresError, names};
-use crate::sync_rest::order::{OrderOptions, OrderService};
-
-/// Why Part A could not start.
-#[derive(Debug, Error)]
-pub enum StartError {
-    /// A port could not be bound (in use, or not permitted).
-    #[error("{service}: cannot listen on {addr}: {source}")]
-    Bind {
-        /// Which service.
-        service: &'static str,
-        /// The address tried.
-        addr: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The ledger could not be opened.
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    /// The outbox could not be opened.
-    #[error(transparent)]
-    Outbox(#[from] OutboxError),
-    /// A service's store could not be opened.
-    #[error(transparent)]
-    Store(#[from] crate::order_store::StoreError),
-    /// A transport could not be set up (HTTP client, broker subscription).
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// The stores' backend (the shared database) could not be used.
-    #[error(transparent)]
-    Stores(#[from] StoresError),
-    /// A service needs a store it was not given.
-    #[error("{service} needs its {store}, which was not given")]
-    MissingStore {
-        /// Which service.
-        service: &'static str,
-        /// Which store.
-        store: &'static str,
-    },
-}
+use crate::server::{Running, Server, StartError, inventory_router};
+use crate::stores::{Stores, names};
 
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,89 +31,6 @@ pub enum SyncPart {
     Inventory,
     /// NotificationService only.
     Notification,
-}
-
-/// An HTTP server running on its own task, holding its clients to
-/// [`ServerLimits`].
-#[derive(Debug)]
-pub struct Server {
-    addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<std::io::Result<()>>,
-    stop_timeout: Duration,
-}
-
-impl Server {
-    /// Binds `addr` (`host:port`; port 0 picks a free one) and serves
-    /// `router` there, with the default [`ServerLimits`].
-    pub async fn start(
-        service: &'static str,
-        addr: &str,
-        router: axum::Router,
-    ) -> Result<Self, StartError> {
-        Self::start_with(service, addr, router, ServerLimits::default()).await
-    }
-
-    /// Like [`start`](Self::start), with `limits`.
-    pub async fn start_with(
-        service: &'static str,
-        addr: &str,
-        router: axum::Router,
-        limits: ServerLimits,
-    ) -> Result<Self, StartError> {
-        let bind_err = |source| StartError::Bind {
-            service,
-            addr: addr.to_owned(),
-            source,
-        };
-        let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
-        let addr = listener.local_addr().map_err(bind_err)?;
-        let (stop, mut rx) = watch::channel(false);
-        let shutdown = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let task = tokio::spawn(campusfood_transport::http::serve(
-            listener, router, limits, shutdown,
-        ));
-        tracing::info!(service, %addr, "listening");
-        Ok(Self {
-            addr,
-            stop,
-            task,
-            stop_timeout: limits.stop_timeout,
-        })
-    }
-
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting, lets requests in flight finish for up to
-    /// [`ServerLimits::stop_timeout`], closes the connections still open
-    /// after that, and returns. (Should the server not end within twice
-    /// that — a handler blocking its thread — its task is aborted.)
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        match tokio::time::timeout(self.stop_timeout * 2, &mut self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-            Err(_) => {
-                tracing::warn!(addr = %self.addr, "server did not stop in time; aborting it");
-                self.task.abort();
-            }
-        }
-    }
-}
-
-/// A running service and its server.
-#[derive(Debug)]
-pub struct Running<S> {
-    /// The service, for direct calls and inspection.
-    pub service: Arc<S>,
-    /// Its HTTP server.
-    pub server: Server,
 }
 
 /// Part A, running.
