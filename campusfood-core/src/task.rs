@@ -80,6 +80,12 @@ impl<T: Send + 'static> BackgroundTask<T> {
         }
     }
 
+    /// Asks the task to stop without waiting for it; [`stop`](Self::stop)
+    /// then waits.
+    pub fn ask_stop(&self) {
+        self.stop.ask();
+    }
+
     /// Asks the task to stop and waits for its output (an error when it
     /// panicked or was aborted).
     pub async fn stop(self) -> Result<T, JoinError> {

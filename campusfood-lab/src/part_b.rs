@@ -21,8 +21,9 @@ use campusfood_core::config::RabbitConfig;
 use campusfood_core::events::OrderPlaced;
 use campusfood_core::fault::FaultUpdate;
 use campusfood_core::ledger::InventoryLedger;
+use campusfood_core::task::BackgroundTask;
 use campusfood_core::transport::{
-    Capabilities, DeadLetter, DeadLetters, Delivery, Disposition, Handler, Message, Reply, Route,
+    DeadLetter, DeadLetters, Delivery, Disposition, ForwardTransport, Handler, Message, Route,
     SubscribeOptions, Subscription, Transport, TransportError,
 };
 use campusfood_core::{Config, Item, OrderId, OrderStatus};
@@ -33,8 +34,7 @@ use campusfood_services::server::StartError;
 use campusfood_services::stores::{Stores, names};
 use campusfood_testkit::Outage;
 use campusfood_transport::rabbitmq::RabbitTransport;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 
 use crate::context::Settings;
 use crate::error::LabError;
@@ -646,15 +646,14 @@ impl Gauge {
     /// [`Sampler::finish`]; points are `[seconds since origin, value]`.
     /// A read that fails (the broker away) is left out.
     pub fn sample(self, every: Duration, origin: Instant) -> Sampler {
-        let (stop, mut rx) = watch::channel(false);
-        let task = tokio::spawn(async move {
+        let task = BackgroundTask::spawn(|mut stop| async move {
             let mut points = Vec::new();
             let mut ticker = tokio::time::interval(every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tokio::select! {
                     _ = ticker.tick() => {}
-                    _ = rx.wait_for(|s| *s) => break,
+                    () = stop.stopped() => break,
                 }
                 match self.read().await {
                     Ok(v) => points.push([origin.elapsed().as_secs_f64(), v as f64]),
@@ -667,22 +666,20 @@ impl Gauge {
             }
             points
         });
-        Sampler { stop, task }
+        Sampler { task }
     }
 }
 
 /// A gauge being sampled ([`Gauge::sample`]).
 #[derive(Debug)]
 pub struct Sampler {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Vec<[f64; 2]>>,
+    task: BackgroundTask<Vec<[f64; 2]>>,
 }
 
 impl Sampler {
     /// Stops sampling and returns the points.
     pub async fn finish(self) -> Result<Vec<[f64; 2]>, LabError> {
-        let _ = self.stop.send(true);
-        Ok(self.task.await?)
+        Ok(self.task.stop().await?)
     }
 }
 
@@ -869,29 +866,12 @@ impl Handler for Probed {
 }
 
 #[async_trait]
-impl Transport for Probe {
-    fn name(&self) -> &'static str {
-        self.inner.name()
+impl ForwardTransport for Probe {
+    fn inner(&self) -> &dyn Transport {
+        &*self.inner
     }
 
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn request(
-        &self,
-        route: &Route,
-        request: Message,
-        timeout: Duration,
-    ) -> Result<Reply, TransportError> {
-        self.inner.request(route, request, timeout).await
-    }
-
-    async fn publish(&self, route: &Route, message: Message) -> Result<(), TransportError> {
-        self.inner.publish(route, message).await
-    }
-
-    async fn subscribe(
+    async fn forward_subscribe(
         &self,
         route: &Route,
         handler: Arc<dyn Handler>,

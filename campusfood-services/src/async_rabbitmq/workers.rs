@@ -413,6 +413,7 @@ impl Handler for StatusWorker {
 mod tests {
     use campusfood_core::fault::{FaultConfig, FaultInjector};
     use campusfood_core::order::{Item, Quantity};
+    use campusfood_core::transport::ForwardTransport;
     use campusfood_core::{OrderId, RequestId};
     use campusfood_transport::memory::MemoryTransport;
 
@@ -462,23 +463,14 @@ mod tests {
     }
 
     #[async_trait]
-    impl Transport for FirstPublishFails {
-        fn name(&self) -> &'static str {
+    impl ForwardTransport for FirstPublishFails {
+        fn inner(&self) -> &dyn Transport {
+            &self.inner
+        }
+        fn forward_name(&self) -> &'static str {
             "first-publish-fails"
         }
-        fn capabilities(&self) -> campusfood_core::transport::Capabilities {
-            self.inner.capabilities()
-        }
-        async fn request(
-            &self,
-            route: &Route,
-            request: Message,
-            timeout: Duration,
-        ) -> Result<campusfood_core::transport::Reply, campusfood_core::transport::TransportError>
-        {
-            self.inner.request(route, request, timeout).await
-        }
-        async fn publish(
+        async fn forward_publish(
             &self,
             route: &Route,
             message: Message,
@@ -490,17 +482,6 @@ mod tests {
                 });
             }
             self.inner.publish(route, message).await
-        }
-        async fn subscribe(
-            &self,
-            route: &Route,
-            handler: Arc<dyn Handler>,
-            options: campusfood_core::transport::SubscribeOptions,
-        ) -> Result<
-            campusfood_core::transport::Subscription,
-            campusfood_core::transport::TransportError,
-        > {
-            self.inner.subscribe(route, handler, options).await
         }
     }
 

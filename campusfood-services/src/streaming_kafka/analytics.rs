@@ -56,13 +56,12 @@ use campusfood_core::OrderId;
 use campusfood_core::bounded;
 use campusfood_core::events::{InventoryEvent, InventoryStatus, OrderEvent};
 use campusfood_core::order::now_rfc3339;
+use campusfood_core::task::BackgroundTask;
 use campusfood_core::transport::{
     Delivery, Disposition, Handler, Route, SubscribeOptions, Subscription, Transport,
 };
 use campusfood_transport::kafka::KafkaTransport;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::StreamingError;
@@ -461,21 +460,19 @@ impl Metrics {
 }
 
 /// Refreshes the lag every [`LAG_REFRESH`] until stopped.
-fn spawn_lag_refresher(metrics: Metrics) -> (watch::Sender<bool>, JoinHandle<()>) {
-    let (stop, mut rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
+fn spawn_lag_refresher(metrics: Metrics) -> BackgroundTask {
+    BackgroundTask::spawn(|mut stop| async move {
         loop {
             tokio::select! {
-                _ = rx.wait_for(|s| *s) => return,
+                () = stop.stopped() => return,
                 () = metrics.refresh_lag() => {}
             }
             tokio::select! {
-                _ = rx.wait_for(|s| *s) => return,
+                () = stop.stopped() => return,
                 () = tokio::time::sleep(LAG_REFRESH) => {}
             }
         }
-    });
-    (stop, task)
+    })
 }
 
 /// `GET /metrics`, `GET /health` and `GET /openapi.json`.
@@ -500,8 +497,8 @@ pub struct AnalyticsConsumer {
     metrics: Metrics,
     subscriptions: Vec<Subscription>,
     server: Server,
-    reporter: Option<(watch::Sender<bool>, JoinHandle<()>)>,
-    lag_refresher: (watch::Sender<bool>, JoinHandle<()>),
+    reporter: Option<BackgroundTask>,
+    lag_refresher: BackgroundTask,
 }
 
 impl AnalyticsConsumer {
@@ -614,13 +611,10 @@ impl AnalyticsConsumer {
     /// Stops the report, the HTTP server and both members (each commits
     /// what it has handled and leaves the group, unless static).
     pub async fn stop(self) {
-        if let Some((stop, task)) = self.reporter {
-            let _ = stop.send(true);
-            let _ = task.await;
+        if let Some(reporter) = self.reporter {
+            let _ = reporter.stop().await;
         }
-        let (stop, task) = self.lag_refresher;
-        let _ = stop.send(true);
-        let _ = task.await;
+        let _ = self.lag_refresher.stop().await;
         self.server.stop().await;
         futures::future::join_all(self.subscriptions.into_iter().map(Subscription::stop)).await;
         let t = self.metrics.analytics.totals();
@@ -629,15 +623,14 @@ impl AnalyticsConsumer {
 }
 
 /// Logs a summary line every `every`.
-fn spawn_reporter(metrics: Metrics, every: Duration) -> (watch::Sender<bool>, JoinHandle<()>) {
-    let (stop, mut rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
+fn spawn_reporter(metrics: Metrics, every: Duration) -> BackgroundTask {
+    BackgroundTask::spawn(|mut stop| async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
-                _ = rx.wait_for(|s| *s) => return,
+                () = stop.stopped() => return,
                 _ = tick.tick() => {}
             }
             let m = metrics.snapshot();
@@ -652,8 +645,7 @@ fn spawn_reporter(metrics: Metrics, every: Duration) -> (watch::Sender<bool>, Jo
                 "metrics"
             );
         }
-    });
-    (stop, task)
+    })
 }
 
 #[cfg(test)]
