@@ -135,6 +135,31 @@ pub enum StreamingError {
     Codec(#[from] CodecError),
 }
 
+/// A transport whose consumers use `instance` as `group.instance.id`: the
+/// given one when it already does, else a new connection.
+async fn with_instance_id(
+    transport: &KafkaTransport,
+    instance: Option<String>,
+) -> Result<KafkaTransport, StreamingError> {
+    if transport.config().group_instance_id == instance {
+        return Ok(transport.clone());
+    }
+    let mut config = transport.config().clone();
+    config.group_instance_id = instance;
+    Ok(KafkaTransport::connect(&config).await?)
+}
+
+/// `<id>` for a single member, `<id>-<n>` for member `n` of several.
+fn member_instance_id(id: Option<&str>, n: usize, members: usize) -> Option<String> {
+    id.map(|id| {
+        if members > 1 {
+            format!("{id}-{n}")
+        } else {
+            id.to_owned()
+        }
+    })
+}
+
 /// How [`connect`] retries an unreachable broker at startup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectRetry {
