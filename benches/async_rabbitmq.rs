@@ -22,12 +22,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use campusfood::core::Config;
 use campusfood::core::config::{DatabaseConfig, RabbitConfig};
 use campusfood::core::events::OrderPlaced;
 use campusfood::core::ledger::{InventoryLedger, RedbLedger};
-use campusfood::core::order::{OrderStatus, now_rfc3339};
+use campusfood::core::order::{Order, OrderStatus, PlaceOrder};
 use campusfood::core::transport::{Message, Route, Transport};
-use campusfood::core::{Config, Item, OrderId, Quantity, RequestId};
 use campusfood::services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood::services::order_store::RedbOrderStore;
 use campusfood::services::processed::RedbProcessedIds;
@@ -138,18 +138,11 @@ fn accept(c: &mut Criterion) {
 }
 
 fn placed() -> Message {
-    let order_id = OrderId::generate();
-    let event = OrderPlaced {
-        order_id: order_id.clone(),
-        request_id: RequestId::generate(),
-        item: Item::parse("burger").expect("item"),
-        qty: Quantity::new(1).expect("qty"),
-        status: OrderStatus::Placed,
-        created_at: now_rfc3339(),
-    };
-    Message::json(&event)
+    let burger = PlaceOrder::from_json(br#"{"item": "burger", "qty": 1}"#).expect("order");
+    let order = Order::new(burger, OrderStatus::Placed);
+    Message::json(&OrderPlaced::from(&order))
         .expect("encode")
-        .with_key(order_id.as_str())
+        .with_key(order.order_id.as_str())
 }
 
 fn drain(c: &mut Criterion) {

@@ -519,15 +519,7 @@ impl PartB {
             .await
             .map_err(|e| store_err("reading an order")(e.to_string()))?
             .ok_or_else(|| store_err("reading an order")(format!("no order {id}")))?;
-        let event = OrderPlaced {
-            order_id: order.order_id,
-            request_id: order.request_id,
-            item: order.item,
-            qty: order.qty,
-            status: OrderStatus::Placed,
-            created_at: order.created_at,
-        };
-        Ok(serde_json::to_string(&event)?)
+        Ok(serde_json::to_string(&OrderPlaced::from(&order))?)
     }
 
     /// Confirmations the NotificationService sent (logged).
