@@ -10,11 +10,11 @@ use campusfood_core::config::HttpConfig;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
+use crate::async_rabbitmq::{PartB, PartBOptions};
 use crate::error::LabError;
-use crate::part_a::PartA;
-use crate::part_b::{PartB, PartBOptions};
-use crate::part_c::{PartC, PartCOptions};
 use crate::progress::Progress;
+use crate::streaming_kafka::{PartC, PartCOptions};
+use crate::sync_rest::PartA;
 
 /// Sizes and durations of a run. [`Settings::full`] reproduces the
 /// assignment's numbers (2 s delay, 5 s timeout); [`Settings::fast`] is

@@ -20,15 +20,15 @@
 //! - [`context`]: what an experiment gets to work with: [`Settings`]
 //!   (sizes and durations, `--fast`), the services ([`Services`]: started in
 //!   process per experiment, or running ones) and progress bars.
-//! - [`part_a`]: Part A as an experiment drives it: a [`PartA`] handle
+//! - [`sync_rest`]: Part A as an experiment drives it: a [`PartA`] handle
 //!   (in process or external), an [`OrderClient`] that turns every answer
 //!   into a [`Sample`], inventory outages, and a fixed-rate load generator.
-//! - [`part_b`]: Part B as an experiment drives it: a [`PartB`] handle
+//! - [`async_rabbitmq`]: Part B as an experiment drives it: a [`PartB`] handle
 //!   (the async services in process over RabbitMQ, names under a prefix
 //!   unique to the run, each service stoppable, optionally through a
-//!   cuttable proxy) and a [`Probe`](part_b::Probe) that records every
+//!   cuttable proxy) and a [`Probe`](async_rabbitmq::Probe) that records every
 //!   delivery a consumer handled.
-//! - [`part_c`]: Part C as an experiment drives it: a [`PartC`] handle
+//! - [`streaming_kafka`]: Part C as an experiment drives it: a [`PartC`] handle
 //!   (the Kafka inventory and analytics consumers in process, topics and
 //!   groups under a suffix unique to the run, each consumer stoppable), a
 //!   producer, lag and offset resets.
@@ -40,24 +40,24 @@
 //!   the report after each, and returns it.
 //! - [`progress`]: indicatif bars on stderr, hidden when it is not a TTY.
 
+pub mod async_rabbitmq;
 pub mod chart;
 pub mod context;
 pub mod error;
 pub mod experiment;
 pub mod experiments;
-pub mod part_a;
-pub mod part_b;
-pub mod part_c;
 pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod stats;
+pub mod streaming_kafka;
+pub mod sync_rest;
 
+pub use async_rabbitmq::{PartB, PartBOptions};
 pub use context::{Context, Services, Settings};
 pub use error::LabError;
 pub use experiment::{Cell, Chart, Conclusion, Experiment, Outcome, Series, Table};
-pub use part_a::{OrderClient, PartA, Sample};
-pub use part_b::{PartB, PartBOptions};
-pub use part_c::{PartC, PartCOptions};
 pub use report::Report;
 pub use runner::{RunConfig, list, run, select};
+pub use streaming_kafka::{PartC, PartCOptions};
+pub use sync_rest::{OrderClient, PartA, Sample};

@@ -20,11 +20,11 @@
 //! - [`inventory`]: reserve through the idempotent ledger, after injected
 //!   faults — the decision logic every architecture shares.
 //! - [`notification`]: send (log) confirmations.
-//! - [`order_store`]: the async OrderService's orders, status and
-//!   transactional outbox (memory, redb with group commit).
-//! - [`processed`]: processed-id sets for idempotent side effects.
-//! - [`stores`]: where state lives — redb files per process, or (feature
-//!   `postgres`) one database shared by every instance.
+//! - [`stores`]: every store trait — the async orders with their
+//!   transactional outbox, processed-id sets, and core's ledger and outbox
+//!   — with their memory and redb implementations, and where state lives:
+//!   redb files per process, or (feature `postgres`) one database shared by
+//!   every instance.
 //! - [`server`] (feature `http`): the HTTP server every service runs on
 //!   and the routes they share.
 //! - [`metrics`]: a metering decorator for any transport, queue-depth
@@ -39,8 +39,7 @@ pub mod metrics;
 pub mod notification;
 #[cfg(feature = "http")]
 pub mod openapi;
-pub mod order_store;
-pub mod processed;
+
 mod reply;
 #[cfg(feature = "http")]
 pub mod server;

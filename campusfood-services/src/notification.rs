@@ -15,8 +15,8 @@ use campusfood_core::events::{NotifyOk, NotifyRequest, SentStatus};
 use campusfood_core::fault::FaultInjector;
 use campusfood_core::transport::{Message, Reply, RequestHandler};
 
-use crate::processed::ProcessedIds;
 use crate::reply::{decode_request, error_reply};
+use crate::stores::ProcessedIds;
 
 /// The notification service.
 #[derive(Debug, Default)]
@@ -35,7 +35,7 @@ pub enum NotifyError {
     Injected(#[from] campusfood_core::fault::InjectedFailure),
     /// The sent-set does not answer (try again later).
     #[error("sent notifications unreadable: {0}")]
-    Store(#[from] crate::order_store::StoreError),
+    Store(#[from] crate::stores::StoreError),
 }
 
 impl NotificationService {
@@ -114,7 +114,7 @@ mod tests {
     use campusfood_core::order::{Order, OrderStatus, PlaceOrder};
 
     use super::*;
-    use crate::processed::MemoryProcessedIds;
+    use crate::stores::MemoryProcessedIds;
 
     fn request() -> NotifyRequest {
         let burger = PlaceOrder::from_json(br#"{"item": "burger", "qty": 1}"#).unwrap();

@@ -12,8 +12,8 @@ use campusfood::core::order::OrderStatus;
 use campusfood::core::transport::{DeadLetter, DeadLetters, Route, Transport};
 use campusfood::core::{Config, Item, OrderId};
 use campusfood::services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
-use campusfood::services::order_store::MemoryOrderStore;
-use campusfood::services::processed::MemoryProcessedIds;
+use campusfood::services::stores::MemoryOrderStore;
+use campusfood::services::stores::MemoryProcessedIds;
 use campusfood::transport::memory::MemoryTransport;
 use campusfood::transport::rabbitmq::RabbitTransport;
 use serde_json::Value;
@@ -225,7 +225,7 @@ impl App {
     }
 
     /// The order store (every harness gives one).
-    pub fn orders(&self) -> &Arc<dyn campusfood::services::order_store::OrderStore> {
+    pub fn orders(&self) -> &Arc<dyn campusfood::services::stores::OrderStore> {
         self.stores
             .orders
             .as_ref()

@@ -17,11 +17,11 @@ use campusfood::core::order::{Order, OrderStatus, PlaceOrder};
 use campusfood::core::outbox::{Outbox, OutboxEntry};
 use campusfood::core::stock::StockSpec;
 use campusfood::core::transport::{Message, Route};
-use campusfood::services::order_store::{OrderStore, Placed};
-use campusfood::services::processed::ProcessedIds;
+use campusfood::services::stores::ProcessedIds;
 use campusfood::services::stores::postgres::{
     PgLedger, PgOrderStore, PgOutbox, PgProcessedIds, Postgres,
 };
+use campusfood::services::stores::{OrderStore, Placed};
 use campusfood_testkit::ledger_contract::{self, item, qty};
 use campusfood_testkit::postgres::{self, TestSchema};
 

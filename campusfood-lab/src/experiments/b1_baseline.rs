@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::common::{accepted_ids, end_to_end, latencies, statuses, summary, summary_cells};
+use crate::async_rabbitmq::{PartB, PartBOptions};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Outcome, Series, Table};
-use crate::part_a::{count_status, sequential};
-use crate::part_b::{PartB, PartBOptions};
 use crate::stats::{LatencySummary, cdf, ms};
+use crate::sync_rest::{count_status, sequential};
 
 /// As in A1: a healthy p50 above this means something is wrong.
 const HEALTHY_P50_MS: f64 = 50.0;
@@ -22,7 +22,7 @@ const HEALTHY_P50_MS: f64 = 50.0;
 pub struct B1Baseline;
 
 struct Measured {
-    samples: Vec<crate::part_a::Sample>,
+    samples: Vec<crate::sync_rest::Sample>,
     e2e: Vec<Duration>,
     wall: Duration,
     notified_in_store: usize,

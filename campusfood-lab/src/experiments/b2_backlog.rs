@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::common::{accepted_ids, secs, since, statuses, summary};
+use crate::async_rabbitmq::{PartB, PartBOptions, Queue};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::part_a::{concurrent, count_status, until};
-use crate::part_b::{PartB, PartBOptions, Queue};
 use crate::stats::ms;
+use crate::sync_rest::{concurrent, count_status, until};
 
 /// B2 — backlog and recovery.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +23,7 @@ pub struct B2Backlog;
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 struct Measured {
-    samples: Vec<crate::part_a::Sample>,
+    samples: Vec<crate::sync_rest::Sample>,
     depth: Vec<[f64; 2]>,
     reserved: Vec<[f64; 2]>,
     /// Since the origin: inventory stopped, orders all accepted, inventory

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use campusfood_core::transport::Route;
 
+use crate::async_rabbitmq::{Handling, PartB, PartBOptions};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::part_a::until;
-use crate::part_b::{Handling, PartB, PartBOptions};
+use crate::sync_rest::until;
 
 /// B3 — idempotency.
 #[derive(Debug, Clone, Copy)]

@@ -12,12 +12,12 @@ use campusfood_core::transport::{DeadLetter, Route};
 use serde_json::json;
 
 use super::common::since;
+use crate::async_rabbitmq::{Handled, Handling, PartB, PartBOptions, Queue, order_of};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::part_a::until;
-use crate::part_b::{Handled, Handling, PartB, PartBOptions, Queue, order_of};
 use crate::stats::ms;
+use crate::sync_rest::until;
 
 /// B4 — dead letters and poison.
 #[derive(Debug, Clone, Copy)]

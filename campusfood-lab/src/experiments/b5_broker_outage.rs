@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::common::{accepted_ids, cumulative, end_to_end, secs, since, statuses, summary};
+use crate::async_rabbitmq::{PartB, PartBOptions};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::part_a::{Sample, count_status, fixed_rate};
-use crate::part_b::{PartB, PartBOptions};
 use crate::stats::{LatencySummary, ms};
+use crate::sync_rest::{Sample, count_status, fixed_rate};
 
 /// B5 — broker outage with zero loss.
 #[derive(Debug, Clone, Copy)]

@@ -14,9 +14,9 @@ use super::common::secs;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
-use crate::part_a::until;
-use crate::part_c::{PartC, PartCOptions};
 use crate::stats::ms;
+use crate::streaming_kafka::{PartC, PartCOptions};
+use crate::sync_rest::until;
 
 /// C1 — 10k burst.
 #[derive(Debug, Clone, Copy)]
@@ -198,7 +198,7 @@ impl Experiment for C1Burst {
         out.setup("fail_rate", FAIL_RATE);
         out.setup("fail_seed", DEFAULT_SEED);
         out.setup("window_s", window.as_secs());
-        out.setup("items", crate::part_c::ITEMS);
+        out.setup("items", crate::streaming_kafka::ITEMS);
         let produce_rate = m.n as f64 / m.produce.as_secs_f64().max(f64::MIN_POSITIVE);
         let e2e_rate = m.n as f64 / m.all_counted.max(f64::MIN_POSITIVE);
         let peak_per_min = m

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
-use crate::part_a::until;
-use crate::part_c::{PartC, PartCOptions};
 use crate::stats::ms;
+use crate::streaming_kafka::{PartC, PartCOptions};
+use crate::sync_rest::until;
 
 /// C2 — throttle and lag.
 #[derive(Debug, Clone, Copy)]

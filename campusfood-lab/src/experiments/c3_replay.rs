@@ -11,8 +11,8 @@ use campusfood_services::streaming_kafka::{MetricsSnapshot, Totals};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
-use crate::part_a::until;
-use crate::part_c::{PartC, PartCOptions};
+use crate::streaming_kafka::{PartC, PartCOptions};
+use crate::sync_rest::until;
 
 /// C3 — reset and replay.
 #[derive(Debug, Clone, Copy)]

@@ -9,13 +9,13 @@ use async_trait::async_trait;
 use campusfood_core::fault::FaultUpdate;
 
 use super::common::{accepted_ids, secs, statuses, summary};
+use crate::async_rabbitmq::PartBOptions;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::part_a::{OutageKind, Sample, count_status, sequential};
-use crate::part_b::PartBOptions;
-use crate::part_c::{DecisionWatcher, PartC, PartCOptions, wait_decided};
 use crate::stats::{LatencySummary, ms};
+use crate::streaming_kafka::{DecisionWatcher, PartC, PartCOptions, wait_decided};
+use crate::sync_rest::{OutageKind, Sample, count_status, sequential};
 
 /// X1 — REST vs queue vs stream under inventory faults.
 #[derive(Debug, Clone, Copy)]

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::common::{accepted_ids, cumulative, since, statuses, summary};
+use crate::async_rabbitmq::PartBOptions;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Legend, Outcome, Series, Table};
-use crate::part_a::until;
-use crate::part_a::{Sample, concurrent, count_status};
-use crate::part_b::PartBOptions;
-use crate::part_c::{PartC, PartCOptions, wait_decided};
+use crate::streaming_kafka::{PartC, PartCOptions, wait_decided};
+use crate::sync_rest::until;
+use crate::sync_rest::{Sample, concurrent, count_status};
 
 /// X2 — throughput.
 #[derive(Debug, Clone, Copy)]

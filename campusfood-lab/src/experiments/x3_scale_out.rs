@@ -22,16 +22,16 @@ use campusfood_core::ledger::{InventoryLedger, RedbLedger};
 use campusfood_core::transport::Transport;
 use campusfood_core::{Config, Item, OrderId, OrderStatus};
 use campusfood_services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
-use campusfood_services::order_store::MemoryOrderStore;
-use campusfood_services::processed::MemoryProcessedIds;
+use campusfood_services::stores::MemoryOrderStore;
+use campusfood_services::stores::MemoryProcessedIds;
 use campusfood_services::stores::postgres::{PgLedger, Postgres};
 use campusfood_transport::rabbitmq::RabbitTransport;
 
+use crate::async_rabbitmq::{RABBITMQ_HINT, RABBITMQ_URL_KEY};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::part_a::{OrderClient, concurrent, until};
-use crate::part_b::{RABBITMQ_HINT, RABBITMQ_URL_KEY};
+use crate::sync_rest::{OrderClient, concurrent, until};
 
 /// X3 — scale out.
 #[derive(Debug, Clone, Copy)]
@@ -292,7 +292,7 @@ async fn run(
 }
 
 async fn orders_store_status(store: &MemoryOrderStore, id: &OrderId) -> Option<OrderStatus> {
-    use campusfood_services::order_store::OrderStore;
+    use campusfood_services::stores::OrderStore;
     store.get(id).await.ok().flatten().map(|o| o.status)
 }
 

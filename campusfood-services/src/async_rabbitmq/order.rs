@@ -8,7 +8,7 @@
 //! right after answering (the event is on disk). The relay may publish an
 //! event twice (crash between publish and bookkeeping); every consumer is
 //! idempotent. Status moves placed → reserved | failed → notified as the
-//! [`StatusWorker`](crate::async_rabbitmq::workers::StatusWorker)s see the events.
+//! [`StatusWorker`]s see the events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +24,8 @@ use campusfood_core::{OrderId, RequestId};
 use tokio::sync::Notify;
 
 use crate::async_rabbitmq::workers::StatusWorker;
-use crate::order_store::{OrderStore, Placed, StoreError};
 use crate::reply::{error_reply, validation_reply};
+use crate::stores::{OrderStore, Placed, StoreError};
 
 /// How many outbox entries the relay publishes at once.
 pub const RELAY_BATCH: usize = 256;

@@ -22,9 +22,9 @@ use super::workers::{NotifyWorker, ReserveWorker};
 use crate::inventory::InventoryService;
 use crate::metrics::{Metered, metrics_route, sample_backlog};
 use crate::notification::NotificationService;
-use crate::order_store::OrderStore;
-use crate::processed::ProcessedIds;
 use crate::server::{OrderLookup, Running, Server, StartError, inventory_router, order_routes};
+use crate::stores::OrderStore;
+use crate::stores::ProcessedIds;
 use crate::stores::{Stores, names};
 
 /// Which services this process runs.

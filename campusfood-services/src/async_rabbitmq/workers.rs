@@ -36,8 +36,8 @@ use serde::de::DeserializeOwned;
 
 use crate::inventory::{InventoryService, ReserveResult};
 use crate::notification::NotificationService;
-use crate::order_store::OrderStore;
-use crate::processed::ProcessedIds;
+use crate::stores::OrderStore;
+use crate::stores::ProcessedIds;
 
 /// How long a handler keeps retrying a store that does not answer before
 /// it gives the delivery back as a failed attempt.
@@ -389,7 +389,7 @@ mod tests {
     use campusfood_transport::memory::MemoryTransport;
 
     use super::*;
-    use crate::processed::MemoryProcessedIds;
+    use crate::stores::MemoryProcessedIds;
 
     /// An `InventoryReserved` for a fresh order of one burger.
     fn reserved_event() -> InventoryReserved {

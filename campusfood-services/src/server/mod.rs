@@ -46,7 +46,7 @@ pub enum StartError {
     Outbox(#[from] OutboxError),
     /// A service's store could not be opened.
     #[error(transparent)]
-    Store(#[from] crate::order_store::StoreError),
+    Store(#[from] crate::stores::StoreError),
     /// A transport could not be set up (HTTP client, broker subscription).
     #[error(transparent)]
     Transport(#[from] TransportError),

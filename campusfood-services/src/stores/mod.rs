@@ -8,27 +8,54 @@
 //! stores of the services it runs, so one process per service works from
 //! one folder.
 //!
-//! | store | trait | embedded | shared |
-//! |---|---|---|---|
-//! | inventory ledger | [`InventoryLedger`] | [`RedbLedger`] | [`postgres::PgLedger`] |
-//! | orders + outbox (async) | [`OrderStore`] | [`RedbOrderStore`] | [`postgres::PgOrderStore`] |
-//! | kept notifications (sync) | [`Outbox`] | [`RedbOutbox`] | [`postgres::PgOutbox`] |
-//! | processed ids (notified orders) | [`ProcessedIds`] | [`RedbProcessedIds`] | [`postgres::PgProcessedIds`] |
+//! Every store is a small trait, found here: the ledger and outbox traits
+//! are core's ([`InventoryLedger`], [`Outbox`], re-exported — the product's
+//! design keeps them, and their memory and redb implementations, in
+//! `campusfood-core`); the order store and the processed-id sets are this
+//! crate's ([`orders`], [`processed`]), with their implementations beside
+//! the shared ones: [`memory`], [`redb`], [`postgres`].
+//!
+//! | store | trait | in memory | embedded | shared |
+//! |---|---|---|---|---|
+//! | inventory ledger | [`InventoryLedger`] | [`MemoryLedger`](campusfood_core::ledger::MemoryLedger) | [`RedbLedger`] | [`postgres::PgLedger`] |
+//! | orders + outbox (async) | [`OrderStore`] | [`MemoryOrderStore`] | [`RedbOrderStore`] | [`postgres::PgOrderStore`] |
+//! | kept notifications (sync) | [`Outbox`] | [`MemoryOutbox`](campusfood_core::outbox::MemoryOutbox) | [`RedbOutbox`] | [`postgres::PgOutbox`] |
+//! | processed ids (notified orders) | [`ProcessedIds`] | [`MemoryProcessedIds`] | [`RedbProcessedIds`] | [`postgres::PgProcessedIds`] |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use campusfood_core::Config;
-use campusfood_core::ledger::{InventoryLedger, LedgerError, RedbLedger};
-use campusfood_core::outbox::{Outbox, OutboxError, RedbOutbox};
+use campusfood_core::group_commit::CommitError;
+use campusfood_core::ledger::{LedgerError, RedbLedger};
+use campusfood_core::outbox::{OutboxError, RedbOutbox};
 use campusfood_core::stock::StockSpec;
 use thiserror::Error;
 
-use crate::order_store::{OrderStore, RedbOrderStore, StoreError};
-use crate::processed::{ProcessedIds, RedbProcessedIds};
-
+pub mod memory;
+pub mod orders;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod processed;
+pub mod redb;
+
+pub use self::memory::{MemoryOrderStore, MemoryProcessedIds};
+pub use self::orders::{OrderStore, Placed, advanced};
+pub use self::processed::ProcessedIds;
+pub use self::redb::{RedbOrderStore, RedbProcessedIds};
+pub use campusfood_core::ledger::InventoryLedger;
+pub use campusfood_core::outbox::Outbox;
+
+/// The store failed. Not the caller's fault: try again later.
+#[derive(Debug, Clone, Error)]
+#[error("order store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<CommitError> for StoreError {
+    fn from(e: CommitError) -> Self {
+        Self(e.to_string())
+    }
+}
 
 /// The stores' names, one per service and architecture.
 pub mod names {

@@ -15,8 +15,8 @@ use super::order::{OrderOptions, OrderService};
 use super::routers::{notification_router, order_router};
 use crate::inventory::InventoryService;
 use crate::notification::NotificationService;
-use crate::processed::ProcessedIds;
 use crate::server::{Running, Server, StartError, inventory_router};
+use crate::stores::ProcessedIds;
 use crate::stores::{Stores, names};
 
 /// Which services this process runs.

@@ -14,8 +14,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{Postgres, describe};
-use crate::order_store::{OrderStore, Placed, StoreError, rank};
-use crate::processed::ProcessedIds;
+use crate::stores::ProcessedIds;
+use crate::stores::orders::rank;
+use crate::stores::{OrderStore, Placed, StoreError};
 
 /// How long an outbox entry handed to one relay (or retrier) is hidden
 /// from the others. A relay that dies with entries in hand delays them by

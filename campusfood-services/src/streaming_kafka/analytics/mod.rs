@@ -34,7 +34,7 @@
 //!   totals.
 //!
 //! # Malformed records
-//! A record on `inventory-events` that is not an [`InventoryEvent`] is
+//! A record on `inventory-events` that is not an [`InventoryEvent`](campusfood_core::events::InventoryEvent) is
 //! counted ([`Totals::malformed`]) and dead-lettered to
 //! `inventory-events.dlq`. One on `order-events` is counted and skipped:
 //! the inventory consumer, which owns that topic's processing, dead-letters

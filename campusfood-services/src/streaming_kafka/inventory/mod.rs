@@ -1,6 +1,6 @@
 //! The inventory consumer: reads `order-events`, decides each order with
 //! [`InventoryService::reserve`] (injected failure by seed, then the
-//! idempotent stock ledger) and writes an [`InventoryEvent`] — the order
+//! idempotent stock ledger) and writes an [`InventoryEvent`](campusfood_core::events::InventoryEvent) — the order
 //! plus `status: Success | Failure` — to `inventory-events`, keyed by the
 //! order id.
 //!

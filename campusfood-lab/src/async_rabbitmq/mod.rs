@@ -29,8 +29,8 @@ use campusfood_core::transport::{
 use campusfood_core::{Config, Item, OrderId, OrderStatus};
 use campusfood_services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood_services::inventory::InventoryService;
-use campusfood_services::order_store::OrderStore;
 use campusfood_services::server::StartError;
+use campusfood_services::stores::OrderStore;
 use campusfood_services::stores::{Stores, names};
 use campusfood_testkit::Outage;
 use campusfood_transport::rabbitmq::RabbitTransport;
@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 
 use crate::context::Settings;
 use crate::error::LabError;
-use crate::part_a::OrderClient;
+use crate::sync_rest::OrderClient;
 
 /// How to get a broker when there is none.
 pub const RABBITMQ_HINT: &str = "start it with `scripts/brokers.sh up rabbitmq`";
@@ -534,7 +534,7 @@ impl PartB {
     /// or fails after `deadline`.
     pub async fn wait_notified(&self, ids: &[String], deadline: Duration) -> Result<(), LabError> {
         let group = self.options.status_group.clone();
-        crate::part_a::until(&format!("{} orders notified", ids.len()), deadline, || {
+        crate::sync_rest::until(&format!("{} orders notified", ids.len()), deadline, || {
             let done = self
                 .probe
                 .count_first_acks(&Route::ORDER_NOTIFIED, Some(&group), ids)
@@ -548,7 +548,7 @@ impl PartB {
     /// consumer acknowledged the order's `OrderPlaced`: the decision is in
     /// the ledger and its event published), or fails after `deadline`.
     pub async fn wait_reserved(&self, ids: &[String], deadline: Duration) -> Result<(), LabError> {
-        crate::part_a::until(&format!("{} orders reserved", ids.len()), deadline, || {
+        crate::sync_rest::until(&format!("{} orders reserved", ids.len()), deadline, || {
             let done = self.probe.count_first_acks(&Route::ORDER_PLACED, None, ids) == ids.len();
             async move { done }
         })
