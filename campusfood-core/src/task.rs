@@ -5,8 +5,8 @@
 //! stop and waits for what it returns, so it can drain first. Dropping the
 //! handle asks it to stop without waiting.
 //!
-//! [`wait_until`] is the one condition wait with a deadline: the test kit's
-//! `until` and the lab's waits are built on it.
+//! [`Deadline`] paces every condition wait with a deadline: [`wait_until`]
+//! (the lab's waits) and the test kit's `until` are built on it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -117,24 +117,52 @@ impl<T: Send + 'static> BackgroundTask<T> {
 #[error("the condition did not hold within {0:?}")]
 pub struct TimedOut(pub Duration);
 
+/// The pace and the end of a condition wait: check, then
+/// [`tick`](Self::tick) until the condition holds. Measured on Tokio's
+/// clock, so paused time (`tokio::time::pause`) advances it too.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    end: tokio::time::Instant,
+    every: Duration,
+    limit: Duration,
+}
+
+impl Deadline {
+    /// A wait of at most `limit`, checking every `every`.
+    pub fn after(limit: Duration, every: Duration) -> Self {
+        Self {
+            end: tokio::time::Instant::now() + limit,
+            every,
+            limit,
+        }
+    }
+
+    /// Sleeps until the next check, or fails when the deadline has passed.
+    pub async fn tick(&self) -> Result<(), TimedOut> {
+        if tokio::time::Instant::now() >= self.end {
+            return Err(TimedOut(self.limit));
+        }
+        tokio::time::sleep(self.every).await;
+        Ok(())
+    }
+}
+
 /// Waits until `cond` holds, checking it at once and then every `every`;
-/// fails after `deadline`. Measured on Tokio's clock, so paused time
-/// (`tokio::time::pause`) advances it too.
-pub async fn wait_until(
+/// fails after `deadline` ([`Deadline`]).
+pub async fn wait_until<F, Fut>(
     deadline: Duration,
     every: Duration,
-    mut cond: impl AsyncFnMut() -> bool,
-) -> Result<(), TimedOut> {
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if cond().await {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= end {
-            return Err(TimedOut(deadline));
-        }
-        tokio::time::sleep(every).await;
+    mut cond: F,
+) -> Result<(), TimedOut>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let pace = Deadline::after(deadline, every);
+    while !cond().await {
+        pace.tick().await?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -165,20 +193,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waits_until_the_condition_holds_or_the_deadline() {
         let mut n = 0;
-        let counted = wait_until(
-            Duration::from_secs(1),
-            Duration::from_millis(10),
-            async || {
-                n += 1;
-                n == 3
-            },
-        )
+        let counted = wait_until(Duration::from_secs(1), Duration::from_millis(10), || {
+            n += 1;
+            std::future::ready(n == 3)
+        })
         .await;
         assert_eq!((counted, n), (Ok(()), 3));
         let never = wait_until(
             Duration::from_secs(1),
             Duration::from_millis(10),
-            async || false,
+            || async { false },
         );
         assert_eq!(never.await, Err(TimedOut(Duration::from_secs(1))));
     }

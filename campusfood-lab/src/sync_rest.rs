@@ -522,25 +522,19 @@ pub async fn fixed_rate(
     Ok(samples)
 }
 
-/// Waits until `cond` holds, polling every 20 ms, or fails after `deadline`.
-pub async fn until<F, Fut>(what: &str, deadline: Duration, mut cond: F) -> Result<(), LabError>
+/// Waits until `cond` holds, polling every 20 ms, or fails after `deadline`
+/// ([`wait_until`](campusfood_core::task::wait_until), as a [`LabError`]).
+pub async fn until<F, Fut>(what: &str, deadline: Duration, cond: F) -> Result<(), LabError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let end = Instant::now() + deadline;
-    loop {
-        if cond().await {
-            return Ok(());
-        }
-        if Instant::now() >= end {
-            return Err(LabError::Deadline {
-                what: what.to_owned(),
-                after: deadline,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    campusfood_core::task::wait_until(deadline, Duration::from_millis(20), cond)
+        .await
+        .map_err(|_| LabError::Deadline {
+            what: what.to_owned(),
+            after: deadline,
+        })
 }
 
 #[cfg(test)]

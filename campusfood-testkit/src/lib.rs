@@ -172,13 +172,13 @@ where
 
 /// Waits until `cond` holds, polling every 10 ms; panics naming `what`
 /// after `deadline`. Takes async closures (`async || flag.load(..)`,
-/// `|| async { .. }`); built on [`campusfood_core::task::wait_until`].
-pub async fn until(what: &str, deadline: Duration, cond: impl AsyncFnMut() -> bool) {
-    if campusfood_core::task::wait_until(deadline, Duration::from_millis(10), cond)
-        .await
-        .is_err()
-    {
-        panic!("timed out after {deadline:?} waiting for {what}");
+/// `|| async { .. }`), paced by [`campusfood_core::task::Deadline`].
+pub async fn until(what: &str, deadline: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let pace = campusfood_core::task::Deadline::after(deadline, Duration::from_millis(10));
+    while !cond().await {
+        if pace.tick().await.is_err() {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
     }
 }
 
