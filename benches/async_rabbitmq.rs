@@ -34,18 +34,13 @@ use campusfood::services::stores::RedbProcessedIds;
 use campusfood::services::stores::Stores;
 use campusfood::services::stores::postgres::Postgres;
 use campusfood::transport::rabbitmq::RabbitTransport;
+mod common;
+use common::runtime;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Backlog sizes: one the consumer's prefetch window (1,024) swallows in
 /// two gulps, and one ten times larger, where the steady rate shows.
 const BACKLOGS: [u64; 2] = [2_000, 20_000];
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 struct Setup {
     config: Config,
