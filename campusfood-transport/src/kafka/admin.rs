@@ -68,6 +68,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl KafkaTransport {
+    /// Topic operations wait [`KafkaConfig::request_timeout`] for the
+    /// broker, and as long for the operation.
+    fn admin_options(&self) -> AdminOptions {
+        let timeout = Some(self.inner.config.request_timeout);
+        AdminOptions::new()
+            .request_timeout(timeout)
+            .operation_timeout(timeout)
+    }
+
     /// Creates `topic` with `partitions` partitions (replication factor 1)
     /// unless it exists; an existing topic is left as it is.
     ///
@@ -80,9 +89,7 @@ impl KafkaTransport {
         }
         let route = Route::new(topic);
         let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-        let opts = AdminOptions::new()
-            .request_timeout(Some(self.inner.config.request_timeout))
-            .operation_timeout(Some(self.inner.config.request_timeout));
+        let opts = self.admin_options();
         let results = self
             .inner
             .admin
@@ -144,9 +151,7 @@ impl KafkaTransport {
         }
         let route = cluster_route();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let opts = AdminOptions::new()
-            .request_timeout(Some(self.inner.config.request_timeout))
-            .operation_timeout(Some(self.inner.config.request_timeout));
+        let opts = self.admin_options();
         let results = self
             .inner
             .admin
