@@ -28,10 +28,10 @@ use campusfood_transport::kafka::KafkaTransport;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::async_rabbitmq::Gauge;
-use crate::context::Settings;
 use crate::error::LabError;
-use crate::sync_rest::Sample;
+use crate::gauge::Gauge;
+use crate::load::Sample;
+use crate::settings::Settings;
 
 /// How to get a broker when there is none.
 pub const KAFKA_HINT: &str = "start it with `scripts/brokers.sh up kafka`";
