@@ -22,30 +22,25 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use campusfood::core::Config;
 use campusfood::core::config::{DatabaseConfig, RabbitConfig};
 use campusfood::core::events::OrderPlaced;
 use campusfood::core::ledger::{InventoryLedger, RedbLedger};
-use campusfood::core::order::{OrderStatus, now_rfc3339};
+use campusfood::core::order::{Order, OrderStatus, PlaceOrder};
 use campusfood::core::transport::{Message, Route, Transport};
-use campusfood::core::{Config, Item, OrderId, Quantity, RequestId};
 use campusfood::services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood::services::stores::RedbOrderStore;
 use campusfood::services::stores::RedbProcessedIds;
 use campusfood::services::stores::Stores;
 use campusfood::services::stores::postgres::Postgres;
 use campusfood::transport::rabbitmq::RabbitTransport;
+mod common;
+use common::runtime;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Backlog sizes: one the consumer's prefetch window (1,024) swallows in
 /// two gulps, and one ten times larger, where the steady rate shows.
 const BACKLOGS: [u64; 2] = [2_000, 20_000];
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 struct Setup {
     config: Config,
@@ -138,18 +133,11 @@ fn accept(c: &mut Criterion) {
 }
 
 fn placed() -> Message {
-    let order_id = OrderId::generate();
-    let event = OrderPlaced {
-        order_id: order_id.clone(),
-        request_id: RequestId::generate(),
-        item: Item::parse("burger").expect("item"),
-        qty: Quantity::new(1).expect("qty"),
-        status: OrderStatus::Placed,
-        created_at: now_rfc3339(),
-    };
-    Message::json(&event)
+    let burger = PlaceOrder::from_json(br#"{"item": "burger", "qty": 1}"#).expect("order");
+    let order = Order::new(burger, OrderStatus::Placed);
+    Message::json(&OrderPlaced::from(&order))
         .expect("encode")
-        .with_key(order_id.as_str())
+        .with_key(order.order_id.as_str())
 }
 
 fn drain(c: &mut Criterion) {

@@ -25,18 +25,13 @@ use campusfood::core::order::{Item, Quantity};
 use campusfood::core::stock::StockSpec;
 use campusfood::services::stores::postgres::{PgLedger, Postgres};
 use campusfood_testkit::postgres::{TestSchema, url};
+mod common;
+use common::runtime;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Reservations per iteration.
 const PER_ITERATION: u64 = 1_600;
 const CALLERS: [usize; 2] = [1, 16];
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn stock() -> StockSpec {
     "burger=1000000000".parse().expect("stock")

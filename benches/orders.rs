@@ -16,60 +16,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use campusfood::core::Config;
-use campusfood::core::fault::FaultInjector;
 use campusfood::core::ledger::{InventoryLedger, MemoryLedger, RedbLedger};
-use campusfood::core::outbox::MemoryOutbox;
-use campusfood::core::transport::Route;
-use campusfood::services::inventory::InventoryService;
-use campusfood::services::notification::NotificationService;
-use campusfood::services::sync_rest::order::{OrderOptions, OrderService};
-use campusfood::services::sync_rest::{SyncPart, SyncRest};
-use campusfood::transport::memory::MemoryTransport;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-const BODY: &str = r#"{"item":"burger","qty":1}"#;
-const STOCK: &str = "burger=1000000000";
+mod common;
+use common::{BODY, STOCK, order_service_in_memory, post, runtime, sync_rest_on_http};
+
 const CONCURRENCY: usize = 16;
 const PER_CLIENT: usize = 50;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn post(client: &reqwest::Client, url: &str) {
-    let resp = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(BODY)
-        .send()
-        .await
-        .expect("order sent");
-    assert_eq!(resp.status().as_u16(), 201);
-    resp.bytes().await.expect("body read");
-}
 
 fn sync_rest(c: &mut Criterion) {
     let rt = runtime();
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = Config {
-        data_dir: data.path().to_path_buf(),
-        stock: STOCK.parse().expect("stock"),
-        ..Config::default()
-    };
-    config.http.order_port = 0;
-    config.http.inventory_port = 0;
-    config.http.notification_port = 0;
-    let system = rt
-        .block_on(SyncRest::start(&config, SyncPart::All))
-        .expect("Part A starts");
-    let url = format!(
-        "http://{}/order",
-        system.order.as_ref().expect("order").server.addr()
-    );
+    let (system, url) = sync_rest_on_http(&rt, data.path());
     let client = reqwest::Client::new();
 
     let mut g = c.benchmark_group("sync_rest/post_order");
@@ -112,23 +71,7 @@ fn memory(c: &mut Criterion) {
     ];
     let mut g = c.benchmark_group("memory/place_order");
     for (name, ledger) in ledgers {
-        let transport = MemoryTransport::new();
-        transport.serve(
-            Route::RESERVE,
-            Arc::new(InventoryService::new(
-                ledger,
-                Arc::new(FaultInjector::default()),
-            )),
-        );
-        transport.serve(
-            Route::NOTIFY,
-            Arc::new(NotificationService::new(Arc::new(FaultInjector::default()))),
-        );
-        let order = OrderService::new(
-            Arc::new(transport),
-            Arc::new(MemoryOutbox::new()),
-            OrderOptions::default(),
-        );
+        let order = order_service_in_memory(ledger);
         g.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
                 let reply = order.place(BODY.as_bytes(), None).await;

@@ -31,34 +31,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use campusfood::core::Config;
-use campusfood::core::fault::FaultInjector;
 use campusfood::core::ledger::{InventoryLedger, RedbLedger};
-use campusfood::core::outbox::MemoryOutbox;
 use campusfood::core::transport::Route;
-use campusfood::services::inventory::InventoryService;
-use campusfood::services::notification::NotificationService;
-use campusfood::services::sync_rest::order::{OrderOptions, OrderService};
-use campusfood::services::sync_rest::{SyncPart, SyncRest};
-use campusfood::transport::memory::MemoryTransport;
 use campusfood_lab::{PartB, PartBOptions, PartC, PartCOptions, Settings};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-const BODY: &str = r#"{"item":"burger","qty":1}"#;
-const STOCK: &str = "burger=1000000000";
+mod common;
+use common::{BODY, STOCK, order_service_in_memory, post, runtime, sync_rest_on_http};
+
 /// Concurrent clients of the throughput benchmarks.
 const CLIENTS: usize = 16;
 /// Orders per throughput iteration.
 const ORDERS: usize = 256;
 /// The longest one order may take before the benchmark gives up.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// Runs `one` `ORDERS` times from `CLIENTS` concurrent clients (client k
 /// places orders k, k + 16, …), each waiting for its previous order.
@@ -83,23 +69,7 @@ fn memory(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let stock = STOCK.parse().expect("stock");
     let ledger: Arc<dyn InventoryLedger> =
         Arc::new(RedbLedger::open(data.path().join("bench.redb"), &stock).expect("ledger"));
-    let transport = MemoryTransport::new();
-    transport.serve(
-        Route::RESERVE,
-        Arc::new(InventoryService::new(
-            ledger,
-            Arc::new(FaultInjector::default()),
-        )),
-    );
-    transport.serve(
-        Route::NOTIFY,
-        Arc::new(NotificationService::new(Arc::new(FaultInjector::default()))),
-    );
-    let order = OrderService::new(
-        Arc::new(transport),
-        Arc::new(MemoryOutbox::new()),
-        OrderOptions::default(),
-    );
+    let order = order_service_in_memory(ledger);
     let place = || async {
         let reply = order.place(BODY.as_bytes(), None).await;
         assert_eq!(reply.status, 201);
@@ -113,35 +83,9 @@ fn memory(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     g.finish();
 }
 
-async fn post(client: &reqwest::Client, url: &str) {
-    let resp = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(BODY)
-        .send()
-        .await
-        .expect("order sent");
-    assert_eq!(resp.status().as_u16(), 201);
-    resp.bytes().await.expect("body read");
-}
-
 fn http(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = Config {
-        data_dir: data.path().to_path_buf(),
-        stock: STOCK.parse().expect("stock"),
-        ..Config::default()
-    };
-    config.http.order_port = 0;
-    config.http.inventory_port = 0;
-    config.http.notification_port = 0;
-    let system = rt
-        .block_on(SyncRest::start(&config, SyncPart::All))
-        .expect("Part A starts");
-    let url = format!(
-        "http://{}/order",
-        system.order.as_ref().expect("order").server.addr()
-    );
+    let (system, url) = sync_rest_on_http(rt, data.path());
     let client = reqwest::Client::new();
     let place = || post(&client, &url);
     let mut g = c.benchmark_group("transports/latency");

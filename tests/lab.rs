@@ -10,15 +10,7 @@ use campusfood::core::Config;
 use campusfood::services::sync_rest::{SyncPart, SyncRest};
 use campusfood_lab::report::{Report, Status, Verdict};
 use campusfood_lab::{LabError, RunConfig, Services, Settings};
-
-fn init_logging() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
-}
+use campusfood_testkit::init_logging;
 
 fn config(out: &Path, name: &str, settings: Settings) -> RunConfig {
     let mut config = RunConfig::new(settings);

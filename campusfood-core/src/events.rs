@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::ids::{OrderId, RequestId, ReservationId};
-use crate::order::{Item, OrderStatus, Quantity, now_rfc3339};
+use crate::order::{Item, Order, OrderStatus, Quantity, now_rfc3339};
 
 /// `POST /reserve` body (sync) — a request to reserve stock for an order.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -350,6 +350,147 @@ impl InventoryEvent {
     }
 }
 
+impl ReserveRequest {
+    /// The reservation `order` needs, served for its own request.
+    pub fn for_order(order: &Order) -> Self {
+        Self {
+            order_id: order.order_id.clone(),
+            request_id: order.request_id,
+            item: order.item.clone(),
+            qty: order.qty,
+        }
+    }
+
+    /// The reservation a placed order needs (Part B).
+    pub fn for_placed(placed: &OrderPlaced) -> Self {
+        Self {
+            order_id: placed.order_id.clone(),
+            request_id: placed.request_id,
+            item: placed.item.clone(),
+            qty: placed.qty,
+        }
+    }
+
+    /// The reservation an order record needs (Part C), served for
+    /// `request_id`.
+    pub fn for_event(order: &OrderEvent, request_id: RequestId) -> Self {
+        Self {
+            order_id: order.order_id.clone(),
+            request_id,
+            item: order.item_id.clone(),
+            qty: order.qty,
+        }
+    }
+}
+
+impl ReserveOk {
+    /// `request`'s stock is reserved; `remaining` of its item is left.
+    /// The reservation id is derived from the order
+    /// ([`ReservationId::for_order`]).
+    pub fn new(request: &ReserveRequest, remaining: u64) -> Self {
+        Self {
+            status: ReservedStatus::Reserved,
+            reservation_id: ReservationId::for_order(&request.order_id),
+            item: request.item.clone(),
+            qty: request.qty,
+            remaining,
+            request_id: request.request_id,
+        }
+    }
+}
+
+impl ReserveInsufficient {
+    /// `request` asked for more than the `available` stock of its item.
+    pub fn new(request: &ReserveRequest, available: u64) -> Self {
+        Self {
+            error: format!(
+                "insufficient stock of {}: {} asked, {available} available",
+                request.item, request.qty
+            ),
+            item: request.item.clone(),
+            available,
+            request_id: request.request_id,
+        }
+    }
+}
+
+/// The text of an order's confirmation, as the customer receives it.
+pub fn confirmation_text(order_id: &OrderId, item: &Item, qty: Quantity) -> String {
+    format!("Order {order_id} confirmed: {qty} x {item}")
+}
+
+impl NotifyRequest {
+    /// The confirmation of `order` (sync REST: reserved within the call).
+    pub fn confirming(order: &Order) -> Self {
+        Self {
+            order_id: order.order_id.clone(),
+            request_id: order.request_id,
+            message: confirmation_text(&order.order_id, &order.item, order.qty),
+        }
+    }
+
+    /// The confirmation of a reserved order (Part B).
+    pub fn confirming_reserved(reserved: &InventoryReserved) -> Self {
+        Self {
+            order_id: reserved.order_id.clone(),
+            request_id: reserved.request_id,
+            message: confirmation_text(&reserved.order_id, &reserved.item, reserved.qty),
+        }
+    }
+}
+
+/// The `OrderPlaced` event announcing a stored order, as published.
+impl From<&Order> for OrderPlaced {
+    fn from(order: &Order) -> Self {
+        Self {
+            order_id: order.order_id.clone(),
+            request_id: order.request_id,
+            item: order.item.clone(),
+            qty: order.qty,
+            status: OrderStatus::Placed,
+            created_at: order.created_at.clone(),
+        }
+    }
+}
+
+impl InventoryReserved {
+    /// Inventory reserved `ok` for `placed`, now.
+    pub fn new(placed: &OrderPlaced, ok: ReserveOk) -> Self {
+        Self {
+            order_id: placed.order_id.clone(),
+            reservation_id: ok.reservation_id,
+            item: ok.item,
+            qty: ok.qty,
+            remaining: ok.remaining,
+            request_id: placed.request_id,
+            created_at: now_rfc3339(),
+        }
+    }
+}
+
+impl InventoryFailed {
+    /// Inventory could not reserve for `placed`, for `reason`, now.
+    pub fn new(placed: &OrderPlaced, reason: FailReason) -> Self {
+        Self {
+            order_id: placed.order_id.clone(),
+            reason,
+            request_id: placed.request_id,
+            created_at: now_rfc3339(),
+        }
+    }
+}
+
+impl OrderNotified {
+    /// The customer was notified of `reserved`, now.
+    pub fn new(reserved: &InventoryReserved) -> Self {
+        Self {
+            order_id: reserved.order_id.clone(),
+            request_id: reserved.request_id,
+            created_at: now_rfc3339(),
+        }
+    }
+}
+
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_millis() -> u64 {
     SystemTime::now()
@@ -421,6 +562,80 @@ mod lenient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn order() -> Order {
+        let req = crate::order::PlaceOrder::from_json(br#"{"item":"burger","qty":2}"#).unwrap();
+        Order::new(req, OrderStatus::Confirmed)
+    }
+
+    #[test]
+    fn an_order_placed_is_the_stored_order_placed() {
+        let order = order();
+        let placed = OrderPlaced::from(&order);
+        assert_eq!(placed.order_id, order.order_id);
+        assert_eq!(placed.request_id, order.request_id);
+        assert_eq!((&placed.item, placed.qty), (&order.item, order.qty));
+        assert_eq!(placed.status, OrderStatus::Placed);
+        assert_eq!(placed.created_at, order.created_at);
+        let json = serde_json::to_string(&placed).unwrap();
+        assert_eq!(serde_json::from_str::<OrderPlaced>(&json).unwrap(), placed);
+    }
+
+    #[test]
+    fn reserve_requests_carry_the_order_whatever_it_came_as() {
+        let order = order();
+        let request = ReserveRequest::for_order(&order);
+        assert_eq!(
+            request,
+            ReserveRequest::for_placed(&OrderPlaced::from(&order))
+        );
+        let event = OrderEvent {
+            order_id: order.order_id.clone(),
+            item_id: order.item.clone(),
+            qty: order.qty,
+            ts: 0,
+        };
+        assert_eq!(ReserveRequest::for_event(&event, order.request_id), request);
+    }
+
+    #[test]
+    fn reservation_bodies_and_events_follow_the_request() {
+        let order = order();
+        let placed = OrderPlaced::from(&order);
+        let ok = ReserveOk::new(&ReserveRequest::for_placed(&placed), 7);
+        assert_eq!(ok.reservation_id, ReservationId::for_order(&order.order_id));
+        assert_eq!((ok.remaining, ok.request_id), (7, order.request_id));
+        let reserved = InventoryReserved::new(&placed, ok.clone());
+        assert_eq!(reserved.reservation_id, ok.reservation_id);
+        assert_eq!(
+            (&reserved.item, reserved.qty, reserved.remaining),
+            (&ok.item, ok.qty, 7)
+        );
+        let no = ReserveInsufficient::new(&ReserveRequest::for_order(&order), 1);
+        assert_eq!(
+            no.error,
+            "insufficient stock of burger: 2 asked, 1 available"
+        );
+        let failed = InventoryFailed::new(&placed, FailReason::InsufficientStock);
+        assert_eq!(failed.order_id, order.order_id);
+        assert_eq!(OrderNotified::new(&reserved).order_id, order.order_id);
+    }
+
+    #[test]
+    fn both_architectures_confirm_in_the_same_words() {
+        let order = order();
+        let sync = NotifyRequest::confirming(&order);
+        let placed = OrderPlaced::from(&order);
+        let reserved = InventoryReserved::new(
+            &placed,
+            ReserveOk::new(&ReserveRequest::for_placed(&placed), 0),
+        );
+        assert_eq!(NotifyRequest::confirming_reserved(&reserved), sync);
+        assert_eq!(
+            sync.message,
+            format!("Order {} confirmed: 2 x burger", order.order_id)
+        );
+    }
 
     #[test]
     fn fail_reason_spelling_matches_contract() {

@@ -14,6 +14,8 @@
 //! - [`ledger`]: the [`InventoryLedger`](ledger::InventoryLedger) trait with
 //!   idempotent reservation, in memory and (feature `redb`) durable.
 //! - [`fault`]: runtime fault injection (delay, failure rate, seed).
+//! - [`task`]: [`BackgroundTask`](task::BackgroundTask), a task with a stop
+//!   signal that drains before it ends.
 //! - [`transport`]: the [`Transport`](transport::Transport) trait that every
 //!   service is written against, and its message types.
 //! - `group_commit` (feature `redb`): many writers, one durable commit.
@@ -40,6 +42,7 @@ pub mod outbox;
 #[cfg(feature = "openapi")]
 mod schema;
 pub mod stock;
+pub mod task;
 pub mod transport;
 
 pub use config::Config;

@@ -34,10 +34,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::codec::{self, CodecError};
+use crate::task::BackgroundTask;
+pub use crate::task::StopSignal;
 
 /// A logical destination: what a message is *for*, not where it goes.
 /// Each transport maps routes to its own names (a URL path, an exchange and
@@ -333,6 +333,79 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Subscription, TransportError>;
 }
 
+/// A transport wrapping another and changing only part of what passes
+/// through (counting, recording, failing on purpose). Implement
+/// [`inner`](Self::inner) and the `forward_*` methods to change; the others
+/// pass straight through, and [`Transport`] comes with it.
+#[async_trait]
+pub trait ForwardTransport: Send + Sync + fmt::Debug + 'static {
+    /// The transport wrapped.
+    fn inner(&self) -> &dyn Transport;
+
+    /// [`Transport::name`]; the inner transport's unless overridden.
+    fn forward_name(&self) -> &'static str {
+        self.inner().name()
+    }
+
+    /// [`Transport::request`]; passed through unless overridden.
+    async fn forward_request(
+        &self,
+        route: &Route,
+        request: Message,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
+        self.inner().request(route, request, timeout).await
+    }
+
+    /// [`Transport::publish`]; passed through unless overridden.
+    async fn forward_publish(&self, route: &Route, message: Message) -> Result<(), TransportError> {
+        self.inner().publish(route, message).await
+    }
+
+    /// [`Transport::subscribe`]; passed through unless overridden.
+    async fn forward_subscribe(
+        &self,
+        route: &Route,
+        handler: Arc<dyn Handler>,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, TransportError> {
+        self.inner().subscribe(route, handler, options).await
+    }
+}
+
+#[async_trait]
+impl<T: ForwardTransport> Transport for T {
+    fn name(&self) -> &'static str {
+        self.forward_name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner().capabilities()
+    }
+
+    async fn request(
+        &self,
+        route: &Route,
+        request: Message,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
+        self.forward_request(route, request, timeout).await
+    }
+
+    async fn publish(&self, route: &Route, message: Message) -> Result<(), TransportError> {
+        self.forward_publish(route, message).await
+    }
+
+    async fn subscribe(
+        &self,
+        route: &Route,
+        handler: Arc<dyn Handler>,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, TransportError> {
+        self.forward_subscribe(route, handler, options).await
+    }
+}
+
 /// A dead-lettered message, with why it was set aside.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -371,33 +444,12 @@ pub trait Backlog: Transport {
     async fn backlog(&self, route: &Route) -> Result<u64, TransportError>;
 }
 
-/// Tells a running consumer to stop: resolves when a stop was asked for or
-/// its [`Subscription`] was dropped.
-#[derive(Debug, Clone)]
-pub struct StopSignal(watch::Receiver<bool>);
-
-impl StopSignal {
-    /// Waits until stop is asked for.
-    pub async fn stopped(&mut self) {
-        // An error means the sender was dropped: also a stop.
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-
-    /// Whether stop has been asked for.
-    pub fn is_stopped(&self) -> bool {
-        *self.0.borrow() || self.0.has_changed().is_err()
-    }
-}
-
 /// A running consumer. Stop it with [`Subscription::stop`], which waits for
 /// in-flight deliveries to finish; dropping it asks it to stop without
 /// waiting.
 #[derive(Debug)]
 #[must_use = "dropping a Subscription stops the consumer"]
-pub struct Subscription {
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-}
+pub struct Subscription(BackgroundTask);
 
 impl Subscription {
     /// Runs the consumer loop `run` on a task, handing it its stop signal.
@@ -406,33 +458,19 @@ impl Subscription {
         F: FnOnce(StopSignal) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(run(StopSignal(rx)));
-        Self {
-            stop,
-            task: Some(task),
-        }
+        Self(BackgroundTask::spawn(run))
     }
 
     /// Asks the consumer to stop and waits until it has drained.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            if let Err(e) = task.await {
-                tracing::warn!(error = %e, "consumer task ended abnormally");
-            }
+    pub async fn stop(self) {
+        if let Err(e) = self.0.stop().await {
+            tracing::warn!(error = %e, "consumer task ended abnormally");
         }
     }
 
     /// Whether the consumer loop has ended (stopped, or its connection was
     /// lost for good).
     pub fn is_finished(&self) -> bool {
-        self.task.as_ref().is_none_or(JoinHandle::is_finished)
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.0.is_finished()
     }
 }

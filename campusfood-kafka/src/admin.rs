@@ -1,18 +1,23 @@
-//! Consumer-group operations without the Kafka CLI: lag per partition and
-//! offset resets. They read and write the same committed offsets as
-//! `kafka-consumer-groups --describe` / `--reset-offsets`.
+//! Administration without the Kafka CLI: topics (created once per process,
+//! listed, deleted) and consumer groups (lag per partition, offset resets —
+//! the same committed offsets as `kafka-consumer-groups --describe` /
+//! `--reset-offsets`).
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use campusfood_core::config::KafkaConfig;
 use campusfood_core::transport::{Route, TransportError};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer as _;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::consumer::consumer_config;
 use super::context::KafkaContext;
-use super::{KafkaTransport, unavailable};
+use super::{KafkaTransport, cluster_route, unavailable};
 
 /// A consumer group's position in one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +58,132 @@ pub struct PartitionOffset {
     pub partition: i32,
     /// The committed offset: the next record the group reads there.
     pub offset: i64,
+}
+
+/// The set of topics known to exist.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Single insert/lookup critical sections: poison cannot leave them
+    // half-done.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl KafkaTransport {
+    /// Topic operations wait [`KafkaConfig::request_timeout`] for the
+    /// broker, and as long for the operation.
+    fn admin_options(&self) -> AdminOptions {
+        let timeout = Some(self.inner.config.request_timeout);
+        AdminOptions::new()
+            .request_timeout(timeout)
+            .operation_timeout(timeout)
+    }
+
+    /// Creates `topic` with `partitions` partitions (replication factor 1)
+    /// unless it exists; an existing topic is left as it is.
+    ///
+    /// # Errors
+    /// [`TransportError::Unavailable`] when the broker refuses or does not
+    /// answer.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TransportError> {
+        if lock(&self.inner.ensured).contains(topic) {
+            return Ok(());
+        }
+        let route = Route::new(topic);
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let opts = self.admin_options();
+        let results = self
+            .inner
+            .admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(|e| unavailable(&route, format!("cannot create topic: {e}")))?;
+        for result in results {
+            match result {
+                Ok(name) => tracing::info!(topic = %name, partitions, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(unavailable(
+                        &route,
+                        format!("cannot create topic {name}: {code}"),
+                    ));
+                }
+            }
+        }
+        lock(&self.inner.ensured).insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// The names of the broker's topics that contain `part`: a test's or a
+    /// lab run's, when it named them with a unique
+    /// [`with_suffix`](KafkaConfig::with_suffix).
+    ///
+    /// # Errors
+    /// [`TransportError::Unavailable`] when no broker answers.
+    pub async fn topics_containing(&self, part: &str) -> Result<Vec<String>, TransportError> {
+        let route = cluster_route();
+        let probe = self.inner.producer.clone();
+        let timeout = self.inner.config.request_timeout;
+        let metadata =
+            tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, timeout))
+                .await
+                .map_err(|e| unavailable(&route, e))?
+                .map_err(|e| unavailable(&route, format!("cannot list topics: {e}")))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| t.name())
+            .filter(|name| name.contains(part))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Deletes `topics` with every record in them; one that does not exist
+    /// is no error. For tests and labs on suffixed names
+    /// ([`KafkaConfig::with_suffix`]); never on a shared topic. A broker
+    /// keeps each partition's files open, so topics left behind by many
+    /// runs slow its start and can exhaust its file descriptors.
+    ///
+    /// # Errors
+    /// [`TransportError::Unavailable`] when the broker refuses or does not
+    /// answer.
+    pub async fn delete_topics(&self, topics: &[String]) -> Result<(), TransportError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let route = cluster_route();
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let opts = self.admin_options();
+        let results = self
+            .inner
+            .admin
+            .delete_topics(&names, &opts)
+            .await
+            .map_err(|e| unavailable(&route, format!("cannot delete topics: {e}")))?;
+        for result in results {
+            match result {
+                Ok(name) => {
+                    lock(&self.inner.ensured).remove(&name);
+                    tracing::debug!(topic = %name, "deleted topic");
+                }
+                Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((name, code)) => {
+                    return Err(unavailable(
+                        &route,
+                        format!("cannot delete topic {name}: {code}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The topic of `route`, created with the default partition count if it
+    /// is not one of the configured topics and does not exist yet.
+    pub(super) async fn ensure_route_topic(&self, route: &Route) -> Result<String, TransportError> {
+        let topic = self.topic_for(route)?;
+        self.create_topic(&topic, self.inner.config.default_partitions)
+            .await?;
+        Ok(topic)
+    }
 }
 
 impl KafkaTransport {

@@ -80,7 +80,7 @@ mod transactional;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -92,7 +92,7 @@ use campusfood_core::transport::{
 #[cfg(doc)]
 use campusfood_core::transport::{Disposition, headers};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -143,12 +143,6 @@ impl fmt::Debug for KafkaTransport {
             .field("bootstrap_servers", &self.inner.config.bootstrap_servers)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Single insert/lookup critical sections: poison cannot leave them
-    // half-done.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The pseudo-route errors about the cluster itself are reported on.
@@ -315,118 +309,6 @@ impl KafkaTransport {
     /// The dead-letter topic of `topic`.
     pub fn dead_letter_topic(topic: &str) -> String {
         format!("{topic}{DEAD_LETTER_SUFFIX}")
-    }
-
-    /// Creates `topic` with `partitions` partitions (replication factor 1)
-    /// unless it exists; an existing topic is left as it is.
-    ///
-    /// # Errors
-    /// [`TransportError::Unavailable`] when the broker refuses or does not
-    /// answer.
-    pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TransportError> {
-        if lock(&self.inner.ensured).contains(topic) {
-            return Ok(());
-        }
-        let route = Route::new(topic);
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-        let opts = AdminOptions::new()
-            .request_timeout(Some(self.inner.config.request_timeout))
-            .operation_timeout(Some(self.inner.config.request_timeout));
-        let results = self
-            .inner
-            .admin
-            .create_topics([&new], &opts)
-            .await
-            .map_err(|e| unavailable(&route, format!("cannot create topic: {e}")))?;
-        for result in results {
-            match result {
-                Ok(name) => tracing::info!(topic = %name, partitions, "created topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
-                    return Err(unavailable(
-                        &route,
-                        format!("cannot create topic {name}: {code}"),
-                    ));
-                }
-            }
-        }
-        lock(&self.inner.ensured).insert(topic.to_owned());
-        Ok(())
-    }
-
-    /// The names of the broker's topics that contain `part`: a test's or a
-    /// lab run's, when it named them with a unique
-    /// [`with_suffix`](KafkaConfig::with_suffix).
-    ///
-    /// # Errors
-    /// [`TransportError::Unavailable`] when no broker answers.
-    pub async fn topics_containing(&self, part: &str) -> Result<Vec<String>, TransportError> {
-        let route = cluster_route();
-        let probe = self.inner.producer.clone();
-        let timeout = self.inner.config.request_timeout;
-        let metadata =
-            tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, timeout))
-                .await
-                .map_err(|e| unavailable(&route, e))?
-                .map_err(|e| unavailable(&route, format!("cannot list topics: {e}")))?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .map(|t| t.name())
-            .filter(|name| name.contains(part))
-            .map(str::to_owned)
-            .collect())
-    }
-
-    /// Deletes `topics` with every record in them; one that does not exist
-    /// is no error. For tests and labs on suffixed names
-    /// ([`KafkaConfig::with_suffix`]); never on a shared topic. A broker
-    /// keeps each partition's files open, so topics left behind by many
-    /// runs slow its start and can exhaust its file descriptors.
-    ///
-    /// # Errors
-    /// [`TransportError::Unavailable`] when the broker refuses or does not
-    /// answer.
-    pub async fn delete_topics(&self, topics: &[String]) -> Result<(), TransportError> {
-        if topics.is_empty() {
-            return Ok(());
-        }
-        let route = cluster_route();
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let opts = AdminOptions::new()
-            .request_timeout(Some(self.inner.config.request_timeout))
-            .operation_timeout(Some(self.inner.config.request_timeout));
-        let results = self
-            .inner
-            .admin
-            .delete_topics(&names, &opts)
-            .await
-            .map_err(|e| unavailable(&route, format!("cannot delete topics: {e}")))?;
-        for result in results {
-            match result {
-                Ok(name) => {
-                    lock(&self.inner.ensured).remove(&name);
-                    tracing::debug!(topic = %name, "deleted topic");
-                }
-                Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-                Err((name, code)) => {
-                    return Err(unavailable(
-                        &route,
-                        format!("cannot delete topic {name}: {code}"),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The topic of `route`, created with the default partition count if it
-    /// is not one of the configured topics and does not exist yet.
-    pub(crate) async fn ensure_route_topic(&self, route: &Route) -> Result<String, TransportError> {
-        let topic = self.topic_for(route)?;
-        self.create_topic(&topic, self.inner.config.default_partitions)
-            .await?;
-        Ok(topic)
     }
 
     /// The producer every publish goes through, for callers that need

@@ -25,6 +25,7 @@ use campusfood_kafka::{
     KafkaTransport, OffsetReset, Outcome, PartitionLag, Processor, TransactionalOptions,
     TransactionalProcessor,
 };
+use campusfood_testkit::{unique, until};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers as _, Message as _, OwnedHeaders};
@@ -34,11 +35,6 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 const NOT_RUNNING: &str =
     "Kafka is not running on 127.0.0.1:9092: start it with `scripts/brokers.sh up kafka`";
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A fresh suffix for this test's topics and groups.
-fn unique(test: &str) -> String {
-    format!("{test}-{:016x}", fastrand::u64(..))
-}
 
 /// A transport whose configured topics and groups carry `suffix`. Fails the
 /// test, saying how to start Kafka, when no broker answers.
@@ -95,15 +91,6 @@ impl Drop for Owned {
 async fn topic(t: &KafkaTransport, name: &str, partitions: i32) -> (String, Route) {
     t.create_topic(name, partitions).await.unwrap();
     (name.to_owned(), Route::new(name))
-}
-
-/// Waits until `cond` holds, failing the test at the deadline.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Records every delivery and answers with `decide`.
@@ -197,7 +184,7 @@ async fn publishes_keyed_records_and_keeps_per_key_order() {
         .subscribe(&route, h.clone(), in_group(&format!("g-{id}")))
         .await
         .unwrap();
-    until("1000 records", || h.count() >= 1000).await;
+    until("1000 records", DEADLINE, async || h.count() >= 1000).await;
     sub.stop().await;
 
     let seen = h.seen();
@@ -232,7 +219,7 @@ async fn a_restarted_subscriber_resumes_after_the_committed_offset() {
         .subscribe(&route, first.clone(), in_group(&group))
         .await
         .unwrap();
-    until("some records", || first.count() >= 100).await;
+    until("some records", DEADLINE, async || first.count() >= 100).await;
     sub.stop().await;
     t.publish_many(&route, keyed(100, 7, 300)).await.unwrap();
 
@@ -242,7 +229,7 @@ async fn a_restarted_subscriber_resumes_after_the_committed_offset() {
         .await
         .unwrap();
     let remaining = 400 - first.count();
-    until("the rest", || second.count() >= remaining).await;
+    until("the rest", DEADLINE, async || second.count() >= remaining).await;
     sub.stop().await;
 
     let a: HashSet<String> = first.seen().iter().map(body).collect();
@@ -283,7 +270,7 @@ async fn retry_hands_the_same_record_again_then_ack() {
         .subscribe(&route, h.clone(), in_group(&format!("g-{id}")))
         .await
         .unwrap();
-    until("9 deliveries", || h.count() >= 9).await;
+    until("9 deliveries", DEADLINE, async || h.count() >= 9).await;
     sub.stop().await;
     let order: Vec<(String, u32)> = h
         .seen()
@@ -344,7 +331,7 @@ async fn dead_letters_go_to_the_dlq_topic_and_later_records_keep_flowing() {
         ..in_group(&format!("g-{id}"))
     };
     let sub = t.subscribe(&route, h.clone(), opts).await.unwrap();
-    until("all records", || h.count() >= 1 + 2 + 1 + 5).await;
+    until("all records", DEADLINE, async || h.count() >= 1 + 2 + 1 + 5).await;
     sub.stop().await;
     let seen = h.seen();
     let malformed = &seen[3];
@@ -358,7 +345,7 @@ async fn dead_letters_go_to_the_dlq_topic_and_later_records_keep_flowing() {
         .subscribe(&dlq, dead.clone(), in_group(&format!("dlq-{id}")))
         .await
         .unwrap();
-    until("two dead letters", || dead.count() >= 2).await;
+    until("two dead letters", DEADLINE, async || dead.count() >= 2).await;
     sub.stop().await;
     let dead = dead.seen();
     assert_eq!(dead.len(), 2);
@@ -428,7 +415,7 @@ async fn a_large_records_reason_is_bounded_and_its_partition_moves_on() {
         .subscribe(&route, h.clone(), in_group(&format!("g-{id}")))
         .await
         .unwrap();
-    until("the record after the large one", || {
+    until("the record after the large one", DEADLINE, async || {
         h.seen()
             .iter()
             .any(|d| d.message.headers.get("b").map(String::as_str) == Some("after"))
@@ -591,7 +578,7 @@ async fn consume(t: &KafkaTransport, route: &Route, group: &str, n: usize) -> Ve
         .subscribe(route, h.clone(), in_group(group))
         .await
         .unwrap();
-    until(&format!("{n} records"), || h.count() >= n).await;
+    until(&format!("{n} records"), DEADLINE, async || h.count() >= n).await;
     sub.stop().await;
     h.seen()
 }
@@ -609,7 +596,7 @@ async fn lag_is_reported_like_the_cli_and_offset_resets_replay() {
 
     // Records newer than this are the 500 below.
     let before = now_ms();
-    until("the clock to move", || now_ms() > before).await;
+    until("the clock to move", DEADLINE, async || now_ms() > before).await;
     let mid = now_ms();
     t.publish_many(&route, keyed(500, 5, 10)).await.unwrap();
     let lags = t.lag(&group, &name).await.unwrap();
@@ -756,7 +743,7 @@ async fn reset_refuses_a_running_group_and_routes_map_to_topics() {
         .subscribe(&Route::ORDER_PLACED, h.clone(), SubscribeOptions::default())
         .await
         .unwrap();
-    until("the order", || h.count() >= 1).await;
+    until("the order", DEADLINE, async || h.count() >= 1).await;
     let e = t
         .reset_offsets(&c.default_group, &c.order_topic, OffsetReset::Earliest)
         .await
@@ -979,7 +966,10 @@ async fn transactional_processor_writes_each_output_exactly_once() {
         .subscribe(&Route::new(output.clone()), h.clone(), in_group(&reader))
         .await
         .unwrap();
-    until("the committed outputs", || h.count() >= expected.len()).await;
+    until("the committed outputs", DEADLINE, async || {
+        h.count() >= expected.len()
+    })
+    .await;
     let deadline = Instant::now() + DEADLINE;
     loop {
         let lag = t.lag(&reader, &output).await.unwrap();
@@ -1030,7 +1020,7 @@ async fn throughput_100k() {
         .subscribe(&route, h.clone(), in_group(&format!("g-{id}")))
         .await
         .unwrap();
-    until("all records", || h.count() >= N).await;
+    until("all records", DEADLINE, async || h.count() >= N).await;
     let consume = start.elapsed();
     sub.stop().await;
     eprintln!(

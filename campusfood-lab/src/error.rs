@@ -121,3 +121,19 @@ impl LabError {
         matches!(self, Self::Unavailable { .. })
     }
 }
+
+/// A [`LabError::Broker`] about `what`, for `map_err`.
+pub(crate) fn broker_err(what: &str) -> impl FnOnce(TransportError) -> LabError + '_ {
+    move |source| LabError::Broker {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// A [`LabError::Store`] about `what`, for `map_err`.
+pub(crate) fn store_err(what: &str) -> impl FnOnce(String) -> LabError + '_ {
+    move |message| LabError::Store {
+        what: what.to_owned(),
+        message,
+    }
+}

@@ -17,12 +17,21 @@
 //! - [`experiments`]: the registry ([`experiments::all`]) and one file per
 //!   experiment (`a1_baseline.rs` …). Adding one means adding a file and a
 //!   line in the registry; the runner does not change.
-//! - [`context`]: what an experiment gets to work with: [`Settings`]
-//!   (sizes and durations, `--fast`), the services ([`Services`]: started in
-//!   process per experiment, or running ones) and progress bars.
+//! - [`context`]: what an experiment gets to work with: its settings, the
+//!   services ([`Services`]: started in process per experiment, or running
+//!   ones), the parts started for it, and progress bars.
+//! - [`settings`]: [`Settings`], the sizes and durations (`--fast`).
+//! - [`load`]: the load every part is driven with: an [`OrderClient`] that
+//!   turns every answer into a [`Sample`], sequential, concurrent and
+//!   fixed-rate senders.
+//! - [`gauge`]: values sampled over time (queue depth, outbox, reservations).
+//! - [`wait`]: waiting for a condition with a deadline.
+//!
+//! One module per architecture, named as its example is (the assignment's
+//! Part A, B and C); each depends on the modules above, never on
+//! [`context`], which depends on them:
 //! - [`sync_rest`]: Part A as an experiment drives it: a [`PartA`] handle
-//!   (in process or external), an [`OrderClient`] that turns every answer
-//!   into a [`Sample`], inventory outages, and a fixed-rate load generator.
+//!   (in process or external) and inventory outages.
 //! - [`async_rabbitmq`]: Part B as an experiment drives it: a [`PartB`] handle
 //!   (the async services in process over RabbitMQ, names under a prefix
 //!   unique to the run, each service stoppable, optionally through a
@@ -46,18 +55,24 @@ pub mod context;
 pub mod error;
 pub mod experiment;
 pub mod experiments;
+pub mod gauge;
+pub mod load;
 pub mod progress;
 pub mod report;
 pub mod runner;
+pub mod settings;
 pub mod stats;
 pub mod streaming_kafka;
 pub mod sync_rest;
+pub mod wait;
 
 pub use async_rabbitmq::{PartB, PartBOptions};
-pub use context::{Context, Services, Settings};
+pub use context::{Context, Services};
 pub use error::LabError;
 pub use experiment::{Cell, Chart, Conclusion, Experiment, Outcome, Series, Table};
+pub use load::{OrderClient, Sample};
 pub use report::Report;
 pub use runner::{RunConfig, list, run, select};
+pub use settings::Settings;
 pub use streaming_kafka::{PartC, PartCOptions};
-pub use sync_rest::{OrderClient, PartA, Sample};
+pub use sync_rest::PartA;

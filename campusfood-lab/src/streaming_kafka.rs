@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use campusfood_core::config::KafkaConfig;
 use campusfood_core::events::OrderEvent;
 use campusfood_core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
+use campusfood_core::task::BackgroundTask;
 use campusfood_core::transport::{Route, Transport};
 use campusfood_core::{Config, OrderId};
 use campusfood_kafka::KafkaTransport;
@@ -22,13 +23,13 @@ use campusfood_streaming_kafka::{
     AnalyticsConsumer, ConnectRetry, StreamingError, StreamingOptions, StreamingPart,
     StreamingSystem, connect, item_stock,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::async_rabbitmq::Gauge;
-use crate::context::Settings;
 use crate::error::LabError;
-use crate::sync_rest::Sample;
+use crate::gauge::Gauge;
+use crate::load::Sample;
+use crate::settings::Settings;
 
 /// How to get a broker when there is none.
 pub const KAFKA_HINT: &str = "start it with `scripts/brokers.sh up kafka`";
@@ -429,15 +430,14 @@ impl PartC {
         origin: Instant,
     ) -> LagSampler {
         let transport = self.transport.clone();
-        let (stop, mut rx) = watch::channel(false);
-        let task = tokio::spawn(async move {
+        let task = BackgroundTask::spawn(|mut stop| async move {
             let mut series = vec![Vec::new(); pairs.len()];
             let mut ticker = tokio::time::interval(every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 let last = tokio::select! {
                     _ = ticker.tick() => false,
-                    _ = rx.wait_for(|s| *s) => true,
+                    () = stop.stopped() => true,
                 };
                 for (points, (group, topic)) in series.iter_mut().zip(&pairs) {
                     match transport.lag(group, topic).await {
@@ -453,7 +453,7 @@ impl PartC {
                 }
             }
         });
-        LagSampler { stop, task }
+        LagSampler { task }
     }
 
     /// A gauge of the ledger's decisions (reservation records), to sample
@@ -550,16 +550,14 @@ impl DecisionWatcher {
 /// Lag being sampled ([`PartC::sample_lag`]).
 #[derive(Debug)]
 pub struct LagSampler {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Vec<Vec<[f64; 2]>>>,
+    task: BackgroundTask<Vec<Vec<[f64; 2]>>>,
 }
 
 impl LagSampler {
     /// Stops sampling (after one last reading) and returns one series of
     /// `[seconds since origin, lag]` per `(group, topic)`, in order.
     pub async fn finish(self) -> Result<Vec<Vec<[f64; 2]>>, LabError> {
-        let _ = self.stop.send(true);
-        Ok(self.task.await?)
+        Ok(self.task.stop().await?)
     }
 }
 

@@ -14,15 +14,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use campusfood_core::codec;
 use campusfood_core::events::{
     ErrorBody, ReleaseReply, ReleaseRequest, ReleaseStatus, ReserveInsufficient, ReserveOk,
-    ReserveRequest, ReservedStatus,
+    ReserveRequest,
 };
 use campusfood_core::fault::FaultInjector;
 use campusfood_core::ledger::{InventoryLedger, LedgerError, Release, ReserveOutcome};
-use campusfood_core::order::Item;
+use campusfood_core::order::{Item, Quantity};
 use campusfood_core::transport::{Message, Reply, RequestHandler, headers};
-use campusfood_core::{OrderId, RequestId, ReservationId};
+use campusfood_core::{OrderId, RequestId};
 
 use crate::reply::{decode_request, error_reply};
 
@@ -56,7 +57,7 @@ pub enum ReserveResult {
         /// The other order's item.
         item: Item,
         /// The other order's quantity.
-        qty: campusfood_core::order::Quantity,
+        qty: Quantity,
         /// The request served.
         request_id: RequestId,
     },
@@ -123,9 +124,7 @@ impl ReserveResult {
             } => Reply::json(
                 status,
                 &error(
-                    format!(
-                        "order id {order_id} was already used for {qty} x {item}: an order id names one order"
-                    ),
+                    id_taken_error(order_id, item, *qty),
                     Some("order_id"),
                     *request_id,
                 ),
@@ -140,6 +139,97 @@ impl ReserveResult {
         };
         encoded.unwrap_or_else(|e| error_reply(500, &e.to_string()))
     }
+
+    /// Reads inventory's reply to `request` back into the answer it
+    /// carries: the inverse of [`to_reply`](Self::to_reply), by the
+    /// contract's statuses and bodies. What a body does not carry is
+    /// `request`'s (the unknown item, the released order).
+    ///
+    /// # Errors
+    /// [`UnreadableReply`] when the body is not what its status promises,
+    /// or the status is none a reservation answers.
+    pub fn from_reply(
+        request: &ReserveRequest,
+        status: u16,
+        body: &[u8],
+    ) -> Result<Self, UnreadableReply> {
+        let unreadable = |reason: String| UnreadableReply::Body { status, reason };
+        if status == 200 {
+            return codec::decode(body)
+                .map(Self::Reserved)
+                .map_err(|e| unreadable(e.to_string()));
+        }
+        let error: Option<ErrorBody> = codec::decode(body).ok();
+        let request_id = error
+            .as_ref()
+            .and_then(|e| e.request_id)
+            .unwrap_or(request.request_id);
+        match status {
+            409 if error.as_ref().and_then(|e| e.field.as_deref()) == Some("order_id") => {
+                let reason = error.map(|e| e.error).unwrap_or_default();
+                let (qty, item) = read_id_taken_error(&request.order_id, &reason)
+                    .ok_or_else(|| unreadable(reason.clone()))?;
+                Ok(Self::IdTaken {
+                    order_id: request.order_id.clone(),
+                    item,
+                    qty,
+                    request_id,
+                })
+            }
+            409 => codec::decode(body)
+                .map(Self::Insufficient)
+                .map_err(|e| unreadable(e.to_string())),
+            404 => Ok(Self::UnknownItem {
+                item: request.item.clone(),
+                request_id,
+            }),
+            410 => Ok(Self::Released {
+                order_id: request.order_id.clone(),
+                request_id,
+            }),
+            500 => Ok(Self::Injected { request_id }),
+            s if s >= 500 => Ok(Self::Unavailable {
+                reason: error.map_or_else(|| format!("inventory answered {s}"), |e| e.error),
+                request_id,
+            }),
+            s => Err(UnreadableReply::Status(s)),
+        }
+    }
+}
+
+/// Inventory's reply to a reservation could not be read as an answer
+/// ([`ReserveResult::from_reply`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnreadableReply {
+    /// The body is not what the status promises.
+    #[error("inventory answered {status} with an unreadable body: {reason}")]
+    Body {
+        /// The status answered.
+        status: u16,
+        /// What could not be read.
+        reason: String,
+    },
+    /// No reservation answer has this status.
+    #[error("inventory answered {0}, which no reservation answer has")]
+    Status(u16),
+}
+
+/// Why an order id was refused: it names another order, of `qty` x `item`.
+fn id_taken_error(order_id: &OrderId, item: &Item, qty: Quantity) -> String {
+    format!("order id {order_id} was already used for {qty} x {item}: an order id names one order")
+}
+
+/// The other order's quantity and item, read back from
+/// [`id_taken_error`]'s text.
+fn read_id_taken_error(order_id: &OrderId, error: &str) -> Option<(Quantity, Item)> {
+    let used_for = error
+        .strip_prefix(&format!("order id {order_id} was already used for "))?
+        .strip_suffix(": an order id names one order")?;
+    let (qty, item) = used_for.split_once(" x ")?;
+    Some((
+        Quantity::new(qty.parse().ok()?).ok()?,
+        Item::parse(item).ok()?,
+    ))
 }
 
 /// The inventory service. Cheap to share (`Arc`).
@@ -209,24 +299,13 @@ impl InventoryService {
             tracing::info!("repeated reservation: answering the first decision");
         }
         match record.outcome {
-            ReserveOutcome::Reserved { remaining } => ReserveResult::Reserved(ReserveOk {
-                status: ReservedStatus::Reserved,
-                reservation_id: ReservationId::for_order(&record.order_id),
-                item: record.item.clone(),
-                qty: record.qty,
-                remaining,
-                request_id,
-            }),
+            // Not another order's record (refused above): the record is
+            // `req`'s.
+            ReserveOutcome::Reserved { remaining } => {
+                ReserveResult::Reserved(ReserveOk::new(req, remaining))
+            }
             ReserveOutcome::Insufficient { available } => {
-                ReserveResult::Insufficient(ReserveInsufficient {
-                    error: format!(
-                        "insufficient stock of {}: {} asked, {available} available",
-                        record.item, record.qty
-                    ),
-                    item: record.item.clone(),
-                    available,
-                    request_id,
-                })
+                ReserveResult::Insufficient(ReserveInsufficient::new(req, available))
             }
             ReserveOutcome::UnknownItem => ReserveResult::UnknownItem {
                 item: record.item.clone(),
@@ -314,5 +393,70 @@ impl RequestHandler for InventoryService {
             .and_then(|a| a.parse().ok())
             .unwrap_or(1);
         self.reserve(&req, attempt).await.to_reply()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use campusfood_core::order::{Order, OrderStatus, PlaceOrder};
+
+    use super::*;
+
+    fn request() -> ReserveRequest {
+        let burger = PlaceOrder::from_json(br#"{"item": "burger", "qty": 2}"#).unwrap();
+        ReserveRequest::for_order(&Order::new(burger, OrderStatus::Confirmed))
+    }
+
+    #[test]
+    fn every_answer_reads_back_from_its_reply() {
+        let req = request();
+        let request_id = req.request_id;
+        let answers = [
+            ReserveResult::Reserved(ReserveOk::new(&req, 8)),
+            ReserveResult::Insufficient(ReserveInsufficient::new(&req, 1)),
+            ReserveResult::UnknownItem {
+                item: req.item.clone(),
+                request_id,
+            },
+            ReserveResult::Released {
+                order_id: req.order_id.clone(),
+                request_id,
+            },
+            ReserveResult::IdTaken {
+                order_id: req.order_id.clone(),
+                item: Item::parse("fries").unwrap(),
+                qty: Quantity::new(3).unwrap(),
+                request_id,
+            },
+            ReserveResult::Injected { request_id },
+            ReserveResult::Unavailable {
+                reason: "the ledger's disk is full".to_owned(),
+                request_id,
+            },
+        ];
+        for answer in answers {
+            let reply = answer.to_reply();
+            assert_eq!(
+                ReserveResult::from_reply(&req, reply.status, &reply.body),
+                Ok(answer)
+            );
+        }
+    }
+
+    #[test]
+    fn a_reply_that_is_no_answer_is_unreadable() {
+        let req = request();
+        assert!(matches!(
+            ReserveResult::from_reply(&req, 200, br#"{"status": "reserved"}"#),
+            Err(UnreadableReply::Body { status: 200, .. })
+        ));
+        assert!(matches!(
+            ReserveResult::from_reply(&req, 409, b"{}"),
+            Err(UnreadableReply::Body { status: 409, .. })
+        ));
+        assert_eq!(
+            ReserveResult::from_reply(&req, 302, b""),
+            Err(UnreadableReply::Status(302))
+        );
     }
 }

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use campusfood_core::transport::{
-    Backlog, Capabilities, Delivery, Disposition, Handler, Message, Reply, Route, SubscribeOptions,
-    Subscription, Transport, TransportError,
+    Backlog, Delivery, Disposition, ForwardTransport, Handler, Message, Reply, Route,
+    SubscribeOptions, Subscription, Transport, TransportError,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use thiserror::Error;
@@ -73,16 +73,12 @@ impl Metered {
 }
 
 #[async_trait]
-impl Transport for Metered {
-    fn name(&self) -> &'static str {
-        self.inner.name()
+impl ForwardTransport for Metered {
+    fn inner(&self) -> &dyn Transport {
+        &*self.inner
     }
 
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn request(
+    async fn forward_request(
         &self,
         route: &Route,
         request: Message,
@@ -98,14 +94,14 @@ impl Transport for Metered {
         result
     }
 
-    async fn publish(&self, route: &Route, message: Message) -> Result<(), TransportError> {
+    async fn forward_publish(&self, route: &Route, message: Message) -> Result<(), TransportError> {
         let result = self.inner.publish(route, message).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!("campusfood_published_total", "route" => route.to_string(), "outcome" => outcome).increment(1);
         result
     }
 
-    async fn subscribe(
+    async fn forward_subscribe(
         &self,
         route: &Route,
         handler: Arc<dyn Handler>,

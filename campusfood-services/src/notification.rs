@@ -111,17 +111,14 @@ impl RequestHandler for NotificationService {
 #[cfg(test)]
 mod tests {
     use campusfood_core::fault::FaultConfig;
-    use campusfood_core::{OrderId, RequestId};
+    use campusfood_core::order::{Order, OrderStatus, PlaceOrder};
 
     use super::*;
     use crate::stores::MemoryProcessedIds;
 
     fn request() -> NotifyRequest {
-        NotifyRequest {
-            order_id: OrderId::generate(),
-            request_id: RequestId::generate(),
-            message: "Order confirmed".to_owned(),
-        }
+        let burger = PlaceOrder::from_json(br#"{"item": "burger", "qty": 1}"#).unwrap();
+        NotifyRequest::confirming(&Order::new(burger, OrderStatus::Confirmed))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

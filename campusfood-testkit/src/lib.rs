@@ -14,6 +14,7 @@
 //! - [`example_binary`]: the path of a shipped example, to run it as a
 //!   separate process as users do.
 //! - [`until`]: waiting on a condition with a deadline.
+//! - [`unique`], [`init_logging`]: unique broker names and test logs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod gated;
@@ -170,14 +171,30 @@ where
 }
 
 /// Waits until `cond` holds, polling every 10 ms; panics naming `what`
-/// after `deadline`.
+/// after `deadline`. Takes async closures (`async || flag.load(..)`,
+/// `|| async { .. }`), paced by [`campusfood_core::task::Deadline`].
 pub async fn until(what: &str, deadline: Duration, mut cond: impl AsyncFnMut() -> bool) {
-    let end = std::time::Instant::now() + deadline;
+    let pace = campusfood_core::task::Deadline::after(deadline, Duration::from_millis(10));
     while !cond().await {
-        assert!(
-            std::time::Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        if pace.tick().await.is_err() {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+    }
+}
+
+/// `test` with a random 48-bit suffix: names of queues, topics and groups
+/// that no other test (or earlier run) uses.
+pub fn unique(test: &str) -> String {
+    format!("{test}-{:012x}", fastrand::u64(..) & 0xFFFF_FFFF_FFFF)
+}
+
+/// Test logs go nowhere unless `TEST_LOG` is set; then to the test's
+/// output, filtered by `RUST_LOG`. Safe to call from every test.
+pub fn init_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
     }
 }

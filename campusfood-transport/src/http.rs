@@ -516,27 +516,24 @@ mod tests {
     use std::net::SocketAddr;
 
     use axum::routing::get;
+    use campusfood_core::task::BackgroundTask;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::{Notify, mpsc};
-    use tokio::task::JoinHandle;
 
     use super::*;
 
-    /// A server on a free port; send `true` to stop it.
+    /// A server on a free port.
     struct Running {
         addr: SocketAddr,
-        stop: watch::Sender<bool>,
-        task: JoinHandle<std::io::Result<()>>,
+        task: BackgroundTask<std::io::Result<()>>,
     }
 
     async fn start(limits: ServerLimits, router: axum::Router) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (stop, mut rx) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, router, limits, async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }));
-        Running { addr, stop, task }
+        let task =
+            BackgroundTask::spawn(|stop| serve(listener, router, limits, stop.into_stopped()));
+        Running { addr, task }
     }
 
     /// `/echo` reads a JSON body; `/health` answers at once.
@@ -677,7 +674,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
         }
-        server.stop.send_replace(true);
+        server.task.ask_stop();
         // A request in flight still gets its answer…
         gate.notify_one();
         let head = tokio::time::timeout(DEADLINE, read_head(&mut slow))
@@ -685,9 +682,9 @@ mod tests {
             .unwrap();
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         // …and one that never ends does not hold the stop forever.
-        let stopped = tokio::time::timeout(DEADLINE, server.task).await;
+        let stopped = server.task.stop_within(DEADLINE).await;
         assert!(
-            matches!(stopped, Ok(Ok(Ok(())))),
+            matches!(stopped, Some(Ok(Ok(())))),
             "stop waited on a stuck request"
         );
         let mut rest = Vec::new();

@@ -304,6 +304,8 @@ impl DeadLetters for MemoryTransport {
 mod tests {
     use std::sync::atomic::AtomicU32;
 
+    use campusfood_testkit::until;
+
     use super::*;
 
     /// Fails the first `fail_first` deliveries of every message, dead-letters
@@ -341,17 +343,6 @@ mod tests {
         }
     }
 
-    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn retries_then_acks_and_poison_is_dead_lettered() {
         let t = MemoryTransport::new();
@@ -370,8 +361,14 @@ mod tests {
             ..Default::default()
         };
         let sub = t.subscribe(&route, h.clone(), opts).await.unwrap();
-        until("ack", || h.acked.load(Ordering::SeqCst) == 1).await;
-        until("drain", || t.depth(&route, None) == 0).await;
+        until("ack", Duration::from_secs(10), async || {
+            h.acked.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        until("drain", Duration::from_secs(10), async || {
+            t.depth(&route, None) == 0
+        })
+        .await;
         // Two retries, then the ack, on the third attempt.
         assert_eq!(*h.attempts.lock().unwrap(), [1, 2, 3]);
         let dead = t.dead_letters(&route, 10).await.unwrap();
@@ -410,7 +407,10 @@ mod tests {
         )
         .await
         .unwrap();
-        until("dead letter", || t.depth(&route, None) == 0).await;
+        until("dead letter", Duration::from_secs(10), async || {
+            t.depth(&route, None) == 0
+        })
+        .await;
         let dead = t.dead_letters(&route, 10).await.unwrap();
         assert_eq!(dead.len(), 1);
         assert!(dead[0].reason.len() <= bounded::MAX_REASON_BYTES);
@@ -439,7 +439,10 @@ mod tests {
         };
         let sub = t.subscribe(&route, h.clone(), opts).await.unwrap();
         t.publish(&route, msg("x")).await.unwrap();
-        until("dead letter", || t.depth(&route, None) == 0).await;
+        until("dead letter", Duration::from_secs(10), async || {
+            t.depth(&route, None) == 0
+        })
+        .await;
         let dead = t.dead_letters(&route, 10).await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].attempts, 3);
@@ -454,7 +457,10 @@ mod tests {
         // three more times and lands back in the dead letters.
         assert!(t.replay(&route, &dead[0].id).await.unwrap());
         assert!(!t.replay(&route, &dead[0].id).await.unwrap());
-        until("dead again", || t.depth(&route, None) == 0).await;
+        until("dead again", Duration::from_secs(10), async || {
+            t.depth(&route, None) == 0
+        })
+        .await;
         assert_eq!(t.dead_letters(&route, 10).await.unwrap().len(), 1);
         sub.stop().await;
     }
@@ -489,7 +495,7 @@ mod tests {
             t.publish(&route, msg("m")).await.unwrap();
         }
         let total = |h: &Flaky| h.acked.load(Ordering::SeqCst);
-        until("both groups", || {
+        until("both groups", Duration::from_secs(10), async || {
             total(&a1) + total(&a2) == 100 && total(&b) == 100
         })
         .await;

@@ -81,6 +81,7 @@
 //! prefix, so that parallel tests share one broker without colliding;
 //! [`RabbitTransport::teardown`] deletes what a transport declared.
 
+mod channel;
 mod connection;
 mod consumer;
 mod dead_letters;
@@ -100,7 +101,8 @@ use campusfood_core::transport::{
     SubscribeOptions, Subscription, Transport, TransportError,
 };
 
-use connection::{Broker, BrokerError};
+use channel::BrokerError;
+use connection::Broker;
 pub use message::{KEY_HEADER, MAX_HEADER_BYTES};
 use publisher::Publisher;
 use topology::Topology;

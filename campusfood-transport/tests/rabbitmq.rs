@@ -13,7 +13,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,13 +21,13 @@ use amqprs::FieldValue;
 use amqprs::channel::{BasicGetArguments, BasicRejectArguments, QueueDeclareArguments};
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use async_trait::async_trait;
-use campusfood_core::RequestId;
 use campusfood_core::config::RabbitConfig;
 use campusfood_core::transport::{
     DeadLetters, Delivery, Disposition, Handler, Message, Route, SubscribeOptions, Transport,
     TransportError, headers,
 };
-use campusfood_testkit::Outage;
+use campusfood_testkit::rabbitmq::unique_prefix;
+use campusfood_testkit::{Outage, until};
 use campusfood_transport::rabbitmq::{KEY_HEADER, RabbitTransport};
 use tokio::sync::Notify;
 
@@ -43,8 +42,7 @@ const WITHIN: Duration = Duration::from_secs(20);
 
 /// A configuration whose names are unique to this test run.
 fn config(case: &str) -> RabbitConfig {
-    let suffix = RequestId::generate().to_string();
-    let mut c = RabbitConfig::with_prefix(&format!("{TEST_PREFIX}-{case}-{}", &suffix[..8]));
+    let mut c = RabbitConfig::with_prefix(&unique_prefix(case));
     c.reconnect_backoff = Duration::from_millis(50);
     c.reconnect_backoff_max = Duration::from_millis(500);
     c
@@ -54,34 +52,6 @@ async fn connect(config: &RabbitConfig) -> RabbitTransport {
     match RabbitTransport::connect(config).await {
         Ok(t) => t,
         Err(e) => panic!("{NOT_RUNNING} ({e})"),
-    }
-}
-
-/// Waits until `cond` holds, failing the test after `within`.
-async fn until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits until the async `cond` holds, failing the test after `within`.
-async fn until_async<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !cond().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -249,11 +219,6 @@ async fn management(
     .await?
 }
 
-/// Test names start with this: `scripts/brokers.sh up` sets a broker
-/// policy that expires such queues after ten idle minutes, so a failed test
-/// (which skips its teardown) leaves nothing behind for long.
-const TEST_PREFIX: &str = "cftest";
-
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -328,14 +293,14 @@ async fn publish_subscribe_round_trip_handles_each_message_exactly_once() {
         .await
         .unwrap();
     }
-    until("100 distinct messages", WITHIN, || {
+    until("100 distinct messages", WITHIN, async || {
         h.per_message().len() == 100
     })
     .await;
     // Stop drains: every ack is sent before the channel closes, so nothing
     // can come back.
     sub.stop().await;
-    until_async("an empty queue", WITHIN, || async {
+    until("an empty queue", WITHIN, || async {
         depth(&t, &config.reserve_queue).await == 0
     })
     .await;
@@ -398,7 +363,7 @@ async fn contract_topology_and_message_properties() {
     ch.basic_reject(BasicRejectArguments::new(get_ok.delivery_tag(), false))
         .await
         .unwrap();
-    until_async("the rejected message in orders.dlq", WITHIN, || async {
+    until("the rejected message in orders.dlq", WITHIN, || async {
         depth(&t, &config.dead_letter_queue).await == 1
     })
     .await;
@@ -467,11 +432,11 @@ async fn retry_twice_then_ack_waits_the_delay_between_attempts() {
         .await
         .unwrap();
     t.publish(&Route::ORDER_PLACED, numbered(1)).await.unwrap();
-    until("the third attempt", WITHIN, || h.count() >= 3).await;
+    until("the third attempt", WITHIN, async || h.count() >= 3).await;
     // No hot loop and nothing after the ack: exactly three deliveries, even
     // a few retry delays later.
     let settle = Instant::now() + delay * 3;
-    until_async("the queues to settle", WITHIN, || async {
+    until("the queues to settle", WITHIN, || async {
         depth(&t, &config.reserve_queue).await == 0
             && depth(&t, &config.retry_queue(&config.reserve_queue)).await == 0
             && Instant::now() >= settle
@@ -518,7 +483,7 @@ async fn retry_forever_is_dead_lettered_after_max_attempts_with_the_reason() {
         .await
         .unwrap();
     t.publish(&Route::ORDER_PLACED, numbered(9)).await.unwrap();
-    until_async("a dead letter", WITHIN, || async {
+    until("a dead letter", WITHIN, || async {
         depth(&t, &config.dead_letter_queue).await == 1
     })
     .await;
@@ -578,8 +543,11 @@ async fn dead_letter_goes_aside_at_once_while_other_messages_keep_flowing() {
     for n in 0..=20 {
         t.publish(&Route::ORDER_PLACED, numbered(n)).await.unwrap();
     }
-    until("all 21 messages", WITHIN, || h.per_message().len() == 21).await;
-    until_async("the poison message in the DLQ", WITHIN, || async {
+    until("all 21 messages", WITHIN, async || {
+        h.per_message().len() == 21
+    })
+    .await;
+    until("the poison message in the DLQ", WITHIN, || async {
         depth(&t, &config.dead_letter_queue).await == 1
     })
     .await;
@@ -622,13 +590,13 @@ async fn a_huge_reason_is_bounded_and_the_connection_survives() {
     for n in 0..=1 {
         t.publish(&Route::ORDER_PLACED, numbered(n)).await.unwrap();
     }
-    until_async("both in the DLQ", WITHIN, || async {
+    until("both in the DLQ", WITHIN, || async {
         depth(&t, &config.dead_letter_queue).await == 2
     })
     .await;
     // The connection is the one that was there: the next message flows.
     t.publish(&Route::ORDER_PLACED, numbered(2)).await.unwrap();
-    until("the message after them", WITHIN, || {
+    until("the message after them", WITHIN, async || {
         h.per_message().contains_key(&2)
     })
     .await;
@@ -693,7 +661,7 @@ async fn dead_letters_are_listed_without_loss_and_replay_redelivers_one() {
     for n in 1..=3 {
         t.publish(&Route::ORDER_PLACED, numbered(n)).await.unwrap();
     }
-    until_async("three dead letters", WITHIN, || async {
+    until("three dead letters", WITHIN, || async {
         depth(&t, &config.dead_letter_queue).await == 3
     })
     .await;
@@ -720,7 +688,7 @@ async fn dead_letters_are_listed_without_loss_and_replay_redelivers_one() {
     let target = &listed[1];
     assert!(t.replay(&Route::ORDER_PLACED, &target.id).await.unwrap());
     assert!(!t.replay(&Route::ORDER_PLACED, &target.id).await.unwrap());
-    until("the replayed message to be handled", WITHIN, || {
+    until("the replayed message to be handled", WITHIN, async || {
         h.count() == 4
     })
     .await;
@@ -754,7 +722,7 @@ async fn a_stopped_consumer_with_a_stuck_handler_gives_its_message_to_the_next()
         .await
         .unwrap();
     t.publish(&Route::ORDER_PLACED, numbered(5)).await.unwrap();
-    until("the stuck handler to start", WITHIN, || {
+    until("the stuck handler to start", WITHIN, async || {
         stuck.started.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -773,13 +741,13 @@ async fn a_stopped_consumer_with_a_stuck_handler_gives_its_message_to_the_next()
         )
         .await
         .unwrap();
-    until("the redelivery", WITHIN, || next.count() == 1).await;
+    until("the redelivery", WITHIN, async || next.count() == 1).await;
     assert_eq!(next.seen()[0].n, 5);
     // The stuck handler finishing late cannot ack on the closed channel:
     // once it has returned its Ack, the message is still the next
     // consumer's (delivered once, acknowledged by it, none left).
     stuck.release();
-    until("the stuck handler to return", WITHIN, || {
+    until("the stuck handler to return", WITHIN, async || {
         stuck.finished.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -808,7 +776,7 @@ async fn a_consumer_whose_connection_closes_gives_its_message_to_another() {
         .publish(&Route::ORDER_PLACED, numbered(8))
         .await
         .unwrap();
-    until("the doomed handler to start", WITHIN, || {
+    until("the doomed handler to start", WITHIN, async || {
         stuck.started.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -822,7 +790,7 @@ async fn a_consumer_whose_connection_closes_gives_its_message_to_another() {
         .unwrap();
     // Like a killed process: the connection goes, the ack never comes.
     doomed.close().await;
-    until("the redelivery", WITHIN, || other.count() == 1).await;
+    until("the redelivery", WITHIN, async || other.count() == 1).await;
     assert_eq!(other.seen()[0].n, 8);
     stuck.release();
     assert!(matches!(
@@ -852,8 +820,8 @@ async fn queue_depth_reports_a_backlog_and_zero_after_draining() {
         )
         .await
         .unwrap();
-    until("50 handled", WITHIN, || h.count() == 50).await;
-    until_async("an empty queue", WITHIN, || async {
+    until("50 handled", WITHIN, async || h.count() == 50).await;
+    until("an empty queue", WITHIN, || async {
         depth(&t, &queue).await == 0
     })
     .await;
@@ -911,7 +879,7 @@ async fn groups_each_get_every_message() {
     t.publish(&Route::INVENTORY_FAILED, numbered(99))
         .await
         .unwrap();
-    until("every group to get every message", WITHIN, || {
+    until("every group to get every message", WITHIN, async || {
         notify.count() == 10 && status.count() == 10 && failed.count() == 1
     })
     .await;
@@ -938,13 +906,16 @@ async fn consumer_and_publisher_reconnect_when_the_broker_drops_the_connection()
     for n in 0..5 {
         t.publish(&Route::ORDER_PLACED, numbered(n)).await.unwrap();
     }
-    until("the first five", WITHIN, || h.per_message().len() == 5).await;
+    until("the first five", WITHIN, async || {
+        h.per_message().len() == 5
+    })
+    .await;
     force_close_connection(&t).await;
     // The publisher reconnects on its next publish; the consumer on its own.
     for n in 5..10 {
         t.publish(&Route::ORDER_PLACED, numbered(n)).await.unwrap();
     }
-    until("all ten after reconnecting", WITHIN, || {
+    until("all ten after reconnecting", WITHIN, async || {
         h.per_message().len() == 10
     })
     .await;
@@ -974,7 +945,10 @@ async fn an_outage_fails_publishes_retryably_and_consumers_resume_after_it() {
     for n in 0..3 {
         t.publish(&Route::ORDER_PLACED, numbered(n)).await.unwrap();
     }
-    until("the first three", WITHIN, || h.per_message().len() == 3).await;
+    until("the first three", WITHIN, async || {
+        h.per_message().len() == 3
+    })
+    .await;
 
     proxy.cut();
     let failing = Instant::now();
@@ -992,7 +966,7 @@ async fn an_outage_fails_publishes_retryably_and_consumers_resume_after_it() {
         failing.elapsed()
     );
     // The consumer keeps trying to come back, with backoff.
-    until("the consumer to try reconnecting", WITHIN, || {
+    until("the consumer to try reconnecting", WITHIN, async || {
         proxy.refused() >= 3
     })
     .await;
@@ -1001,12 +975,12 @@ async fn an_outage_fails_publishes_retryably_and_consumers_resume_after_it() {
     proxy.restore();
     // As an outbox relay would: publish again until the broker takes it.
     for n in 3..6 {
-        until_async("the broker to take a publish again", WITHIN, || async {
+        until("the broker to take a publish again", WITHIN, || async {
             t.publish(&Route::ORDER_PLACED, numbered(n)).await.is_ok()
         })
         .await;
     }
-    until("all six after the outage", WITHIN, || {
+    until("all six after the outage", WITHIN, async || {
         h.per_message().len() == 6
     })
     .await;
@@ -1114,9 +1088,11 @@ async fn throughput() {
         )
         .await
         .unwrap();
-    until("the backlog consumed", Duration::from_secs(120), || {
-        h.count() == backlog
-    })
+    until(
+        "the backlog consumed",
+        Duration::from_secs(120),
+        async || h.count() == backlog,
+    )
     .await;
     let consumed = start.elapsed();
     sub.stop().await;

@@ -89,7 +89,7 @@ pub struct App {
 }
 
 /// The management API of the broker `scripts/brokers.sh up rabbitmq` starts.
-use campusfood_testkit::rabbitmq::MANAGEMENT;
+use campusfood_testkit::rabbitmq::{MANAGEMENT, unique_prefix};
 
 /// The spare RabbitMQ node (`scripts/brokers.sh up rabbitmq-spare`): a
 /// broker of its own for the test that restarts one.
@@ -177,14 +177,9 @@ pub fn memory(stock: &str) -> App {
     }
 }
 
-/// A unique prefix for one test's exchanges and queues.
-pub fn unique(test: &str) -> String {
-    format!("cftest-{test}-{:016x}", fastrand::u64(..))
-}
-
 /// RabbitMQ settings for one test: every name under a unique prefix.
 pub fn rabbit_config(test: &str) -> RabbitConfig {
-    RabbitConfig::with_prefix(&unique(test))
+    RabbitConfig::with_prefix(&unique_prefix(test))
 }
 
 pub async fn connect_rabbit(config: &RabbitConfig) -> Arc<RabbitTransport> {

@@ -304,7 +304,7 @@ fn spawn_inventory(prefix: &str, data: &std::path::Path) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inventory_killed_mid_stream_loses_nothing_and_reserves_nothing_twice() {
-    let prefix = crate::harness::unique("kill9");
+    let prefix = campusfood_testkit::rabbitmq::unique_prefix("kill9");
     let data = tempfile::tempdir().unwrap();
     let (mut config, stores) = base(STOCK);
     config.rabbitmq = RabbitConfig::with_prefix(&prefix);

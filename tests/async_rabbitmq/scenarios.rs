@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use campusfood::core::order::OrderStatus;
-use campusfood::core::transport::{
-    Capabilities, Handler, Message, Reply, Route, SubscribeOptions, Subscription, Transport,
-    TransportError,
-};
+use campusfood::core::transport::{ForwardTransport, Message, Route, Transport, TransportError};
 use campusfood::services::async_rabbitmq::AsyncPart;
 use futures::future::join_all;
 use serde_json::json;
@@ -349,22 +346,14 @@ struct Unreachable {
 }
 
 #[async_trait]
-impl Transport for Unreachable {
-    fn name(&self) -> &'static str {
+impl ForwardTransport for Unreachable {
+    fn inner(&self) -> &dyn Transport {
+        &*self.inner
+    }
+    fn forward_name(&self) -> &'static str {
         "unreachable"
     }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn request(
-        &self,
-        route: &Route,
-        request: Message,
-        timeout: Duration,
-    ) -> Result<Reply, TransportError> {
-        self.inner.request(route, request, timeout).await
-    }
-    async fn publish(&self, route: &Route, message: Message) -> Result<(), TransportError> {
+    async fn forward_publish(&self, route: &Route, message: Message) -> Result<(), TransportError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(TransportError::Unavailable {
                 route: route.clone(),
@@ -372,14 +361,6 @@ impl Transport for Unreachable {
             });
         }
         self.inner.publish(route, message).await
-    }
-    async fn subscribe(
-        &self,
-        route: &Route,
-        handler: Arc<dyn Handler>,
-        options: SubscribeOptions,
-    ) -> Result<Subscription, TransportError> {
-        self.inner.subscribe(route, handler, options).await
     }
 }
 

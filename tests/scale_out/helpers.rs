@@ -353,7 +353,7 @@ pub struct RabbitNames {
 impl RabbitNames {
     pub fn new(test: &str) -> Self {
         Self {
-            prefix: format!("cftest-{test}-{}", hex()),
+            prefix: campusfood_testkit::rabbitmq::unique_prefix(test),
         }
     }
 }

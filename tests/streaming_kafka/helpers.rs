@@ -3,10 +3,9 @@
 //! with a deadline.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use campusfood::core::Config;
@@ -31,20 +30,7 @@ pub const ITEM_STOCK: u64 = 1_000_000;
 /// Items the producer draws from.
 pub const ITEMS: u32 = 50;
 
-/// Test logs go nowhere unless TEST_LOG is set.
-pub fn init_logging() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
-}
-
-/// A fresh suffix for one test's topics and groups.
-pub fn unique(test: &str) -> String {
-    format!("{test}-{:012x}", fastrand::u64(..) & 0xFFFF_FFFF_FFFF)
-}
+pub use campusfood_testkit::{init_logging, unique, until};
 
 /// Kafka settings whose topics and groups carry `suffix`.
 pub fn kafka_config(suffix: &str) -> KafkaConfig {
@@ -260,28 +246,6 @@ impl Reader {
             by_order.entry(e.order_id.clone()).or_default().push(e);
         }
         by_order
-    }
-}
-
-/// Waits until `cond` holds, failing the test at the deadline.
-pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until the async `cond` holds, failing the test at the deadline.
-pub async fn until_async<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -60,18 +60,24 @@ async fn ten_thousand_burst_is_decided_exactly_once_and_counted() {
     let orders = h.produce(N).await;
     let started = Instant::now();
 
-    until("analytics to count every order and outcome", || {
-        let t = analytics.totals();
-        t.orders == N as u64 && t.inventory_events == N as u64
-    })
+    until(
+        "analytics to count every order and outcome",
+        DEADLINE,
+        async || {
+            let t = analytics.totals();
+            t.orders == N as u64 && t.inventory_events == N as u64
+        },
+    )
     .await;
     println!("10k burst processed end to end in {:?}", started.elapsed());
 
     // inventory-events, read committed: each order exactly once.
     let reader = h.reader(&Route::INVENTORY_RESERVED).await;
-    until("the reader to see every inventory event", || {
-        reader.count() >= N
-    })
+    until(
+        "the reader to see every inventory event",
+        DEADLINE,
+        async || reader.count() >= N,
+    )
     .await;
     let events = reader.inventory_events();
     assert_eq!(reader.count(), N, "no duplicates in inventory-events");
@@ -163,7 +169,7 @@ async fn a_throttled_analytics_consumer_builds_lag_that_drains() {
     h.produce(N).await;
 
     // Our lag API sees a backlog on the analytics group...
-    until_async("analytics lag to build up", || async {
+    until("analytics lag to build up", DEADLINE, || async {
         h.lag(&group, h.order_topic()).await > 200
     })
     .await;
@@ -174,14 +180,14 @@ async fn a_throttled_analytics_consumer_builds_lag_that_drains() {
     let m = analytics.metrics().await;
     assert!(m.lag.values().any(|l| l.unwrap_or(0) > 0), "{m:?}");
     let inventory_group = h.options.inventory.group.clone();
-    until_async("the inventory consumer to keep up", || async {
+    until("the inventory consumer to keep up", DEADLINE, || async {
         h.lag(&inventory_group, h.order_topic()).await == 0
     })
     .await;
 
     // After the burst the backlog drains to zero, on the transactional
     // inventory topic too (the consumer commits past the commit markers).
-    until_async("analytics lag to drain", || async {
+    until("analytics lag to drain", DEADLINE, || async {
         h.lag(&group, h.order_topic()).await == 0 && h.lag(&group, h.inventory_topic()).await == 0
     })
     .await;
@@ -210,7 +216,7 @@ async fn replay_after_reset(test: &str, rewind: Rewind) {
     let topics = h.both_topics();
     h.produce(N).await;
     let analytics = system.analytics.take().unwrap();
-    until("the first run to count everything", || {
+    until("the first run to count everything", DEADLINE, async || {
         let t = analytics.totals();
         t.orders == N as u64 && t.inventory_events == N as u64
     })
@@ -258,7 +264,7 @@ async fn replay_after_reset(test: &str, rewind: Rewind) {
     let replay = AnalyticsConsumer::start(&h.transport, &h.options.analytics)
         .await
         .unwrap();
-    until("the replay to count everything", || {
+    until("the replay to count everything", DEADLINE, async || {
         let t = replay.totals();
         t.orders == N as u64 && t.inventory_events == N as u64
     })
@@ -297,10 +303,14 @@ async fn malformed_events_are_dead_lettered_and_counted() {
     h.produce(100).await;
 
     let analytics = system.analytics.as_ref().unwrap();
-    until("the valid events to flow past the bad ones", || {
-        let t = analytics.totals();
-        t.orders == 100 && t.inventory_events == 100 && t.malformed == 4
-    })
+    until(
+        "the valid events to flow past the bad ones",
+        DEADLINE,
+        async || {
+            let t = analytics.totals();
+            t.orders == 100 && t.inventory_events == 100 && t.malformed == 4
+        },
+    )
     .await;
     assert_eq!(system.inventory.as_ref().unwrap().counts().malformed, 3);
 
@@ -314,7 +324,7 @@ async fn malformed_events_are_dead_lettered_and_counted() {
             h.inventory_topic(),
         )))
         .await;
-    until("the dead letters", || {
+    until("the dead letters", DEADLINE, async || {
         order_dlq.count() == 3 && inventory_dlq.count() == 1
     })
     .await;
@@ -328,9 +338,11 @@ async fn malformed_events_are_dead_lettered_and_counted() {
         .collect();
     assert_eq!(bodies, bad_orders.iter().map(|b| b.to_vec()).collect());
     let events = h.reader(&Route::INVENTORY_RESERVED).await;
-    until("the inventory events of the valid orders", || {
-        events.count() >= 101
-    })
+    until(
+        "the inventory events of the valid orders",
+        DEADLINE,
+        async || events.count() >= 101,
+    )
     .await;
     assert_eq!(events.count(), 101, "100 events and the bad record");
     system.stop().await;
@@ -359,14 +371,22 @@ async fn oversized_poison_is_dead_lettered_with_a_bounded_reason_and_the_partiti
         .await;
 
     let events = h.reader(&Route::INVENTORY_RESERVED).await;
-    until("the valid order's inventory event", || events.count() == 1).await;
+    until("the valid order's inventory event", DEADLINE, async || {
+        events.count() == 1
+    })
+    .await;
     assert_eq!(events.messages()[0].key.as_deref(), Some(key.as_str()));
     let dlq = h
         .reader(&Route::new(KafkaTransport::dead_letter_topic(
             h.order_topic(),
         )))
         .await;
-    until("the poison in the dead-letter topic", || dlq.count() == 1).await;
+    until(
+        "the poison in the dead-letter topic",
+        DEADLINE,
+        async || dlq.count() == 1,
+    )
+    .await;
     let dead = &dlq.messages()[0];
     let reason = &dead.headers[headers::DEATH_REASON];
     assert!(reason.len() <= 1024, "{} bytes", reason.len());
@@ -374,7 +394,7 @@ async fn oversized_poison_is_dead_lettered_with_a_bounded_reason_and_the_partiti
     assert!(reason.contains(&format!("…({HUGE} bytes)")), "{reason}");
     assert_eq!(dead.body.len(), poison.len(), "the record, whole");
     let analytics = system.analytics.as_ref().unwrap();
-    until("analytics counts both", || {
+    until("analytics counts both", DEADLINE, async || {
         let t = analytics.totals();
         t.orders == 1 && t.malformed == 1
     })
@@ -415,7 +435,7 @@ async fn events_written_by_the_original_services_are_decided_and_counted() {
     .await;
 
     let analytics = system.analytics.as_ref().unwrap();
-    until("every order decided and counted", || {
+    until("every order decided and counted", DEADLINE, async || {
         let t = analytics.totals();
         t.orders == N as u64 && t.inventory_events == N as u64 + 1
     })
@@ -427,7 +447,10 @@ async fn events_written_by_the_original_services_are_decided_and_counted() {
     assert_eq!(counts.malformed, 0, "{counts:?}");
     assert_eq!(counts.decided, N as u64, "{counts:?}");
     let events = h.reader(&Route::INVENTORY_RESERVED).await;
-    until("the inventory events", || events.count() == N + 1).await;
+    until("the inventory events", DEADLINE, async || {
+        events.count() == N + 1
+    })
+    .await;
     let by_order = events.inventory_events();
     for i in 1..=N {
         let e = &by_order[&campusfood::core::OrderId::parse(&format!("order-{i}")).unwrap()];
@@ -460,7 +483,7 @@ async fn at_least_once_mode_decides_every_order() {
     let system = h.start(StreamingPart::All).await;
     let orders = h.produce(N).await;
     let analytics = system.analytics.as_ref().unwrap();
-    until("every outcome", || {
+    until("every outcome", DEADLINE, async || {
         analytics.totals().inventory_events == N as u64
     })
     .await;
@@ -550,9 +573,11 @@ async fn sigkill_mid_burst_keeps_each_order_exactly_once() {
     let orders = h.produce(N).await;
 
     let mut child = spawn_child(&suffix, dir.path());
-    until("the child to be part-way through the burst", || {
-        events.count() >= 300
-    })
+    until(
+        "the child to be part-way through the burst",
+        DEADLINE,
+        async || events.count() >= 300,
+    )
     .await;
     kill9(&mut child);
     let at_kill = events.count();
@@ -562,12 +587,14 @@ async fn sigkill_mid_burst_keeps_each_order_exactly_once() {
     );
 
     let mut child = spawn_child(&suffix, dir.path());
-    until("every order to be decided after the restart", || {
-        events.count() >= N
-    })
+    until(
+        "every order to be decided after the restart",
+        DEADLINE,
+        async || events.count() >= N,
+    )
     .await;
     let group = h.options.inventory.group.clone();
-    until_async("the group to commit the whole burst", || async {
+    until("the group to commit the whole burst", DEADLINE, || async {
         h.lag(&group, h.order_topic()).await == 0
     })
     .await;
@@ -698,9 +725,11 @@ async fn two_inventory_processes_on_postgres_share_a_burst_and_survive_a_sigkill
         }
         all
     };
-    until("both processes to be part-way through the burst", || {
-        events.count() >= N / 5
-    })
+    until(
+        "both processes to be part-way through the burst",
+        DEADLINE,
+        async || events.count() >= N / 5,
+    )
     .await;
     kill9(&mut children.0[0]);
     let at_kill = events.count();
@@ -723,7 +752,7 @@ async fn two_inventory_processes_on_postgres_share_a_burst_and_survive_a_sigkill
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let group = h.options.inventory.group.clone();
-    until_async("the group to commit the whole burst", || async {
+    until("the group to commit the whole burst", DEADLINE, || async {
         h.lag(&group, h.order_topic()).await == 0
     })
     .await;

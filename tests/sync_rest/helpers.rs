@@ -1,7 +1,6 @@
 //! Shared helpers: spawn Part A on ephemeral ports with its own data
 //! directory, typed calls, and waiting on conditions with a deadline.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,15 +17,8 @@ pub struct TestApp {
     _data: tempfile::TempDir,
 }
 
-/// Test logs go nowhere unless TEST_LOG is set.
-fn init_logging() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
-}
+use campusfood_testkit::init_logging;
+pub use campusfood_testkit::until;
 
 /// Part A on port 0, with `tune` applied to the HTTP config, the durable
 /// ledger in a fresh temp dir, and `stock`.
@@ -173,25 +165,6 @@ impl TestApp {
 
     pub async fn stock(&self) -> Value {
         self.get(self.inventory_url("/inventory")).await
-    }
-}
-
-/// Waits until `cond` holds, polling, or panics after `deadline`.
-pub async fn until<F, Fut>(what: &str, deadline: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + deadline;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

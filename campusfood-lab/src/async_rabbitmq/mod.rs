@@ -11,21 +11,22 @@
 //! millisecond, when an order became `notified` (the order service's status
 //! consumer acknowledged its `order.notified`, after the store recorded it),
 //! and how often a duplicate was delivered.
+//!
+//! # Layout
+//! - here: the [`PartB`] handle — start, stop and restart services, cut
+//!   the broker, queues and dead letters.
+//! - `readers`: what an experiment reads of it — statuses, stock, the
+//!   outbox, gauges ([`Gauge`](crate::gauge::Gauge)) and waits.
+//! - `probe`: the [`Probe`] transport.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
 use campusfood_core::config::RabbitConfig;
-use campusfood_core::events::OrderPlaced;
 use campusfood_core::fault::FaultUpdate;
 use campusfood_core::ledger::InventoryLedger;
-use campusfood_core::transport::{
-    Capabilities, DeadLetter, DeadLetters, Delivery, Disposition, Handler, Message, Reply, Route,
-    SubscribeOptions, Subscription, Transport, TransportError,
-};
-use campusfood_core::{Config, Item, OrderId, OrderStatus};
+use campusfood_core::transport::{DeadLetter, DeadLetters, Message, Route, Transport};
+use campusfood_core::{Config, Item};
 use campusfood_services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood_services::inventory::InventoryService;
 use campusfood_services::server::StartError;
@@ -33,12 +34,15 @@ use campusfood_services::stores::OrderStore;
 use campusfood_services::stores::{Stores, names};
 use campusfood_testkit::Outage;
 use campusfood_transport::rabbitmq::RabbitTransport;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
 
-use crate::context::Settings;
-use crate::error::LabError;
-use crate::sync_rest::OrderClient;
+use crate::error::{LabError, broker_err};
+use crate::load::OrderClient;
+use crate::settings::Settings;
+
+mod probe;
+mod readers;
+
+pub use probe::{Handled, Handling, Probe, order_of};
 
 /// How to get a broker when there is none.
 pub const RABBITMQ_HINT: &str = "start it with `scripts/brokers.sh up rabbitmq`";
@@ -117,20 +121,6 @@ fn authority(url: &str) -> String {
         host.to_owned()
     } else {
         format!("{host}:5672")
-    }
-}
-
-fn broker_err(what: &str) -> impl FnOnce(TransportError) -> LabError + '_ {
-    move |source| LabError::Broker {
-        what: what.to_owned(),
-        source,
-    }
-}
-
-fn store_err(what: &str) -> impl FnOnce(String) -> LabError + '_ {
-    move |message| LabError::Store {
-        what: what.to_owned(),
-        message,
     }
 }
 
@@ -431,150 +421,6 @@ impl PartB {
             .map_err(broker_err("publishing an OrderPlaced"))
     }
 
-    /// The order's status in the OrderService's store.
-    pub async fn status(&self, id: &str) -> Result<Option<OrderStatus>, LabError> {
-        let id = OrderId::parse(id).map_err(|e| store_err("order id")(e.to_string()))?;
-        let order = self
-            .orders
-            .get(&id)
-            .await
-            .map_err(|e| store_err("reading an order")(e.to_string()))?;
-        Ok(order.map(|o| o.status))
-    }
-
-    /// How many of `ids` the OrderService's store says are `notified`.
-    pub async fn notified_in_store(&self, ids: &[String]) -> Result<usize, LabError> {
-        let mut n = 0;
-        for id in ids {
-            if self.status(id).await? == Some(OrderStatus::Notified) {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// The stock of the ordered item in inventory's ledger.
-    pub async fn stock(&self) -> Result<u64, LabError> {
-        let stock = self
-            .ledger
-            .stock()
-            .await
-            .map_err(|e| store_err("reading the ledger's stock")(e.to_string()))?;
-        Ok(stock.get(&self.item).copied().unwrap_or(0))
-    }
-
-    /// How many reservation records the ledger holds (one per order
-    /// decided, whatever the number of deliveries).
-    pub async fn reservation_count(&self) -> Result<u64, LabError> {
-        self.ledger
-            .reservation_count()
-            .await
-            .map_err(|e| store_err("counting reservations")(e.to_string()))
-    }
-
-    /// Whether the ledger holds a reservation record for order `id`.
-    pub async fn has_reservation(&self, id: &str) -> Result<bool, LabError> {
-        let id = OrderId::parse(id).map_err(|e| store_err("order id")(e.to_string()))?;
-        self.ledger
-            .reservation(&id)
-            .await
-            .map(|r| r.is_some())
-            .map_err(|e| store_err("reading a reservation")(e.to_string()))
-    }
-
-    /// Orders still in the OrderService's outbox (accepted, not yet
-    /// published with a confirm).
-    pub async fn outbox_len(&self) -> Result<u64, LabError> {
-        self.orders
-            .outbox_len()
-            .await
-            .map_err(|e| store_err("reading the outbox")(e.to_string()))
-    }
-
-    /// A gauge of `queue`'s depth, to sample on its own task.
-    pub fn queue_gauge(&self, queue: Queue) -> Gauge {
-        Gauge::Queue {
-            admin: self.admin.clone(),
-            name: self.queue_name(queue).to_owned(),
-        }
-    }
-
-    /// A gauge of the ledger's reservation count, to sample on its own task.
-    pub fn reservations_gauge(&self) -> Gauge {
-        Gauge::Reservations(self.ledger.clone())
-    }
-
-    /// A gauge of the outbox's length, to sample on its own task.
-    pub fn outbox_gauge(&self) -> Gauge {
-        Gauge::Outbox(self.orders.clone())
-    }
-
-    /// The `OrderPlaced` event of order `id` as the relay published it,
-    /// rebuilt from the order store (to publish it again).
-    pub async fn order_placed_json(&self, id: &str) -> Result<String, LabError> {
-        let oid = OrderId::parse(id).map_err(|e| store_err("order id")(e.to_string()))?;
-        let order = self
-            .orders
-            .get(&oid)
-            .await
-            .map_err(|e| store_err("reading an order")(e.to_string()))?
-            .ok_or_else(|| store_err("reading an order")(format!("no order {id}")))?;
-        let event = OrderPlaced {
-            order_id: order.order_id,
-            request_id: order.request_id,
-            item: order.item,
-            qty: order.qty,
-            status: OrderStatus::Placed,
-            created_at: order.created_at,
-        };
-        Ok(serde_json::to_string(&event)?)
-    }
-
-    /// Confirmations the NotificationService sent (logged).
-    pub fn notifications_sent(&self) -> u64 {
-        self.notification
-            .as_ref()
-            .and_then(|s| s.notification.as_ref())
-            .map_or(0, |n| n.sent())
-    }
-
-    /// Waits until the probe saw every order of `ids` become `notified`,
-    /// or fails after `deadline`.
-    pub async fn wait_notified(&self, ids: &[String], deadline: Duration) -> Result<(), LabError> {
-        let group = self.options.status_group.clone();
-        crate::sync_rest::until(&format!("{} orders notified", ids.len()), deadline, || {
-            let done = self
-                .probe
-                .count_first_acks(&Route::ORDER_NOTIFIED, Some(&group), ids)
-                == ids.len();
-            async move { done }
-        })
-        .await
-    }
-
-    /// Waits until inventory has decided every order of `ids` (its
-    /// consumer acknowledged the order's `OrderPlaced`: the decision is in
-    /// the ledger and its event published), or fails after `deadline`.
-    pub async fn wait_reserved(&self, ids: &[String], deadline: Duration) -> Result<(), LabError> {
-        crate::sync_rest::until(&format!("{} orders reserved", ids.len()), deadline, || {
-            let done = self.probe.count_first_acks(&Route::ORDER_PLACED, None, ids) == ids.len();
-            async move { done }
-        })
-        .await
-    }
-
-    /// When inventory decided each order (see [`wait_reserved`](Self::wait_reserved)).
-    pub fn reserved_at(&self) -> HashMap<String, Instant> {
-        self.probe.first_acks(&Route::ORDER_PLACED, None)
-    }
-
-    /// When each order became `notified` (the order service's status
-    /// consumer acknowledged its `order.notified`), by order id.
-    pub fn notified_at(&self) -> HashMap<String, Instant> {
-        self.probe
-            .first_acks(&Route::ORDER_NOTIFIED, Some(&self.options.status_group))
-    }
-
     /// Stops every service, deletes the run's exchanges and queues, and
     /// closes the connections.
     pub async fn stop(mut self) {
@@ -603,308 +449,6 @@ impl PartB {
         }
         self.bus.close().await;
         self.admin.close().await;
-    }
-}
-
-/// Something to sample over time: a queue's depth, the outbox's length.
-#[derive(Debug, Clone)]
-pub enum Gauge {
-    /// Ready messages of a queue.
-    Queue {
-        /// The lab's connection.
-        admin: Arc<RabbitTransport>,
-        /// The queue.
-        name: String,
-    },
-    /// Orders accepted and not yet published.
-    Outbox(Arc<dyn OrderStore>),
-    /// Reservation records in inventory's ledger.
-    Reservations(Arc<dyn InventoryLedger>),
-}
-
-impl Gauge {
-    /// The current value.
-    pub async fn read(&self) -> Result<u64, LabError> {
-        match self {
-            Self::Queue { admin, name } => admin
-                .queue_depth(name)
-                .await
-                .map(u64::from)
-                .map_err(broker_err(&format!("depth of {name}"))),
-            Self::Outbox(store) => store
-                .outbox_len()
-                .await
-                .map_err(|e| store_err("reading the outbox")(e.to_string())),
-            Self::Reservations(ledger) => ledger
-                .reservation_count()
-                .await
-                .map_err(|e| store_err("counting reservations")(e.to_string())),
-        }
-    }
-
-    /// Reads the gauge every `every` on its own task until
-    /// [`Sampler::finish`]; points are `[seconds since origin, value]`.
-    /// A read that fails (the broker away) is left out.
-    pub fn sample(self, every: Duration, origin: Instant) -> Sampler {
-        let (stop, mut rx) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let mut points = Vec::new();
-            let mut ticker = tokio::time::interval(every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    _ = rx.wait_for(|s| *s) => break,
-                }
-                match self.read().await {
-                    Ok(v) => points.push([origin.elapsed().as_secs_f64(), v as f64]),
-                    Err(e) => tracing::debug!(error = %e, "sample left out"),
-                }
-            }
-            // One last reading, so the series ends at the final value.
-            if let Ok(v) = self.read().await {
-                points.push([origin.elapsed().as_secs_f64(), v as f64]);
-            }
-            points
-        });
-        Sampler { stop, task }
-    }
-}
-
-/// A gauge being sampled ([`Gauge::sample`]).
-#[derive(Debug)]
-pub struct Sampler {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Vec<[f64; 2]>>,
-}
-
-impl Sampler {
-    /// Stops sampling and returns the points.
-    pub async fn finish(self) -> Result<Vec<[f64; 2]>, LabError> {
-        let _ = self.stop.send(true);
-        Ok(self.task.await?)
-    }
-}
-
-/// What a consumer's handler answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Handling {
-    /// Done: acknowledged.
-    Ack,
-    /// To be delivered again, with the reason.
-    Retry(String),
-    /// Set aside, with the reason.
-    DeadLetter(String),
-}
-
-/// One delivery a consumer handled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Handled {
-    /// When the handler answered.
-    pub at: Instant,
-    /// The route consumed.
-    pub route: Route,
-    /// The consumer group (`None`: the route's default consumer).
-    pub group: Option<String>,
-    /// The order, from the message's key or its body's `order_id`.
-    pub order_id: Option<String>,
-    /// Which attempt, from 1.
-    pub attempt: u32,
-    /// What the handler answered.
-    pub outcome: Handling,
-}
-
-#[derive(Debug, Default)]
-struct ProbeLog {
-    events: Vec<Handled>,
-    /// (route, group, order) → when it was first acknowledged.
-    first_ack: HashMap<(Route, Option<String>, String), Instant>,
-}
-
-/// A [`Transport`] that forwards everything to another and records every
-/// delivery its subscribers handle ([`Handled`]).
-#[derive(Debug)]
-pub struct Probe {
-    inner: Arc<dyn Transport>,
-    log: Arc<Mutex<ProbeLog>>,
-    /// Woken after every delivery handled.
-    handled: Arc<Notify>,
-}
-
-impl Probe {
-    /// A probe in front of `inner`.
-    pub fn new(inner: Arc<dyn Transport>) -> Self {
-        Self {
-            inner,
-            log: Arc::default(),
-            handled: Arc::default(),
-        }
-    }
-
-    /// Waits until `group`'s consumer of `route` has acknowledged order
-    /// `order_id` (woken by every delivery handled, no polling), and returns
-    /// when it first did; fails after `deadline`.
-    pub async fn first_ack(
-        &self,
-        route: &Route,
-        group: Option<&str>,
-        order_id: &str,
-        deadline: Duration,
-    ) -> Result<Instant, LabError> {
-        let key = (route.clone(), group.map(str::to_owned), order_id.to_owned());
-        let end = tokio::time::Instant::now() + deadline;
-        loop {
-            let woken = self.handled.notified();
-            tokio::pin!(woken);
-            // Registered before looking, so a delivery handled in between
-            // still wakes us.
-            woken.as_mut().enable();
-            if let Some(at) = self.with_log(|l| l.first_ack.get(&key).copied()) {
-                return Ok(at);
-            }
-            if tokio::time::timeout_at(end, woken).await.is_err() {
-                return Err(LabError::Deadline {
-                    what: format!("{route} of {order_id} acknowledged"),
-                    after: deadline,
-                });
-            }
-        }
-    }
-
-    fn with_log<T>(&self, f: impl FnOnce(&ProbeLog) -> T) -> T {
-        f(&self.log.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// Every delivery handled so far, in order.
-    pub fn events(&self) -> Vec<Handled> {
-        self.with_log(|l| l.events.clone())
-    }
-
-    /// The deliveries of `route` handled so far for `order_id`.
-    pub fn deliveries(&self, route: &Route, order_id: &str) -> Vec<Handled> {
-        self.with_log(|l| {
-            l.events
-                .iter()
-                .filter(|e| e.route == *route && e.order_id.as_deref() == Some(order_id))
-                .cloned()
-                .collect()
-        })
-    }
-
-    /// When each order was first acknowledged on `route` by `group`'s
-    /// consumer.
-    pub fn first_acks(&self, route: &Route, group: Option<&str>) -> HashMap<String, Instant> {
-        self.with_log(|l| {
-            l.first_ack
-                .iter()
-                .filter(|((r, g, _), _)| r == route && g.as_deref() == group)
-                .map(|((_, _, id), at)| (id.clone(), *at))
-                .collect()
-        })
-    }
-
-    /// How many of `ids` `group`'s consumer has acknowledged on `route`.
-    pub fn count_first_acks(&self, route: &Route, group: Option<&str>, ids: &[String]) -> usize {
-        self.with_log(|l| {
-            let group = group.map(str::to_owned);
-            ids.iter()
-                .filter(|id| {
-                    l.first_ack
-                        .contains_key(&(route.clone(), group.clone(), (*id).clone()))
-                })
-                .count()
-        })
-    }
-}
-
-/// The order a message is about: its key, else its body's `order_id`.
-pub fn order_of(message: &Message) -> Option<String> {
-    message.key.clone().or_else(|| {
-        serde_json::from_slice::<serde_json::Value>(&message.body)
-            .ok()?
-            .get("order_id")?
-            .as_str()
-            .map(str::to_owned)
-    })
-}
-
-struct Probed {
-    inner: Arc<dyn Handler>,
-    route: Route,
-    group: Option<String>,
-    log: Arc<Mutex<ProbeLog>>,
-    handled: Arc<Notify>,
-}
-
-#[async_trait]
-impl Handler for Probed {
-    async fn handle(&self, delivery: Delivery) -> Disposition {
-        let order_id = order_of(&delivery.message);
-        let attempt = delivery.attempt;
-        let disposition = self.inner.handle(delivery).await;
-        let at = Instant::now();
-        let outcome = match &disposition {
-            Disposition::Ack => Handling::Ack,
-            Disposition::Retry { reason } => Handling::Retry(reason.clone()),
-            Disposition::DeadLetter { reason } => Handling::DeadLetter(reason.clone()),
-        };
-        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        if let (Handling::Ack, Some(id)) = (&outcome, &order_id) {
-            log.first_ack
-                .entry((self.route.clone(), self.group.clone(), id.clone()))
-                .or_insert(at);
-        }
-        log.events.push(Handled {
-            at,
-            route: self.route.clone(),
-            group: self.group.clone(),
-            order_id,
-            attempt,
-            outcome,
-        });
-        drop(log);
-        self.handled.notify_waiters();
-        disposition
-    }
-}
-
-#[async_trait]
-impl Transport for Probe {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn request(
-        &self,
-        route: &Route,
-        request: Message,
-        timeout: Duration,
-    ) -> Result<Reply, TransportError> {
-        self.inner.request(route, request, timeout).await
-    }
-
-    async fn publish(&self, route: &Route, message: Message) -> Result<(), TransportError> {
-        self.inner.publish(route, message).await
-    }
-
-    async fn subscribe(
-        &self,
-        route: &Route,
-        handler: Arc<dyn Handler>,
-        options: SubscribeOptions,
-    ) -> Result<Subscription, TransportError> {
-        let probed = Arc::new(Probed {
-            inner: handler,
-            route: route.clone(),
-            group: options.group.clone(),
-            log: self.log.clone(),
-            handled: self.handled.clone(),
-        });
-        self.inner.subscribe(route, probed, options).await
     }
 }
 

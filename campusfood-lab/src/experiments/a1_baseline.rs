@@ -8,8 +8,8 @@ use super::common::{latencies, statuses, summary, summary_cells};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Outcome, Series, Table};
+use crate::load::{count_status, sequential};
 use crate::stats::cdf;
-use crate::sync_rest::{count_status, sequential};
 
 /// A healthy p50 above this would mean something is wrong with the chain,
 /// not that it is a little slow: two local HTTP hops take about a

@@ -10,8 +10,8 @@ use super::common::{latencies, secs, statuses, summary};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
+use crate::load::{OrderClient, Sample, count_status, sequential};
 use crate::stats::{cdf, ms};
-use crate::sync_rest::{OrderClient, Sample, count_status, sequential};
 
 /// The median increase may exceed the delay by this share plus
 /// [`SLACK_MS`] (scheduling, the sleep's own slack) and still count as "the

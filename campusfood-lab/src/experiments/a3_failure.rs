@@ -10,8 +10,8 @@ use super::common::{by_order, first_error, secs, statuses, summary};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
+use crate::load::{OrderClient, Sample, count_status, sequential};
 use crate::stats::ms;
-use crate::sync_rest::{OrderClient, Sample, count_status, sequential};
 
 /// A3 — failure injection.
 #[derive(Debug, Clone, Copy)]

@@ -16,8 +16,9 @@ use super::common::{statuses, summary};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
+use crate::load::{Sample, fixed_rate, peak_in_flight};
 use crate::stats::ms;
-use crate::sync_rest::{OutageKind, Sample, fixed_rate, peak_in_flight};
+use crate::sync_rest::OutageKind;
 
 /// A4 — circuit breaker during an outage.
 #[derive(Debug, Clone, Copy)]

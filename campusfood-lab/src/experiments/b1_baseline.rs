@@ -11,8 +11,8 @@ use crate::async_rabbitmq::{PartB, PartBOptions};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Outcome, Series, Table};
+use crate::load::{count_status, sequential};
 use crate::stats::{LatencySummary, cdf, ms};
-use crate::sync_rest::{count_status, sequential};
 
 /// As in A1: a healthy p50 above this means something is wrong.
 const HEALTHY_P50_MS: f64 = 50.0;
@@ -22,7 +22,7 @@ const HEALTHY_P50_MS: f64 = 50.0;
 pub struct B1Baseline;
 
 struct Measured {
-    samples: Vec<crate::sync_rest::Sample>,
+    samples: Vec<crate::load::Sample>,
     e2e: Vec<Duration>,
     wall: Duration,
     notified_in_store: usize,

@@ -12,8 +12,9 @@ use crate::async_rabbitmq::{PartB, PartBOptions, Queue};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
+use crate::load::{concurrent, count_status};
 use crate::stats::ms;
-use crate::sync_rest::{concurrent, count_status, until};
+use crate::wait::until;
 
 /// B2 — backlog and recovery.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +24,7 @@ pub struct B2Backlog;
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 struct Measured {
-    samples: Vec<crate::sync_rest::Sample>,
+    samples: Vec<crate::load::Sample>,
     depth: Vec<[f64; 2]>,
     reserved: Vec<[f64; 2]>,
     /// Since the origin: inventory stopped, orders all accepted, inventory

@@ -11,7 +11,7 @@ use crate::async_rabbitmq::{Handling, PartB, PartBOptions};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::sync_rest::until;
+use crate::wait::until;
 
 /// B3 — idempotency.
 #[derive(Debug, Clone, Copy)]

@@ -17,7 +17,7 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::stats::ms;
-use crate::sync_rest::until;
+use crate::wait::until;
 
 /// B4 — dead letters and poison.
 #[derive(Debug, Clone, Copy)]

@@ -13,8 +13,8 @@ use crate::async_rabbitmq::{PartB, PartBOptions};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
+use crate::load::{Sample, count_status, fixed_rate};
 use crate::stats::{LatencySummary, ms};
-use crate::sync_rest::{Sample, count_status, fixed_rate};
 
 /// B5 — broker outage with zero loss.
 #[derive(Debug, Clone, Copy)]

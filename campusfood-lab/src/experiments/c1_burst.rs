@@ -16,7 +16,7 @@ use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
 use crate::stats::ms;
 use crate::streaming_kafka::{PartC, PartCOptions};
-use crate::sync_rest::until;
+use crate::wait::until;
 
 /// C1 — 10k burst.
 #[derive(Debug, Clone, Copy)]

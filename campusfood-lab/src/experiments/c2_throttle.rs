@@ -10,7 +10,7 @@ use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
 use crate::stats::ms;
 use crate::streaming_kafka::{PartC, PartCOptions};
-use crate::sync_rest::until;
+use crate::wait::until;
 
 /// C2 — throttle and lag.
 #[derive(Debug, Clone, Copy)]

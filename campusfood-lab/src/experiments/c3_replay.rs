@@ -12,7 +12,7 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
 use crate::streaming_kafka::{PartC, PartCOptions};
-use crate::sync_rest::until;
+use crate::wait::until;
 
 /// C3 — reset and replay.
 #[derive(Debug, Clone, Copy)]

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::experiment::Cell;
+use crate::load::Sample;
 use crate::stats::{LatencySummary, ms};
-use crate::sync_rest::Sample;
 
 /// Latencies of `samples`.
 pub(crate) fn latencies(samples: &[Sample]) -> Vec<Duration> {

@@ -13,9 +13,10 @@ use crate::async_rabbitmq::PartBOptions;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
+use crate::load::{Sample, count_status, sequential};
 use crate::stats::{LatencySummary, ms};
 use crate::streaming_kafka::{DecisionWatcher, PartC, PartCOptions, wait_decided};
-use crate::sync_rest::{OutageKind, Sample, count_status, sequential};
+use crate::sync_rest::OutageKind;
 
 /// X1 — REST vs queue vs stream under inventory faults.
 #[derive(Debug, Clone, Copy)]

@@ -11,9 +11,9 @@ use crate::async_rabbitmq::PartBOptions;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Legend, Outcome, Series, Table};
+use crate::load::{Sample, concurrent, count_status};
 use crate::streaming_kafka::{PartC, PartCOptions, wait_decided};
-use crate::sync_rest::until;
-use crate::sync_rest::{Sample, concurrent, count_status};
+use crate::wait::until;
 
 /// X2 — throughput.
 #[derive(Debug, Clone, Copy)]

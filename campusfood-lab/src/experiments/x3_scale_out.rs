@@ -29,9 +29,10 @@ use campusfood_transport::rabbitmq::RabbitTransport;
 
 use crate::async_rabbitmq::{RABBITMQ_HINT, RABBITMQ_URL_KEY};
 use crate::context::Context;
-use crate::error::LabError;
+use crate::error::{LabError, store_err};
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::sync_rest::{OrderClient, concurrent, until};
+use crate::load::{OrderClient, concurrent};
+use crate::wait::until;
 
 /// X3 — scale out.
 #[derive(Debug, Clone, Copy)]
@@ -107,13 +108,6 @@ struct Run {
 impl Run {
     fn orders_per_s(&self) -> f64 {
         self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
-fn store_err(what: &str) -> impl FnOnce(String) -> LabError + '_ {
-    move |message| LabError::Store {
-        what: what.to_owned(),
-        message,
     }
 }
 

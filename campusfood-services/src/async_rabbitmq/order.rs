@@ -210,15 +210,7 @@ const FRESH_IDS: u32 = 3;
 
 /// `order`'s `OrderPlaced`, keyed by its id, with its request id.
 fn placed_message(order: &Order) -> Result<Message, campusfood_core::codec::CodecError> {
-    let event = OrderPlaced {
-        order_id: order.order_id.clone(),
-        request_id: order.request_id,
-        item: order.item.clone(),
-        qty: order.qty,
-        status: OrderStatus::Placed,
-        created_at: order.created_at.clone(),
-    };
-    Ok(Message::json(&event)?
+    Ok(Message::json(&OrderPlaced::from(order))?
         .with_key(order.order_id.as_str())
         .with_header(headers::REQUEST_ID, order.request_id.to_string()))
 }

@@ -14,9 +14,8 @@ use campusfood_core::OrderId;
 use campusfood_core::fault::FaultInjector;
 use campusfood_core::ledger::InventoryLedger;
 use campusfood_core::order::Order;
+use campusfood_core::task::BackgroundTask;
 use campusfood_core::transport::{Route, SubscribeOptions, Subscription, Transport};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::order::AsyncOrderService;
 use super::workers::{NotifyWorker, ReserveWorker};
@@ -173,8 +172,8 @@ pub struct AsyncSystem {
     /// NotificationService, when run here.
     pub notification: Option<Arc<NotificationService>>,
     subscriptions: Vec<Subscription>,
-    relay: Option<(watch::Sender<bool>, JoinHandle<()>)>,
-    sampler: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    relay: Option<BackgroundTask>,
+    sampler: Option<BackgroundTask>,
 }
 
 impl AsyncSystem {
@@ -218,17 +217,10 @@ impl AsyncSystem {
             sampler: None,
         };
         if let Some(backlog) = observability.as_ref().and_then(|o| o.backlog.clone()) {
-            let (stop, mut rx) = watch::channel(false);
             let routes = vec![Route::ORDER_PLACED, Route::INVENTORY_RESERVED];
-            let task = tokio::spawn(sample_backlog(
-                backlog,
-                routes,
-                Duration::from_secs(1),
-                async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                },
-            ));
-            this.sampler = Some((stop, task));
+            this.sampler = Some(BackgroundTask::spawn(|stop| {
+                sample_backlog(backlog, routes, Duration::from_secs(1), stop.into_stopped())
+            }));
         }
         let subscribe = |route: Route, handler, group: Option<&str>| {
             let transport = transport.clone();
@@ -273,11 +265,10 @@ impl AsyncSystem {
                 this.subscriptions
                     .push(subscribe(route, worker, Some(&options.status_group)).await?);
             }
-            let (stop, mut rx) = watch::channel(false);
-            let relay = tokio::spawn(service.clone().run_relay(options.relay_poll, async move {
-                let _ = rx.wait_for(|s| *s).await;
+            let (relay, poll) = (service.clone(), options.relay_poll);
+            this.relay = Some(BackgroundTask::spawn(|stop| {
+                relay.run_relay(poll, stop.into_stopped())
             }));
-            this.relay = Some((stop, relay));
             let server = Server::start_with(
                 "order",
                 &format!("{host}:{}", options.order_port),
@@ -295,16 +286,14 @@ impl AsyncSystem {
         if let Some(o) = self.order {
             o.server.stop().await;
         }
-        if let Some((stop, task)) = self.relay {
-            let _ = stop.send(true);
-            let _ = task.await;
+        if let Some(relay) = self.relay {
+            let _ = relay.stop().await;
         }
         for s in self.subscriptions {
             s.stop().await;
         }
-        if let Some((stop, task)) = self.sampler {
-            let _ = stop.send(true);
-            let _ = task.await;
+        if let Some(sampler) = self.sampler {
+            let _ = sampler.stop().await;
         }
         if let Some(i) = self.inventory {
             i.server.stop().await;

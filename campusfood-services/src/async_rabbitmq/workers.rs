@@ -21,16 +21,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use campusfood_core::OrderId;
 use campusfood_core::bounded;
 use campusfood_core::events::{
     FailReason, InventoryFailed, InventoryReserved, NotifyRequest, OrderNotified, OrderPlaced,
     ReserveRequest,
 };
-use campusfood_core::order::{OrderStatus, now_rfc3339};
+use campusfood_core::order::OrderStatus;
 use campusfood_core::transport::{
     Delivery, Disposition, Handler, Message, Route, Transport, headers,
 };
-use campusfood_core::{OrderId, ReservationId};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -126,12 +126,7 @@ impl Handler for ReserveWorker {
             Ok(p) => p,
             Err(poison) => return poison,
         };
-        let request = ReserveRequest {
-            order_id: placed.order_id.clone(),
-            request_id: placed.request_id,
-            item: placed.item.clone(),
-            qty: placed.qty,
-        };
+        let request = ReserveRequest::for_placed(&placed);
         let request_id = placed.request_id.to_string();
         let inventory = &self.inventory;
         let result = patiently("reserving", || async {
@@ -147,15 +142,7 @@ impl Handler for ReserveWorker {
         });
         let published = match result {
             ReserveResult::Reserved(ok) => {
-                let event = InventoryReserved {
-                    order_id: placed.order_id.clone(),
-                    reservation_id: ReservationId::for_order(&placed.order_id),
-                    item: ok.item,
-                    qty: ok.qty,
-                    remaining: ok.remaining,
-                    request_id: placed.request_id,
-                    created_at: now_rfc3339(),
-                };
+                let event = InventoryReserved::new(&placed, ok);
                 publish(
                     &*self.transport,
                     &Route::INVENTORY_RESERVED,
@@ -171,12 +158,7 @@ impl Handler for ReserveWorker {
                 } else {
                     FailReason::ItemNotFound
                 };
-                let event = InventoryFailed {
-                    order_id: placed.order_id.clone(),
-                    reason,
-                    request_id: placed.request_id,
-                    created_at: now_rfc3339(),
-                };
+                let event = InventoryFailed::new(&placed, reason);
                 publish(
                     &*self.transport,
                     &Route::INVENTORY_FAILED,
@@ -313,14 +295,7 @@ impl Handler for NotifyWorker {
         if sent {
             tracing::info!(order_id = id, "already notified: not sent again");
         } else {
-            let request = NotifyRequest {
-                order_id: reserved.order_id.clone(),
-                request_id: reserved.request_id,
-                message: format!(
-                    "Order {} confirmed: {} x {}",
-                    reserved.order_id, reserved.qty, reserved.item
-                ),
-            };
+            let request = NotifyRequest::confirming_reserved(&reserved);
             if let Err(e) = self.notification.send(&request).await {
                 return Disposition::Retry {
                     reason: e.to_string(),
@@ -338,11 +313,7 @@ impl Handler for NotifyWorker {
                 };
             }
         }
-        let event = OrderNotified {
-            order_id: reserved.order_id.clone(),
-            request_id: reserved.request_id,
-            created_at: now_rfc3339(),
-        };
+        let event = OrderNotified::new(&reserved);
         let request_id = reserved.request_id.to_string();
         if let Err(d) = publish(
             &*self.transport,
@@ -411,9 +382,10 @@ impl Handler for StatusWorker {
 
 #[cfg(test)]
 mod tests {
+    use campusfood_core::events::ReserveOk;
     use campusfood_core::fault::{FaultConfig, FaultInjector};
-    use campusfood_core::order::{Item, Quantity};
-    use campusfood_core::{OrderId, RequestId};
+    use campusfood_core::order::{Order, PlaceOrder};
+    use campusfood_core::transport::ForwardTransport;
     use campusfood_transport::memory::MemoryTransport;
 
     use super::*;
@@ -421,16 +393,12 @@ mod tests {
 
     /// An `InventoryReserved` for a fresh order of one burger.
     fn reserved_event() -> InventoryReserved {
-        let order_id = OrderId::generate();
-        InventoryReserved {
-            reservation_id: ReservationId::for_order(&order_id),
-            order_id,
-            item: Item::parse("burger").unwrap(),
-            qty: Quantity::new(1).unwrap(),
-            remaining: 9,
-            request_id: RequestId::generate(),
-            created_at: now_rfc3339(),
-        }
+        let order = PlaceOrder::from_json(br#"{"item": "burger", "qty": 1}"#).unwrap();
+        let placed = OrderPlaced::from(&Order::new(order, OrderStatus::Placed));
+        InventoryReserved::new(
+            &placed,
+            ReserveOk::new(&ReserveRequest::for_placed(&placed), 9),
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -462,23 +430,14 @@ mod tests {
     }
 
     #[async_trait]
-    impl Transport for FirstPublishFails {
-        fn name(&self) -> &'static str {
+    impl ForwardTransport for FirstPublishFails {
+        fn inner(&self) -> &dyn Transport {
+            &self.inner
+        }
+        fn forward_name(&self) -> &'static str {
             "first-publish-fails"
         }
-        fn capabilities(&self) -> campusfood_core::transport::Capabilities {
-            self.inner.capabilities()
-        }
-        async fn request(
-            &self,
-            route: &Route,
-            request: Message,
-            timeout: Duration,
-        ) -> Result<campusfood_core::transport::Reply, campusfood_core::transport::TransportError>
-        {
-            self.inner.request(route, request, timeout).await
-        }
-        async fn publish(
+        async fn forward_publish(
             &self,
             route: &Route,
             message: Message,
@@ -490,17 +449,6 @@ mod tests {
                 });
             }
             self.inner.publish(route, message).await
-        }
-        async fn subscribe(
-            &self,
-            route: &Route,
-            handler: Arc<dyn Handler>,
-            options: campusfood_core::transport::SubscribeOptions,
-        ) -> Result<
-            campusfood_core::transport::Subscription,
-            campusfood_core::transport::TransportError,
-        > {
-            self.inner.subscribe(route, handler, options).await
         }
     }
 

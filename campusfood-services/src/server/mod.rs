@@ -11,11 +11,10 @@ use std::time::Duration;
 use campusfood_core::config::ServerLimits;
 use campusfood_core::ledger::LedgerError;
 use campusfood_core::outbox::OutboxError;
+use campusfood_core::task::BackgroundTask;
 use campusfood_core::transport::TransportError;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::stores::StoresError;
 
@@ -69,8 +68,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: BackgroundTask<std::io::Result<()>>,
     stop_timeout: Duration,
 }
 
@@ -99,17 +97,12 @@ impl Server {
         };
         let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
-        let (stop, mut rx) = watch::channel(false);
-        let shutdown = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let task = tokio::spawn(campusfood_transport::http::serve(
-            listener, router, limits, shutdown,
-        ));
+        let task = BackgroundTask::spawn(|stop| {
+            campusfood_transport::http::serve(listener, router, limits, stop.into_stopped())
+        });
         tracing::info!(service, %addr, "listening");
         Ok(Self {
             addr,
-            stop,
             task,
             stop_timeout: limits.stop_timeout,
         })
@@ -124,15 +117,13 @@ impl Server {
     /// [`ServerLimits::stop_timeout`], closes the connections still open
     /// after that, and returns. (Should the server not end within twice
     /// that — a handler blocking its thread — its task is aborted.)
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        match tokio::time::timeout(self.stop_timeout * 2, &mut self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-            Err(_) => {
-                tracing::warn!(addr = %self.addr, "server did not stop in time; aborting it");
-                self.task.abort();
+    pub async fn stop(self) {
+        match self.task.stop_within(self.stop_timeout * 2).await {
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+            Some(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+            None => {
+                tracing::warn!(addr = %self.addr, "server did not stop in time; aborted it");
             }
         }
     }

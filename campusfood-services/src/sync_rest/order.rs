@@ -38,6 +38,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::inventory::{ReserveResult, UnreadableReply};
 use crate::reply::{error_reply, validation_reply};
 use crate::sync_rest::resilience::{CircuitBreaker, CircuitOpen, backoff};
 
@@ -313,13 +314,7 @@ impl OrderService {
     /// same.
     async fn reserve(&self, order: &Order, inconclusive: &mut bool) -> Result<Reply, HopError> {
         let attempts = self.options.retry.map_or(1, |r| r.max_attempts.max(1));
-        let request = ReserveRequest {
-            order_id: order.order_id.clone(),
-            request_id: order.request_id,
-            item: order.item.clone(),
-            qty: order.qty,
-        };
-        let message = Message::json(&request)
+        let message = Message::json(&ReserveRequest::for_order(order))
             .map_err(|e| HopError::Transport(e.into()))?
             .with_key(order.order_id.as_str())
             .with_header(headers::REQUEST_ID, order.request_id.to_string());
@@ -369,15 +364,7 @@ impl OrderService {
     /// The notify hop. A failure does not fail the order: the notification
     /// goes to the outbox and is retried.
     async fn notify(&self, order: &Order) {
-        let req = NotifyRequest {
-            order_id: order.order_id.clone(),
-            request_id: order.request_id,
-            message: format!(
-                "Order {} confirmed: {} x {}",
-                order.order_id, order.qty, order.item
-            ),
-        };
-        let message = match Message::json(&req) {
+        let message = match Message::json(&NotifyRequest::confirming(order)) {
             Ok(m) => m
                 .with_key(order.order_id.as_str())
                 .with_header(headers::REQUEST_ID, order.request_id.to_string()),
@@ -527,29 +514,42 @@ fn reservation(reserved: Result<Reply, HopError>, order: &Order) -> Result<Reser
         }
     };
     let inventory = || reply.decode().unwrap_or(Value::Null);
-    match reply.status {
-        200 => reply.decode().map_err(|e| Refused {
+    let s = reply.status;
+    let answer = ReserveResult::from_reply(&ReserveRequest::for_order(order), s, &reply.body);
+    match answer {
+        Ok(ReserveResult::Reserved(ok)) => Ok(ok),
+        Err(UnreadableReply::Body {
+            status: 200,
+            reason,
+        }) => Err(Refused {
             holds_stock: true,
             ..Refused::new(
                 502,
-                format!("inventory answered an unreadable reservation: {e}"),
+                format!("inventory answered an unreadable reservation: {reason}"),
             )
         }),
-        409 if inventory()["field"] == "order_id" => Err(Refused {
+        Ok(ReserveResult::IdTaken { .. }) => Err(Refused {
             id_taken: true,
             ..Refused::new(409, "the order id is taken at inventory".to_owned())
                 .with("inventory_response", inventory())
         }),
-        409 => Err(Refused::new(409, "insufficient stock".to_owned())
-            .with("inventory_response", inventory())),
-        404 => Err(Refused::new(404, format!("unknown item {}", order.item))
-            .with("item", json!(order.item))),
-        s if s >= 500 => Err(Refused::new(503, format!("inventory failed with {s}"))
-            .with("inventory_response", inventory())),
-        s => Err(
-            Refused::new(502, format!("inventory refused the reservation with {s}"))
-                .with("inventory_response", inventory()),
-        ),
+        Ok(ReserveResult::Insufficient(_)) => {
+            Err(Refused::new(409, "insufficient stock".to_owned())
+                .with("inventory_response", inventory()))
+        }
+        Ok(ReserveResult::UnknownItem { .. }) => {
+            Err(Refused::new(404, format!("unknown item {}", order.item))
+                .with("item", json!(order.item)))
+        }
+        Ok(ReserveResult::Injected { .. } | ReserveResult::Unavailable { .. }) => {
+            Err(Refused::new(503, format!("inventory failed with {s}"))
+                .with("inventory_response", inventory()))
+        }
+        Ok(ReserveResult::Released { .. }) | Err(_) => Err(Refused::new(
+            502,
+            format!("inventory refused the reservation with {s}"),
+        )
+        .with("inventory_response", inventory())),
     }
 }
 

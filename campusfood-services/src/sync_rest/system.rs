@@ -8,9 +8,8 @@ use campusfood_core::Config;
 use campusfood_core::fault::FaultInjector;
 use campusfood_core::ledger::InventoryLedger;
 use campusfood_core::outbox::Outbox;
+use campusfood_core::task::BackgroundTask;
 use campusfood_transport::http::HttpTransport;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::order::{OrderOptions, OrderService};
 use super::routers::{notification_router, order_router};
@@ -42,7 +41,7 @@ pub struct SyncRest {
     pub notification: Option<Running<NotificationService>>,
     /// OrderService, when this process runs it.
     pub order: Option<Running<OrderService>>,
-    retrier: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    retrier: Option<BackgroundTask>,
 }
 
 /// Part A's stores; each is needed only by the service that uses it.
@@ -180,11 +179,10 @@ impl SyncRest {
                 outbox,
                 OrderOptions::from(&http),
             ));
-            let (stop, mut rx) = watch::channel(false);
-            let retrier = tokio::spawn(service.clone().run_retrier(async move {
-                let _ = rx.wait_for(|s| *s).await;
+            let retrier = service.clone();
+            this.retrier = Some(BackgroundTask::spawn(|stop| {
+                retrier.run_retrier(stop.into_stopped())
             }));
-            this.retrier = Some((stop, retrier));
             let router = order_router(service.clone(), http.max_body_bytes);
             let server =
                 Server::start_with("order", &bind(http.order_port), router, http.server).await?;
@@ -199,9 +197,8 @@ impl SyncRest {
         if let Some(o) = self.order {
             o.server.stop().await;
         }
-        if let Some((stop, task)) = self.retrier {
-            let _ = stop.send(true);
-            let _ = task.await;
+        if let Some(retrier) = self.retrier {
+            let _ = retrier.stop().await;
         }
         if let Some(n) = self.notification {
             n.server.stop().await;

@@ -9,9 +9,8 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use campusfood_core::task::BackgroundTask;
 use campusfood_kafka::KafkaTransport;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::window::{Analytics, MetricsSnapshot};
@@ -76,21 +75,19 @@ impl Metrics {
 }
 
 /// Refreshes the lag every [`LAG_REFRESH`] until stopped.
-pub(super) fn spawn_lag_refresher(metrics: Metrics) -> (watch::Sender<bool>, JoinHandle<()>) {
-    let (stop, mut rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
+pub(super) fn spawn_lag_refresher(metrics: Metrics) -> BackgroundTask {
+    BackgroundTask::spawn(|mut stop| async move {
         loop {
             tokio::select! {
-                _ = rx.wait_for(|s| *s) => return,
+                () = stop.stopped() => return,
                 () = metrics.refresh_lag() => {}
             }
             tokio::select! {
-                _ = rx.wait_for(|s| *s) => return,
+                () = stop.stopped() => return,
                 () = tokio::time::sleep(LAG_REFRESH) => {}
             }
         }
-    });
-    (stop, task)
+    })
 }
 
 /// `GET /metrics`, `GET /health` and `GET /openapi.json`.

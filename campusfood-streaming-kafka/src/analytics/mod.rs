@@ -61,10 +61,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use campusfood_core::task::BackgroundTask;
 use campusfood_core::transport::{Route, SubscribeOptions, Subscription, Transport};
 use campusfood_kafka::KafkaTransport;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use self::handler::{AnalyticsHandler, Source};
 use self::metrics::{LagCache, Metrics, router, spawn_lag_refresher};
@@ -118,8 +117,8 @@ pub struct AnalyticsConsumer {
     metrics: Metrics,
     subscriptions: Vec<Subscription>,
     server: Server,
-    reporter: Option<(watch::Sender<bool>, JoinHandle<()>)>,
-    lag_refresher: (watch::Sender<bool>, JoinHandle<()>),
+    reporter: Option<BackgroundTask>,
+    lag_refresher: BackgroundTask,
 }
 
 impl AnalyticsConsumer {
@@ -232,13 +231,10 @@ impl AnalyticsConsumer {
     /// Stops the report, the HTTP server and both members (each commits
     /// what it has handled and leaves the group, unless static).
     pub async fn stop(self) {
-        if let Some((stop, task)) = self.reporter {
-            let _ = stop.send(true);
-            let _ = task.await;
+        if let Some(reporter) = self.reporter {
+            let _ = reporter.stop().await;
         }
-        let (stop, task) = self.lag_refresher;
-        let _ = stop.send(true);
-        let _ = task.await;
+        let _ = self.lag_refresher.stop().await;
         self.server.stop().await;
         futures::future::join_all(self.subscriptions.into_iter().map(Subscription::stop)).await;
         let t = self.metrics.analytics.totals();

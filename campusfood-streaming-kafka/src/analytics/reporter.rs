@@ -2,24 +2,19 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use campusfood_core::task::BackgroundTask;
 
 use super::metrics::Metrics;
 
 /// Logs a summary line every `every`.
-pub(super) fn spawn_reporter(
-    metrics: Metrics,
-    every: Duration,
-) -> (watch::Sender<bool>, JoinHandle<()>) {
-    let (stop, mut rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
+pub(super) fn spawn_reporter(metrics: Metrics, every: Duration) -> BackgroundTask {
+    BackgroundTask::spawn(|mut stop| async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
-                _ = rx.wait_for(|s| *s) => return,
+                () = stop.stopped() => return,
                 _ = tick.tick() => {}
             }
             let m = metrics.snapshot();
@@ -34,6 +29,5 @@ pub(super) fn spawn_reporter(
                 "metrics"
             );
         }
-    });
-    (stop, task)
+    })
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use campusfood_core::RequestId;
 use campusfood_core::bounded;
 use campusfood_core::events::{InventoryEvent, InventoryStatus, OrderEvent, ReserveRequest};
-use campusfood_core::transport::{Message, Route, headers};
+use campusfood_core::transport::{Message, Route};
 
 use crate::StreamingError;
 use campusfood_services::inventory::{InventoryService, ReserveResult};
@@ -116,17 +116,8 @@ impl OrderDecider {
             }
         };
         tracing::Span::current().record("order_id", order.order_id.as_str());
-        let request_id = message
-            .headers
-            .get(headers::REQUEST_ID)
-            .and_then(|r| RequestId::parse(r).ok())
-            .unwrap_or_else(RequestId::generate);
-        let request = ReserveRequest {
-            order_id: order.order_id.clone(),
-            request_id,
-            item: order.item_id.clone(),
-            qty: order.qty,
-        };
+        let request_id = message.request_id().unwrap_or_else(RequestId::generate);
+        let request = ReserveRequest::for_event(&order, request_id);
         let status = match self.service.reserve(&request, 1).await {
             ReserveResult::Reserved(_) => InventoryStatus::Success,
             ReserveResult::Insufficient(_)

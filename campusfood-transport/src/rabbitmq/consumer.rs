@@ -47,7 +47,7 @@ use campusfood_core::transport::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::Inner;
-use super::connection::{BrokerError, Chan};
+use super::channel::{BrokerError, Chan};
 use super::message::{self, BROKER_DEATH_HEADERS};
 use super::topology::QueueSpec;
 

@@ -24,7 +24,7 @@ use amqprs::{BasicProperties, GetOk};
 use campusfood_core::transport::{DeadLetter, Route, headers};
 
 use super::Inner;
-use super::connection::{BrokerError, Chan};
+use super::channel::{BrokerError, Chan};
 use super::message::{self, BROKER_DEATH_HEADERS};
 use super::topology::QueueSpec;
 

@@ -25,7 +25,8 @@ use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use super::connection::{Broker, BrokerError, lock};
+use super::channel::{BrokerError, lock};
+use super::connection::Broker;
 
 /// How the broker answered one publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use amqprs::{FieldName, FieldTable, FieldValue};
 use campusfood_core::config::RabbitConfig;
 use campusfood_core::transport::Route;
 
-use super::connection::{BrokerError, Chan, lock};
+use super::channel::{BrokerError, Chan, lock};
 
 /// Where a publish goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
