@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 /// Why a fault setting was refused. The caller's fault.
 #[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
 pub enum FaultError {
     /// `delay` is negative, above [`FaultConfig::MAX_DELAY`] or not a
     /// number.
@@ -29,6 +30,16 @@ pub enum FaultError {
     /// `failure_rate` is outside `0..=1`.
     #[error("failure_rate must be between 0 and 1, got {0}")]
     FailureRate(f64),
+}
+
+impl FaultError {
+    /// The setting that was refused, as the `/configure` body names it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Delay(_) => "delay",
+            Self::FailureRate(_) => "failure_rate",
+        }
+    }
 }
 
 /// A validated fault setting.

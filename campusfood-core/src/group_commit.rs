@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Why an operation was not committed.
 #[derive(Debug, Clone, Error)]
+#[non_exhaustive]
 pub enum CommitError {
     /// The batch could not be applied or committed; nothing of it was.
     #[error("{0}")]

@@ -13,6 +13,7 @@ use crate::bounded;
 /// quoted preview of the offending text ([`bounded::preview`]), never the
 /// whole of it: the text may be anything a sender put in a message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum IdError {
     /// Not 1 to 64 characters of ASCII letters, digits, `.`, `_`, `:` and
     /// `-`.

@@ -14,6 +14,7 @@ use crate::ids::{OrderId, RequestId};
 /// Why an order (or one of its fields) is invalid. Always the caller's
 /// fault: fix the input and send again.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ValidationError {
     /// The body is not JSON, or not a JSON object.
     #[error("body is not a JSON object: {0}")]

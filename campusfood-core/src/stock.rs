@@ -10,6 +10,7 @@ use crate::order::Item;
 
 /// Why a stock specification cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum StockError {
     /// An entry is not `item=qty`.
     #[error("stock entry {0:?} is not item=qty")]

@@ -186,7 +186,10 @@ pub struct Delivery {
     pub attempt: u32,
 }
 
-/// What a [`Handler`] wants done with a delivery.
+/// What a [`Handler`] wants done with a delivery. Deliberately exhaustive
+/// (unlike [`TransportError`]): a transport has to settle every
+/// disposition, so a new one should fail its build, not fall into a
+/// fallback arm that settles it wrongly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
     /// Done (its effects are durable): acknowledge, never deliver again.
@@ -255,7 +258,10 @@ pub struct Capabilities {
 }
 
 /// Why a transport call failed, grouped by what the caller should do.
+/// Non-exhaustive: new kinds of failure may be added without a breaking
+/// release, so matches keep a fallback arm.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// No answer within the deadline. Retrying may help; the request may or
     /// may not have been processed (use idempotent operations).

@@ -29,6 +29,7 @@ pub struct NotificationService {
 
 /// Why a notification was not sent.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NotifyError {
     /// An injected fault.
     #[error(transparent)]

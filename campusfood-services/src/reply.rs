@@ -29,9 +29,10 @@ pub(crate) fn decode_request<T: serde::de::DeserializeOwned>(body: &[u8]) -> Res
 /// The reply for an order that failed validation: `400` when the body is
 /// not a JSON object, `422` naming the field otherwise.
 pub(crate) fn validation_reply(e: &ValidationError) -> Reply {
-    let status = match e {
-        ValidationError::Malformed(_) => 400,
-        ValidationError::Missing(_) | ValidationError::Invalid { .. } => 422,
+    let status = if matches!(e, ValidationError::Malformed(_)) {
+        400
+    } else {
+        422
     };
     let body = ErrorBody {
         error: e.to_string(),

@@ -96,6 +96,7 @@ pub use system::{StreamingOptions, StreamingPart, StreamingSystem};
 /// Why a streaming component could not start or finish, grouped by what
 /// the caller should do.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StreamingError {
     /// No broker answered at the bootstrap address, even after retrying
     /// with backoff. Start Kafka, or fix `BOOTSTRAP_SERVERS`.

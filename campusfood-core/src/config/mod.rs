@@ -36,6 +36,7 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 
 /// A setting from the environment that cannot be used.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// `CAMPUSFOOD_STOCK` is not a valid stock specification.
     #[error("{STOCK_ENV}: {0}")]

@@ -137,6 +137,7 @@ impl Reservation {
 /// Why the ledger could not answer. Never the caller's fault: the same call
 /// may succeed later.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum LedgerError {
     /// The durable store failed (I/O, corruption, full disk).
     #[error("ledger storage failed: {0}")]

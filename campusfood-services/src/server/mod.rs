@@ -27,6 +27,7 @@ pub use routes::{
 
 /// Why a service could not start.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// A port could not be bound (in use, or not permitted).
     #[error("{service}: cannot listen on {addr}: {source}")]

@@ -122,13 +122,7 @@ pub(crate) fn configure_route(
                     })
                     .into_response()
                 }
-                Err(e) => {
-                    let field = match e {
-                        campusfood_core::fault::FaultError::Delay(_) => "delay",
-                        campusfood_core::fault::FaultError::FailureRate(_) => "failure_rate",
-                    };
-                    json_error(StatusCode::BAD_REQUEST, e.to_string(), Some(field))
-                }
+                Err(e) => json_error(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field())),
             }
         }
     })

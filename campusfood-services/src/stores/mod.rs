@@ -82,6 +82,7 @@ pub mod names {
 
 /// The stores could not be opened.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StoresError {
     /// A database URL was given to a build without Postgres support.
     #[error(

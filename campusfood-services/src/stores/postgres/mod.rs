@@ -49,6 +49,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Postgres could not be used.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum PgError {
     /// The settings cannot work (a bad URL or schema name). Fix the input.
     #[error("database settings: {0}")]
