@@ -236,6 +236,8 @@ impl OrderService {
             Ok(r) => r,
             Err(e) => return validation_reply(&e),
         };
+        // The bulkhead refuses at once when full (tower's ConcurrencyLimit
+        // would queue the order instead): a tokio semaphore's try_acquire.
         let _permit = match &self.bulkhead {
             None => None,
             Some(sem) => match sem.clone().try_acquire_owned() {
@@ -311,7 +313,10 @@ impl OrderService {
     /// transport failures — safe because reserve is idempotent per order.
     /// Sets `inconclusive` when an attempt ended without an answer (a
     /// timeout, a lost connection): inventory may have reserved all the
-    /// same.
+    /// same. The timeout is the transport's (reqwest's, over HTTP); the
+    /// retry loop is written out because every attempt also settles the
+    /// breaker and may mark the order inconclusive, which a retry
+    /// combinator's closure could only report through shared state.
     async fn reserve(&self, order: &Order, inconclusive: &mut bool) -> Result<Reply, HopError> {
         let attempts = self.options.retry.map_or(1, |r| r.max_attempts.max(1));
         let message = Message::json(&ReserveRequest::for_order(order))

@@ -14,6 +14,8 @@ use tokio::time::Instant;
 
 /// The backoff before attempt `next_attempt` (2 for the first retry): full
 /// jitter over an exponentially growing cap, `random(0..=min(max, base·2ⁿ⁻²))`.
+/// Hand-written because it is full jitter: backon's `with_jitter` adds a
+/// random part on top of the delay, so retrying callers never spread below it.
 pub fn backoff(config: &RetryConfig, next_attempt: u32) -> Duration {
     let exp = next_attempt.saturating_sub(2).min(20);
     let cap = config
