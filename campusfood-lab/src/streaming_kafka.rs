@@ -86,6 +86,8 @@ pub struct PartC {
     inventory: Option<StreamingSystem>,
     analytics: Option<AnalyticsConsumer>,
     generator: OrderGenerator,
+    /// In the name of every topic and group of this run.
+    suffix: String,
     /// Holds the ledger file; removed on drop.
     _data: tempfile::TempDir,
 }
@@ -184,6 +186,7 @@ impl PartC {
             inventory: None,
             analytics: None,
             generator: OrderGenerator::new(ITEMS, 5).map_err(streaming_err("generator"))?,
+            suffix: suffix.clone(),
             _data: data,
         };
         let started = async {
@@ -517,10 +520,19 @@ impl PartC {
         DecisionWatcher { ids: tx, task }
     }
 
-    /// Stops both consumers.
+    /// Stops both consumers and deletes the run's topics (dead-letter
+    /// topics included).
     pub async fn stop(mut self) {
         self.stop_analytics().await;
         self.stop_inventory().await;
+        let deleted = match self.transport.topics_containing(&self.suffix).await {
+            Ok(topics) if topics.is_empty() => Ok(()),
+            Ok(topics) => self.transport.delete_topics(&topics).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, suffix = %self.suffix, "could not delete the run's topics");
+        }
     }
 }
 
