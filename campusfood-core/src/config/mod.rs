@@ -5,6 +5,14 @@
 //! Two settings are fixed by name because lab and benchmark clients set
 //! them from outside, for every architecture: [`DATA_DIR_ENV`] and
 //! [`STOCK_ENV`].
+//!
+//! # Stability
+//! Every config type implements `Default`, and new fields (always with a
+//! default) may come in minor releases. Build them with struct update
+//! syntax, `KafkaConfig { bootstrap_servers, ..KafkaConfig::default() }`,
+//! or by assigning fields of a default, and no new field breaks your code.
+//! They are deliberately not `#[non_exhaustive]`: that would forbid the
+//! struct update syntax outside this crate.
 
 use std::path::PathBuf;
 
