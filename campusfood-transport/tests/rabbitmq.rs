@@ -133,6 +133,8 @@ impl Handler for Recorder {
 /// Blocks every delivery until released; counts them.
 struct Blocker {
     started: AtomicU32,
+    /// Most handlers running at once.
+    most_running: AtomicU32,
     /// Handlers that returned (after the release).
     finished: AtomicU32,
     release: Notify,
@@ -143,6 +145,7 @@ impl Blocker {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             started: AtomicU32::new(0),
+            most_running: AtomicU32::new(0),
             finished: AtomicU32::new(0),
             release: Notify::new(),
             released: AtomicBool::new(false),
@@ -158,7 +161,9 @@ impl Blocker {
 #[async_trait]
 impl Handler for Blocker {
     async fn handle(&self, _: Delivery) -> Disposition {
-        self.started.fetch_add(1, Ordering::SeqCst);
+        let started = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let running = started - self.finished.load(Ordering::SeqCst);
+        self.most_running.fetch_max(running, Ordering::SeqCst);
         let released = self.release.notified();
         if !self.released.load(Ordering::SeqCst) {
             released.await;
@@ -703,6 +708,50 @@ async fn dead_letters_are_listed_without_loss_and_replay_redelivers_one() {
     );
     assert!(!t.replay(&Route::ORDER_PLACED, "no-such-id").await.unwrap());
     assert_eq!(depth(&t, &config.dead_letter_queue).await, 2);
+    sub.stop().await;
+    t.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prefetch_window_is_bounded_in_bytes_too() {
+    // Ten messages fit the prefetch count, but only two 100 KB bodies fit
+    // the 250 KB byte budget: the rest wait, delivered but not started.
+    let mut config = config("bytes");
+    config.max_inflight_bytes = 250_000;
+    let t = connect(&config).await;
+    let stuck = Blocker::new();
+    let sub = t
+        .subscribe(
+            &Route::ORDER_PLACED,
+            stuck.clone(),
+            options(10, 5, Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+    let pad = "x".repeat(100_000);
+    for n in 0..6 {
+        let body = serde_json::json!({ "n": n, "pad": pad });
+        let message = Message::json(&body)
+            .unwrap()
+            .with_key(format!("ORD-{n:012X}"));
+        t.publish(&Route::ORDER_PLACED, message).await.unwrap();
+    }
+    until("all six delivered to the consumer", WITHIN, || async {
+        depth(&t, &config.reserve_queue).await == 0
+    })
+    .await;
+    until("two handlers running", WITHIN, async || {
+        stuck.started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    // The third is held back by the budget, not by the count (10).
+    assert_eq!(stuck.started.load(Ordering::SeqCst), 2);
+    stuck.release();
+    until("all six handled", WITHIN, async || {
+        stuck.finished.load(Ordering::SeqCst) == 6
+    })
+    .await;
+    assert!(stuck.most_running.load(Ordering::SeqCst) <= 2);
     sub.stop().await;
     t.teardown().await.unwrap();
 }

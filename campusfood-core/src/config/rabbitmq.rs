@@ -81,6 +81,14 @@ pub struct RabbitConfig {
     /// before closing its channel anyway (the broker then redelivers what
     /// they had not acknowledged).
     pub drain_timeout: Duration,
+    /// Most message-body bytes one subscription's running handlers hold at
+    /// once: the prefetch window in bytes. RabbitMQ bounds prefetch only in
+    /// messages (it does not implement `basic.qos` prefetch-size), so the
+    /// consumer starts a delivery only when its body fits in what is left
+    /// of this budget (a single larger message runs alone). Bodies received
+    /// but not yet started are bounded by the prefetch count times the
+    /// broker's `max_message_size`.
+    pub max_inflight_bytes: usize,
 }
 
 impl std::fmt::Debug for RabbitConfig {
@@ -124,6 +132,7 @@ impl Default for RabbitConfig {
             reconnect_backoff: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
+            max_inflight_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! One channel per subscription: `basic.qos(prefetch)`, manual acks, and up
 //! to `prefetch` handlers running at once (a semaphore, as in the memory
-//! transport). Each delivery is acknowledged only once what its
+//! transport) whose bodies add up to at most
+//! [`max_inflight_bytes`](campusfood_core::config::RabbitConfig::max_inflight_bytes)
+//! (a second semaphore, in bytes: RabbitMQ's prefetch counts messages only). Each delivery is acknowledged only once what its
 //! [`Disposition`] asks for is durable:
 //! - `Ack`: `basic.ack`, coalesced: one acker per channel collects what the
 //!   handlers finished and acknowledges the tags below the lowest
@@ -119,6 +121,7 @@ pub(crate) async fn run(job: Arc<Job>, first: Consumer, mut stop: StopSignal) {
     let config = job.inner.topology.config();
     let prefetch = job.options.prefetch.max(1);
     let permits = Arc::new(Semaphore::new(usize::from(prefetch)));
+    let budget = ByteBudget::new(config.max_inflight_bytes);
     let mut backoff = config.reconnect_backoff;
     let mut next = Some(first);
     loop {
@@ -171,10 +174,26 @@ pub(crate) async fn run(job: Arc<Job>, first: Consumer, mut stop: StopSignal) {
             let Some(delivery) = delivery else {
                 break false;
             };
+            // Not started when the stop comes first: the broker requeues
+            // it when the channel closes.
+            let size = delivery.content.as_ref().map_or(0, Vec::len);
+            let bytes = tokio::select! {
+                biased;
+                _ = stop.stopped() => break true,
+                b = budget.acquire(size) => match b {
+                    Some(b) => b,
+                    None => break true,
+                },
+            };
             if let Some(deliver) = &delivery.deliver {
                 acker.delivered(deliver.delivery_tag());
             }
-            tokio::spawn(handle(job.clone(), acker.clone(), delivery, permit));
+            tokio::spawn(handle(
+                job.clone(),
+                acker.clone(),
+                delivery,
+                (permit, bytes),
+            ));
         };
         if stopped {
             drain(&job, chan, &acker, &tag, &permits, prefetch).await;
@@ -196,6 +215,32 @@ pub(crate) async fn run(job: Arc<Job>, first: Consumer, mut stop: StopSignal) {
         }
     }
     tracing::debug!(queue = %job.spec.queue, "subscription ended");
+}
+
+/// The prefetch window in bytes: running handlers hold permits for their
+/// bodies' sizes.
+struct ByteBudget {
+    bytes: Arc<Semaphore>,
+    total: usize,
+}
+
+impl ByteBudget {
+    fn new(total: usize) -> Self {
+        // A semaphore counts in u32 steps per acquire; 4 GiB is far beyond
+        // any sensible window.
+        let total = total.clamp(1, u32::MAX as usize);
+        Self {
+            bytes: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Waits until a body of `size` bytes fits; one larger than the whole
+    /// budget waits for all of it (it runs alone). `None` if closed.
+    async fn acquire(&self, size: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(size.clamp(1, self.total)).unwrap_or(u32::MAX);
+        self.bytes.clone().acquire_many_owned(n).await.ok()
+    }
 }
 
 /// Cancels the consumer, waits for in-flight handlers and their acks,
@@ -239,9 +284,9 @@ async fn handle(
     job: Arc<Job>,
     acker: Acker,
     delivery: ConsumerMessage,
-    permit: OwnedSemaphorePermit,
+    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) {
-    let _permit = permit;
+    let _permits = permits;
     let ConsumerMessage {
         deliver,
         basic_properties,
