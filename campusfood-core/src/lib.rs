@@ -4,10 +4,10 @@
 //! transport and service. Nothing here knows about HTTP, RabbitMQ or Kafka.
 //!
 //! ## Layout
-//! - [`ids`]: [`OrderId`](ids::OrderId), [`RequestId`](ids::RequestId),
-//!   [`ReservationId`](ids::ReservationId): validated identifiers.
-//! - [`order`]: [`Item`](order::Item), [`Quantity`](order::Quantity),
-//!   [`Order`](order::Order) and the validation of an incoming order.
+//! - [`ids`]: [`OrderId`], [`RequestId`],
+//!   [`ReservationId`]: validated identifiers.
+//! - [`order`]: [`Item`], [`Quantity`],
+//!   [`Order`] and the validation of an incoming order.
 //! - [`events`]: the wire shapes exchanged between services (the contract's
 //!   JSON), one serde type per message.
 //! - [`stock`]: the initial stock specification (`CAMPUSFOOD_STOCK`).
