@@ -80,19 +80,17 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt().with_writer(stderr).init();
     let ns = &cli.namespace;
-    let mut config = Config::from_env()?;
-    config.rabbitmq = config.rabbitmq.prefixed(ns);
-    config.kafka = config.kafka.with_suffix(ns);
+    let config = Config::from_env()?;
     let hint = format!("start it with `scripts/brokers.sh up {}`", cli.transport);
     let (mut rabbit, mut kafka) = (None, None);
     let transport: Arc<dyn Transport> = match cli.transport.as_str() {
         "rabbitmq" => {
-            let connecting = RabbitTransport::connect(&config.rabbitmq);
-            Arc::new(rabbit.insert(connecting.await.context(hint)?).clone())
+            let connected = RabbitTransport::connect(&config.rabbitmq.prefixed(ns)).await;
+            Arc::new(rabbit.insert(connected.context(hint)?).clone())
         }
         "kafka" => {
-            let connecting = KafkaTransport::connect(&config.kafka);
-            Arc::new(kafka.insert(connecting.await.context(hint)?).clone())
+            let connected = KafkaTransport::connect(&config.kafka.with_suffix(ns)).await;
+            Arc::new(kafka.insert(connected.context(hint)?).clone())
         }
         _ => Arc::new(MemoryTransport::new()),
     };
@@ -110,8 +108,10 @@ async fn main() -> anyhow::Result<()> {
         (&Route::ORDER_PLACED, kitchen, Some(format!("{ns}-kitchen"))),
         (&Route::ORDER_PLACED, reserve, None),
     ] {
-        let mut options = SubscribeOptions::default();
-        options.group = group;
+        let options = SubscribeOptions {
+            group,
+            ..Default::default()
+        };
         subscriptions.push(transport.subscribe(route, handler, options).await?);
     }
     for n in 0..cli.orders {
@@ -134,8 +134,7 @@ async fn main() -> anyhow::Result<()> {
         sleep(Duration::from_millis(50)).await;
     }
     let stock = StockSpec::from_levels(ledger.stock().await?);
-    let over = transport.name();
-    println!("{} tickets over {over}; stock left: {stock}", seen.len());
+    println!("{} tickets; stock left: {stock}", seen.len());
     join_all(subscriptions.into_iter().map(Subscription::stop)).await;
     if let Some(r) = rabbit {
         r.teardown().await?;

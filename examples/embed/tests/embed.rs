@@ -28,7 +28,7 @@ fn embed(transport: &str) -> String {
 
 /// One ticket per order, whatever the redeliveries, and inventory reserved
 /// each one: orders go burger, pizza, sushi, burger, pizza.
-fn assert_tickets(transport: &str, out: &str) {
+fn assert_tickets(out: &str) {
     let tickets: Vec<&str> = out.lines().filter(|l| l.contains(" x ")).collect();
     assert_eq!(tickets.len(), ORDERS, "{out}");
     assert_eq!(
@@ -36,8 +36,10 @@ fn assert_tickets(transport: &str, out: &str) {
         2,
         "{out}"
     );
-    let summary = format!("{ORDERS} tickets over {transport}; stock left: ");
-    assert!(out.contains(&summary), "{out}");
+    assert!(
+        out.contains(&format!("{ORDERS} tickets; stock left: ")),
+        "{out}"
+    );
     assert!(
         out.contains("burger=98,") && out.contains("sushi=99,"),
         "{out}"
@@ -46,15 +48,15 @@ fn assert_tickets(transport: &str, out: &str) {
 
 #[test]
 fn the_kitchen_runs_beside_inventory_in_memory() {
-    assert_tickets("memory", &embed("memory"));
+    assert_tickets(&embed("memory"));
 }
 
 #[test]
 fn the_kitchen_runs_beside_inventory_over_rabbitmq() {
-    assert_tickets("rabbitmq", &embed("rabbitmq"));
+    assert_tickets(&embed("rabbitmq"));
 }
 
 #[test]
 fn the_kitchen_runs_beside_inventory_over_kafka() {
-    assert_tickets("kafka", &embed("kafka"));
+    assert_tickets(&embed("kafka"));
 }
