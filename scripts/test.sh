@@ -12,7 +12,8 @@
 #     tests/openapi, which fuzzes each HTTP service against its
 #     /openapi.json (python3-venv from Debian when missing); its path is
 #     exported as CAMPUSFOOD_SCHEMATHESIS_VENV;
-#   - then formatting, clippy (-D warnings) and every test of the workspace.
+#   - then formatting, clippy (-D warnings), the docs (-D warnings) and
+#     every test of the workspace, doctests included.
 #
 # CAMPUSFOOD_TEST_FEATURES overrides the features tested (comma-separated).
 set -euo pipefail
@@ -57,7 +58,8 @@ if [[ -n "$features" ]]; then
   # depends on them (the lab, Part C's example) are left out.
   if ! need_broker kafka; then
     for p in campusfood-kafka campusfood-streaming-kafka campusfood-lab \
-             campusfood-example-streaming-kafka campusfood-example-lab; do
+             campusfood-example-streaming-kafka campusfood-example-lab \
+             campusfood-example-embed; do
       feature_args+=(--exclude "$p")
     done
   fi
@@ -67,6 +69,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets "${feature_args[@]}" -- -D warnings
+# The docs build without a warning (broken intra-doc links and the like),
+# with every feature, as docs.rs builds them.
+echo "== cargo doc (-D warnings)"
+doc_features=(--all-features)
+[[ -n "$features" ]] && doc_features=("${feature_args[@]}")
+RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --workspace --no-deps "${doc_features[@]}"
 echo "== cargo test"
 cargo test --workspace "${feature_args[@]}"
 # The publishable crates package, and the three librdkafka-free ones build

@@ -126,6 +126,7 @@ impl Outbox for MemoryOutbox {
 }
 
 #[cfg(feature = "redb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redb")))]
 pub use self::durable::RedbOutbox;
 
 #[cfg(feature = "redb")]

@@ -102,6 +102,19 @@ pub mod headers {
 
 /// A message: an optional key (the order id, for partitioning and
 /// idempotency), string headers, and a JSON body.
+///
+/// ```
+/// use campusfood_core::transport::{Message, headers};
+///
+/// let message = Message::json(&serde_json::json!({"item": "burger", "qty": 2}))?
+///     .with_key("order-1")
+///     .with_header(headers::REQUEST_ID, "1b4e28ba-2fa1-11d2-883f-0016d3cca427");
+/// let body: serde_json::Value = message.decode()?;
+/// assert_eq!(body["qty"], 2);
+/// assert_eq!(message.key.as_deref(), Some("order-1"));
+/// assert!(message.request_id().is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Message {
     /// Partitioning / idempotency key, usually the order id.
@@ -215,6 +228,36 @@ pub trait RequestHandler: Send + Sync + 'static {
 }
 
 /// Consumes deliveries on a route (the consumer side of publish/subscribe).
+///
+/// A handler must be idempotent: every transport delivers at least once.
+/// It says what to do with each delivery; the transport does it.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use campusfood_core::transport::{Delivery, Disposition, Handler, Message};
+///
+/// /// Counts burgers; anything that is not a number is poison.
+/// struct Burgers;
+///
+/// #[async_trait]
+/// impl Handler for Burgers {
+///     async fn handle(&self, delivery: Delivery) -> Disposition {
+///         match delivery.message.decode::<u32>() {
+///             Ok(_) => Disposition::Ack,
+///             Err(e) => Disposition::DeadLetter { reason: e.to_string() },
+///         }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let delivery = |message| Delivery { message, attempt: 1 };
+/// assert_eq!(Burgers.handle(delivery(Message::json(&3)?)).await, Disposition::Ack);
+/// let poison = Burgers.handle(delivery(Message::json("three")?)).await;
+/// assert!(matches!(poison, Disposition::DeadLetter { .. }));
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// Handles one delivery and says what to do with it.
@@ -309,6 +352,63 @@ impl TransportError {
 
 /// The single abstraction services are written against. See the
 /// [module docs](self).
+///
+/// A transport of your own implements the three calls, answering
+/// [`TransportError::Unsupported`] for what it cannot do; powers only some
+/// transports have are extension traits ([`DeadLetters`], [`Backlog`]).
+/// To change part of what passes through another transport, implement
+/// [`ForwardTransport`] instead. Services take any of them as
+/// `Arc<dyn Transport>`:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+///
+/// use async_trait::async_trait;
+/// use campusfood_core::transport::{
+///     Capabilities, Handler, Message, Reply, Route, SubscribeOptions, Subscription, Transport,
+///     TransportError,
+/// };
+///
+/// /// Keeps what is published: publish only.
+/// #[derive(Debug, Default)]
+/// struct Journal(Mutex<Vec<(Route, Message)>>);
+///
+/// #[async_trait]
+/// impl Transport for Journal {
+///     fn name(&self) -> &'static str {
+///         "journal"
+///     }
+///     fn capabilities(&self) -> Capabilities {
+///         Capabilities { request: false, publish: true, subscribe: false }
+///     }
+///     async fn request(&self, _: &Route, _: Message, _: Duration) -> Result<Reply, TransportError> {
+///         Err(TransportError::Unsupported { transport: "journal", operation: "request" })
+///     }
+///     async fn publish(&self, route: &Route, message: Message) -> Result<(), TransportError> {
+///         self.0.lock().map_err(|_| TransportError::Closed)?.push((route.clone(), message));
+///         Ok(())
+///     }
+///     async fn subscribe(
+///         &self,
+///         _: &Route,
+///         _: Arc<dyn Handler>,
+///         _: SubscribeOptions,
+///     ) -> Result<Subscription, TransportError> {
+///         Err(TransportError::Unsupported { transport: "journal", operation: "subscribe" })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let journal = Arc::new(Journal::default());
+/// let transport: Arc<dyn Transport> = journal.clone();
+/// transport.publish(&Route::ORDER_PLACED, Message::json("hello")?).await?;
+/// assert_eq!(journal.0.lock().map_err(|_| "poisoned")?.len(), 1);
+/// assert!(!transport.capabilities().subscribe);
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// A short name: `memory`, `http`, `rabbitmq`, `kafka`.

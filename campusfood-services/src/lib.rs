@@ -32,6 +32,7 @@
 //!   sampling, Prometheus exposition.
 //! - [`openapi`] (feature `http`): the OpenAPI documents the services
 //!   serve.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod async_rabbitmq;
@@ -39,10 +40,12 @@ pub mod inventory;
 pub mod metrics;
 pub mod notification;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod openapi;
 
 mod reply;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod server;
 pub mod stores;
 pub mod sync_rest;

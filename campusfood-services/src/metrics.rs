@@ -42,6 +42,7 @@ pub fn install_prometheus() -> Result<PrometheusHandle, MetricsError> {
 
 /// `GET /metrics`: the Prometheus text exposition of `handle`.
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub fn metrics_route<S: Clone + Send + Sync + 'static>(
     handle: PrometheusHandle,
 ) -> axum::routing::MethodRouter<S> {

@@ -27,6 +27,42 @@ use tokio::sync::{Semaphore, mpsc};
 pub const DEFAULT_GROUP: &str = "default";
 
 /// An in-process [`Transport`]. Cheap to clone; clones share everything.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use async_trait::async_trait;
+/// use campusfood_core::transport::{
+///     Delivery, Disposition, Handler, Message, Route, SubscribeOptions, Transport,
+/// };
+/// use campusfood_transport::memory::MemoryTransport;
+/// use tokio::sync::mpsc;
+///
+/// /// Passes each message's key on.
+/// struct Keys(mpsc::UnboundedSender<Option<String>>);
+///
+/// #[async_trait]
+/// impl Handler for Keys {
+///     async fn handle(&self, delivery: Delivery) -> Disposition {
+///         let _ = self.0.send(delivery.message.key);
+///         Disposition::Ack
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let transport = MemoryTransport::new();
+/// let (tx, mut rx) = mpsc::unbounded_channel();
+/// let route = Route::new("kitchen.ticket");
+/// let subscription = transport
+///     .subscribe(&route, Arc::new(Keys(tx)), SubscribeOptions::default())
+///     .await?;
+/// transport.publish(&route, Message::json("2 x burger")?.with_key("order-1")).await?;
+/// assert_eq!(rx.recv().await, Some(Some("order-1".to_owned())));
+/// subscription.stop().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct MemoryTransport {
     inner: Arc<Inner>,

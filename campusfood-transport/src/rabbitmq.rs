@@ -26,8 +26,14 @@
 //! | [`Route::INVENTORY_FAILED`] | `inventory` / `inventory.failed` | `orders.status.inventory.failed` |
 //! | [`Route::ORDER_NOTIFIED`] | `orders` / `order.notified` | `orders.status.order.notified` |
 //!
-//! Any other route is [`TransportError::UnknownRoute`]; request/reply is
-//! [`TransportError::Unsupported`]. A subscription with
+//! | any other (an application's, e.g. `kitchen.ticket`) | `orders` / the route's name | `orders.<route's name>`, declared by the first subscription |
+//!
+//! The request/reply routes ([`Route::RESERVE`], [`Route::RELEASE`],
+//! [`Route::NOTIFY`]) and names longer than AMQP allows are
+//! [`TransportError::UnknownRoute`]. Messages are `mandatory`: a publish to
+//! an application's route that no queue is bound to yet comes back
+//! unroutable ([`TransportError::Unavailable`]), so subscribe before
+//! publishing. Request/reply is [`TransportError::Unsupported`]. A subscription with
 //! [`SubscribeOptions::group`] `g` consumes its own durable queue
 //! `g.<routing key>`: members of a group compete, each group gets every
 //! message (as in the memory transport). The order service follows

@@ -1056,7 +1056,7 @@ async fn errors_name_the_problem() {
     ));
     assert!(matches!(
         t.subscribe(
-            &Route::new("nowhere"),
+            &Route::NOTIFY,
             Recorder::acking(),
             SubscribeOptions::default()
         )

@@ -35,6 +35,7 @@ pub use memory::MemoryLedger;
 #[cfg(feature = "redb")]
 mod redb;
 #[cfg(feature = "redb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redb")))]
 pub use self::redb::RedbLedger;
 
 /// The decision for one order.
@@ -148,6 +149,27 @@ pub enum LedgerError {
 }
 
 /// Stock levels plus idempotent reservations. See the [module docs](self).
+///
+/// A ledger of your own (another database) passes the contract suite every
+/// ledger here runs, `campusfood_testkit::ledger_contract::all`.
+///
+/// ```
+/// use campusfood_core::ledger::{InventoryLedger, MemoryLedger, ReserveOutcome};
+/// use campusfood_core::{Item, OrderId, Quantity};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ledger = MemoryLedger::new(&"burger=3".parse()?);
+/// let (order, burger) = (OrderId::generate(), Item::parse("burger")?);
+/// let first = ledger.reserve(&order, &burger, Quantity::new(2)?).await?;
+/// assert_eq!(first.outcome(), ReserveOutcome::Reserved { remaining: 1 });
+/// // The same order again: the first decision, and no second decrement.
+/// let again = ledger.reserve(&order, &burger, Quantity::new(2)?).await?;
+/// assert!(again.is_repeat());
+/// assert_eq!(ledger.stock().await?[&burger], 1);
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait InventoryLedger: Send + Sync + fmt::Debug + 'static {
     /// Reserves `qty` of `item` for `order`, atomically and idempotently.

@@ -20,4 +20,5 @@ mod system;
 pub mod workers;
 
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use system::*;

@@ -178,6 +178,38 @@ pub struct AsyncSystem {
 
 impl AsyncSystem {
     /// Starts `part` over `transport` with `stores`.
+    ///
+    /// Over the in-memory transport with memory stores (the
+    /// `async_rabbitmq` example passes a `RabbitTransport` and
+    /// [`AsyncStores::open`]):
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use campusfood_core::Config;
+    /// use campusfood_core::ledger::MemoryLedger;
+    /// use campusfood_services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
+    /// use campusfood_services::stores::{MemoryOrderStore, MemoryProcessedIds};
+    /// use campusfood_transport::memory::MemoryTransport;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = Config::default();
+    /// config.http.host = "127.0.0.1".to_owned();
+    /// let mut options = AsyncOptions::from_config(&config);
+    /// (options.order_port, options.inventory_port) = (0, 0);
+    /// let stores = AsyncStores {
+    ///     ledger: Some(Arc::new(MemoryLedger::new(&config.stock))),
+    ///     orders: Some(Arc::new(MemoryOrderStore::new())),
+    ///     notified: Some(Arc::new(MemoryProcessedIds::new())),
+    /// };
+    /// let transport = Arc::new(MemoryTransport::new());
+    /// let system = AsyncSystem::start(&config, AsyncPart::All, &options, transport, stores).await?;
+    /// assert!(system.order.is_some() && system.notification.is_some());
+    /// system.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn start(
         config: &Config,
         part: AsyncPart,

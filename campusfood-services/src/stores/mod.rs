@@ -35,6 +35,7 @@ use thiserror::Error;
 pub mod memory;
 pub mod orders;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 pub mod processed;
 pub mod redb;
@@ -94,6 +95,7 @@ pub enum StoresError {
     /// (The Postgres error is this one's message, not its source, so that
     /// the hint is printed once.)
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     #[error("{0} (start it with `scripts/brokers.sh up postgres`)")]
     Postgres(postgres::PgError),
 }
@@ -113,6 +115,7 @@ pub enum Stores {
     Embedded(PathBuf),
     /// One Postgres database shared by every instance.
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     Postgres(postgres::Postgres),
 }
 

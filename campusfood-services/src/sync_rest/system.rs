@@ -88,6 +88,25 @@ impl SyncRest {
     /// shared Postgres database. Opens only the stores of the services
     /// `part` runs. When inventory or notification run in this process, the
     /// order service calls them at their bound addresses (so port 0 works).
+    ///
+    /// ```
+    /// use campusfood_core::Config;
+    /// use campusfood_services::sync_rest::{SyncPart, SyncRest};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let data = tempfile::tempdir()?;
+    /// let mut config = Config::default();
+    /// config.data_dir = data.path().to_owned();
+    /// config.http.host = "127.0.0.1".to_owned();
+    /// (config.http.order_port, config.http.inventory_port, config.http.notification_port) = (0, 0, 0);
+    /// let system = SyncRest::start(&config, SyncPart::All).await?;
+    /// let order = system.order.as_ref().map(|o| o.server.addr()).ok_or("no order service")?;
+    /// assert_ne!(order.port(), 0); // POST http://{order}/order places an order
+    /// system.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn start(config: &Config, part: SyncPart) -> Result<Self, StartError> {
         let stores = SyncStores::open(&Stores::open(config).await?, config, part).await?;
         Self::start_with_stores(config, part, stores).await

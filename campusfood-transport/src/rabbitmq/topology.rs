@@ -64,6 +64,22 @@ fn check_name(name: &str) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// Request/reply routes: RabbitMQ carries none of them.
+fn is_request_route(route: &Route) -> bool {
+    [Route::RESERVE, Route::RELEASE, Route::NOTIFY].contains(route)
+}
+
+/// The routes of the contract's topology (all others are an application's).
+fn is_contract_route(route: &Route) -> bool {
+    [
+        Route::ORDER_PLACED,
+        Route::INVENTORY_RESERVED,
+        Route::INVENTORY_FAILED,
+        Route::ORDER_NOTIFIED,
+    ]
+    .contains(route)
+}
+
 impl Topology {
     /// The mapping of `config`; fails if a name is longer than AMQP allows.
     pub(crate) fn new(config: RabbitConfig) -> Result<Self, BrokerError> {
@@ -106,8 +122,15 @@ impl Topology {
             (&c.inventory_exchange, &c.failed_key)
         } else if *route == Route::ORDER_NOTIFIED {
             (&c.orders_exchange, &c.order_notified_key)
-        } else {
+        } else if is_request_route(route) || route.as_str().len() > MAX_NAME {
             return None;
+        } else {
+            // A route an embedding application adds: the orders exchange,
+            // keyed by the route's name.
+            return Some(Destination {
+                exchange: c.orders_exchange.clone(),
+                routing_key: route.as_str().to_owned(),
+            });
         };
         Some(Destination {
             exchange: exchange.clone(),
@@ -141,6 +164,9 @@ impl Topology {
             Some(g) => c.group_queue(g, &target.routing_key),
             None if *route == Route::ORDER_PLACED => c.reserve_queue.clone(),
             None if *route == Route::INVENTORY_RESERVED => c.notify_queue.clone(),
+            None if !is_contract_route(route) => {
+                c.group_queue(&c.orders_exchange, &target.routing_key)
+            }
             None => c.group_queue(&c.status_group, &target.routing_key),
         }
     }
@@ -399,6 +425,20 @@ mod tests {
             .queue_for(&Route::INVENTORY_RESERVED, Some("orders.status"))
             .unwrap();
         assert_eq!(q.queue, "orders.status.inventory.reserved");
+        let ticket = Route::new("kitchen.ticket");
+        let d = t.publish_target(&ticket).unwrap();
+        assert_eq!(
+            (d.exchange.as_str(), d.routing_key.as_str()),
+            ("orders", "kitchen.ticket")
+        );
+        let q = t.queue_for(&ticket, None).unwrap();
+        assert_eq!(q.queue, "orders.kitchen.ticket");
+        assert_eq!(q.dead_letter_queue, "orders.kitchen.ticket.dlq");
+        assert_eq!(
+            t.queue_for(&ticket, Some("kitchen")).unwrap().queue,
+            "kitchen.kitchen.ticket"
+        );
+        assert!(t.publish_target(&Route::new("x".repeat(300))).is_none());
         assert!(matches!(
             t.queue_for(&Route::NOTIFY, None),
             Err(BrokerError::NoRoute)

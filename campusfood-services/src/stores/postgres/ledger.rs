@@ -50,7 +50,7 @@ struct Request {
     reply: oneshot::Sender<Reply>,
 }
 
-/// The inventory ledger `name` in Postgres. See the [module docs](self).
+/// The inventory ledger `name` in Postgres. See the [module docs](super).
 /// Cloning shares the batching task.
 #[derive(Clone)]
 pub struct PgLedger {

@@ -2,7 +2,7 @@
 //! that points at the same database (feature `postgres`).
 //!
 //! - [`Postgres::connect`] opens a connection pool on
-//!   [`DatabaseConfig`](campusfood_core::config::DatabaseConfig) and
+//!   [`DatabaseConfig`] and
 //!   applies the [migrations](MIGRATIONS) that are missing, under an
 //!   advisory lock so that instances starting together do not race.
 //!   Tables live in the configured schema (`campusfood` by default),
