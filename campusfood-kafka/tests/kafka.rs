@@ -295,6 +295,27 @@ async fn retry_hands_the_same_record_again_then_ack() {
     );
 }
 
+/// Header `b` = `poison`: dead-lettered; `flaky`: always retried; else acked.
+fn poison_or_flaky(d: &Delivery) -> Disposition {
+    match d.message.headers.get("b").map(String::as_str) {
+        Some("poison") => Disposition::DeadLetter {
+            reason: "poison pill".into(),
+        },
+        Some("flaky") => Disposition::Retry {
+            reason: "still failing".into(),
+        },
+        _ => Disposition::Ack,
+    }
+}
+
+/// Two attempts per record, in group `g-<id>`.
+fn two_attempts(id: &str) -> SubscribeOptions {
+    SubscribeOptions {
+        max_attempts: 2,
+        ..in_group(&format!("g-{id}"))
+    }
+}
+
 #[tokio::test]
 async fn dead_letters_go_to_the_dlq_topic_and_later_records_keep_flowing() {
     let id = unique("dlq");
@@ -316,22 +337,11 @@ async fn dead_letters_go_to_the_dlq_topic_and_later_records_keep_flowing() {
     for _ in 0..5 {
         t.publish(&route, msg("fine")).await.unwrap();
     }
-    let h = Recorder::new(
-        |d: &Delivery| match d.message.headers.get("b").map(String::as_str) {
-            Some("poison") => Disposition::DeadLetter {
-                reason: "poison pill".into(),
-            },
-            Some("flaky") => Disposition::Retry {
-                reason: "still failing".into(),
-            },
-            _ => Disposition::Ack,
-        },
-    );
-    let opts = SubscribeOptions {
-        max_attempts: 2,
-        ..in_group(&format!("g-{id}"))
-    };
-    let sub = t.subscribe(&route, h.clone(), opts).await.unwrap();
+    let h = Recorder::new(poison_or_flaky);
+    let sub = t
+        .subscribe(&route, h.clone(), two_attempts(&id))
+        .await
+        .unwrap();
     until("all records", DEADLINE, async || h.count() >= 1 + 2 + 1 + 5).await;
     sub.stop().await;
     let seen = h.seen();
@@ -394,22 +404,18 @@ async fn dead_letters_are_listed_shown_and_replayed_once() {
     let healed = Arc::new(AtomicBool::new(false));
     let h = Recorder::new({
         let healed = healed.clone();
-        move |d: &Delivery| match d.message.headers["b"].as_str() {
-            _ if healed.load(Ordering::SeqCst) => Disposition::Ack,
-            "poison" => Disposition::DeadLetter {
-                reason: "poison pill".into(),
-            },
-            "flaky" => Disposition::Retry {
-                reason: "still failing".into(),
-            },
-            _ => Disposition::Ack,
+        move |d: &Delivery| {
+            if healed.load(Ordering::SeqCst) {
+                Disposition::Ack
+            } else {
+                poison_or_flaky(d)
+            }
         }
     });
-    let opts = SubscribeOptions {
-        max_attempts: 2,
-        ..in_group(&format!("g-{id}"))
-    };
-    let sub = t.subscribe(&route, h.clone(), opts).await.unwrap();
+    let sub = t
+        .subscribe(&route, h.clone(), two_attempts(&id))
+        .await
+        .unwrap();
 
     let mut letters = Vec::new();
     until("two dead letters listed", DEADLINE, async || {

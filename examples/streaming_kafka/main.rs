@@ -36,6 +36,10 @@ use clap::{Args, Parser, Subcommand};
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/dlq.rs"]
+mod dlq_args;
+
+use dlq_args::DlqAction;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -203,28 +207,6 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
-}
-
-#[derive(Subcommand, Debug)]
-enum DlqAction {
-    /// List pending dead letters with their reasons, oldest first.
-    List {
-        /// At most this many per topic.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-    },
-    /// Show one dead letter in full.
-    Show {
-        /// Its id (`<partition>-<offset>`), as `list` shows it.
-        id: String,
-    },
-    /// Publish one dead letter again to the topic it came from.
-    Replay {
-        /// Its id (`<partition>-<offset>`), as `list` shows it.
-        id: String,
-    },
-    /// Publish every pending dead letter again.
-    ReplayAll,
 }
 
 #[derive(Args, Debug)]
