@@ -221,7 +221,7 @@ impl KafkaTransport {
 
 /// Runs a blocking admin call on the blocking pool, reporting failures on
 /// `topic`'s route.
-async fn blocking<T, F>(topic: &str, f: F) -> Result<T, TransportError>
+pub(super) async fn blocking<T, F>(topic: &str, f: F) -> Result<T, TransportError>
 where
     F: FnOnce() -> Result<T, String> + Send + 'static,
     T: Send + 'static,
@@ -246,21 +246,33 @@ fn partitions(
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<i32>, String> {
+    existing_partitions(consumer, topic, timeout)?
+        .ok_or_else(|| format!("topic {topic} does not exist"))
+}
+
+/// The partition numbers of `topic`, in order; `None` if it does not exist.
+pub(super) fn existing_partitions(
+    consumer: &BaseConsumer<KafkaContext>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<i32>>, String> {
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(|e| format!("no metadata: {e}"))?;
-    let found = metadata
+    let Some(found) = metadata
         .topics()
         .iter()
         .find(|t| t.name() == topic)
         .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .ok_or_else(|| format!("topic {topic} does not exist"))?;
+    else {
+        return Ok(None);
+    };
     let mut ids: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
     ids.sort_unstable();
-    Ok(ids)
+    Ok(Some(ids))
 }
 
-fn err(what: &str) -> impl Fn(KafkaError) -> String + '_ {
+pub(super) fn err(what: &str) -> impl Fn(KafkaError) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 

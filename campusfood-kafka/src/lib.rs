@@ -59,6 +59,43 @@
 //! librdkafka's `max.poll.interval.ms` (5 minutes) or the consumer is
 //! dropped from the group and its partitions go to another member.
 //!
+//! # Dead letters
+//! [`DeadLetters`] lists a route's
+//! pending dead letters and replays them.
+//!
+//! ## Ids
+//! A dead letter is a record of `<topic>`[`DEAD_LETTER_SUFFIX`]; its id is
+//! its place there, `<partition>-<offset>` ([`DeadLetterId`], e.g. `0-17`).
+//! Kafka never renumbers a record, so an id names the same dead letter for
+//! as long as the broker keeps it (the topic's retention), in every process.
+//!
+//! ## Reading
+//! A short-lived consumer that joins no consumer group: it assigns itself
+//! every partition (it never subscribes; its `group.id`,
+//! [`READER_GROUP`], is there only because librdkafka's `assign` asks for
+//! one), reads from the oldest record to the end as of now
+//! (`read_committed`: a dead letter written by a transaction that aborted
+//! is not one), and commits nothing. Listing therefore moves no group's
+//! offsets and triggers no rebalance. Its blocking librdkafka calls
+//! run on tokio's blocking pool.
+//!
+//! ## Replay
+//! [`DeadLetters::replay`] publishes the dead letter's key, headers and body
+//! to the route's topic (the one it died on), without the death headers
+//! ([`DEATH_HEADERS`]), and once the broker has acknowledged it appends a
+//! marker to `<topic>.dlq`[`REPLAYED_SUFFIX`]: a record whose key is the
+//! id (its value, the topic it went back to). A dead letter with a marker is no longer pending: it is not listed,
+//! and replaying it again returns `false`. The dead-letter topic itself
+//! stays what it was, append-only and nothing but dead letters, so a
+//! consumer of it never sees a marker. If the replayed record fails again,
+//! it is a new dead letter with a new id.
+//!
+//! A crash between the publish and the marker leaves the dead letter
+//! pending, and a later replay publishes it again: replay is at least once,
+//! like every delivery here (handlers are idempotent by order id). The
+//! marker topic keeps the broker's default retention; a marker is younger
+//! than its dead letter, so it never expires first.
+//!
 //! # Operations
 //! [`KafkaTransport::lag`] and [`KafkaTransport::reset_offsets`] do what
 //! `kafka-consumer-groups --describe` and `--reset-offsets` do, on the same
@@ -76,6 +113,7 @@
 mod admin;
 mod consumer;
 mod context;
+mod dead_letters;
 mod transactional;
 
 use std::collections::HashSet;
@@ -90,7 +128,7 @@ use campusfood_core::transport::{
     TransportError,
 };
 #[cfg(doc)]
-use campusfood_core::transport::{Disposition, headers};
+use campusfood_core::transport::{DeadLetters, Disposition, headers};
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
 use rdkafka::error::KafkaError;
@@ -101,6 +139,7 @@ use rdkafka::types::RDKafkaErrorCode;
 pub use admin::{OffsetReset, PartitionLag, PartitionOffset};
 pub use context::KafkaContext;
 use context::KafkaContext as Ctx;
+pub use dead_letters::{DEATH_HEADERS, DeadLetterId, READER_GROUP, REPLAYED_SUFFIX};
 pub use transactional::{Outcome, Processor, TransactionalOptions, TransactionalProcessor};
 
 /// Appended to a topic's name to name its dead-letter topic.

@@ -12,14 +12,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use campusfood_core::config::KafkaConfig;
 use campusfood_core::transport::{
-    Delivery, Disposition, Handler, Message, Route, SubscribeOptions, Subscription, Transport,
-    TransportError, headers,
+    DeadLetters, Delivery, Disposition, Handler, Message, Route, SubscribeOptions, Subscription,
+    Transport, TransportError, headers,
 };
 use campusfood_kafka::{
     KafkaTransport, OffsetReset, Outcome, PartitionLag, Processor, TransactionalOptions,
@@ -294,6 +295,27 @@ async fn retry_hands_the_same_record_again_then_ack() {
     );
 }
 
+/// Header `b` = `poison`: dead-lettered; `flaky`: always retried; else acked.
+fn poison_or_flaky(d: &Delivery) -> Disposition {
+    match d.message.headers.get("b").map(String::as_str) {
+        Some("poison") => Disposition::DeadLetter {
+            reason: "poison pill".into(),
+        },
+        Some("flaky") => Disposition::Retry {
+            reason: "still failing".into(),
+        },
+        _ => Disposition::Ack,
+    }
+}
+
+/// Two attempts per record, in group `g-<id>`.
+fn two_attempts(id: &str) -> SubscribeOptions {
+    SubscribeOptions {
+        max_attempts: 2,
+        ..in_group(&format!("g-{id}"))
+    }
+}
+
 #[tokio::test]
 async fn dead_letters_go_to_the_dlq_topic_and_later_records_keep_flowing() {
     let id = unique("dlq");
@@ -315,22 +337,11 @@ async fn dead_letters_go_to_the_dlq_topic_and_later_records_keep_flowing() {
     for _ in 0..5 {
         t.publish(&route, msg("fine")).await.unwrap();
     }
-    let h = Recorder::new(
-        |d: &Delivery| match d.message.headers.get("b").map(String::as_str) {
-            Some("poison") => Disposition::DeadLetter {
-                reason: "poison pill".into(),
-            },
-            Some("flaky") => Disposition::Retry {
-                reason: "still failing".into(),
-            },
-            _ => Disposition::Ack,
-        },
-    );
-    let opts = SubscribeOptions {
-        max_attempts: 2,
-        ..in_group(&format!("g-{id}"))
-    };
-    let sub = t.subscribe(&route, h.clone(), opts).await.unwrap();
+    let h = Recorder::new(poison_or_flaky);
+    let sub = t
+        .subscribe(&route, h.clone(), two_attempts(&id))
+        .await
+        .unwrap();
     until("all records", DEADLINE, async || h.count() >= 1 + 2 + 1 + 5).await;
     sub.stop().await;
     let seen = h.seen();
@@ -361,6 +372,119 @@ async fn dead_letters_go_to_the_dlq_topic_and_later_records_keep_flowing() {
         "gave up after 2 attempts: still failing"
     );
     assert_eq!(h1[headers::ATTEMPTS], "2");
+}
+
+/// Deliveries of `route` whose header `b` is `b`.
+fn with_b(h: &[Delivery], b: &str) -> Vec<Message> {
+    h.iter()
+        .filter(|d| d.message.headers.get("b").is_some_and(|v| v == b))
+        .map(|d| d.message.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_shown_and_replayed_once() {
+    let id = unique("dlqreplay");
+    let t = transport(&id).await;
+    let (_, route) = topic(&t, &format!("t-{id}"), 2).await;
+    assert!(
+        t.dead_letters(&route, 10).await.unwrap().is_empty(),
+        "no dead-letter topic yet: none"
+    );
+    let msg = |k: &str, b: &str| {
+        Message::default()
+            .with_key(k)
+            .with_header("b", b)
+            .with_header(headers::REQUEST_ID, format!("req-{b}"))
+    };
+    t.publish(&route, msg("k1", "poison")).await.unwrap();
+    t.publish(&route, msg("k2", "flaky")).await.unwrap();
+    t.publish(&route, msg("k3", "fine")).await.unwrap();
+    // Until healed, "poison" is dead-lettered and "flaky" never succeeds.
+    let healed = Arc::new(AtomicBool::new(false));
+    let h = Recorder::new({
+        let healed = healed.clone();
+        move |d: &Delivery| {
+            if healed.load(Ordering::SeqCst) {
+                Disposition::Ack
+            } else {
+                poison_or_flaky(d)
+            }
+        }
+    });
+    let sub = t
+        .subscribe(&route, h.clone(), two_attempts(&id))
+        .await
+        .unwrap();
+
+    let mut letters = Vec::new();
+    until("two dead letters listed", DEADLINE, async || {
+        letters = t.dead_letters(&route, 10).await.unwrap();
+        letters.len() == 2
+    })
+    .await;
+    let (poison, flaky) = (&letters[0], &letters[1]);
+    assert_eq!(poison.reason, "poison pill");
+    assert_eq!(poison.attempts, 1);
+    assert_eq!(poison.message.key.as_deref(), Some("k1"));
+    assert_eq!(poison.message.headers["b"], "poison");
+    assert_eq!(flaky.reason, "gave up after 2 attempts: still failing");
+    assert_eq!(flaky.attempts, 2);
+    assert_eq!(flaky.route, route);
+    // Ids are <partition>-<offset> of the one-partition dead-letter topic.
+    assert_eq!([poison.id.as_str(), flaky.id.as_str()], ["0-0", "0-1"]);
+    let first = t.dead_letters(&route, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].id, poison.id, "oldest first");
+
+    let shown = t.dead_letter(&route, &flaky.id).await.unwrap().unwrap();
+    assert_eq!(
+        (shown.reason.as_str(), shown.attempts),
+        (flaky.reason.as_str(), 2)
+    );
+    assert_eq!(shown.message.body, flaky.message.body);
+
+    healed.store(true, Ordering::SeqCst);
+    assert!(t.replay(&route, &poison.id).await.unwrap());
+    until(
+        "the replayed record at the origin topic",
+        DEADLINE,
+        async || with_b(&h.seen(), "poison").len() == 2,
+    )
+    .await;
+    let again = &with_b(&h.seen(), "poison")[1];
+    assert_eq!(again.key.as_deref(), Some("k1"));
+    assert_eq!(again.headers[headers::REQUEST_ID], "req-poison");
+    for death in campusfood_kafka::DEATH_HEADERS {
+        assert!(!again.headers.contains_key(death), "{death} in {again:?}");
+    }
+    let left = t.dead_letters(&route, 10).await.unwrap();
+    assert_eq!(
+        left.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        [flaky.id.as_str()],
+        "a replayed dead letter is no longer pending"
+    );
+    assert!(
+        !t.replay(&route, &poison.id).await.unwrap(),
+        "replayed once"
+    );
+    assert!(t.dead_letter(&route, &poison.id).await.unwrap().is_none());
+    for unknown in ["0-99", "7-0", "nonsense"] {
+        assert!(!t.replay(&route, unknown).await.unwrap(), "{unknown}");
+    }
+
+    assert_eq!(t.replay_all(&route).await.unwrap(), 1);
+    until("the replayed flaky record", DEADLINE, async || {
+        with_b(&h.seen(), "flaky").len() == 3
+    })
+    .await;
+    assert!(t.dead_letters(&route, 10).await.unwrap().is_empty());
+    assert_eq!(t.replay_all(&route).await.unwrap(), 0);
+    sub.stop().await;
+    // Reading committed nothing anywhere.
+    let dlq = t.dead_letter_topic_for(&route).unwrap();
+    let reader = t.lag(campusfood_kafka::READER_GROUP, &dlq).await.unwrap();
+    assert!(reader.iter().all(|p| p.committed.is_none()), "{reader:?}");
 }
 
 /// A record of 700 KB: under the broker's 1 MB limit, but not twice over.

@@ -20,6 +20,7 @@
 //!   deterministic totals and lag.
 //! - [`offsets`]: lag and offset resets for the two groups, without the
 //!   Kafka CLI.
+//! - [`dlq`]: the two topics' dead letters listed, shown and replayed.
 //! - [`system`]: the consumers assembled, as the example and tests run them.
 //!
 //! # Why failures are deterministic
@@ -68,6 +69,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod analytics;
+pub mod dlq;
 pub mod inventory;
 pub mod offsets;
 pub mod producer;

@@ -26,6 +26,10 @@ use clap::{Parser, Subcommand};
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/dlq.rs"]
+mod dlq_args;
+
+use dlq_args::DlqAction;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -103,28 +107,6 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
-}
-
-#[derive(Subcommand, Debug)]
-enum DlqAction {
-    /// List dead letters with their reasons.
-    List {
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-    },
-    /// Show one dead letter in full.
-    Show {
-        /// Its id, as `list` shows it.
-        id: String,
-    },
-    /// Put one dead letter back on its queue.
-    Replay {
-        /// Its id, as `list` shows it.
-        id: String,
-    },
-    /// Put every dead letter back on its queue.
-    ReplayAll,
 }
 
 #[tokio::main]

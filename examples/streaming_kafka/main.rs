@@ -7,6 +7,7 @@
 //! cargo run --release --example streaming_kafka -- analytics     # one consumer per process: inventory | analytics
 //! cargo run --release --example streaming_kafka -- offsets lag
 //! cargo run --release --example streaming_kafka -- offsets reset --group analytics-consumer --to earliest
+//! cargo run --release --example streaming_kafka -- dlq list       # dead letters: list | show ID | replay ID | replay-all [--topic T]
 //! ```
 //!
 //! Every setting is a flag and reads the environment variable `--help`
@@ -24,6 +25,7 @@ use campusfood_core::Config;
 use campusfood_core::config::{HttpConfig, KafkaConfig, STOCK_ENV};
 use campusfood_kafka::KafkaTransport;
 use campusfood_kafka::TransactionalOptions;
+use campusfood_streaming_kafka::dlq::{self, DlqTarget};
 use campusfood_streaming_kafka::offsets::{self, ResetTarget, topics_for_group};
 use campusfood_streaming_kafka::producer::{self, ProducerMode, ProducerOptions};
 use campusfood_streaming_kafka::{
@@ -34,6 +36,10 @@ use clap::{Args, Parser, Subcommand};
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/dlq.rs"]
+mod dlq_args;
+
+use dlq_args::DlqAction;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -193,6 +199,14 @@ enum Command {
         #[command(subcommand)]
         action: OffsetsAction,
     },
+    /// Inspect and replay dead letters (`order-events.dlq`, `inventory-events.dlq`).
+    Dlq {
+        /// One topic, or its .dlq topic (default: both).
+        #[arg(long, global = true)]
+        topic: Option<String>,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -303,6 +317,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Producer(args)) => return produce(&transport, args).await,
         Some(Command::Offsets { action }) => return offsets(&transport, &config, action).await,
+        Some(Command::Dlq { topic, action }) => {
+            let targets = dlq::targets(&config.kafka, topic.as_deref())?;
+            return dead_letters(&transport, &targets, action).await;
+        }
     };
     if std::env::var_os(STOCK_ENV).is_none() {
         config.stock = item_stock(items.item_count, items.item_stock)?;
@@ -427,6 +445,39 @@ async fn offsets(
                         p.partition, p.offset
                     );
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Dead letters go to stdout: they are the command's output.
+#[allow(clippy::print_stdout)]
+async fn dead_letters(
+    transport: &KafkaTransport,
+    targets: &[DlqTarget],
+    action: DlqAction,
+) -> anyhow::Result<()> {
+    match action {
+        DlqAction::List { limit } => {
+            for listing in dlq::list(transport, targets, limit).await? {
+                print!("{listing}");
+            }
+        }
+        DlqAction::Show { id } => print!("{}", dlq::find(transport, targets, &id).await?),
+        DlqAction::Replay { id } => {
+            let target = dlq::replay(transport, targets, &id).await?;
+            println!(
+                "replayed {id} from {} to {}",
+                target.dead_letters, target.topic
+            );
+        }
+        DlqAction::ReplayAll => {
+            for (target, n) in dlq::replay_all(transport, targets).await? {
+                println!(
+                    "replayed {n} from {} to {}",
+                    target.dead_letters, target.topic
+                );
             }
         }
     }

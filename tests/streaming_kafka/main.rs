@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use campusfood::core::events::{InventoryStatus, OrderEvent};
 use campusfood::core::fault::decide;
 use campusfood::core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
-use campusfood::core::transport::{Route, headers};
+use campusfood::core::transport::{DeadLetters, Route, headers};
 use campusfood::services::stores::names;
 use campusfood::services::streaming_kafka::analytics::{MetricsSnapshot, Totals};
 use campusfood::services::streaming_kafka::inventory::DEFAULT_SEED;
@@ -821,4 +821,66 @@ async fn two_inventory_processes_on_postgres_share_a_burst_and_survive_a_sigkill
     println!(
         "killed one of two processes after {at_kill} of {N} events; {N} decided once each, {failures} out of stock"
     );
+}
+
+/// The shipped example's `dlq` subcommand on `h`'s topics; its stdout.
+fn dlq_command(h: &Harness, args: &[&str]) -> String {
+    let out = Command::new(campusfood_testkit::example_binary("streaming_kafka"))
+        .arg("dlq")
+        .args(args)
+        .env("ORDER_TOPIC", h.order_topic())
+        .env("INVENTORY_TOPIC", h.inventory_topic())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "dlq {args:?} failed: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_dlq_commands_list_show_and_replay_dead_letters() {
+    let h = harness("dlqcli").await;
+    let system = h.start(StreamingPart::Inventory).await;
+    h.publish_raw(&Route::ORDER_PLACED, "bad-0", b"not json")
+        .await;
+    let mut letters = Vec::new();
+    until("the dead letter", DEADLINE, async || {
+        letters = h
+            .transport
+            .dead_letters(&Route::ORDER_PLACED, 10)
+            .await
+            .unwrap();
+        !letters.is_empty()
+    })
+    .await;
+    // Stopped, so that the replayed record is not dead-lettered again.
+    system.stop().await;
+    let (id, reason) = (&letters[0].id, &letters[0].reason);
+    let order_dlq = KafkaTransport::dead_letter_topic(h.order_topic());
+    let inventory_dlq = KafkaTransport::dead_letter_topic(h.inventory_topic());
+
+    let listed = dlq_command(&h, &["list"]);
+    assert!(
+        listed.contains(&format!(
+            "1 dead letter(s) on {order_dlq}\n{id}\tattempts=1\t{reason}\tnot json\n"
+        )),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("0 dead letter(s) on {inventory_dlq}\n")),
+        "{listed}"
+    );
+    let shown = dlq_command(&h, &["show", id, "--topic", h.order_topic()]);
+    assert!(shown.contains(&format!("reason:   {reason}\n")), "{shown}");
+    let replayed = dlq_command(&h, &["replay-all"]);
+    assert!(
+        replayed.contains(&format!(
+            "replayed 1 from {order_dlq} to {}",
+            h.order_topic()
+        )),
+        "{replayed}"
+    );
+    let listed = dlq_command(&h, &["list", "--topic", &order_dlq]);
+    assert_eq!(listed, format!("0 dead letter(s) on {order_dlq}\n"));
 }
