@@ -46,8 +46,10 @@
 //!
 //! A handler that panics counts as `Retry`; any record (no key, no value,
 //! bytes that are not UTF-8 in key or headers) is delivered, never fatal.
-//! Stopping finishes the record being handled, commits, and closes the
-//! consumer (it leaves the group unless it has a static
+//! Stopping finishes the record being handled (waiting at most
+//! [`KafkaConfig::drain_timeout`]; a handler still running then is
+//! abandoned and its record left uncommitted, so the group's next consumer
+//! gets it), commits, and closes the consumer (it leaves the group unless it has a static
 //! [`KafkaConfig::group_instance_id`]). A record waiting for its next retry
 //! when the stop comes is not committed: the next consumer gets it again.
 //! After a crash, records handled since the last commit are delivered again,

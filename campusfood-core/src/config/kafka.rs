@@ -46,6 +46,10 @@ pub struct KafkaConfig {
     /// to the others. librdkafka's 45 s default would stall a killed
     /// instance's share of the stream that long.
     pub session_timeout: Duration,
+    /// Longest a stopping subscription waits for the handler of the record
+    /// in flight; a handler still running then is abandoned, its record
+    /// left uncommitted for the group's next consumer.
+    pub drain_timeout: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -66,6 +70,7 @@ impl Default for KafkaConfig {
             request_timeout: Duration::from_secs(10),
             commit_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
