@@ -8,6 +8,8 @@
 //!   the broker every other test shares.
 //! - [`on_own_runtime`]: async clean-up from `Drop`.
 //! - [`ledger_contract`]: the suite every inventory ledger must pass.
+//! - [`conformance`]: the suite every transport must pass
+//!   ([`pub_sub_suite!`], [`request_suite!`]).
 //! - [`gated`]: a ledger that reserves at once and answers when told.
 //! - [`postgres`]: a Postgres schema of a test's own.
 //! - [`rabbitmq`]: deleting a test's queues and exchanges.
@@ -17,6 +19,7 @@
 //! - [`unique`], [`init_logging`]: unique broker names and test logs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod conformance;
 pub mod gated;
 pub mod ledger_contract;
 pub mod postgres;
