@@ -4,7 +4,11 @@
 //! [`Route::ORDER_PLACED`] goes to [`KafkaConfig::order_topic`];
 //! [`Route::INVENTORY_RESERVED`] and [`Route::INVENTORY_FAILED`] both go to
 //! [`KafkaConfig::inventory_topic`] (the Kafka contract has one
-//! `inventory-events` topic whose records say `status: Success|Failure`).
+//! `inventory-events` topic whose records say `status: Success|Failure`),
+//! unless [`KafkaConfig::failed_topic`] gives failures a topic of their own
+//! (then every route is distinct, as Part B's flow needs:
+//! [`Capabilities::distinct_routes`]). [`Route::ORDER_NOTIFIED`] goes to
+//! [`KafkaConfig::notified_topic`].
 //! Any other route whose name is a legal topic name is that topic, created
 //! on first use with [`KafkaConfig::default_partitions`]. Routes that share
 //! a topic share its records: a subscriber to `INVENTORY_RESERVED` sees the
@@ -296,8 +300,14 @@ impl KafkaTransport {
         let c = &self.inner.config;
         if *route == Route::ORDER_PLACED {
             Ok(c.order_topic.clone())
+        } else if *route == Route::INVENTORY_FAILED
+            && let Some(failed) = &c.failed_topic
+        {
+            Ok(failed.clone())
         } else if *route == Route::INVENTORY_RESERVED || *route == Route::INVENTORY_FAILED {
             Ok(c.inventory_topic.clone())
+        } else if *route == Route::ORDER_NOTIFIED {
+            Ok(c.notified_topic.clone())
         } else if *route == Route::RESERVE
             || *route == Route::NOTIFY
             || !is_legal_topic(route.as_str())
@@ -401,6 +411,7 @@ impl Transport for KafkaTransport {
             request: false,
             publish: true,
             subscribe: true,
+            distinct_routes: self.inner.config.failed_topic.is_some(),
         }
     }
 

@@ -10,7 +10,7 @@
 //! its topics at the end. Dead letters are read where the transport puts
 //! them, from the route's dead-letter topic. Without a broker every check
 //! fails, saying how to start it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +23,7 @@ use campusfood_core::transport::{
 };
 use campusfood_kafka::KafkaTransport;
 use campusfood_testkit::conformance::{DeadLetterView, Fresh, PubSubFactory};
-use campusfood_testkit::unique;
+use campusfood_testkit::{CleanUp, unique};
 
 const NOT_RUNNING: &str =
     "Kafka is not running on 127.0.0.1:9092: start it with `scripts/brokers.sh up kafka`";
@@ -58,7 +58,10 @@ impl PubSubFactory for Kafka {
             Route::new(format!("conformance-{suffix}")),
             view,
         )
-        .keeping(Topics(t, suffix))
+        .keeping(CleanUp::new("the check's topics", async move {
+            let topics = t.topics_containing(&suffix).await?;
+            t.delete_topics(&topics).await
+        }))
     }
 }
 
@@ -117,22 +120,6 @@ impl DeadLetterView for DeadLetterTopic {
             );
         }
         self.seen.lock().unwrap().clone()
-    }
-}
-
-/// Deletes every topic whose name carries the check's suffix when dropped.
-struct Topics(KafkaTransport, String);
-
-impl Drop for Topics {
-    fn drop(&mut self) {
-        let (t, suffix) = (self.0.clone(), std::mem::take(&mut self.1));
-        let deleted = campusfood_testkit::on_own_runtime(async move {
-            let topics = t.topics_containing(&suffix).await?;
-            t.delete_topics(&topics).await
-        });
-        if !matches!(deleted, Some(Ok(()))) {
-            eprintln!("could not delete the check's topics: {deleted:?}");
-        }
     }
 }
 

@@ -170,6 +170,7 @@ impl Transport for MemoryTransport {
             request: true,
             publish: true,
             subscribe: true,
+            distinct_routes: true,
         }
     }
 

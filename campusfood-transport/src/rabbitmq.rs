@@ -323,6 +323,7 @@ impl Transport for RabbitTransport {
             request: false,
             publish: true,
             subscribe: true,
+            distinct_routes: true,
         }
     }
 

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Without a broker the RabbitMQ checks fail, saying how to start it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +103,7 @@ mod rabbitmq {
     use async_trait::async_trait;
     use campusfood_core::config::RabbitConfig;
     use campusfood_core::transport::Route;
+    use campusfood_testkit::CleanUp;
     use campusfood_testkit::conformance::{Fresh, PubSubFactory, ReadDeadLetters};
     use campusfood_testkit::rabbitmq::{MANAGEMENT, delete_prefixed, unique_prefix};
     use campusfood_transport::rabbitmq::RabbitTransport;
@@ -111,21 +112,6 @@ mod rabbitmq {
         `scripts/brokers.sh up rabbitmq`";
 
     struct Rabbit;
-
-    /// Deletes the check's queues and exchanges when dropped.
-    struct Leftovers(String);
-
-    impl Drop for Leftovers {
-        fn drop(&mut self) {
-            let prefix = std::mem::take(&mut self.0);
-            let deleted = campusfood_testkit::on_own_runtime(async move {
-                delete_prefixed(MANAGEMENT, &prefix).await
-            });
-            if !matches!(deleted, Some(Some(()))) {
-                eprintln!("could not delete the check's queues; the broker policy expires them");
-            }
-        }
-    }
 
     #[async_trait]
     impl PubSubFactory for Rabbit {
@@ -139,8 +125,14 @@ mod rabbitmq {
             };
             // The reserve queue: declared at connect, so durable before
             // anyone subscribes.
-            Fresh::new(t.clone(), Route::ORDER_PLACED, ReadDeadLetters(t))
-                .keeping(Leftovers(format!("{prefix}.")))
+            Fresh::new(t.clone(), Route::ORDER_PLACED, ReadDeadLetters(t)).keeping(CleanUp::new(
+                "the check's queues",
+                async move {
+                    delete_prefixed(MANAGEMENT, &format!("{prefix}."))
+                        .await
+                        .ok_or("the management API did not answer")
+                },
+            ))
         }
     }
 
