@@ -212,12 +212,22 @@ pub fn memory(stock: &str) -> App {
     }
 }
 
-/// An app over Kafka: every topic and group of the test's own.
+/// An app over Kafka: every topic and group of the test's own, failures on
+/// a topic of their own.
 pub async fn kafka(test: &str, stock: &str) -> App {
+    kafka_with(test, stock, Some("inventory-failed")).await
+}
+
+/// An app over Kafka with Part C's one inventory topic.
+pub async fn kafka_with_one_inventory_topic(test: &str, stock: &str) -> App {
+    kafka_with(test, stock, None).await
+}
+
+async fn kafka_with(test: &str, stock: &str, failed_topic: Option<&str>) -> App {
     let (config, stores) = base(stock);
     let suffix = campusfood_testkit::unique(test);
     let kafka = KafkaConfig {
-        failed_topic: Some("inventory-failed".to_owned()),
+        failed_topic: failed_topic.map(str::to_owned),
         request_timeout: Duration::from_secs(5),
         commit_interval: Duration::from_millis(200),
         ..KafkaConfig::default()

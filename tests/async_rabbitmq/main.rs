@@ -67,3 +67,30 @@ on_every_bus! {
     bad_input_is_refused_and_nothing_is_published("burger=100"),
     a_delay_taken_back_frees_the_deliveries_it_holds("burger=100"),
 }
+
+/// Over Kafka's one inventory topic (Part C's contract) the routes are not
+/// distinct, and the flow refuses to start rather than mix up outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_refuses_a_transport_whose_routes_are_not_distinct() {
+    use campusfood::core::transport::TransportError;
+    use campusfood::services::async_rabbitmq::{AsyncPart, AsyncSystem};
+    use campusfood::services::server::StartError;
+
+    let app = harness::kafka_with_one_inventory_topic("not_distinct", "burger=1").await;
+    let refused = AsyncSystem::start(
+        &app.config,
+        AsyncPart::All,
+        &app.options,
+        app.bus.transport(),
+        app.stores.clone(),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StartError::Transport(TransportError::Unsupported { .. }))
+        ),
+        "{:?}",
+        refused.err()
+    );
+}
