@@ -298,6 +298,12 @@ pub struct Capabilities {
     pub publish: bool,
     /// [`Transport::subscribe`] works.
     pub subscribe: bool,
+    /// A subscriber to a route gets only what was published on that route.
+    /// `false` when routes share a destination (Kafka's one inventory topic
+    /// for [`Route::INVENTORY_RESERVED`] and [`Route::INVENTORY_FAILED`]),
+    /// so that a subscriber to one sees the other's messages too: a flow
+    /// that tells events apart by route cannot run there.
+    pub distinct_routes: bool,
 }
 
 /// Why a transport call failed, grouped by what the caller should do.
@@ -380,7 +386,7 @@ impl TransportError {
 ///         "journal"
 ///     }
 ///     fn capabilities(&self) -> Capabilities {
-///         Capabilities { request: false, publish: true, subscribe: false }
+///         Capabilities { request: false, publish: true, subscribe: false, distinct_routes: true }
 ///     }
 ///     async fn request(&self, _: &Route, _: Message, _: Duration) -> Result<Reply, TransportError> {
 ///         Err(TransportError::Unsupported { transport: "journal", operation: "request" })

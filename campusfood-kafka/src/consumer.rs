@@ -91,6 +91,8 @@ pub(super) struct Worker {
     options: SubscribeOptions,
     commit_interval: Duration,
     close_timeout: Duration,
+    /// How long a stop waits for the handler of the record in flight.
+    drain_timeout: Duration,
 }
 
 /// Consumer settings for `group`: manual offset storage and commits.
@@ -140,6 +142,7 @@ impl Worker {
             options,
             commit_interval: config.commit_interval,
             close_timeout: config.request_timeout * 3,
+            drain_timeout: config.drain_timeout,
         })
     }
 
@@ -266,12 +269,22 @@ impl Worker {
                 message: record.message.clone(),
                 attempt,
             };
-            let disposition = AssertUnwindSafe(self.handler.handle(delivery))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Disposition::Retry {
+            let handled = AssertUnwindSafe(self.handler.handle(delivery)).catch_unwind();
+            let disposition = tokio::select! {
+                biased;
+                d = handled => d.unwrap_or_else(|_| Disposition::Retry {
                     reason: "handler panicked".to_owned(),
-                });
+                }),
+                () = abandon_after(stop, self.drain_timeout) => {
+                    tracing::warn!(
+                        partition = record.partition,
+                        offset = record.offset,
+                        after = ?self.drain_timeout,
+                        "handler still running at stop: abandoned, the record stays uncommitted"
+                    );
+                    return Step::Interrupted;
+                }
+            };
             match disposition {
                 Disposition::Ack => return Step::Done,
                 Disposition::Retry { reason } if attempt < max => {
@@ -364,6 +377,12 @@ impl Worker {
             Err(_) => tracing::warn!(after = ?self.close_timeout, "consumer still closing"),
         }
     }
+}
+
+/// Resolves `limit` after a stop is asked for.
+async fn abandon_after(stop: &mut StopSignal, limit: Duration) {
+    stop.stopped().await;
+    tokio::time::sleep(limit).await;
 }
 
 /// Runs `worker` until its subscription is stopped.

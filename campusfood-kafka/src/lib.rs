@@ -4,7 +4,11 @@
 //! [`Route::ORDER_PLACED`] goes to [`KafkaConfig::order_topic`];
 //! [`Route::INVENTORY_RESERVED`] and [`Route::INVENTORY_FAILED`] both go to
 //! [`KafkaConfig::inventory_topic`] (the Kafka contract has one
-//! `inventory-events` topic whose records say `status: Success|Failure`).
+//! `inventory-events` topic whose records say `status: Success|Failure`),
+//! unless [`KafkaConfig::failed_topic`] gives failures a topic of their own
+//! (then every route is distinct, as Part B's flow needs:
+//! [`Capabilities::distinct_routes`]). [`Route::ORDER_NOTIFIED`] goes to
+//! [`KafkaConfig::notified_topic`].
 //! Any other route whose name is a legal topic name is that topic, created
 //! on first use with [`KafkaConfig::default_partitions`]. Routes that share
 //! a topic share its records: a subscriber to `INVENTORY_RESERVED` sees the
@@ -46,8 +50,10 @@
 //!
 //! A handler that panics counts as `Retry`; any record (no key, no value,
 //! bytes that are not UTF-8 in key or headers) is delivered, never fatal.
-//! Stopping finishes the record being handled, commits, and closes the
-//! consumer (it leaves the group unless it has a static
+//! Stopping finishes the record being handled (waiting at most
+//! [`KafkaConfig::drain_timeout`]; a handler still running then is
+//! abandoned and its record left uncommitted, so the group's next consumer
+//! gets it), commits, and closes the consumer (it leaves the group unless it has a static
 //! [`KafkaConfig::group_instance_id`]). A record waiting for its next retry
 //! when the stop comes is not committed: the next consumer gets it again.
 //! After a crash, records handled since the last commit are delivered again,
@@ -333,8 +339,14 @@ impl KafkaTransport {
         let c = &self.inner.config;
         if *route == Route::ORDER_PLACED {
             Ok(c.order_topic.clone())
+        } else if *route == Route::INVENTORY_FAILED
+            && let Some(failed) = &c.failed_topic
+        {
+            Ok(failed.clone())
         } else if *route == Route::INVENTORY_RESERVED || *route == Route::INVENTORY_FAILED {
             Ok(c.inventory_topic.clone())
+        } else if *route == Route::ORDER_NOTIFIED {
+            Ok(c.notified_topic.clone())
         } else if *route == Route::RESERVE
             || *route == Route::NOTIFY
             || !is_legal_topic(route.as_str())
@@ -438,6 +450,7 @@ impl Transport for KafkaTransport {
             request: false,
             publish: true,
             subscribe: true,
+            distinct_routes: self.inner.config.failed_topic.is_some(),
         }
     }
 

@@ -8,6 +8,8 @@
 //!   the broker every other test shares.
 //! - [`on_own_runtime`]: async clean-up from `Drop`.
 //! - [`ledger_contract`]: the suite every inventory ledger must pass.
+//! - [`conformance`]: the suite every transport must pass
+//!   ([`pub_sub_suite!`], [`request_suite!`]).
 //! - [`gated`]: a ledger that reserves at once and answers when told.
 //! - [`postgres`]: a Postgres schema of a test's own.
 //! - [`rabbitmq`]: deleting a test's queues and exchanges.
@@ -17,6 +19,7 @@
 //! - [`unique`], [`init_logging`]: unique broker names and test logs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod conformance;
 pub mod gated;
 pub mod ledger_contract;
 pub mod postgres;
@@ -168,6 +171,55 @@ where
     .join()
     .ok()
     .flatten()
+}
+
+/// Async clean-up that runs when dropped — also after a failed assertion —
+/// on a runtime of its own ([`on_own_runtime`]), saying on stderr when it
+/// failed (a test's topics or queues left behind).
+#[must_use = "dropping it runs the clean-up at once"]
+pub struct CleanUp {
+    what: &'static str,
+    /// In a mutex only to be `Sync`: it is taken once, when dropped.
+    work: Mutex<Option<CleanUpWork>>,
+}
+
+/// What a [`CleanUp`] runs.
+type CleanUpWork = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+impl std::fmt::Debug for CleanUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CleanUp").field("what", &self.what).finish()
+    }
+}
+
+impl CleanUp {
+    /// Runs `work` when dropped; `what` names what it deletes.
+    pub fn new<F, T, E>(what: &'static str, work: F) -> Self
+    where
+        F: std::future::Future<Output = Result<T, E>> + Send + 'static,
+        E: std::fmt::Debug,
+    {
+        Self {
+            what,
+            work: Mutex::new(Some(Box::pin(async move {
+                work.await.map(drop).map_err(|e| format!("{e:?}"))
+            }))),
+        }
+    }
+}
+
+impl Drop for CleanUp {
+    fn drop(&mut self) {
+        let work = self.work.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(work) = work.take() else { return };
+        if let Some(Ok(())) = on_own_runtime(work) {
+            return;
+        }
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("could not delete {}: left behind", self.what);
+        }
+    }
 }
 
 /// Waits until `cond` holds, polling every 10 ms; panics naming `what`

@@ -163,6 +163,7 @@ impl Transport for HttpTransport {
             request: true,
             publish: true,
             subscribe: false,
+            distinct_routes: true,
         }
     }
 

@@ -4,6 +4,12 @@
 //! (`prefetch`), redelivery after a delay up to `max_attempts`, and dead
 //! letters kept for inspection and replay ([`DeadLetters`]).
 //!
+//! Stopping (or dropping) a subscription waits for its in-flight handlers
+//! at most [`MemoryTransport::with_drain_timeout`] (default
+//! [`DRAIN_TIMEOUT`]); those still running then are abandoned and their
+//! messages go back to the group's queue, as a broker redelivers what a
+//! consumer that went away had not acknowledged.
+//!
 //! Each consumer group of a route has its own queue: subscribers in one
 //! group compete for messages, separate groups each get every message.
 //! Messages published before anyone subscribed wait in the route's
@@ -22,9 +28,14 @@ use campusfood_core::transport::{
     RequestHandler, Route, SubscribeOptions, Subscription, Transport, TransportError,
 };
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 
 /// The group a subscriber joins when [`SubscribeOptions::group`] is `None`.
 pub const DEFAULT_GROUP: &str = "default";
+
+/// How long a stopping subscription waits for its in-flight handlers by
+/// default (as RabbitMQ's and Kafka's do).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An in-process [`Transport`]. Cheap to clone; clones share everything.
 ///
@@ -63,9 +74,19 @@ pub const DEFAULT_GROUP: &str = "default";
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryTransport {
     inner: Arc<Inner>,
+    drain_timeout: Duration,
+}
+
+impl Default for MemoryTransport {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            drain_timeout: DRAIN_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -119,6 +140,14 @@ impl MemoryTransport {
     /// A transport with no routes served or subscribed.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same transport, whose subscriptions wait at most `limit` for
+    /// their in-flight handlers when stopped, then put the messages still
+    /// being handled back in their queue.
+    pub fn with_drain_timeout(mut self, limit: Duration) -> Self {
+        self.drain_timeout = limit;
+        self
     }
 
     /// Serves `route`'s requests with `handler` (replacing any earlier one).
@@ -177,6 +206,7 @@ impl Transport for MemoryTransport {
             request: true,
             publish: true,
             subscribe: true,
+            distinct_routes: true,
         }
     }
 
@@ -234,8 +264,15 @@ impl Transport for MemoryTransport {
         let this = self.clone();
         let route = route.clone();
         Ok(Subscription::spawn(move |mut stop| async move {
-            let permits = Arc::new(Semaphore::new(usize::from(options.prefetch.max(1))));
-            loop {
+            let slots = u32::from(options.prefetch.max(1));
+            let permits = Arc::new(Semaphore::new(slots as usize));
+            // Deliveries being handled, by a number of this loop's: taken
+            // out by the handler's task once the handler returned, or by the
+            // stop when abandoning them, never both.
+            let in_flight: Arc<Mutex<HashMap<u64, Delivery>>> = Arc::default();
+            let mut handlers = JoinSet::new();
+            for n in 0u64.. {
+                while handlers.try_join_next().is_some() {}
                 let permit = tokio::select! {
                     _ = stop.stopped() => break,
                     p = permits.clone().acquire_owned() => match p {
@@ -248,54 +285,80 @@ impl Transport for MemoryTransport {
                     d = async { queue.rx.lock().await.recv().await } => d,
                 };
                 let Some(delivery) = next else { break };
-                let (this, route, handler, queue, options) = (
+                lock(&in_flight).insert(n, delivery.clone());
+                let (this, route, handler, queue, options, in_flight) = (
                     this.clone(),
                     route.clone(),
                     handler.clone(),
                     queue.clone(),
                     options.clone(),
+                    in_flight.clone(),
                 );
-                tokio::spawn(async move {
+                handlers.spawn(async move {
                     let disposition = handler.handle(delivery.clone()).await;
-                    match disposition {
-                        Disposition::Ack => {}
-                        Disposition::Retry { reason }
-                            if delivery.attempt < options.max_attempts =>
-                        {
-                            let reason = bounded::reason(&reason);
-                            tracing::debug!(%route, attempt = delivery.attempt, %reason, "retry later");
-                            let queue = queue.clone();
-                            let next = Delivery {
-                                message: delivery.message,
-                                attempt: delivery.attempt + 1,
-                            };
-                            queue.depth.fetch_add(1, Ordering::SeqCst);
-                            tokio::spawn(async move {
-                                tokio::time::sleep(options.retry_delay).await;
-                                // Counted above, so depth never dips to zero
-                                // while a retry waits.
-                                queue.depth.fetch_sub(1, Ordering::SeqCst);
-                                queue.push(next);
-                            });
-                        }
-                        Disposition::Retry { reason } => this.dead_letter(
-                            &route,
-                            delivery,
-                            format!("gave up after {} attempts: {reason}", options.max_attempts),
-                        ),
-                        Disposition::DeadLetter { reason } => {
-                            this.dead_letter(&route, delivery, reason)
-                        }
+                    if lock(&in_flight).remove(&n).is_none() {
+                        return; // Abandoned by the stop, and queued again.
                     }
-                    queue.depth.fetch_sub(1, Ordering::SeqCst);
+                    this.settle(&route, &queue, &options, delivery, disposition);
                     drop(permit);
                 });
             }
-            // Drain: wait until every in-flight handler has returned its permit.
-            let _ = permits
-                .acquire_many(u32::from(options.prefetch.max(1)))
-                .await;
+            // Drain: wait until every in-flight handler has returned its
+            // permit, or abandon those still running.
+            let drained =
+                tokio::time::timeout(this.drain_timeout, permits.acquire_many(slots)).await;
+            if drained.is_err() {
+                handlers.abort_all();
+                let abandoned: Vec<Delivery> = lock(&in_flight).drain().map(|(_, d)| d).collect();
+                tracing::warn!(%route, count = abandoned.len(), "handlers still running at stop: their messages go back to the queue");
+                for delivery in abandoned {
+                    // Still counted in the depth since it was first pushed.
+                    queue.depth.fetch_sub(1, Ordering::SeqCst);
+                    queue.push(delivery);
+                }
+            }
         }))
+    }
+}
+
+impl MemoryTransport {
+    /// Carries out what a handler answered for `delivery`.
+    fn settle(
+        &self,
+        route: &Route,
+        queue: &Arc<GroupQueue>,
+        options: &SubscribeOptions,
+        delivery: Delivery,
+        disposition: Disposition,
+    ) {
+        match disposition {
+            Disposition::Ack => {}
+            Disposition::Retry { reason } if delivery.attempt < options.max_attempts => {
+                let reason = bounded::reason(&reason);
+                tracing::debug!(%route, attempt = delivery.attempt, %reason, "retry later");
+                let queue = queue.clone();
+                let next = Delivery {
+                    message: delivery.message,
+                    attempt: delivery.attempt + 1,
+                };
+                queue.depth.fetch_add(1, Ordering::SeqCst);
+                let delay = options.retry_delay;
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    // Counted above, so depth never dips to zero while a
+                    // retry waits.
+                    queue.depth.fetch_sub(1, Ordering::SeqCst);
+                    queue.push(next);
+                });
+            }
+            Disposition::Retry { reason } => self.dead_letter(
+                route,
+                delivery,
+                format!("gave up after {} attempts: {reason}", options.max_attempts),
+            ),
+            Disposition::DeadLetter { reason } => self.dead_letter(route, delivery, reason),
+        }
+        queue.depth.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -329,6 +329,7 @@ impl Transport for RabbitTransport {
             request: false,
             publish: true,
             subscribe: true,
+            distinct_routes: true,
         }
     }
 

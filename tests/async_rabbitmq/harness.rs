@@ -1,12 +1,13 @@
-//! One harness, two buses: the same scenarios run over the in-memory
-//! transport and over a real RabbitMQ broker (unique exchange and queue
-//! names per test, so tests run in parallel on one broker).
+//! One harness, three buses: the same scenarios run over the in-memory
+//! transport, over a real RabbitMQ broker (unique exchange and queue names
+//! per test, so tests run in parallel on one broker) and over a real Kafka
+//! broker (unique topics and groups per test).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use campusfood::core::config::RabbitConfig;
+use campusfood::core::config::{KafkaConfig, RabbitConfig};
 use campusfood::core::ledger::MemoryLedger;
 use campusfood::core::order::OrderStatus;
 use campusfood::core::transport::{DeadLetter, DeadLetters, Route, Transport};
@@ -14,10 +15,13 @@ use campusfood::core::{Config, Item, OrderId};
 use campusfood::services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
 use campusfood::services::stores::MemoryOrderStore;
 use campusfood::services::stores::MemoryProcessedIds;
+use campusfood::transport::kafka::KafkaTransport;
 use campusfood::transport::memory::MemoryTransport;
 use campusfood::transport::rabbitmq::RabbitTransport;
 use serde_json::Value;
 
+pub const KAFKA_DOWN: &str =
+    "Kafka is not running on 127.0.0.1:9092: start it with `scripts/brokers.sh up kafka`";
 pub const RABBITMQ_DOWN: &str =
     "RabbitMQ is not running on 127.0.0.1:5672: start it with `scripts/brokers.sh up rabbitmq`";
 const SPARE_DOWN: &str = "the spare RabbitMQ node is not running on 127.0.0.1:5673: start it \
@@ -78,6 +82,34 @@ impl Bus for Rabbit {
     }
 }
 
+/// Kafka, with failures on a topic of their own
+/// ([`KafkaConfig::failed_topic`]): the flow needs distinct routes.
+pub struct Kafka(pub KafkaTransport);
+
+#[async_trait]
+impl Bus for Kafka {
+    fn transport(&self) -> Arc<dyn Transport> {
+        Arc::new(self.0.clone())
+    }
+    /// The lag of the route's default group.
+    async fn depth(&self, route: &Route) -> u64 {
+        let topic = self.0.topic_for(route).unwrap();
+        let lag = self.0.lag(&self.0.config().default_group, &topic).await;
+        lag.unwrap()
+            .iter()
+            .map(|p| u64::try_from(p.lag).unwrap_or(0))
+            .sum()
+    }
+    async fn dead_letters(&self, _route: &Route) -> Vec<DeadLetter> {
+        unreachable!(
+            "KafkaTransport has no DeadLetters yet: dead-letter scenarios do not run on it"
+        )
+    }
+    async fn replay(&self, _route: &Route, _id: &str) -> bool {
+        unreachable!("KafkaTransport has no DeadLetters yet: replay scenarios do not run on it")
+    }
+}
+
 pub struct App {
     pub config: Config,
     pub options: AsyncOptions,
@@ -86,6 +118,8 @@ pub struct App {
     pub client: reqwest::Client,
     /// Deletes the test's queues and exchanges when the app is dropped.
     _leftovers: Option<Leftovers>,
+    /// Deletes the test's topics when the app is dropped.
+    _topics: Option<campusfood_testkit::CleanUp>,
 }
 
 /// The management API of the broker `scripts/brokers.sh up rabbitmq` starts.
@@ -174,6 +208,51 @@ pub fn memory(stock: &str) -> App {
         stores,
         client: reqwest::Client::new(),
         _leftovers: None,
+        _topics: None,
+    }
+}
+
+/// An app over Kafka: every topic and group of the test's own, failures on
+/// a topic of their own.
+pub async fn kafka(test: &str, stock: &str) -> App {
+    kafka_with(test, stock, Some("inventory-failed")).await
+}
+
+/// An app over Kafka with Part C's one inventory topic.
+pub async fn kafka_with_one_inventory_topic(test: &str, stock: &str) -> App {
+    kafka_with(test, stock, None).await
+}
+
+async fn kafka_with(test: &str, stock: &str, failed_topic: Option<&str>) -> App {
+    let (config, stores) = base(stock);
+    let suffix = campusfood_testkit::unique(test);
+    let kafka = KafkaConfig {
+        failed_topic: failed_topic.map(str::to_owned),
+        request_timeout: Duration::from_secs(5),
+        commit_interval: Duration::from_millis(200),
+        ..KafkaConfig::default()
+    }
+    .with_suffix(&suffix);
+    let transport = match KafkaTransport::connect(&kafka).await {
+        Ok(t) => t,
+        Err(e) => panic!("{KAFKA_DOWN} ({e})"),
+    };
+    let mut options = options(&config);
+    options.status_group = format!("orders-status-{suffix}");
+    App {
+        options,
+        config,
+        bus: Box::new(Kafka(transport.clone())),
+        stores,
+        client: reqwest::Client::new(),
+        _leftovers: None,
+        _topics: Some(campusfood_testkit::CleanUp::new(
+            "the test's topics",
+            async move {
+                let topics = transport.topics_containing(&suffix).await?;
+                transport.delete_topics(&topics).await
+            },
+        )),
     }
 }
 
@@ -207,6 +286,7 @@ pub async fn rabbitmq_with(config: Config, stores: AsyncStores) -> App {
         bus: Box::new(Rabbit(transport)),
         stores,
         client: reqwest::Client::new(),
+        _topics: None,
     }
 }
 

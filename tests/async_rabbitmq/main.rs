@@ -1,7 +1,9 @@
 //! The asynchronous architecture end to end: Order → bus → Inventory → bus
 //! → Notification, with HTTP on ephemeral ports. Every scenario runs over
 //! the in-memory transport and over a real RabbitMQ broker
-//! (`scripts/brokers.sh up rabbitmq`; each test uses its own names).
+//! (`scripts/brokers.sh up rabbitmq`; each test uses its own names); those
+//! that need no dead letters also over Kafka (`scripts/brokers.sh up
+//! kafka`; `KafkaTransport` has no `DeadLetters` to list or replay yet).
 
 mod harness;
 mod rabbitmq_faults;
@@ -28,6 +30,31 @@ macro_rules! on_every_bus {
     };
 }
 
+/// Scenarios over Kafka too.
+macro_rules! on_kafka {
+    ($($name:ident($stock:literal)),* $(,)?) => {
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::scenarios::$name(crate::harness::kafka(stringify!($name), $stock).await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_kafka! {
+    baseline_orders_flow_to_notified("burger=100"),
+    backlog_waits_for_inventory_and_drains_exactly_once("burger=100"),
+    a_duplicate_order_placed_reserves_and_notifies_once("burger=100,pizza=100"),
+    orders_are_accepted_while_publishing_fails_and_published_later("burger=100"),
+    bad_input_is_refused_and_nothing_is_published("burger=100"),
+    // Not `a_delay_taken_back_frees_the_deliveries_it_holds`: it counts the
+    // deliveries a prefetch window holds, and a Kafka subscription handles
+    // one record at a time (`prefetch` is not used there).
+}
+
 on_every_bus! {
     baseline_orders_flow_to_notified("burger=100"),
     backlog_waits_for_inventory_and_drains_exactly_once("burger=100"),
@@ -39,4 +66,31 @@ on_every_bus! {
     orders_are_accepted_while_publishing_fails_and_published_later("burger=100"),
     bad_input_is_refused_and_nothing_is_published("burger=100"),
     a_delay_taken_back_frees_the_deliveries_it_holds("burger=100"),
+}
+
+/// Over Kafka's one inventory topic (Part C's contract) the routes are not
+/// distinct, and the flow refuses to start rather than mix up outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_refuses_a_transport_whose_routes_are_not_distinct() {
+    use campusfood::core::transport::TransportError;
+    use campusfood::services::async_rabbitmq::{AsyncPart, AsyncSystem};
+    use campusfood::services::server::StartError;
+
+    let app = harness::kafka_with_one_inventory_topic("not_distinct", "burger=1").await;
+    let refused = AsyncSystem::start(
+        &app.config,
+        AsyncPart::All,
+        &app.options,
+        app.bus.transport(),
+        app.stores.clone(),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StartError::Transport(TransportError::Unsupported { .. }))
+        ),
+        "{:?}",
+        refused.err()
+    );
 }

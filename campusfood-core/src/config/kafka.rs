@@ -16,6 +16,14 @@ pub struct KafkaConfig {
     pub inventory_topic: String,
     /// Partitions of the inventory topic.
     pub inventory_partitions: i32,
+    /// The topic of [`Route::INVENTORY_FAILED`](crate::transport::Route::INVENTORY_FAILED)
+    /// when it is not [`inventory_topic`](Self::inventory_topic): `None`
+    /// (Part C's contract: one inventory topic, `status: Success|Failure`)
+    /// or a topic of its own, so that routes stay distinct (Part B's flow
+    /// over Kafka).
+    pub failed_topic: Option<String>,
+    /// The topic of [`Route::ORDER_NOTIFIED`](crate::transport::Route::ORDER_NOTIFIED).
+    pub notified_topic: String,
     /// Consumer group of the inventory consumer.
     pub inventory_group: String,
     /// Consumer group of the analytics consumer.
@@ -46,6 +54,10 @@ pub struct KafkaConfig {
     /// to the others. librdkafka's 45 s default would stall a killed
     /// instance's share of the stream that long.
     pub session_timeout: Duration,
+    /// Longest a stopping subscription waits for the handler of the record
+    /// in flight; a handler still running then is abandoned, its record
+    /// left uncommitted for the group's next consumer.
+    pub drain_timeout: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -56,6 +68,8 @@ impl Default for KafkaConfig {
             order_partitions: 6,
             inventory_topic: "inventory-events".to_owned(),
             inventory_partitions: 3,
+            failed_topic: None,
+            notified_topic: "order.notified".to_owned(),
             inventory_group: "inventory-consumer".to_owned(),
             analytics_group: "analytics-consumer".to_owned(),
             analytics_port: 8080,
@@ -66,6 +80,7 @@ impl Default for KafkaConfig {
             request_timeout: Duration::from_secs(10),
             commit_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -81,7 +96,11 @@ impl KafkaConfig {
             &mut self.inventory_group,
             &mut self.analytics_group,
             &mut self.default_group,
-        ] {
+            &mut self.notified_topic,
+        ]
+        .into_iter()
+        .chain(self.failed_topic.as_mut())
+        {
             name.push('-');
             name.push_str(suffix);
         }

@@ -3,7 +3,10 @@
 //! consumers), InventoryService (HTTP for `/configure` and `/inventory`,
 //! the reserve consumer) and NotificationService (the notify consumer).
 //! The `async_rabbitmq` example runs it over RabbitMQ; tests also run it
-//! over the in-memory transport.
+//! over the in-memory transport and over Kafka (with
+//! [`KafkaConfig::failed_topic`](campusfood_core::config::KafkaConfig::failed_topic)
+//! set: the flow needs distinct routes,
+//! [`Capabilities::distinct_routes`](campusfood_core::transport::Capabilities::distinct_routes)).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +18,9 @@ use campusfood_core::fault::FaultInjector;
 use campusfood_core::ledger::InventoryLedger;
 use campusfood_core::order::Order;
 use campusfood_core::task::BackgroundTask;
-use campusfood_core::transport::{Route, SubscribeOptions, Subscription, Transport};
+use campusfood_core::transport::{
+    Route, SubscribeOptions, Subscription, Transport, TransportError,
+};
 
 use super::order::AsyncOrderService;
 use super::workers::{NotifyWorker, ReserveWorker};
@@ -210,6 +215,13 @@ impl AsyncSystem {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Errors
+    /// [`StartError::Transport`] with [`TransportError::Unsupported`] when
+    /// the order service or notification is to run over a transport whose
+    /// routes are not distinct
+    /// ([`Capabilities::distinct_routes`](campusfood_core::transport::Capabilities::distinct_routes)),
+    /// or a port, store or subscription fails.
     pub async fn start(
         config: &Config,
         part: AsyncPart,
@@ -230,6 +242,16 @@ impl AsyncSystem {
         stores: AsyncStores,
         observability: Option<Observability>,
     ) -> Result<Self, StartError> {
+        if (part.runs_order() || part.runs_notification())
+            && !transport.capabilities().distinct_routes
+        {
+            // The order service and notification tell `inventory.reserved`
+            // from `inventory.failed` by the route they subscribe to.
+            return Err(StartError::Transport(TransportError::Unsupported {
+                transport: transport.name(),
+                operation: "distinct event routes (inventory.reserved apart from inventory.failed)",
+            }));
+        }
         let transport: Arc<dyn Transport> = match &observability {
             Some(_) => Arc::new(Metered::new(transport)),
             None => transport,
