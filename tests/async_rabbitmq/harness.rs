@@ -100,13 +100,11 @@ impl Bus for Kafka {
             .map(|p| u64::try_from(p.lag).unwrap_or(0))
             .sum()
     }
-    async fn dead_letters(&self, _route: &Route) -> Vec<DeadLetter> {
-        unreachable!(
-            "KafkaTransport has no DeadLetters yet: dead-letter scenarios do not run on it"
-        )
+    async fn dead_letters(&self, route: &Route) -> Vec<DeadLetter> {
+        self.0.dead_letters(route, 100).await.unwrap()
     }
-    async fn replay(&self, _route: &Route, _id: &str) -> bool {
-        unreachable!("KafkaTransport has no DeadLetters yet: replay scenarios do not run on it")
+    async fn replay(&self, route: &Route, id: &str) -> bool {
+        self.0.replay(route, id).await.unwrap()
     }
 }
 

@@ -1,9 +1,8 @@
 //! The asynchronous architecture end to end: Order → bus → Inventory → bus
 //! → Notification, with HTTP on ephemeral ports. Every scenario runs over
 //! the in-memory transport and over a real RabbitMQ broker
-//! (`scripts/brokers.sh up rabbitmq`; each test uses its own names); those
-//! that need no dead letters also over Kafka (`scripts/brokers.sh up
-//! kafka`; `KafkaTransport` has no `DeadLetters` to list or replay yet).
+//! (`scripts/brokers.sh up rabbitmq`; each test uses its own names), and
+//! all but one also over Kafka (`scripts/brokers.sh up kafka`).
 
 mod harness;
 mod rabbitmq_faults;
@@ -48,6 +47,10 @@ on_kafka! {
     baseline_orders_flow_to_notified("burger=100"),
     backlog_waits_for_inventory_and_drains_exactly_once("burger=100"),
     a_duplicate_order_placed_reserves_and_notifies_once("burger=100,pizza=100"),
+    poison_messages_are_dead_lettered_and_valid_orders_keep_flowing("burger=100"),
+    oversized_poison_is_dead_lettered_with_a_bounded_reason("burger=100"),
+    orders_written_by_the_original_services_are_reserved_and_notified("burger=100"),
+    injected_failures_retry_with_a_bound_then_dead_letter_and_replay_succeeds("burger=100"),
     orders_are_accepted_while_publishing_fails_and_published_later("burger=100"),
     bad_input_is_refused_and_nothing_is_published("burger=100"),
     // Not `a_delay_taken_back_frees_the_deliveries_it_holds`: it counts the
