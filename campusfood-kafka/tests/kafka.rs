@@ -614,15 +614,12 @@ async fn a_transactional_dead_letter_of_a_large_record_is_bounded_and_committed(
         .await
         .unwrap();
     let run = p.spawn();
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let lag = t.lag(&group, &input).await.unwrap();
-        if lag[0].committed == Some(2) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the partition stalled: {lag:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        "the partition to move past both records",
+        DEADLINE,
+        async || t.lag(&group, &input).await.unwrap()[0].committed == Some(2),
+    )
+    .await;
     run.stop().await;
     let out = read_all(&output, 1, "read_committed").await;
     assert_eq!(out.len(), 1);
@@ -788,11 +785,10 @@ async fn topics_named_with_a_suffix_are_listed_and_deleted() {
     assert!(!listed.contains(&other), "{listed:?}");
     t.delete_topics(&listed).await.unwrap();
     // Deleting is asynchronous on the broker; the listing catches up.
-    let deadline = Instant::now() + DEADLINE;
-    while !t.topics_containing(&id).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "topics still listed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the deleted topics to go", DEADLINE, async || {
+        t.topics_containing(&id).await.unwrap().is_empty()
+    })
+    .await;
     assert!(t.topics_containing(&other).await.unwrap().contains(&other));
     // Gone already: no error.
     t.delete_topics(&listed).await.unwrap();
@@ -1019,15 +1015,10 @@ async fn transactional_processor_writes_each_output_exactly_once() {
         .await
         .unwrap();
     let run = p.spawn();
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let lag = t.lag(&group, &input).await.unwrap();
-        if lag[0].committed == Some(10) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "input not consumed: {lag:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the input to be consumed", DEADLINE, async || {
+        t.lag(&group, &input).await.unwrap()[0].committed == Some(10)
+    })
+    .await;
     run.stop().await;
 
     let calls = enricher.calls.lock().unwrap().clone();
@@ -1094,15 +1085,10 @@ async fn transactional_processor_writes_each_output_exactly_once() {
         h.count() >= expected.len()
     })
     .await;
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let lag = t.lag(&reader, &output).await.unwrap();
-        if total(&lag) == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "output lag stays: {lag:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the output's lag to reach 0", DEADLINE, async || {
+        total(&t.lag(&reader, &output).await.unwrap()) == 0
+    })
+    .await;
     sub.stop().await;
     assert_eq!(h.count(), expected.len());
     assert_eq!(cli_lag(&reader, &output).await, 0);
