@@ -4,8 +4,8 @@
 //!
 //! Each check is a `pub async fn` taking a factory that makes a fresh
 //! transport and route for it: a [`PubSubFactory`] for publish/subscribe,
-//! a [`RequestFactory`] for request/reply. [`pub_sub_suite!`] and
-//! [`request_suite!`] turn a factory into one `#[tokio::test]` per check.
+//! a [`RequestFactory`] for request/reply. [`pub_sub_suite!`](crate::pub_sub_suite) and
+//! [`request_suite!`](crate::request_suite) turn a factory into one `#[tokio::test]` per check.
 //! The checks assert what a caller can observe — what is delivered, how
 //! often, in what order, with which attempt number, what lands in the dead
 //! letters and why — never how a transport does it (Kafka retries in
