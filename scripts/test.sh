@@ -78,8 +78,10 @@ RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --workspace --no-deps "${
 echo "== cargo test"
 cargo test --workspace "${feature_args[@]}"
 # The publishable crates package, and the three librdkafka-free ones build
-# from their packages alone (the Kafka two are only packaged: verifying them
-# would build librdkafka once more).
+# from their packages alone. The Kafka two are only packaged (verifying them
+# would build librdkafka once more), with the crates they depend on in the
+# same call: cargo finds unpublished dependencies only among those.
 echo "== cargo package"
 cargo package --quiet --allow-dirty -p campusfood-core -p campusfood-transport -p campusfood-services
-cargo package --quiet --allow-dirty --no-verify -p campusfood-kafka -p campusfood-streaming-kafka
+cargo package --quiet --allow-dirty --no-verify -p campusfood-core -p campusfood-transport \
+  -p campusfood-services -p campusfood-kafka -p campusfood-streaming-kafka
