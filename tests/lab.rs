@@ -325,3 +325,105 @@ async fn an_unknown_experiment_is_refused_before_anything_runs() {
     );
     assert!(!config.report_dir().exists());
 }
+
+// The claims can fail: the same experiments against services broken on
+// purpose, end to end, each turning exactly the claim about what was
+// broken ❌ (and leaving the others standing).
+
+/// Runs experiment `id` in fast mode with the `--set` knobs `params`.
+async fn run_fast_with(id: &str, params: &[(&str, &str)]) -> Report {
+    init_logging();
+    let out = tempfile::tempdir().unwrap();
+    let mut settings = Settings::fast();
+    for (k, v) in params {
+        settings.params.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let config = config(out.path(), &format!("broken-{id}"), settings);
+    campusfood_lab::run(&config, &[id.to_owned()])
+        .await
+        .unwrap()
+}
+
+/// Whether the conclusion of `id` that starts with `claim` held (panics
+/// when there is no such conclusion).
+fn held(report: &Report, id: &str, claim: &str) -> bool {
+    report
+        .experiment(id)
+        .and_then(|e| e.conclusions.iter().find(|c| c.claim.starts_with(claim)))
+        .unwrap_or_else(|| panic!("no conclusion {claim:?}\n{}", explain(report, id)))
+        .held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_breaker_claims_fail_when_the_breaker_never_opens() {
+    // A failure threshold no outage reaches: "breaker on" is a breaker
+    // that never opens.
+    let report = run_fast_with("A4", &[("a4.threshold", "1000000")]).await;
+    let why = explain(&report, "A4");
+    assert_eq!(
+        report.experiment("A4").unwrap().status,
+        Status::Failed,
+        "{why}"
+    );
+    assert!(
+        !held(
+            &report,
+            "A4",
+            "With the breaker on, the same outage fails fast"
+        ),
+        "{why}"
+    );
+    assert!(
+        !held(&report, "A4", "Once open, the breaker stops sending"),
+        "{why}"
+    );
+    // What was not broken still holds.
+    assert!(
+        held(
+            &report,
+            "A4",
+            "Without a breaker, an unresponsive inventory"
+        ),
+        "{why}"
+    );
+    assert!(
+        held(&report, "A4", "Before the outage every order is confirmed"),
+        "{why}"
+    );
+    assert_eq!(report.verdict(), Verdict::Failed, "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b4_spacing_claim_fails_against_consumers_that_retry_at_once() {
+    // The services' consumers retry a failure at once, whatever the retry
+    // delay (the original's requeue loop).
+    let report = run_fast_with("B4", &[("b4.hot_requeue", "true")]).await;
+    let why = explain(&report, "B4");
+    assert_eq!(
+        report.experiment("B4").unwrap().status,
+        Status::Failed,
+        "{why}"
+    );
+    assert!(
+        !held(
+            &report,
+            "B4",
+            "The retries are spaced by at least the retry delay"
+        ),
+        "{why}"
+    );
+    // Still bounded, still dead-lettered, still replayable; poison as ever.
+    assert!(
+        held(
+            &report,
+            "B4",
+            "A failing order is retried a bounded number of times"
+        ),
+        "{why}"
+    );
+    assert!(held(&report, "B4", "Once fixed, replaying it"), "{why}");
+    assert!(
+        held(&report, "B4", "Every poison message lands in orders.dlq"),
+        "{why}"
+    );
+}

@@ -61,6 +61,9 @@ pub struct PartBOptions {
     pub max_attempts: u32,
     /// Delay before a failed message is delivered again.
     pub retry_delay: Duration,
+    /// Break the services on purpose: their consumers retry at once,
+    /// ignoring `retry_delay` (see [`Probe::with_hot_requeue`]).
+    pub hot_requeue: bool,
 }
 
 impl Default for PartBOptions {
@@ -70,6 +73,7 @@ impl Default for PartBOptions {
             prefetch: campusfood_services::async_rabbitmq::DEFAULT_PREFETCH,
             max_attempts: 3,
             retry_delay: Duration::from_millis(100),
+            hot_requeue: false,
         }
     }
 }
@@ -220,7 +224,7 @@ impl PartB {
                     .map_err(StartError::from)?,
             ),
         };
-        let probe = Arc::new(Probe::new(bus.clone()));
+        let probe = Arc::new(Probe::new(bus.clone()).with_hot_requeue(opts.hot_requeue));
         let mut this = Self {
             client: OrderClient::new("http://127.0.0.1:1", None, item.as_str())?,
             config,

@@ -58,6 +58,8 @@ pub struct Probe {
     log: Arc<Mutex<ProbeLog>>,
     /// Woken after every delivery handled.
     handled: Arc<Notify>,
+    /// Subscribe with no retry delay, whatever the services ask.
+    hot_requeue: bool,
 }
 
 impl Probe {
@@ -67,7 +69,18 @@ impl Probe {
             inner,
             log: Arc::default(),
             handled: Arc::default(),
+            hot_requeue: false,
         }
+    }
+
+    /// Breaks the services behind it on purpose: every subscription retries
+    /// a failed delivery at once, whatever retry delay the service asked
+    /// for — the original assignment's requeue loop. For showing that a
+    /// claim about retry spacing can fail (B4's `b4.hot_requeue`).
+    #[must_use]
+    pub fn with_hot_requeue(mut self, on: bool) -> Self {
+        self.hot_requeue = on;
+        self
     }
 
     /// Waits until `group`'s consumer of `route` has acknowledged order
@@ -207,8 +220,11 @@ impl ForwardTransport for Probe {
         &self,
         route: &Route,
         handler: Arc<dyn Handler>,
-        options: SubscribeOptions,
+        mut options: SubscribeOptions,
     ) -> Result<Subscription, TransportError> {
+        if self.hot_requeue {
+            options.retry_delay = Duration::ZERO;
+        }
         let probed = Arc::new(Probed {
             inner: handler,
             route: route.clone(),

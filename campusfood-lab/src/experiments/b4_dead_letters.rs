@@ -253,6 +253,9 @@ impl Experiment for B4DeadLetters {
         let options = PartBOptions {
             max_attempts: 3,
             retry_delay: Duration::from_millis(200),
+            // `--set b4.hot_requeue=true` runs the services with the
+            // original's requeue loop, to see the spacing claim fail.
+            hot_requeue: ctx.settings().param("b4.hot_requeue", false)?,
             ..PartBOptions::default()
         };
         let b = ctx.part_b(options.clone()).await?;
@@ -264,6 +267,7 @@ impl Experiment for B4DeadLetters {
         out.setup("poison_kinds", m.poison.len());
         out.setup("max_attempts", options.max_attempts);
         out.setup("retry_delay_ms", ms(options.retry_delay));
+        out.setup("hot_requeue", options.hot_requeue);
 
         let mut t = Table::new(
             "poison",
