@@ -98,6 +98,10 @@ pub mod headers {
     pub const DEATH_REASON: &str = "x-death-reason";
     /// How many times delivery was attempted.
     pub const ATTEMPTS: &str = "x-attempts";
+    /// On an event that answers a delivery: which attempt of that delivery
+    /// produced it (`inventory.reserved` after inventory's third try of
+    /// `order.placed` says `3`). Read by the order service's timeline.
+    pub const CAUSE_ATTEMPT: &str = "x-cause-attempt";
 }
 
 /// A message: an optional key (the order id, for partitioning and
@@ -443,6 +447,13 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         handler: Arc<dyn Handler>,
         options: SubscribeOptions,
     ) -> Result<Subscription, TransportError>;
+
+    /// This transport's [`DeadLetters`], when it keeps them (so a service
+    /// holding an `Arc<dyn Transport>` can read them); `None` by default.
+    /// A transport implementing [`DeadLetters`] answers `Some(self)`.
+    fn as_dead_letters(&self) -> Option<&dyn DeadLetters> {
+        None
+    }
 }
 
 /// A transport wrapping another and changing only part of what passes
@@ -515,6 +526,10 @@ impl<T: ForwardTransport> Transport for T {
         options: SubscribeOptions,
     ) -> Result<Subscription, TransportError> {
         self.forward_subscribe(route, handler, options).await
+    }
+
+    fn as_dead_letters(&self) -> Option<&dyn DeadLetters> {
+        self.inner().as_dead_letters()
     }
 }
 

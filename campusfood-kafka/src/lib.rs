@@ -130,11 +130,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use campusfood_core::config::KafkaConfig;
 use campusfood_core::transport::{
-    Capabilities, Handler, Message, Reply, Route, SubscribeOptions, Subscription, Transport,
-    TransportError,
+    Capabilities, DeadLetters, Handler, Message, Reply, Route, SubscribeOptions, Subscription,
+    Transport, TransportError,
 };
 #[cfg(doc)]
-use campusfood_core::transport::{DeadLetters, Disposition, headers};
+use campusfood_core::transport::{Disposition, headers};
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
 use rdkafka::error::KafkaError;
@@ -443,6 +443,10 @@ impl KafkaTransport {
 impl Transport for KafkaTransport {
     fn name(&self) -> &'static str {
         "kafka"
+    }
+
+    fn as_dead_letters(&self) -> Option<&dyn DeadLetters> {
+        Some(self)
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -32,6 +32,8 @@
 //!   sampling, Prometheus exposition.
 //! - [`openapi`] (feature `http`): the OpenAPI documents the services
 //!   serve.
+//! - [`timeline`]: "where is order X?" — an order's hops, as
+//!   `GET /orders/{id}/timeline` answers.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -49,3 +51,4 @@ mod reply;
 pub mod server;
 pub mod stores;
 pub mod sync_rest;
+pub mod timeline;

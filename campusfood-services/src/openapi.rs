@@ -36,6 +36,7 @@ use utoipa::openapi::{
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::sync_rest::order::OrderConfirmed;
+use crate::timeline::Timeline;
 
 /// `GET /health`'s body.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -201,8 +202,25 @@ impl Doc {
         self.add("/configure", op);
     }
 
-    /// `GET <path>/{id}`: one order.
+    /// `GET /orders/{id}`: one order; and `GET /orders/{id}/timeline`.
     fn order_by_id(&mut self, summary: &'static str, store_may_fail: bool) {
+        self.by_order_id::<Order>("/orders/{id}", summary, "the order", store_may_fail);
+        self.by_order_id::<Timeline>(
+            "/orders/{id}/timeline",
+            "Where the order has been: each hop with its time, service, outcome and attempt",
+            "the order's timeline, oldest hop first",
+            store_may_fail,
+        );
+    }
+
+    /// `GET <path>` with an order id in it, answering a `T`.
+    fn by_order_id<T: ToSchema>(
+        &mut self,
+        path: &str,
+        summary: &'static str,
+        found: &str,
+        store_may_fail: bool,
+    ) {
         let mut op = Self::get(summary);
         op.params.push(
             ParameterBuilder::new()
@@ -212,7 +230,7 @@ impl Doc {
                 .schema(Some(OrderId::schema()))
                 .build(),
         );
-        let ok = self.resp::<Order>("the order");
+        let ok = self.resp::<T>(found);
         let bad = self.error("not an order id");
         let missing = self.error("no such order");
         op.responses
@@ -221,7 +239,7 @@ impl Doc {
             let down = self.error("the order store does not answer");
             op.responses.push(("503", down));
         }
-        self.add("/orders/{id}", op);
+        self.add(path, op);
     }
 
     fn build(self, title: &str) -> Value {

@@ -201,6 +201,10 @@ impl Transport for MemoryTransport {
         "memory"
     }
 
+    fn as_dead_letters(&self) -> Option<&dyn DeadLetters> {
+        Some(self)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             request: true,

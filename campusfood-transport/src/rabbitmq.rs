@@ -324,6 +324,10 @@ impl Transport for RabbitTransport {
         "rabbitmq"
     }
 
+    fn as_dead_letters(&self) -> Option<&dyn DeadLetters> {
+        Some(self)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             request: false,

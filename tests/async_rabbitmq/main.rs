@@ -42,6 +42,7 @@ scenarios_on!(memory => crate::in_memory, rabbitmq => crate::harness::rabbitmq; 
     orders_are_accepted_while_publishing_fails_and_published_later("burger=100"),
     bad_input_is_refused_and_nothing_is_published("burger=100"),
     a_delay_taken_back_frees_the_deliveries_it_holds("burger=100"),
+    timelines_tell_each_orders_attempts_and_dead_letters("burger=100"),
 ]);
 
 // All but `a_delay_taken_back_frees_the_deliveries_it_holds`: it counts the
@@ -57,6 +58,7 @@ scenarios_on!(kafka => crate::harness::kafka; [
     injected_failures_retry_with_a_bound_then_dead_letter_and_replay_succeeds("burger=100"),
     orders_are_accepted_while_publishing_fails_and_published_later("burger=100"),
     bad_input_is_refused_and_nothing_is_published("burger=100"),
+    timelines_tell_each_orders_attempts_and_dead_letters("burger=100"),
 ]);
 
 /// Over Kafka's one inventory topic (Part C's contract) the routes are not

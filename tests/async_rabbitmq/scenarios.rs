@@ -422,3 +422,124 @@ pub async fn a_delay_taken_back_frees_the_deliveries_it_holds(mut app: App) {
     assert_eq!(app.stock("burger").await, 92);
     system.stop().await;
 }
+
+/// `GET /orders/{id}/timeline` tells each order's story as it happened:
+/// inventory fails half its attempts (seeded, so the test knows which —
+/// the draw is a pure function of seed, order and attempt), and every
+/// timeline shows exactly those attempts: reserved at its first
+/// successful one with the failed ones before it as `retried`, or, after
+/// three failures, in the dead letters.
+pub async fn timelines_tell_each_orders_attempts_and_dead_letters(app: App) {
+    use campusfood::core::fault::{FaultUpdate, decide};
+    const SEED: u64 = 7;
+    const RATE: f64 = 0.5;
+    let system = app.start(AsyncPart::All).await;
+    let inventory = system.inventory.as_ref().unwrap().service.clone();
+    inventory
+        .faults()
+        .configure(&FaultUpdate {
+            failure_rate: Some(RATE),
+            seed: Some(SEED),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let (status, body) = app
+            .order(&system, json!({"item": "burger", "qty": 1}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["order_id"].as_str().unwrap().to_owned());
+    }
+    // The attempt each order succeeds at, or None: dead-lettered after 3.
+    let succeeds_at = |id: &str| (1..=3).find(|&a| decide(SEED, id, a) >= RATE);
+    let (fine, dead): (Vec<&String>, Vec<&String>) =
+        ids.iter().partition(|id| succeeds_at(id).is_some());
+    assert!(
+        fine.iter().any(|id| succeeds_at(id) > Some(1)),
+        "the seed gives no order that succeeds after a retry: pick another"
+    );
+    let fine: Vec<String> = fine.into_iter().cloned().collect();
+    app.all_notified(&fine, Duration::from_secs(20)).await;
+    until(
+        "the dead letters of the orders failing three times",
+        Duration::from_secs(20),
+        async || app.bus.dead_letters(&Route::ORDER_PLACED).await.len() == dead.len(),
+    )
+    .await;
+
+    let order_url = format!("http://{}", system.order.as_ref().unwrap().server.addr());
+    for id in &ids {
+        let url = format!("{order_url}/orders/{id}/timeline");
+        let resp = app.client.get(&url).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{url}");
+        let timeline: serde_json::Value = resp.json().await.unwrap();
+        let hops = timeline["hops"].as_array().unwrap();
+        let steps: Vec<(&str, u64)> = hops
+            .iter()
+            .map(|h| (h["step"].as_str().unwrap(), h["attempt"].as_u64().unwrap()))
+            .collect();
+        let expected: Vec<(&str, u64)> = match succeeds_at(id) {
+            Some(1) => vec![
+                ("accepted", 1),
+                ("published", 1),
+                ("reserved", 1),
+                ("notified", 1),
+            ],
+            Some(n) => vec![
+                ("accepted", 1),
+                ("published", 1),
+                ("retried", u64::from(n) - 1),
+                ("reserved", u64::from(n)),
+                ("notified", 1),
+            ],
+            None => vec![
+                ("accepted", 1),
+                ("published", 1),
+                ("retried", 2),
+                ("dead_lettered", 3),
+            ],
+        };
+        assert_eq!(steps, expected, "{id}: {timeline:#}");
+        let status = if succeeds_at(id).is_some() {
+            "notified"
+        } else {
+            "placed"
+        };
+        assert_eq!(timeline["status"], status, "{timeline:#}");
+        assert_eq!(timeline["order_id"], id.as_str());
+        // Services and times as they happened.
+        let services: Vec<&str> = hops
+            .iter()
+            .map(|h| h["service"].as_str().unwrap())
+            .collect();
+        assert_eq!(services[0], "order-service");
+        assert!(
+            services[2..].iter().all(|s| *s != "order-service"),
+            "{timeline:#}"
+        );
+        let times: Vec<&str> = hops.iter().filter_map(|h| h["at"].as_str()).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{timeline:#}");
+        if succeeds_at(id).is_none() {
+            let detail = hops[3]["detail"].as_str().unwrap();
+            assert!(detail.contains("injected failure"), "{detail}");
+        }
+    }
+    // Unknown and malformed ids.
+    let unknown = campusfood::core::OrderId::generate();
+    let resp = app
+        .client
+        .get(format!("{order_url}/orders/{unknown}/timeline"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let resp = app
+        .client
+        .get(format!("{order_url}/orders/not-an-id!/timeline"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    system.stop().await;
+}

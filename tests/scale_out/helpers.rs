@@ -439,6 +439,23 @@ pub async fn order_status(client: &reqwest::Client, base: &str, id: &str) -> Opt
     body["status"].as_str().map(str::to_owned)
 }
 
+/// `GET /orders/{id}/timeline`: each hop's (step, service).
+pub async fn timeline(client: &reqwest::Client, base: &str, id: &str) -> Vec<(String, String)> {
+    let url = format!("{base}/orders/{id}/timeline");
+    let resp = client.get(&url).send().await.expect("GET timeline");
+    assert_eq!(resp.status().as_u16(), 200, "{url}");
+    let body: Value = resp.json().await.expect("a JSON timeline");
+    body["hops"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hops: {body}"))
+        .iter()
+        .map(|h| {
+            let field = |k: &str| h[k].as_str().unwrap_or_default().to_owned();
+            (field("step"), field("service"))
+        })
+        .collect()
+}
+
 /// `GET <base>/inventory`'s level of `item`.
 pub async fn stock(client: &reqwest::Client, base: &str, item: &str) -> u64 {
     let body: Value = client

@@ -127,6 +127,18 @@ async fn part_b_three_processes_from_one_folder() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(stock(&c.client, &inventory_url, "burger").await, 80);
+    // Where each order has been, across the three processes.
+    let expected = [
+        ("accepted", "order-service"),
+        ("published", "order-service"),
+        ("reserved", "inventory-service"),
+        ("notified", "notification-service"),
+    ];
+    for id in &ids {
+        let hops = timeline(&c.client, &order_url, id).await;
+        let hops: Vec<(&str, &str)> = hops.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(hops, expected, "{id}");
+    }
     let data = c.cwd().join("data");
     for file in [
         "async-orders.redb",
@@ -176,6 +188,18 @@ async fn part_a_three_processes_from_one_folder() {
         let (status, body) = place(&c.client, &order_url, "burger", 1).await;
         assert_eq!(status, 201, "POST /order: {body}");
         assert_eq!(body["status"], "confirmed", "{body}");
+        let id = body["order_id"].as_str().expect("an order_id");
+        let hops = timeline(&c.client, &order_url, id).await;
+        let hops: Vec<(&str, &str)> = hops.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(
+            hops,
+            [
+                ("accepted", "order-service"),
+                ("reserved", "inventory-service"),
+                ("notified", "notification-service")
+            ],
+            "{id}"
+        );
     }
     assert_eq!(stock(&c.client, &inventory_url, "burger").await, 80);
     let data = c.cwd().join("data");

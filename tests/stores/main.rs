@@ -22,6 +22,7 @@ use campusfood::services::stores::postgres::{
     PgLedger, PgOrderStore, PgOutbox, PgProcessedIds, Postgres,
 };
 use campusfood::services::stores::{OrderStore, Placed};
+use campusfood::services::timeline::{Hop, Step, service};
 use campusfood_testkit::ledger_contract::{self, item, qty};
 use campusfood_testkit::postgres::{self, TestSchema};
 
@@ -253,14 +254,16 @@ async fn postgres_order_store_is_shared_and_its_outbox_leased_to_one_relay() {
     assert_eq!(b.order_count().await.unwrap(), 5);
 
     // Status only moves forward, whichever instance applies the event.
+    let notified = Hop::now(service::NOTIFICATION, Step::Notified).attempt(2);
+    let late = Hop::now(service::INVENTORY, Step::Reserved).detail("late");
     let o = a
-        .advance(&ids[0], OrderStatus::Notified)
+        .advance(&ids[0], OrderStatus::Notified, &notified)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(o.status, OrderStatus::Notified);
     let o = b
-        .advance(&ids[0], OrderStatus::Reserved)
+        .advance(&ids[0], OrderStatus::Reserved, &late)
         .await
         .unwrap()
         .unwrap();
@@ -270,11 +273,20 @@ async fn postgres_order_store_is_shared_and_its_outbox_leased_to_one_relay() {
         "a late event changes nothing"
     );
     assert!(
-        a.advance(&OrderId::generate(), OrderStatus::Reserved)
+        a.advance(&OrderId::generate(), OrderStatus::Reserved, &late)
             .await
             .unwrap()
             .is_none()
     );
+    // The same event again adds nothing.
+    a.advance(&ids[0], OrderStatus::Reserved, &late)
+        .await
+        .unwrap();
+    // Both hops on the order's timeline, in order, read by either instance.
+    let (order, hops) = b.timeline(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::Notified);
+    assert_eq!(hops, [notified, late]);
+    assert!(a.timeline(&OrderId::generate()).await.unwrap().is_none());
 
     // The outbox: oldest first, handed to one relay at a time.
     let taken = a.outbox(3).await.unwrap();
@@ -288,8 +300,16 @@ async fn postgres_order_store_is_shared_and_its_outbox_leased_to_one_relay() {
         "the other relay gets only what is not leased"
     );
     assert!(b.outbox(10).await.unwrap().is_empty());
-    a.published(taken_ids).await.unwrap();
+    let sent = Hop::now(service::ORDER, Step::Published);
+    a.published(taken_ids.clone(), &sent).await.unwrap();
     assert_eq!(a.outbox_len().await.unwrap(), 2);
+    // Published once: a second relay's late bookkeeping adds no hop.
+    b.published(taken_ids, &sent).await.unwrap();
+    let (_, hops) = a.timeline(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(
+        hops.iter().map(|h| h.step).collect::<Vec<_>>(),
+        [Step::Published]
+    );
     // b dies without publishing: once the lease runs out, a takes them.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let again = loop {
@@ -300,7 +320,7 @@ async fn postgres_order_store_is_shared_and_its_outbox_leased_to_one_relay() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(again.len(), 2, "an expired lease hands the entries over");
-    a.published(again.into_iter().map(|e| e.id).collect())
+    a.published(again.into_iter().map(|e| e.id).collect(), &sent)
         .await
         .unwrap();
     assert_eq!(b.outbox_len().await.unwrap(), 0);

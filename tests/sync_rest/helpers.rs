@@ -152,6 +152,18 @@ impl TestApp {
             .await
     }
 
+    /// `GET url`: status and JSON body.
+    pub async fn get_answer(&self, url: String) -> Answer {
+        let start = std::time::Instant::now();
+        let resp = self.client.get(url).send().await.unwrap();
+        let status = resp.status().as_u16();
+        Answer {
+            status,
+            body: resp.json().await.unwrap(),
+            elapsed: start.elapsed(),
+        }
+    }
+
     pub async fn get(&self, url: String) -> Value {
         self.client
             .get(url)

@@ -580,6 +580,92 @@ async fn failed_notifications_are_kept_and_delivered_later() {
     })
     .await;
     assert_eq!(notification.sent(), 5);
+    // Each order's timeline: kept at the first try, notified at a later one.
+    let id = answers_id(&app).await;
+    let timeline = app
+        .get_answer(app.order_url(&format!("/orders/{id}/timeline")))
+        .await;
+    let steps = steps(&timeline.body);
+    assert_eq!(
+        steps[..3],
+        [("accepted", 1), ("reserved", 1), ("kept", 1)],
+        "{}",
+        timeline.body
+    );
+    assert_eq!(steps[3].0, "notified", "{}", timeline.body);
+    assert!(steps[3].1 >= 2, "{}", timeline.body);
+}
+
+/// The id of the first order `GET /orders` lists.
+async fn answers_id(app: &TestApp) -> String {
+    let page = app.get(app.order_url("/orders?limit=1")).await;
+    page[0]["order_id"].as_str().unwrap().to_owned()
+}
+
+/// A timeline's (step, attempt) pairs.
+fn steps(timeline: &Value) -> Vec<(&str, u64)> {
+    timeline["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["step"].as_str().unwrap(), h["attempt"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Inventory fails half its calls, seeded so the test knows which (the
+/// draw is a pure function of seed, order and attempt): every order's
+/// timeline shows exactly its attempts — each failed one `retried`, then
+/// `reserved` and `notified`, or `failed` after the last — confirmed or not.
+#[tokio::test]
+async fn a_timeline_shows_every_reserve_attempt_and_the_outcome() {
+    use campusfood::core::fault::decide;
+    const SEED: u64 = 11;
+    let app = spawn_app_with("burger=100", |h| {
+        h.retry = Some(RetryConfig {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        });
+    })
+    .await;
+    let set = json!({"failure_rate": 0.5, "seed": SEED});
+    assert_eq!(app.configure_inventory(set).await.status, 200);
+    let answers = join_all((0..12).map(|_| app.order("burger", 1))).await;
+    let mut retried_then_reserved = 0;
+    for a in &answers {
+        let id = a.body["order_id"].as_str().unwrap();
+        let succeeds_at = (1..=3u32).find(|&n| decide(SEED, id, n) >= 0.5);
+        let timeline = app
+            .get_answer(app.order_url(&format!("/orders/{id}/timeline")))
+            .await;
+        assert_eq!(timeline.status, 200, "{}", timeline.body);
+        let mut expected = vec![("accepted", 1)];
+        let failed_attempts = succeeds_at.map_or(2, |n| n - 1);
+        expected.extend((1..=failed_attempts).map(|n| ("retried", u64::from(n))));
+        match succeeds_at {
+            Some(n) => {
+                assert_eq!(a.status, 201, "{}", a.body);
+                expected.extend([("reserved", u64::from(n)), ("notified", 1)]);
+                assert_eq!(timeline.body["status"], "confirmed");
+                retried_then_reserved += usize::from(n > 1);
+            }
+            None => {
+                assert_eq!(a.status, 503, "{}", a.body);
+                expected.push(("failed", 3));
+                assert_eq!(timeline.body["status"], "failed");
+            }
+        }
+        assert_eq!(steps(&timeline.body), expected, "{}", timeline.body);
+    }
+    assert!(
+        retried_then_reserved > 0,
+        "no order needed a retry: pick another seed"
+    );
+    let unknown = campusfood::core::OrderId::generate();
+    let missing = app
+        .get_answer(app.order_url(&format!("/orders/{unknown}/timeline")))
+        .await;
+    assert_eq!(missing.status, 404);
 }
 
 #[tokio::test]
@@ -594,6 +680,7 @@ async fn orders_can_be_looked_up_and_openapi_is_served() {
     );
     for (url, path) in [
         (app.order_url("/openapi.json"), "/order"),
+        (app.order_url("/openapi.json"), "/orders/{id}/timeline"),
         (app.inventory_url("/openapi.json"), "/reserve"),
         (app.notification_url("/openapi.json"), "/send"),
     ] {

@@ -26,6 +26,11 @@ use tokio::sync::Notify;
 use crate::async_rabbitmq::workers::StatusWorker;
 use crate::reply::{error_reply, validation_reply};
 use crate::stores::{OrderStore, Placed, StoreError};
+use crate::timeline::{Hop, Step, Timeline, service};
+
+/// How many dead letters the timeline of an order still `placed` looks
+/// through for it.
+pub const TIMELINE_DEAD_LETTER_SCAN: usize = 1_000;
 
 /// How many outbox entries the relay publishes at once.
 pub const RELAY_BATCH: usize = 256;
@@ -112,6 +117,55 @@ impl AsyncOrderService {
         self.store.get(id).await
     }
 
+    /// The order `id`'s timeline (`None` if unknown): accepted (its
+    /// `created_at`), then the hops the store recorded — published, and
+    /// each status event with the attempt it took at the service that
+    /// sent it (earlier attempts shown as one `retried` hop) — and, while
+    /// the order is still `placed`, its `order.placed` among the dead
+    /// letters when the transport keeps them
+    /// ([`TIMELINE_DEAD_LETTER_SCAN`] at most are read).
+    pub async fn timeline(&self, id: &OrderId) -> Result<Option<Timeline>, StoreError> {
+        let Some((order, stored)) = self.store.timeline(id).await? else {
+            return Ok(None);
+        };
+        let mut hops = vec![Hop::at(
+            Some(order.created_at.clone()),
+            service::ORDER,
+            Step::Accepted,
+        )];
+        for hop in stored {
+            push_with_retries(&mut hops, hop);
+        }
+        if order.status == OrderStatus::Placed {
+            if let Some(dead) = self.transport.as_dead_letters() {
+                match dead
+                    .dead_letters(&Route::ORDER_PLACED, TIMELINE_DEAD_LETTER_SCAN)
+                    .await
+                {
+                    Ok(letters) => {
+                        for d in letters.iter().filter(|d| about(&d.message, id)) {
+                            let hop = Hop::at(None, service::INVENTORY, Step::DeadLettered)
+                                .attempt(d.attempts)
+                                .detail(format!("dead letter {}: {}", d.id, d.reason));
+                            push_with_retries(&mut hops, hop);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(order_id = %id, error = %e, "dead letters unreadable for a timeline");
+                    }
+                }
+            }
+        }
+        Ok(Some(
+            Timeline {
+                order_id: order.order_id,
+                status: order.status,
+                hops,
+            }
+            .sorted(),
+        ))
+    }
+
     /// Publishes up to [`RELAY_BATCH`] waiting events (concurrently, each
     /// confirmed), and removes those published from the outbox. Returns how
     /// many were published and how many failed.
@@ -120,6 +174,9 @@ impl AsyncOrderService {
         if entries.is_empty() {
             return Ok((0, 0));
         }
+        // Stamped before sending: a consumer's reaction can come before the
+        // confirm, never before the send.
+        let sent = Hop::now(service::ORDER, Step::Published);
         let sends = entries.iter().map(|e| async move {
             let route = e.route();
             match self.transport.publish(&route, e.message()).await {
@@ -135,7 +192,7 @@ impl AsyncOrderService {
         let failed = entries.len() - published.len();
         let count = published.len();
         if count > 0 {
-            self.store.published(published).await?;
+            self.store.published(published, &sent).await?;
         }
         Ok((count, failed))
     }
@@ -203,6 +260,39 @@ impl RequestHandler for AsyncOrderService {
     async fn call(&self, request: Message) -> Reply {
         self.place(&request.body, request.request_id()).await
     }
+}
+
+/// Pushes `hop`, preceded by a `retried` hop for its earlier attempts at
+/// the same service when it was not the first.
+fn push_with_retries(hops: &mut Vec<Hop>, hop: Hop) {
+    if hop.attempt > 1 {
+        let earlier = hop.attempt - 1;
+        hops.push(
+            Hop::at(None, &hop.service, Step::Retried)
+                .attempt(earlier)
+                .detail(if earlier == 1 {
+                    "attempt 1 failed and was retried".to_owned()
+                } else {
+                    format!("attempts 1–{earlier} failed and were retried")
+                }),
+        );
+    }
+    hops.push(hop);
+}
+
+/// Whether `message` is about order `id` (its key, or its body's
+/// `order_id`).
+fn about(message: &Message, id: &OrderId) -> bool {
+    if let Some(key) = &message.key {
+        return key == id.as_str();
+    }
+    serde_json::from_slice::<serde_json::Value>(&message.body)
+        .ok()
+        .and_then(|v| {
+            v.get("order_id")
+                .and_then(|o| o.as_str().map(|o| o == id.as_str()))
+        })
+        .unwrap_or(false)
 }
 
 /// Fresh ids tried when a generated order id is stored already.

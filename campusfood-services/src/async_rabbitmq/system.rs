@@ -31,6 +31,7 @@ use crate::server::{OrderLookup, Running, Server, StartError, inventory_router, 
 use crate::stores::OrderStore;
 use crate::stores::ProcessedIds;
 use crate::stores::{Stores, names};
+use crate::timeline::Timeline;
 
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,5 +370,10 @@ impl OrderLookup for AsyncOrderService {
 
     async fn lookup(&self, id: &OrderId) -> Result<Option<Order>, String> {
         self.order(id).await.map_err(|e| e.to_string())
+    }
+    async fn timeline(&self, id: &OrderId) -> Result<Option<Timeline>, String> {
+        AsyncOrderService::timeline(self, id)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

@@ -27,7 +27,7 @@ use campusfood_core::events::{
     FailReason, InventoryFailed, InventoryReserved, NotifyRequest, OrderNotified, OrderPlaced,
     ReserveRequest,
 };
-use campusfood_core::order::OrderStatus;
+use campusfood_core::order::{OrderStatus, now_rfc3339};
 use campusfood_core::transport::{
     Delivery, Disposition, Handler, Message, Route, Transport, headers,
 };
@@ -38,6 +38,7 @@ use crate::inventory::{InventoryService, ReserveResult};
 use crate::notification::NotificationService;
 use crate::stores::OrderStore;
 use crate::stores::ProcessedIds;
+use crate::timeline::{Hop, Step, service};
 
 /// How long a handler keeps retrying a store that does not answer before
 /// it gives the delivery back as a failed attempt.
@@ -77,12 +78,15 @@ pub fn decode_or_poison<T: DeserializeOwned>(delivery: &Delivery) -> Result<T, D
     serde_json::from_value(value).map_err(|e| poison(format!("invalid message: {e}")))
 }
 
-/// Publishes `event` on `route`, keyed by `order`, carrying the request id.
+/// Publishes `event` on `route`, keyed by `order`, carrying the request id
+/// and the attempt of the delivery it answers
+/// ([`headers::CAUSE_ATTEMPT`]).
 async fn publish<T: serde::Serialize>(
     transport: &dyn Transport,
     route: &Route,
     order: &OrderId,
     request_id: &str,
+    attempt: u32,
     event: &T,
 ) -> Result<(), Disposition> {
     let message = Message::json(event)
@@ -90,7 +94,8 @@ async fn publish<T: serde::Serialize>(
             reason: format!("cannot encode event: {e}"),
         })?
         .with_key(order.as_str())
-        .with_header(headers::REQUEST_ID, request_id);
+        .with_header(headers::REQUEST_ID, request_id)
+        .with_header(headers::CAUSE_ATTEMPT, attempt.to_string());
     transport
         .publish(route, message)
         .await
@@ -148,6 +153,7 @@ impl Handler for ReserveWorker {
                     &Route::INVENTORY_RESERVED,
                     &placed.order_id,
                     &request_id,
+                    delivery.attempt,
                     &event,
                 )
                 .await
@@ -164,6 +170,7 @@ impl Handler for ReserveWorker {
                     &Route::INVENTORY_FAILED,
                     &placed.order_id,
                     &request_id,
+                    delivery.attempt,
                     &event,
                 )
                 .await
@@ -320,6 +327,7 @@ impl Handler for NotifyWorker {
             &Route::ORDER_NOTIFIED,
             &reserved.order_id,
             &request_id,
+            delivery.attempt,
             &event,
         )
         .await
@@ -332,10 +340,49 @@ impl Handler for NotifyWorker {
     }
 }
 
-/// Only the order id of an event, for status updates.
+/// What a status update reads of an event: the order, and for its
+/// timeline when it happened and what it says (any of the three events).
 #[derive(Deserialize)]
 struct AboutOrder {
     order_id: OrderId,
+    /// RFC 3339 in ours; the original's may differ (then: when consumed).
+    #[serde(default)]
+    created_at: Option<serde_json::Value>,
+    #[serde(default)]
+    reservation_id: Option<String>,
+    #[serde(default)]
+    reason: Option<serde_json::Value>,
+}
+
+impl AboutOrder {
+    /// The timeline hop this event is, as `status`'s event.
+    fn hop(&self, status: OrderStatus, delivery: &Delivery) -> Hop {
+        let (service, step) = match status {
+            OrderStatus::Notified => (service::NOTIFICATION, Step::Notified),
+            OrderStatus::Failed => (service::INVENTORY, Step::Failed),
+            _ => (service::INVENTORY, Step::Reserved),
+        };
+        let at = match &self.created_at {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => now_rfc3339(),
+        };
+        let attempt = delivery
+            .message
+            .headers
+            .get(headers::CAUSE_ATTEMPT)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1);
+        let mut hop = Hop::at(Some(at), service, step).attempt(attempt);
+        let detail = match (&self.reservation_id, &self.reason) {
+            (Some(r), _) => Some(format!("reservation {r}")),
+            (None, Some(serde_json::Value::String(r))) => Some(r.clone()),
+            _ => None,
+        };
+        if let Some(d) = detail {
+            hop = hop.detail(bounded::reason(&d).into_owned());
+        }
+        hop
+    }
 }
 
 /// Consumes an inventory or notification event and moves the order's
@@ -360,8 +407,9 @@ impl Handler for StatusWorker {
             Ok(a) => a,
             Err(poison) => return poison,
         };
+        let hop = about.hop(self.status, &delivery);
         match patiently("updating an order's status", || {
-            self.store.advance(&about.order_id, self.status)
+            self.store.advance(&about.order_id, self.status, &hop)
         })
         .await
         {

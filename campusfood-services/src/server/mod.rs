@@ -22,7 +22,8 @@ mod routes;
 
 pub(crate) use routes::configure_route;
 pub use routes::{
-    OrderLookup, get_order, health_route, inventory_router, openapi_route, order_routes,
+    OrderLookup, get_order, get_timeline, health_route, inventory_router, openapi_route,
+    order_routes,
 };
 
 /// Why a service could not start.

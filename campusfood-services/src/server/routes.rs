@@ -25,6 +25,7 @@ use campusfood_transport::http::{handler_route, json_error, read_json};
 
 use crate::inventory::{InventoryService, ReleaseHandler};
 use crate::openapi;
+use crate::timeline::Timeline;
 
 /// `GET /health`, answered as the original services answered it:
 /// `200 {"status": "healthy", "service": <service>}`, so that the health
@@ -173,6 +174,12 @@ pub trait OrderLookup: Send + Sync + 'static {
         &self,
         id: &OrderId,
     ) -> impl Future<Output = Result<Option<Self::Order>, String>> + Send;
+    /// The order `id`'s timeline, if known; `Err` (a 503) when it cannot
+    /// be looked up.
+    fn timeline(
+        &self,
+        id: &OrderId,
+    ) -> impl Future<Output = Result<Option<Timeline>, String>> + Send;
 }
 
 /// An order service's shared routes, its state still to be given (so a
@@ -194,6 +201,7 @@ where
             handler_route(service.clone() as Arc<dyn RequestHandler>, max_body_bytes),
         )
         .route("/orders/{id}", get(get_order::<S>))
+        .route("/orders/{id}/timeline", get(get_timeline::<S>))
         .route("/health", health_route(name))
         .route("/openapi.json", openapi_route(doc))
 }
@@ -208,8 +216,30 @@ pub async fn get_order<S: OrderLookup>(
         Ok(id) => id,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("order_id")),
     };
-    match service.lookup(&id).await {
-        Ok(Some(order)) => axum::Json(order).into_response(),
+    found::<S, _>(&id, service.lookup(&id).await)
+}
+
+/// `GET /orders/{id}/timeline`: where the order has been
+/// ([`Timeline`]); 400 for a malformed id, 404 for an unknown one, 503
+/// when it cannot be looked up.
+pub async fn get_timeline<S: OrderLookup>(
+    State(service): State<Arc<S>>,
+    Path(id): Path<String>,
+) -> Response {
+    let id = match OrderId::parse(&id) {
+        Ok(id) => id,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("order_id")),
+    };
+    found::<S, _>(&id, service.timeline(&id).await)
+}
+
+/// A lookup's answer: 200 with what was found, 404, or 503.
+fn found<S: OrderLookup, T: serde::Serialize>(
+    id: &OrderId,
+    looked_up: Result<Option<T>, String>,
+) -> Response {
+    match looked_up {
+        Ok(Some(found)) => axum::Json(found).into_response(),
         Ok(None) => json_error(
             StatusCode::NOT_FOUND,
             format!("{} {id}", S::MISSING),

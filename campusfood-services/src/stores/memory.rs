@@ -10,6 +10,7 @@ use campusfood_core::order::{Order, OrderStatus};
 use campusfood_core::outbox::OutboxEntry;
 
 use super::{OrderStore, Placed, ProcessedIds, StoreError, advanced};
+use crate::timeline::Hop;
 
 /// An in-memory [`OrderStore`], for tests and embedding.
 #[derive(Debug, Default)]
@@ -20,6 +21,7 @@ pub struct MemoryOrderStore {
 #[derive(Debug, Default)]
 struct MemoryState {
     orders: BTreeMap<OrderId, Order>,
+    hops: BTreeMap<OrderId, Vec<Hop>>,
     /// Keyed by a sequence number so that entries come out oldest first.
     outbox: BTreeMap<u64, OutboxEntry>,
     next: u64,
@@ -58,23 +60,50 @@ impl OrderStore for MemoryOrderStore {
         &self,
         id: &OrderId,
         status: OrderStatus,
+        hop: &Hop,
     ) -> Result<Option<Order>, StoreError> {
         let mut s = self.lock();
-        Ok(s.orders.get_mut(id).map(|o| {
-            if let Some(next) = advanced(o.status, status) {
-                o.status = next;
-            }
-            o.clone()
-        }))
+        let Some(o) = s.orders.get_mut(id) else {
+            return Ok(None);
+        };
+        if let Some(next) = advanced(o.status, status) {
+            o.status = next;
+        }
+        let order = o.clone();
+        let hops = s.hops.entry(id.clone()).or_default();
+        if !hops.contains(hop) {
+            hops.push(hop.clone());
+        }
+        Ok(Some(order))
     }
 
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         Ok(self.lock().outbox.values().take(limit).cloned().collect())
     }
 
-    async fn published(&self, ids: Vec<String>) -> Result<(), StoreError> {
-        self.lock().outbox.retain(|_, e| !ids.contains(&e.id));
+    async fn published(&self, ids: Vec<String>, hop: &Hop) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        let mut gone = Vec::new();
+        s.outbox.retain(|_, e| {
+            let published = ids.contains(&e.id);
+            if published {
+                gone.push(e.id.clone());
+            }
+            !published
+        });
+        for id in gone {
+            if let Ok(id) = OrderId::parse(&id) {
+                s.hops.entry(id).or_default().push(hop.clone());
+            }
+        }
         Ok(())
+    }
+
+    async fn timeline(&self, id: &OrderId) -> Result<Option<(Order, Vec<Hop>)>, StoreError> {
+        let s = self.lock();
+        Ok(s.orders
+            .get(id)
+            .map(|o| (o.clone(), s.hops.get(id).cloned().unwrap_or_default())))
     }
 
     async fn outbox_len(&self) -> Result<u64, StoreError> {

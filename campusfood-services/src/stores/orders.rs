@@ -16,6 +16,7 @@ use campusfood_core::order::{Order, OrderStatus};
 use campusfood_core::outbox::OutboxEntry;
 
 use super::StoreError;
+use crate::timeline::Hop;
 
 /// How far along an order is: status never moves to a lower rank.
 pub(crate) fn rank(s: OrderStatus) -> u8 {
@@ -50,14 +51,29 @@ pub trait OrderStore: Send + Sync + fmt::Debug + 'static {
     async fn place(&self, order: &Order, event: OutboxEntry) -> Result<Placed, StoreError>;
     /// The order `id`, if known.
     async fn get(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
-    /// Moves `id` to `status` if that is forward; returns the order as it
-    /// now is (`None` if unknown).
-    async fn advance(&self, id: &OrderId, status: OrderStatus)
-    -> Result<Option<Order>, StoreError>;
+    /// Moves `id` to `status` if that is forward, and appends `hop` to its
+    /// timeline either way (a late or repeated decision is part of its
+    /// story) unless that very hop is there already (the same event
+    /// delivered again), in one write; returns the order as it now is
+    /// (`None` if unknown: nothing is written).
+    async fn advance(
+        &self,
+        id: &OrderId,
+        status: OrderStatus,
+        hop: &Hop,
+    ) -> Result<Option<Order>, StoreError>;
     /// Up to `limit` outbox entries, oldest first.
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// Removes published outbox entries.
-    async fn published(&self, ids: Vec<String>) -> Result<(), StoreError>;
+    /// Removes published outbox entries and appends `hop` (when they were
+    /// sent) to the timeline of each order whose entry this call removed,
+    /// in one write.
+    async fn published(&self, ids: Vec<String>, hop: &Hop) -> Result<(), StoreError>;
+    /// The order `id` and the hops recorded for it (by [`advance`] and
+    /// [`published`]), oldest first.
+    ///
+    /// [`advance`]: OrderStore::advance
+    /// [`published`]: OrderStore::published
+    async fn timeline(&self, id: &OrderId) -> Result<Option<(Order, Vec<Hop>)>, StoreError>;
     /// How many outbox entries wait.
     async fn outbox_len(&self) -> Result<u64, StoreError>;
     /// How many orders are stored.
@@ -71,6 +87,7 @@ mod tests {
 
     use super::*;
     use crate::stores::{MemoryOrderStore, RedbOrderStore};
+    use crate::timeline::{Step, service};
 
     fn order() -> (Order, OutboxEntry) {
         let o = Order::new(
@@ -91,28 +108,61 @@ mod tests {
         store.place(&a, ea.clone()).await.unwrap();
         store.place(&b, eb.clone()).await.unwrap();
         assert_eq!(store.outbox(10).await.unwrap(), vec![ea, eb.clone()]);
-        store.published(vec![a.order_id.to_string()]).await.unwrap();
+        let sent = Hop::now(service::ORDER, Step::Published);
+        store
+            .published(vec![a.order_id.to_string()], &sent)
+            .await
+            .unwrap();
+        // Published once: late bookkeeping of another relay adds no hop.
+        store
+            .published(vec![a.order_id.to_string()], &sent)
+            .await
+            .unwrap();
         assert_eq!(store.outbox(10).await.unwrap(), vec![eb]);
         assert_eq!(store.outbox_len().await.unwrap(), 1);
-        // Forward only.
+        // Forward only; the hop recorded either way.
+        let notified = Hop::now(service::NOTIFICATION, Step::Notified).attempt(2);
         let got = store
-            .advance(&a.order_id, OrderStatus::Notified)
+            .advance(&a.order_id, OrderStatus::Notified, &notified)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(got.status, OrderStatus::Notified);
+        let late = Hop::now(service::INVENTORY, Step::Reserved).detail("late");
         let got = store
-            .advance(&a.order_id, OrderStatus::Reserved)
+            .advance(&a.order_id, OrderStatus::Reserved, &late)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(got.status, OrderStatus::Notified);
+        // The same event again adds nothing.
+        store
+            .advance(&a.order_id, OrderStatus::Reserved, &late)
+            .await
+            .unwrap();
         assert_eq!(
             store
-                .advance(&OrderId::generate(), OrderStatus::Reserved)
+                .advance(&OrderId::generate(), OrderStatus::Reserved, &late)
                 .await
                 .unwrap(),
             None
+        );
+        let (stored, hops) = store.timeline(&a.order_id).await.unwrap().unwrap();
+        assert_eq!(stored.status, OrderStatus::Notified);
+        assert_eq!(
+            hops.iter().map(|h| h.step).collect::<Vec<_>>(),
+            [Step::Published, Step::Notified, Step::Reserved]
+        );
+        assert_eq!(hops[1], notified);
+        assert_eq!(hops[2], late);
+        let (_, hops) = store.timeline(&b.order_id).await.unwrap().unwrap();
+        assert!(hops.is_empty(), "{hops:?}");
+        assert!(
+            store
+                .timeline(&OrderId::generate())
+                .await
+                .unwrap()
+                .is_none()
         );
         assert_eq!(
             store.get(&b.order_id).await.unwrap().unwrap().status,

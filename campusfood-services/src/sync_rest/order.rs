@@ -41,6 +41,7 @@ use tracing::Instrument;
 use crate::inventory::{ReserveResult, UnreadableReply};
 use crate::reply::{error_reply, validation_reply};
 use crate::sync_rest::resilience::{CircuitBreaker, CircuitOpen, backoff};
+use crate::timeline::{Hop, RecentTimelines, Step, Timeline, service};
 
 /// How many recent orders the service keeps for `GET /orders`.
 pub const RECENT_ORDERS: usize = 10_000;
@@ -122,6 +123,9 @@ pub struct OrderService {
     breaker: Option<CircuitBreaker>,
     bulkhead: Option<Arc<Semaphore>>,
     recent: Mutex<Recent>,
+    /// The timelines of the last [`RECENT_ORDERS`] orders placed,
+    /// confirmed or not.
+    timelines: RecentTimelines,
 }
 
 /// `201` body of the sync `POST /order`: the order, confirmed.
@@ -164,6 +168,7 @@ impl OrderService {
             outbox,
             options,
             recent: Mutex::new(Recent::default()),
+            timelines: RecentTimelines::new(RECENT_ORDERS),
         }
     }
 
@@ -207,6 +212,13 @@ impl OrderService {
             orders,
             more: end < len,
         })
+    }
+
+    /// Where one of the last [`RECENT_ORDERS`] orders placed has been:
+    /// accepted, each reserve attempt (`retried`, then `reserved` or
+    /// `failed`), notified or kept for another try, released.
+    pub fn timeline(&self, id: &OrderId) -> Option<Timeline> {
+        self.timelines.get(id)
     }
 
     /// A recently confirmed order.
@@ -262,8 +274,18 @@ impl OrderService {
         let mut release = ReleaseOnDrop::new(self.outbox.clone(), &order);
         let mut inconclusive = false;
         let mut fresh_ids = 0;
+        let mut attempts = 0;
+        self.timelines.record(
+            &order.order_id,
+            OrderStatus::Placed,
+            Hop::at(
+                Some(order.created_at.clone()),
+                service::ORDER,
+                Step::Accepted,
+            ),
+        );
         let ok = loop {
-            let reserved = self.reserve(&order, &mut inconclusive).await;
+            let reserved = self.reserve(&order, &mut inconclusive, &mut attempts).await;
             match reservation(reserved, &order) {
                 // The generated id names another order at inventory (48
                 // random bits collide, rarely): nothing was taken for this
@@ -273,6 +295,17 @@ impl OrderService {
                     release.disarm();
                     let taken = order.order_id.clone();
                     order.order_id = OrderId::generate();
+                    self.timelines.forget(&taken);
+                    self.timelines.record(
+                        &order.order_id,
+                        OrderStatus::Placed,
+                        Hop::at(
+                            Some(order.created_at.clone()),
+                            service::ORDER,
+                            Step::Accepted,
+                        )
+                        .detail(format!("id {taken} was taken at inventory: a fresh one")),
+                    );
                     tracing::warn!(%taken, order_id = %order.order_id, "order id already used at inventory: trying a fresh one");
                     release = ReleaseOnDrop::new(self.outbox.clone(), &order);
                     inconclusive = false;
@@ -283,6 +316,13 @@ impl OrderService {
         let ok = match ok {
             Ok(ok) => ok,
             Err(refused) => {
+                self.timelines.record(
+                    &order.order_id,
+                    OrderStatus::Failed,
+                    Hop::now(service::INVENTORY, Step::Failed)
+                        .attempt(attempts.max(1))
+                        .detail(format!("{}: {}", refused.status, refused.error)),
+                );
                 if refused.holds_stock || inconclusive {
                     // Before answering, so that a crash after the answer
                     // still releases (the retrier sends it on restart).
@@ -293,6 +333,13 @@ impl OrderService {
                 return refused.reply(&order, start);
             }
         };
+        self.timelines.record(
+            &order.order_id,
+            OrderStatus::Confirmed,
+            Hop::now(service::INVENTORY, Step::Reserved)
+                .attempt(attempts.max(1))
+                .detail(format!("reservation {}", ok.reservation_id)),
+        );
         self.notify(&order).await;
         let body = OrderConfirmed {
             order_id: order.order_id.clone(),
@@ -317,13 +364,21 @@ impl OrderService {
     /// retry loop is written out because every attempt also settles the
     /// breaker and may mark the order inconclusive, which a retry
     /// combinator's closure could only report through shared state.
-    async fn reserve(&self, order: &Order, inconclusive: &mut bool) -> Result<Reply, HopError> {
+    /// `attempt` says which attempt answered last (0 when none was made:
+    /// the circuit was open), and each failed attempt that is retried goes
+    /// on the order's timeline.
+    async fn reserve(
+        &self,
+        order: &Order,
+        inconclusive: &mut bool,
+        attempt: &mut u32,
+    ) -> Result<Reply, HopError> {
         let attempts = self.options.retry.map_or(1, |r| r.max_attempts.max(1));
         let message = Message::json(&ReserveRequest::for_order(order))
             .map_err(|e| HopError::Transport(e.into()))?
             .with_key(order.order_id.as_str())
             .with_header(headers::REQUEST_ID, order.request_id.to_string());
-        let mut attempt = 1;
+        *attempt = 0;
         loop {
             // Settled below; if this future is dropped before that, the
             // call's drop settles it (see BreakerCall).
@@ -331,6 +386,7 @@ impl OrderService {
                 Some(b) => Some(b.try_acquire().map_err(HopError::CircuitOpen)?),
                 None => None,
             };
+            *attempt += 1;
             let msg = message
                 .clone()
                 .with_header(headers::ATTEMPTS, attempt.to_string());
@@ -355,10 +411,19 @@ impl OrderService {
                 Err(e) => e.is_retryable(),
             };
             match self.options.retry {
-                Some(retry) if retryable && attempt < attempts => {
-                    attempt += 1;
-                    let wait = backoff(&retry, attempt);
-                    tracing::info!(attempt, ?wait, "retrying reserve");
+                Some(retry) if retryable && *attempt < attempts => {
+                    let why = match &result {
+                        Ok(reply) => format!("answered {}", reply.status),
+                        Err(e) => e.to_string(),
+                    };
+                    self.timelines.append(
+                        &order.order_id,
+                        Hop::now(service::INVENTORY, Step::Retried)
+                            .attempt(*attempt)
+                            .detail(why),
+                    );
+                    let wait = backoff(&retry, *attempt + 1);
+                    tracing::info!(attempt = *attempt + 1, ?wait, "retrying reserve");
                     tokio::time::sleep(wait).await;
                 }
                 _ => return result.map_err(HopError::Transport),
@@ -387,10 +452,18 @@ impl OrderService {
             )
             .await
         {
-            Ok(reply) if reply.is_success() => return,
+            Ok(reply) if reply.is_success() => {
+                let hop = Hop::now(service::NOTIFICATION, Step::Notified);
+                self.timelines.append(&order.order_id, hop);
+                return;
+            }
             Ok(reply) => format!("notification answered {}", reply.status),
             Err(e) => e.to_string(),
         };
+        self.timelines.append(
+            &order.order_id,
+            Hop::now(service::NOTIFICATION, Step::Kept).detail(error.clone()),
+        );
         let mut entry = OutboxEntry::new(order.order_id.as_str(), &Route::NOTIFY, &message);
         entry.attempts = 1;
         entry.last_error = Some(error.clone());
@@ -426,6 +499,7 @@ impl OrderService {
                 Ok(reply) if reply.is_success() => {
                     self.outbox.remove(&entry.id).await?;
                     delivered += 1;
+                    self.journal_kept_call(&entry);
                     tracing::info!(id = %entry.id, route = %entry.route, attempts = entry.attempts + 1, "kept call delivered");
                 }
                 other => {
@@ -439,6 +513,20 @@ impl OrderService {
             }
         }
         Ok(delivered)
+    }
+
+    /// A kept call went through: on its order's timeline.
+    fn journal_kept_call(&self, entry: &OutboxEntry) {
+        let (service, step) = match entry.route() {
+            r if r == Route::NOTIFY => (service::NOTIFICATION, Step::Notified),
+            r if r == Route::RELEASE => (service::INVENTORY, Step::Released),
+            _ => return,
+        };
+        let id = entry.id.strip_suffix("/release").unwrap_or(&entry.id);
+        if let Ok(id) = OrderId::parse(id) {
+            self.timelines
+                .append(&id, Hop::now(service, step).attempt(entry.attempts + 1));
+        }
     }
 
     /// Retries kept calls every

@@ -20,6 +20,7 @@ use super::order::OrderService;
 use crate::notification::NotificationService;
 use crate::openapi;
 use crate::server::{OrderLookup, configure_route, health_route, openapi_route, order_routes};
+use crate::timeline::Timeline;
 
 /// NotificationService: `POST /send`, `POST /configure`, `GET /health`,
 /// `GET /openapi.json`.
@@ -51,6 +52,10 @@ impl OrderLookup for OrderService {
 
     async fn lookup(&self, id: &OrderId) -> Result<Option<Order>, String> {
         Ok(self.order(id))
+    }
+
+    async fn timeline(&self, id: &OrderId) -> Result<Option<Timeline>, String> {
+        Ok(OrderService::timeline(self, id))
     }
 }
 

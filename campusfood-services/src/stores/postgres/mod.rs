@@ -38,6 +38,11 @@ pub use stores::{OUTBOX_LEASE, PgOrderStore, PgOutbox, PgProcessedIds};
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "stores", include_str!("migrations/0001_stores.sql")),
     (2, "releases", include_str!("migrations/0002_releases.sql")),
+    (
+        3,
+        "order_hops",
+        include_str!("migrations/0003_order_hops.sql"),
+    ),
 ];
 
 /// The advisory lock migrations are applied under (any fixed number; the

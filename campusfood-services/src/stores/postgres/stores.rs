@@ -17,6 +17,7 @@ use super::{Postgres, describe};
 use crate::stores::ProcessedIds;
 use crate::stores::orders::rank;
 use crate::stores::{OrderStore, Placed, StoreError};
+use crate::timeline::Hop;
 
 /// How long an outbox entry handed to one relay (or retrier) is hidden
 /// from the others. A relay that dies with entries in hand delays them by
@@ -182,23 +183,25 @@ impl OrderStore for PgOrderStore {
         &self,
         id: &OrderId,
         status: OrderStatus,
+        hop: &Hop,
     ) -> Result<Option<Order>, StoreError> {
         let text = status_text(status).map_err(StoreError)?;
         let rank = i16::from(rank(status));
         let id = id.as_str();
+        let hop = serde_json::to_string(&[hop]).map_err(|e| StoreError(e.to_string()))?;
+        // One statement: forward only, the hop appended either way unless
+        // it is there already (the same event again).
         let rows = self
             .0
             .query(
-                "WITH moved AS (
-                     UPDATE orders SET status = $3, rank = $4
-                      WHERE store = $1 AND order_id = $2 AND rank < $4
-                  RETURNING body, status
-                 )
-                 SELECT body, status FROM moved
-                 UNION ALL
-                 SELECT body, status FROM orders
-                  WHERE store = $1 AND order_id = $2 AND NOT EXISTS (SELECT 1 FROM moved)",
-                &[&id, &text, &rank],
+                "UPDATE orders
+                    SET status = CASE WHEN rank < $4 THEN $3 ELSE status END,
+                        rank = GREATEST(rank, $4),
+                        hops = CASE WHEN hops @> $5::text::jsonb THEN hops
+                                    ELSE hops || $5::text::jsonb END
+                  WHERE store = $1 AND order_id = $2
+              RETURNING body, status",
+                &[&id, &text, &rank, &hop],
             )
             .await
             .map_err(StoreError)?;
@@ -212,15 +215,41 @@ impl OrderStore for PgOrderStore {
         self.0.lease(limit, "seq").await.map_err(StoreError)
     }
 
-    async fn published(&self, ids: Vec<String>) -> Result<(), StoreError> {
+    async fn published(&self, ids: Vec<String>, hop: &Hop) -> Result<(), StoreError> {
+        // Only the relay whose delete removed an entry records the hop.
+        let hop = serde_json::to_string(&[hop]).map_err(|e| StoreError(e.to_string()))?;
         self.0
             .query(
-                "DELETE FROM outbox WHERE store = $1 AND id = ANY($2)",
-                &[&ids],
+                "WITH gone AS (
+                     DELETE FROM outbox WHERE store = $1 AND id = ANY($2) RETURNING id
+                 )
+                 UPDATE orders SET hops = hops || $3::text::jsonb
+                  WHERE store = $1 AND order_id IN (SELECT id FROM gone)",
+                &[&ids, &hop],
             )
             .await
             .map_err(StoreError)?;
         Ok(())
+    }
+
+    async fn timeline(&self, id: &OrderId) -> Result<Option<(Order, Vec<Hop>)>, StoreError> {
+        let id = id.as_str();
+        let rows = self
+            .0
+            .query(
+                "SELECT body, status, hops::text FROM orders WHERE store = $1 AND order_id = $2",
+                &[&id],
+            )
+            .await
+            .map_err(StoreError)?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let order = order_from(row.get(0), row.get(1)).map_err(StoreError)?;
+        let hops: String = row.get(2);
+        let hops = serde_json::from_str(&hops)
+            .map_err(|e| StoreError(format!("order {id}'s timeline is unreadable: {e}")))?;
+        Ok(Some((order, hops)))
     }
 
     async fn outbox_len(&self) -> Result<u64, StoreError> {

@@ -12,18 +12,21 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransacti
 
 use super::{Committed, open_file};
 use crate::stores::{OrderStore, Placed, StoreError, advanced};
+use crate::timeline::Hop;
 
 const ORDERS: TableDefinition<'_, &str, &str> = TableDefinition::new("orders");
 /// Outbox entries by sequence number (oldest first), and the sequence of
 /// each entry id, so removal by id is direct.
 const OUTBOX: TableDefinition<'_, u64, &str> = TableDefinition::new("outbox");
 const OUTBOX_SEQ: TableDefinition<'_, &str, u64> = TableDefinition::new("outbox_seq");
+/// Each order's timeline: its hops as a JSON array.
+const HOPS: TableDefinition<'_, &str, &str> = TableDefinition::new("order_hops");
 
 /// A write the group-commit writer applies.
 enum Write {
     Place(Box<Order>, Box<OutboxEntry>),
-    Advance(OrderId, OrderStatus),
-    Published(Vec<String>),
+    Advance(OrderId, OrderStatus, Box<Hop>),
+    Published(Vec<String>, Box<Hop>),
 }
 
 /// What a write answers.
@@ -43,6 +46,21 @@ fn apply(txn: &WriteTransaction, ops: &[Write]) -> Result<Vec<Written>, String> 
     let mut orders = txn.open_table(ORDERS).map_err(se)?;
     let mut outbox = txn.open_table(OUTBOX).map_err(se)?;
     let mut seqs = txn.open_table(OUTBOX_SEQ).map_err(se)?;
+    let mut hops = txn.open_table(HOPS).map_err(se)?;
+    // Appends to an order's timeline (read, extend, write: a few hops).
+    let mut append = |id: &str, hop: &Hop| -> Result<(), String> {
+        let mut list: Vec<Hop> = match hops.get(id).map_err(se)? {
+            Some(v) => serde_json::from_str(v.value()).map_err(se)?,
+            None => Vec::new(),
+        };
+        if list.contains(hop) {
+            return Ok(());
+        }
+        list.push(hop.clone());
+        let json = serde_json::to_string(&list).map_err(se)?;
+        hops.insert(id, json.as_str()).map_err(se)?;
+        Ok(())
+    };
     let mut next_seq = outbox.last().map_err(se)?.map_or(0, |(k, _)| k.value() + 1);
     let mut answers = Vec::with_capacity(ops.len());
     for op in ops {
@@ -65,7 +83,7 @@ fn apply(txn: &WriteTransaction, ops: &[Write]) -> Result<Vec<Written>, String> 
                 next_seq += 1;
                 Ok(None)
             }
-            Write::Advance(id, status) => {
+            Write::Advance(id, status, hop) => {
                 let current = orders
                     .get(id.as_str())
                     .map_err(se)?
@@ -80,15 +98,18 @@ fn apply(txn: &WriteTransaction, ops: &[Write]) -> Result<Vec<Written>, String> 
                                 let json = serde_json::to_string(&order).map_err(se)?;
                                 orders.insert(id.as_str(), json.as_str()).map_err(se)?;
                             }
+                            append(id.as_str(), hop)?;
                             Ok(Some(order))
                         }
                     },
                 }
             }
-            Write::Published(ids) => {
+            Write::Published(ids, hop) => {
                 for id in ids {
-                    if let Some(seq) = seqs.remove(id.as_str()).map_err(se)? {
-                        outbox.remove(seq.value()).map_err(se)?;
+                    let removed = seqs.remove(id.as_str()).map_err(se)?.map(|s| s.value());
+                    if let Some(seq) = removed {
+                        outbox.remove(seq).map_err(se)?;
+                        append(id.as_str(), hop)?;
                     }
                 }
                 Ok(None)
@@ -105,6 +126,7 @@ impl RedbOrderStore {
             txn.open_table(ORDERS)?;
             txn.open_table(OUTBOX)?;
             txn.open_table(OUTBOX_SEQ)?;
+            txn.open_table(HOPS)?;
             Ok(())
         })?;
         // Forgetting published events is bookkeeping: if it is lost in a
@@ -114,7 +136,7 @@ impl RedbOrderStore {
             "order-store-writer",
             db.clone(),
             Box::new(apply),
-            Box::new(|op| !matches!(op, Write::Published(_))),
+            Box::new(|op| !matches!(op, Write::Published(..))),
         )?;
         Ok(Self {
             store: Committed { db, writer },
@@ -155,8 +177,10 @@ impl OrderStore for RedbOrderStore {
         &self,
         id: &OrderId,
         status: OrderStatus,
+        hop: &Hop,
     ) -> Result<Option<Order>, StoreError> {
-        self.write(Write::Advance(id.clone(), status)).await
+        self.write(Write::Advance(id.clone(), status, Box::new(hop.clone())))
+            .await
     }
 
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -173,8 +197,33 @@ impl OrderStore for RedbOrderStore {
             .await
     }
 
-    async fn published(&self, ids: Vec<String>) -> Result<(), StoreError> {
-        self.write(Write::Published(ids)).await.map(drop)
+    async fn published(&self, ids: Vec<String>, hop: &Hop) -> Result<(), StoreError> {
+        self.write(Write::Published(ids, Box::new(hop.clone())))
+            .await
+            .map(drop)
+    }
+
+    async fn timeline(&self, id: &OrderId) -> Result<Option<(Order, Vec<Hop>)>, StoreError> {
+        let id = id.clone();
+        self.store
+            .read(move |txn| {
+                let orders = txn.open_table(ORDERS).map_err(se)?;
+                let Some(order) = orders.get(id.as_str()).map_err(se)? else {
+                    return Ok(None);
+                };
+                let order: Order = serde_json::from_str(order.value()).map_err(se)?;
+                let hops = match txn
+                    .open_table(HOPS)
+                    .map_err(se)?
+                    .get(id.as_str())
+                    .map_err(se)?
+                {
+                    Some(v) => serde_json::from_str(v.value()).map_err(se)?,
+                    None => Vec::new(),
+                };
+                Ok(Some((order, hops)))
+            })
+            .await
     }
 
     async fn outbox_len(&self) -> Result<u64, StoreError> {
