@@ -234,3 +234,163 @@ fn upper_first(s: &str) -> String {
         .map(|f| f.to_uppercase().chain(c).collect())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use campusfood_core::OrderId;
+    use campusfood_core::events::InventoryStatus;
+    use campusfood_core::order::{Item, Quantity};
+    use campusfood_services::asyncapi::unresolved_refs;
+
+    use super::*;
+
+    fn payload_validator(doc: &Value, id: &str) -> jsonschema::Validator {
+        let mut root = doc.clone();
+        root["$ref"] = doc["components"]["messages"][id]["payload"]["$ref"].clone();
+        assert!(root["$ref"].is_string(), "{id} has a typed payload");
+        jsonschema::validator_for(&root).unwrap()
+    }
+
+    #[test]
+    fn topics_and_groups_are_the_configurations() {
+        let c = KafkaConfig {
+            bootstrap_servers: "k1:9092, k2:9093".to_owned(),
+            ..KafkaConfig::default()
+        }
+        .with_suffix("t7");
+        let doc = document(&c);
+        assert_eq!(unresolved_refs(&doc), Vec::<String>::new());
+        let channels = doc["channels"].as_object().unwrap();
+        let addresses: BTreeSet<&str> = channels
+            .values()
+            .map(|ch| ch["address"].as_str().unwrap())
+            .collect();
+        let mut expected = BTreeSet::new();
+        for topic in [&c.order_topic, &c.inventory_topic] {
+            let dlq = KafkaTransport::dead_letter_topic(topic);
+            expected.insert(KafkaTransport::replay_marker_topic(&dlq));
+            expected.insert(dlq);
+            expected.insert(topic.clone());
+        }
+        assert!(expected.contains("order-events-t7.dlq.replayed"));
+        assert_eq!(
+            addresses,
+            expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
+        );
+        for ch in channels.values() {
+            assert_eq!(ch["bindings"]["kafka"]["topic"], ch["address"]);
+        }
+        assert_eq!(
+            channels["orderEvents"]["bindings"]["kafka"]["partitions"],
+            c.order_partitions
+        );
+        assert_eq!(
+            channels["inventoryEvents"]["bindings"]["kafka"]["partitions"],
+            c.inventory_partitions
+        );
+
+        let ops = doc["operations"].as_object().unwrap();
+        for id in channels.keys() {
+            let pointer = format!("#/channels/{id}");
+            assert!(
+                ops.values()
+                    .any(|o| o["channel"]["$ref"] == pointer.as_str()),
+                "no operation on {id}"
+            );
+        }
+        // Who reads what, in which group: as `offsets` resets them.
+        let groups = |channel: &str| -> BTreeSet<String> {
+            let pointer = format!("#/channels/{channel}");
+            ops.values()
+                .filter(|o| o["channel"]["$ref"] == pointer.as_str() && o["action"] == "receive")
+                .filter_map(|o| o["bindings"]["kafka"]["groupId"]["enum"][0].as_str())
+                .map(str::to_owned)
+                .collect()
+        };
+        for (channel, topic) in [
+            ("orderEvents", &c.order_topic),
+            ("inventoryEvents", &c.inventory_topic),
+        ] {
+            let expected: BTreeSet<String> = [&c.inventory_group, &c.analytics_group]
+                .into_iter()
+                .filter(|g| crate::offsets::topics_for_group(&c, g).contains(topic))
+                .cloned()
+                .collect();
+            assert_eq!(groups(channel), expected, "{channel}");
+        }
+        let servers = doc["servers"].as_object().unwrap();
+        let hosts: Vec<&str> = servers
+            .values()
+            .map(|s| s["host"].as_str().unwrap())
+            .collect();
+        assert_eq!(hosts, ["k1:9092", "k2:9093"]);
+    }
+
+    /// What the producer and the inventory consumer write validates, what
+    /// the schemas require the readers require, and poison is refused by
+    /// both.
+    #[test]
+    fn payload_schemas_match_the_serde_shape() {
+        let doc = document(&KafkaConfig::default());
+        let order = OrderEvent {
+            order_id: OrderId::parse("ORD-00000000ABCD").unwrap(),
+            item_id: Item::parse("item-7").unwrap(),
+            qty: Quantity::new(3).unwrap(),
+            ts: 1_764_600_000_123,
+        };
+        let decided = InventoryEvent::for_order(&order, InventoryStatus::Failure);
+        for (id, sample) in [
+            (ORDER_EVENT, serde_json::to_value(&order).unwrap()),
+            (INVENTORY_EVENT, serde_json::to_value(&decided).unwrap()),
+        ] {
+            let v = payload_validator(&doc, id);
+            if let Err(e) = v.validate(&sample) {
+                panic!("{id}: {sample} does not validate: {e}");
+            }
+            let required = doc["components"]["schemas"][id]["required"]
+                .as_array()
+                .unwrap();
+            for field in required {
+                let mut without = sample.clone();
+                without
+                    .as_object_mut()
+                    .unwrap()
+                    .remove(field.as_str().unwrap());
+                assert!(!v.is_valid(&without), "{id} without {field}");
+                let read = if id == ORDER_EVENT {
+                    serde_json::from_value::<OrderEvent>(without).is_ok()
+                } else {
+                    serde_json::from_value::<InventoryEvent>(without).is_ok()
+                };
+                assert!(!read, "{id} is read without {field}");
+            }
+            for (field, poison) in [
+                ("qty", json!(0)),
+                ("qty", json!("3")),
+                ("item_id", json!("")),
+                ("order_id", json!("has space")),
+            ] {
+                let mut bad = sample.clone();
+                bad[field] = poison;
+                assert!(!v.is_valid(&bad), "{bad}");
+                let read = if id == ORDER_EVENT {
+                    serde_json::from_value::<OrderEvent>(bad).is_ok()
+                } else {
+                    serde_json::from_value::<InventoryEvent>(bad).is_ok()
+                };
+                assert!(!read, "{id}: poison read");
+            }
+        }
+        let v = payload_validator(&doc, INVENTORY_EVENT);
+        let mut maybe = serde_json::to_value(&decided).unwrap();
+        maybe["status"] = json!("Maybe");
+        assert!(!v.is_valid(&maybe));
+        // The key is the order id's schema.
+        assert_eq!(
+            doc["components"]["messages"][ORDER_EVENT]["bindings"]["kafka"]["key"]["$ref"],
+            "#/components/schemas/OrderId"
+        );
+    }
+}
