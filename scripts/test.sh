@@ -12,6 +12,10 @@
 #     tests/openapi, which fuzzes each HTTP service against its
 #     /openapi.json (python3-venv from Debian when missing); its path is
 #     exported as CAMPUSFOOD_SCHEMATHESIS_VENV;
+#   - the AsyncAPI CLI (npm @asyncapi/cli, pinned) in .asyncapi-cli, for
+#     tests/asyncapi, which validates Part B's and Part C's AsyncAPI
+#     documents (nodejs and npm from Debian when missing); its folder is
+#     exported as CAMPUSFOOD_ASYNCAPI_CLI;
 #   - then formatting, clippy (-D warnings), the docs (-D warnings) and
 #     every test of the workspace, doctests included.
 #
@@ -48,6 +52,27 @@ if need_broker http && need_broker memory; then
     echo "== schemathesis $SCHEMATHESIS_VERSION into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+fi
+
+# tests/asyncapi (features rabbitmq and kafka, on by default) runs the
+# AsyncAPI CLI. 4.x: 5.0 and later need Node 24, Debian ships 20.
+ASYNCAPI_CLI_VERSION=4.1.1
+export CAMPUSFOOD_ASYNCAPI_CLI="${CAMPUSFOOD_ASYNCAPI_CLI:-$PWD/.asyncapi-cli}"
+if need_broker rabbitmq && need_broker kafka; then
+  cli=$CAMPUSFOOD_ASYNCAPI_CLI
+  installed=$(node -p 'require(process.argv[1]).version' \
+    "$cli/node_modules/@asyncapi/cli/package.json" 2>/dev/null || true)
+  if [[ "$installed" != "$ASYNCAPI_CLI_VERSION" ]]; then
+    if ! command -v npm >/dev/null 2>&1; then
+      root=(); [[ $EUID -eq 0 ]] || root=(sudo -n)
+      echo "== installing nodejs and npm with apt-get"
+      "${root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+      "${root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+        install -y -q --no-install-recommends nodejs npm >/dev/null
+    fi
+    echo "== @asyncapi/cli $ASYNCAPI_CLI_VERSION into $cli"
+    npm install --prefix "$cli" --no-audit --no-fund --loglevel=error "@asyncapi/cli@$ASYNCAPI_CLI_VERSION"
   fi
 fi
 

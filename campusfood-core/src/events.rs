@@ -207,6 +207,7 @@ fn placed() -> OrderStatus {
 }
 
 /// `InventoryReserved` (async): stock was reserved for an order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryReserved {
     /// The order.
@@ -231,6 +232,7 @@ pub struct InventoryReserved {
 }
 
 /// Why inventory could not reserve.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailReason {
@@ -241,6 +243,7 @@ pub enum FailReason {
 }
 
 /// `InventoryFailed` (async): stock could not be reserved for an order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryFailed {
     /// The order.
@@ -260,6 +263,7 @@ pub struct InventoryFailed {
 
 /// `OrderNotified` (async, ours): the customer was notified; moves the
 /// order's status to `notified`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderNotified {
     /// The order.
@@ -279,6 +283,7 @@ pub struct OrderNotified {
 /// Exactly the contract's `{order_id, item_id, qty, ts}`; `ts` is read as
 /// integer milliseconds, float seconds (the original producer's
 /// `time.time()`) or RFC 3339 text.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderEvent {
     /// The order; the record key, unique across runs.
@@ -305,6 +310,7 @@ pub enum InventoryStatus {
 
 /// `InventoryEvent` (Kafka, `inventory-events`): the order's fields plus
 /// the inventory decision, keyed by the order id.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryEvent {
     /// The order; the record key.

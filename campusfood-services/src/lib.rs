@@ -32,12 +32,17 @@
 //!   sampling, Prometheus exposition.
 //! - [`openapi`] (feature `http`): the OpenAPI documents the services
 //!   serve.
+//! - [`asyncapi`] (feature `http`): the AsyncAPI documents of the message
+//!   flows (Part B's served at `GET /asyncapi.json`).
 //! - [`timeline`]: "where is order X?" — an order's hops, as
 //!   `GET /orders/{id}/timeline` answers.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod async_rabbitmq;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod asyncapi;
 pub mod inventory;
 pub mod metrics;
 pub mod notification;

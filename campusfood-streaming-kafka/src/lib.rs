@@ -21,6 +21,8 @@
 //! - [`offsets`]: lag and offset resets for the two groups, without the
 //!   Kafka CLI.
 //! - [`dlq`]: the two topics' dead letters listed, shown and replayed.
+//! - [`asyncapi`]: the AsyncAPI 3.0 document of the topics, generated from
+//!   the record types.
 //! - [`system`]: the consumers assembled, as the example and tests run them.
 //!
 //! # Why failures are deterministic
@@ -69,6 +71,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod analytics;
+pub mod asyncapi;
 pub mod dlq;
 pub mod inventory;
 pub mod offsets;

@@ -8,6 +8,7 @@
 //! cargo run --release --example streaming_kafka -- offsets lag
 //! cargo run --release --example streaming_kafka -- offsets reset --group analytics-consumer --to earliest
 //! cargo run --release --example streaming_kafka -- dlq list       # dead letters: list | show ID | replay ID | replay-all [--topic T]
+//! cargo run --release --example streaming_kafka -- asyncapi       # the AsyncAPI 3.0 document of the topics (no broker needed)
 //! ```
 //!
 //! Every setting is a flag and reads the environment variable `--help`
@@ -207,6 +208,8 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Print the AsyncAPI 3.0 document of the topics, as the settings name them.
+    Asyncapi,
 }
 
 #[derive(Args, Debug)]
@@ -269,6 +272,9 @@ async fn main() -> anyhow::Result<()> {
     k.auto_offset_reset.clone_from(&cli.kafka.auto_offset_reset);
     k.inventory_group.clone_from(&cli.inventory_group);
     k.analytics_group.clone_from(&cli.analytics_group);
+    if let Some(Command::Asyncapi) = cli.command {
+        return print_asyncapi(&config.kafka);
+    }
     let retry = ConnectRetry {
         attempts: cli.kafka.connect_attempts,
         ..ConnectRetry::default()
@@ -321,6 +327,8 @@ async fn main() -> anyhow::Result<()> {
             let targets = dlq::targets(&config.kafka, topic.as_deref())?;
             return dead_letters(&transport, &targets, action).await;
         }
+        // Handled before connecting; a document needs no broker.
+        Some(Command::Asyncapi) => return print_asyncapi(&config.kafka),
     };
     if std::env::var_os(STOCK_ENV).is_none() {
         config.stock = item_stock(items.item_count, items.item_stock)?;
@@ -363,6 +371,14 @@ fn analytics_options(args: &AnalyticsArgs, group: &str) -> AnalyticsOptions {
         http_addr: format!("{}:{}", args.http_host, args.http_port),
         ..AnalyticsOptions::default()
     }
+}
+
+/// The document goes to stdout: it is the command's output.
+#[allow(clippy::print_stdout)]
+fn print_asyncapi(config: &KafkaConfig) -> anyhow::Result<()> {
+    let doc = campusfood_streaming_kafka::asyncapi::document(config);
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
 }
 
 /// The producer's final report goes to stdout: it is the command's output.

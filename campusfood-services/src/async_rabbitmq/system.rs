@@ -327,7 +327,8 @@ impl AsyncSystem {
             let server = Server::start_with(
                 "order",
                 &format!("{host}:{}", options.order_port),
-                with_metrics(async_order_router(service.clone(), max_body)),
+                with_metrics(async_order_router(service.clone(), max_body))
+                    .route("/asyncapi.json", asyncapi_route(config, options)),
                 config.http.server,
             )
             .await?;
@@ -354,6 +355,18 @@ impl AsyncSystem {
             i.server.stop().await;
         }
     }
+}
+
+/// `GET /asyncapi.json`: the AsyncAPI document of the RabbitMQ topology
+/// these options and `config` name ([`crate::asyncapi::async_rabbitmq`]).
+fn asyncapi_route(config: &Config, options: &AsyncOptions) -> axum::routing::MethodRouter {
+    let doc = crate::asyncapi::async_rabbitmq(&crate::asyncapi::RabbitDoc {
+        config: &config.rabbitmq,
+        status_group: &options.status_group,
+        max_attempts: options.max_attempts,
+        retry_delay_ms: options.retry_delay.as_millis(),
+    });
+    crate::server::openapi_route(doc)
 }
 
 /// OrderService (async): `POST /order`, `GET /orders/{id}`, `GET /health`,
