@@ -239,6 +239,11 @@ fn amqp_headers(required: &[&str]) -> Value {
                 "type": "string",
                 "maxLength": 1024,
                 "description": "why the message was dead-lettered (on dead letters only; at most 1 KiB)"
+            },
+            headers::CAUSE_ATTEMPT: {
+                "type": "string",
+                "pattern": "^[0-9]+$",
+                "description": "on inventory.* and order.notified: which attempt of the delivery they answer produced them (the order's timeline shows the earlier ones as retried)"
             }
         }
     });
