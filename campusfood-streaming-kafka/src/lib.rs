@@ -21,6 +21,8 @@
 //! - [`offsets`]: lag and offset resets for the two groups, without the
 //!   Kafka CLI.
 //! - [`dlq`]: the two topics' dead letters listed, shown and replayed.
+//! - [`trace`]: "where is order X?" — its records in every topic, the
+//!   ledger's decision, its dead letters.
 //! - [`system`]: the consumers assembled, as the example and tests run them.
 //!
 //! # Why failures are deterministic
@@ -74,6 +76,7 @@ pub mod inventory;
 pub mod offsets;
 pub mod producer;
 pub mod system;
+pub mod trace;
 
 use std::time::Duration;
 
