@@ -575,13 +575,13 @@ impl fmt::Display for Trace {
         match &self.decision {
             Some(d) => writeln!(
                 f,
-                "decision:  {:?}: {} (from the {})",
+                "decision:  {:?} ({}): {}",
                 d.status,
-                d.detail,
                 match d.source {
                     DecisionSource::Ledger => "ledger",
                     DecisionSource::InventoryEvent => "inventory event",
-                }
+                },
+                d.detail
             )?,
             None => writeln!(f, "decision:  none found")?,
         }
