@@ -36,7 +36,14 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", %error, "{reason}");
+        // A reader that asked for end-of-partition events (the dead-letter
+        // and scan readers) sometimes gets one as a global error: the end
+        // it waits for, not a failure.
+        if matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            tracing::debug!(target: "librdkafka", %error, "{reason}");
+        } else {
+            tracing::warn!(target: "librdkafka", %error, "{reason}");
+        }
     }
 }
 

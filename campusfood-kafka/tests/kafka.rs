@@ -1148,3 +1148,59 @@ async fn throughput_100k() {
         one_by_one / 1000
     );
 }
+
+/// `scan_topic` reads every partition to the end as it was when the scan
+/// started, keeps what the filter accepts where the producer's delivery
+/// reports put it, and says what it read; a missing topic has nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_reads_every_partition_to_its_end_and_keeps_the_matches() {
+    let id = unique("scan");
+    let t = transport(&id).await;
+    let (name, _) = topic(&t, &format!("t-{id}"), 3).await;
+    let mut wanted = Vec::new();
+    for i in 0..30 {
+        // Unkeyed records: any partition.
+        let body = format!("{{\"n\":{i}}}");
+        let record = FutureRecord::<str, _>::to(&name)
+            .payload(&body)
+            .partition(i % 3);
+        let (partition, offset) = t
+            .producer()
+            .send(record, Duration::from_secs(10))
+            .await
+            .map(|d| (d.partition, d.offset))
+            .unwrap();
+        if i % 10 == 7 {
+            wanted.push((partition, offset, body));
+        }
+    }
+    let scan = t
+        .scan_topic(&name, |_, value| value.ends_with(b"7}"))
+        .await
+        .unwrap();
+    assert!(scan.exists);
+    assert_eq!(scan.scanned, 30);
+    assert_eq!(scan.partitions.len(), 3);
+    for p in &scan.partitions {
+        assert_eq!((p.low_watermark, p.high_watermark), (0, 10), "{p:?}");
+    }
+    let mut kept: Vec<_> = scan
+        .kept
+        .iter()
+        .map(|r| {
+            assert!(r.timestamp.is_some_and(|ts| ts > 0));
+            let body = String::from_utf8(r.message.body.to_vec()).unwrap();
+            (r.partition, r.offset, body)
+        })
+        .collect();
+    kept.sort();
+    wanted.sort();
+    assert_eq!(kept, wanted);
+
+    let missing = t
+        .scan_topic(&format!("never-{id}"), |_, _| true)
+        .await
+        .unwrap();
+    assert!(!missing.exists);
+    assert_eq!((missing.scanned, missing.kept.len()), (0, 0));
+}

@@ -23,6 +23,8 @@
 //! - [`dlq`]: the two topics' dead letters listed, shown and replayed.
 //! - [`asyncapi`]: the AsyncAPI 3.0 document of the topics, generated from
 //!   the record types.
+//! - [`trace`]: "where is order X?" — its records in every topic, the
+//!   ledger's decision, its dead letters.
 //! - [`system`]: the consumers assembled, as the example and tests run them.
 //!
 //! # Why failures are deterministic
@@ -77,6 +79,7 @@ pub mod inventory;
 pub mod offsets;
 pub mod producer;
 pub mod system;
+pub mod trace;
 
 use std::time::Duration;
 

@@ -9,6 +9,7 @@
 //! cargo run --release --example streaming_kafka -- offsets reset --group analytics-consumer --to earliest
 //! cargo run --release --example streaming_kafka -- dlq list       # dead letters: list | show ID | replay ID | replay-all [--topic T]
 //! cargo run --release --example streaming_kafka -- asyncapi       # the AsyncAPI 3.0 document of the topics (no broker needed)
+//! cargo run --release --example streaming_kafka -- trace ORD-1FAF9FA0D7D0 [--json]   # where is order X?
 //! ```
 //!
 //! Every setting is a flag and reads the environment variable `--help`
@@ -19,16 +20,18 @@
 //! `ANALYTICS_*` instead. Without `CAMPUSFOOD_STOCK`, the inventory stocks
 //! `item-1` … `item-<ITEM_COUNT>` at `ITEM_STOCK` each.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use campusfood_core::Config;
 use campusfood_core::config::{HttpConfig, KafkaConfig, STOCK_ENV};
+use campusfood_core::{Config, OrderId};
 use campusfood_kafka::KafkaTransport;
 use campusfood_kafka::TransactionalOptions;
 use campusfood_streaming_kafka::dlq::{self, DlqTarget};
 use campusfood_streaming_kafka::offsets::{self, ResetTarget, topics_for_group};
 use campusfood_streaming_kafka::producer::{self, ProducerMode, ProducerOptions};
+use campusfood_streaming_kafka::trace;
 use campusfood_streaming_kafka::{
     AnalyticsOptions, ConnectRetry, InventoryOptions, StreamingOptions, StreamingPart,
     StreamingSystem, item_stock,
@@ -210,6 +213,20 @@ enum Command {
     },
     /// Print the AsyncAPI 3.0 document of the topics, as the settings name them.
     Asyncapi,
+    /// Where is order X? Its records in the order, inventory and dead-letter
+    /// topics (partition, offset, time), the ledger's decision, replays.
+    /// Exit status: 0 found, 1 found nowhere, 2 bad input or Kafka unreachable.
+    Trace(TraceArgs),
+}
+
+#[derive(Args, Debug)]
+struct TraceArgs {
+    /// The order id (`ORD-…`, or another producer's, such as `order-17`).
+    #[arg(value_parser = OrderId::parse)]
+    order_id: OrderId,
+    /// Print JSON instead of the timeline.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -260,33 +277,17 @@ enum OffsetsAction {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     common::init_logging(cli.kafka.log_json);
-    let mut config = Config::from_env()?;
-    cli.kafka.stores.apply(&mut config);
-    let k = &mut config.kafka;
-    k.bootstrap_servers.clone_from(&cli.kafka.bootstrap_servers);
-    k.order_topic.clone_from(&cli.kafka.order_topic);
-    k.inventory_topic.clone_from(&cli.kafka.inventory_topic);
-    k.auto_offset_reset.clone_from(&cli.kafka.auto_offset_reset);
-    k.inventory_group.clone_from(&cli.inventory_group);
-    k.analytics_group.clone_from(&cli.analytics_group);
+    if let Some(Command::Trace(args)) = &cli.command {
+        return Ok(trace_order(&cli, args).await);
+    }
+    let mut config = build_config(&cli)?;
     if let Some(Command::Asyncapi) = cli.command {
         return print_asyncapi(&config.kafka);
     }
-    let retry = ConnectRetry {
-        attempts: cli.kafka.connect_attempts,
-        ..ConnectRetry::default()
-    };
-    let transport = campusfood_streaming_kafka::connect(&config.kafka, &retry)
-        .await
-        .with_context(|| {
-            format!(
-                "Kafka at {} (start it with `scripts/brokers.sh up kafka`)",
-                cli.kafka.bootstrap_servers
-            )
-        })?;
+    let transport = connect(&cli, &config).await?;
 
     let mut options = StreamingOptions {
         inventory: inventory_options(&cli.inventory, &cli.inventory_group),
@@ -321,14 +322,23 @@ async fn main() -> anyhow::Result<()> {
             options.analytics.group_instance_id = member.group_instance_id;
             (StreamingPart::Analytics, cli.inventory.clone())
         }
-        Some(Command::Producer(args)) => return produce(&transport, args).await,
-        Some(Command::Offsets { action }) => return offsets(&transport, &config, action).await,
+        Some(Command::Producer(args)) => {
+            return produce(&transport, args).await.map(|()| ExitCode::SUCCESS);
+        }
+        Some(Command::Offsets { action }) => {
+            return offsets(&transport, &config, action)
+                .await
+                .map(|()| ExitCode::SUCCESS);
+        }
         Some(Command::Dlq { topic, action }) => {
             let targets = dlq::targets(&config.kafka, topic.as_deref())?;
-            return dead_letters(&transport, &targets, action).await;
+            return dead_letters(&transport, &targets, action)
+                .await
+                .map(|()| ExitCode::SUCCESS);
         }
         // Handled before connecting; a document needs no broker.
         Some(Command::Asyncapi) => return print_asyncapi(&config.kafka),
+        Some(Command::Trace(_)) => unreachable!("handled above"),
     };
     if std::env::var_os(STOCK_ENV).is_none() {
         config.stock = item_stock(items.item_count, items.item_stock)?;
@@ -344,7 +354,78 @@ async fn main() -> anyhow::Result<()> {
     common::shutdown_signal().await;
     tracing::info!("shutting down");
     system.stop().await;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration the flags and the environment give.
+fn build_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::from_env()?;
+    cli.kafka.stores.apply(&mut config);
+    let k = &mut config.kafka;
+    k.bootstrap_servers.clone_from(&cli.kafka.bootstrap_servers);
+    k.order_topic.clone_from(&cli.kafka.order_topic);
+    k.inventory_topic.clone_from(&cli.kafka.inventory_topic);
+    k.auto_offset_reset.clone_from(&cli.kafka.auto_offset_reset);
+    k.inventory_group.clone_from(&cli.inventory_group);
+    k.analytics_group.clone_from(&cli.analytics_group);
+    Ok(config)
+}
+
+/// Connects to Kafka, retrying as `--connect-attempts` says.
+async fn connect(cli: &Cli, config: &Config) -> anyhow::Result<KafkaTransport> {
+    let retry = ConnectRetry {
+        attempts: cli.kafka.connect_attempts,
+        ..ConnectRetry::default()
+    };
+    campusfood_streaming_kafka::connect(&config.kafka, &retry)
+        .await
+        .with_context(|| {
+            format!(
+                "Kafka at {} (start it with `scripts/brokers.sh up kafka`)",
+                cli.kafka.bootstrap_servers
+            )
+        })
+}
+
+/// `trace ORDER_ID`: the trace goes to stdout, why it failed to stderr;
+/// exit 0 when the order was found, 1 when it was found nowhere, 2 when the
+/// input or Kafka failed (clap exits 2 for bad arguments too).
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+async fn trace_order(cli: &Cli, args: &TraceArgs) -> ExitCode {
+    let traced = async {
+        let config = build_config(cli)?;
+        let transport = connect(cli, &config).await?;
+        let inventory = inventory_options(&cli.inventory, &cli.inventory_group);
+        anyhow::Ok(trace::trace(&transport, &config, &inventory, &args.order_id).await?)
+    };
+    let found = match traced.await {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&found) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: cannot encode the trace: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        print!("{found}");
+    }
+    if found.found {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "order {} not found in any topic ({} record(s) read)",
+            found.order_id,
+            found.scanned.iter().map(|s| s.records).sum::<u64>()
+        );
+        ExitCode::from(1)
+    }
 }
 
 fn inventory_options(args: &InventoryArgs, group: &str) -> InventoryOptions {

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use campusfood::core::OrderId;
 use campusfood::core::config::DatabaseConfig;
-use campusfood::core::ledger::{InventoryLedger, MemoryLedger, RedbLedger, ReserveOutcome};
+use campusfood::core::ledger::{
+    InventoryLedger, LedgerPeek, MemoryLedger, RedbLedger, ReserveOutcome,
+};
 use campusfood::core::order::{Order, OrderStatus, PlaceOrder};
 use campusfood::core::outbox::{Outbox, OutboxEntry};
 use campusfood::core::stock::StockSpec;
@@ -83,6 +85,37 @@ async fn postgres_ledger_meets_the_contract() {
         .await
         .unwrap();
     ledger_contract::all(Arc::new(ledger)).await;
+}
+
+/// `streaming_kafka trace` looks at the ledger beside its running writer:
+/// nothing is created by a look, and a decision is seen at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_ledger_peek_reads_beside_the_writer_and_creates_nothing() {
+    let schema = Schema::new("peek");
+    let pg = schema.connect().await;
+    let (order, other) = (OrderId::generate(), OrderId::generate());
+    assert_eq!(
+        PgLedger::peek(&pg, "inv", &order).await.unwrap(),
+        LedgerPeek::Missing
+    );
+    let ledger = PgLedger::open(&pg, "inv", &spec("burger=5")).await.unwrap();
+    assert_eq!(
+        ledger.stock().await.unwrap()[&item("burger")],
+        5,
+        "not created by the peek"
+    );
+    ledger
+        .reserve(&order, &item("burger"), qty(2))
+        .await
+        .unwrap();
+    let LedgerPeek::Decided { record } = PgLedger::peek(&pg, "inv", &order).await.unwrap() else {
+        panic!("no decision");
+    };
+    assert_eq!(record.outcome, ReserveOutcome::Reserved { remaining: 3 });
+    assert_eq!(
+        PgLedger::peek(&pg, "inv", &other).await.unwrap(),
+        LedgerPeek::Undecided
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

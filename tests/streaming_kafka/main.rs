@@ -884,3 +884,230 @@ async fn the_examples_dlq_commands_list_show_and_replay_dead_letters() {
     let listed = dlq_command(&h, &["list", "--topic", &order_dlq]);
     assert_eq!(listed, format!("0 dead letter(s) on {order_dlq}\n"));
 }
+
+/// The shipped example's `trace ORDER_ID --json` on `h`'s topics and
+/// ledger: its exit code, its JSON (`Null` when stdout is not JSON) and
+/// stderr.
+fn trace_command(h: &Harness, id: &str) -> (Option<i32>, serde_json::Value, String) {
+    let out = Command::new(campusfood_testkit::example_binary("streaming_kafka"))
+        .args(["trace", id, "--json"])
+        .env("ORDER_TOPIC", h.order_topic())
+        .env("INVENTORY_TOPIC", h.inventory_topic())
+        .env("CAMPUSFOOD_DATA_DIR", &h.config.data_dir)
+        .env_remove("CAMPUSFOOD_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code(),
+        json,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Where Kafka's own console consumer finds the first `n` records of
+/// `topic` (read committed): key → (partition, offset) of each.
+fn placed_by_kafkas_cli(topic: &str, n: usize) -> BTreeMap<String, Vec<(i64, i64)>> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/kafka-console-consumer"
+    );
+    let out = Command::new(script)
+        .args(["--bootstrap-server", "127.0.0.1:9092", "--topic", topic])
+        .args(["--from-beginning", "--isolation-level", "read_committed"])
+        .args(["--max-messages", &n.to_string(), "--timeout-ms", "20000"])
+        .args(["--formatter-property", "print.key=true"])
+        .args(["--formatter-property", "print.partition=true"])
+        .args(["--formatter-property", "print.offset=true"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut placed: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for line in stdout.lines() {
+        let mut cols = line.split('\t');
+        let (Some(p), Some(o), Some(key)) = (cols.next(), cols.next(), cols.next()) else {
+            continue;
+        };
+        let (Some(p), Some(o)) = (p.strip_prefix("Partition:"), o.strip_prefix("Offset:")) else {
+            continue;
+        };
+        placed
+            .entry(key.to_owned())
+            .or_default()
+            .push((p.parse().unwrap(), o.parse().unwrap()));
+    }
+    assert_eq!(
+        placed.values().map(Vec::len).sum::<usize>(),
+        n,
+        "kafka-console-consumer on {topic}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    placed
+}
+
+/// The hops of `kind` in a trace's JSON.
+fn hops<'a>(trace: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_json::Value> {
+    trace["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["kind"] == kind)
+        .collect()
+}
+
+fn place(hop: &serde_json::Value) -> (i64, i64) {
+    (
+        hop["partition"].as_i64().unwrap(),
+        hop["offset"].as_i64().unwrap(),
+    )
+}
+
+/// `streaming_kafka trace`, the shipped binary: an order found in both
+/// topics where Kafka's own console consumer finds it, the decision from
+/// the inventory event while the consumer holds the ledger and from the
+/// ledger once it stopped; the original producer's `order-<i>`; a poison
+/// order's dead letter with its origin, before and after its replay; an
+/// unknown id (1), a malformed id and an unreachable broker (2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_trace_finds_an_order_in_every_topic_the_ledger_and_the_dead_letters() {
+    let h = harness("trace").await;
+    let system = h.start(StreamingPart::Inventory).await;
+    let orders = h.produce(5).await;
+    let original = "order-17";
+    h.publish_raw(
+        &Route::ORDER_PLACED,
+        original,
+        br#"{"order_id": "order-17", "item_id": "item-3", "qty": 2, "ts": 1764600000.25}"#,
+    )
+    .await;
+    let poison = campusfood::core::OrderId::generate().to_string();
+    let poison_body = format!(r#"{{"order_id":"{poison}","item_id":"item-1","qty":0,"ts":1}}"#);
+    h.publish_raw(&Route::ORDER_PLACED, &poison, poison_body.as_bytes())
+        .await;
+    let events = h.reader(&Route::INVENTORY_RESERVED).await;
+    until("6 inventory events", DEADLINE, async || events.count() == 6).await;
+    until("the poison's dead letter", DEADLINE, async || {
+        let letters = h.transport.dead_letters(&Route::ORDER_PLACED, 10).await;
+        letters.unwrap().len() == 1
+    })
+    .await;
+    let in_orders = placed_by_kafkas_cli(h.order_topic(), 7);
+    let in_events = placed_by_kafkas_cli(h.inventory_topic(), 6);
+    let statuses: BTreeMap<String, InventoryStatus> = events
+        .inventory_events()
+        .into_iter()
+        .map(|(id, e)| (id.to_string(), e[0].status))
+        .collect();
+
+    // Not failed by injection, so the ledger has its decision.
+    let order = orders
+        .iter()
+        .map(|o| o.order_id.to_string())
+        .find(|id| decide(DEFAULT_SEED, id, 1) >= 0.05)
+        .unwrap();
+    let (code, running, stderr) = trace_command(&h, &order);
+    assert_eq!(code, Some(0), "{stderr}");
+    let placed_order = hops(&running, "order");
+    assert_eq!(placed_order.len(), 1, "{running:#}");
+    assert_eq!(placed_order[0]["topic"], h.order_topic());
+    assert_eq!(vec![place(placed_order[0])], in_orders[&order]);
+    assert_eq!(placed_order[0]["matched_by"], "key");
+    assert_eq!(placed_order[0]["body"]["order_id"], order.as_str());
+    let decided = hops(&running, "inventory_event");
+    assert_eq!(decided.len(), 1, "{running:#}");
+    assert_eq!(decided[0]["topic"], h.inventory_topic());
+    assert_eq!(vec![place(decided[0])], in_events[&order]);
+    let status = serde_json::to_value(statuses[&order]).unwrap();
+    assert_eq!(decided[0]["status"], status);
+    assert!(hops(&running, "dead_letter").is_empty(), "{running:#}");
+    assert!(
+        placed_order[0]["timestamp_ms"].as_i64() <= decided[0]["timestamp_ms"].as_i64(),
+        "{running:#}"
+    );
+    // The running consumer holds the redb file: the event decides.
+    assert_eq!(running["ledger"]["peek"]["state"], "in_use", "{running:#}");
+    assert_eq!(running["decision"]["source"], "inventory_event");
+    assert_eq!(running["decision"]["status"], status);
+    let order_scan = running["scanned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["topic"] == h.order_topic())
+        .unwrap();
+    assert_eq!(order_scan["records"], 7, "every record of the topic read");
+
+    system.stop().await;
+    let (code, stopped, stderr) = trace_command(&h, &order);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stopped["ledger"]["peek"]["state"], "decided", "{stopped:#}");
+    assert_eq!(
+        stopped["ledger"]["peek"]["record"]["order_id"],
+        order.as_str()
+    );
+    assert_eq!(stopped["decision"]["source"], "ledger");
+    assert_eq!(stopped["decision"]["status"], status);
+
+    // The original producer's record: an `order-<i>` id and float seconds.
+    let (code, seed, stderr) = trace_command(&h, original);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (o, e) = (hops(&seed, "order"), hops(&seed, "inventory_event"));
+    assert_eq!((o.len(), e.len()), (1, 1), "{seed:#}");
+    assert_eq!(vec![place(o[0])], in_orders[original]);
+    assert_eq!(vec![place(e[0])], in_events[original]);
+
+    // The poison: its record, and its dead letter pointing back at it.
+    let (code, dead, stderr) = trace_command(&h, &poison);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (o, d) = (hops(&dead, "order"), hops(&dead, "dead_letter"));
+    assert_eq!((o.len(), d.len()), (1, 1), "{dead:#}");
+    assert!(hops(&dead, "inventory_event").is_empty(), "{dead:#}");
+    assert_eq!(vec![place(o[0])], in_orders[&poison]);
+    let letter = &d[0]["dead_letter"];
+    assert_eq!(
+        d[0]["topic"],
+        KafkaTransport::dead_letter_topic(h.order_topic())
+    );
+    assert!(
+        letter["reason"].as_str().unwrap().contains("qty"),
+        "{letter}"
+    );
+    assert_eq!(letter["attempts"], 1);
+    let (p, off) = place(o[0]);
+    assert_eq!(letter["origin"], format!("{} {p}/{off}", h.order_topic()));
+    assert_eq!(letter["replayed"], false);
+    assert_eq!(d[0]["headers"][headers::DEATH_REASON], letter["reason"]);
+    // Replayed: marked so, and the order topic holds it twice.
+    let id = letter["id"].as_str().unwrap();
+    dlq_command(&h, &["replay", id, "--topic", h.order_topic()]);
+    let (code, replayed, stderr) = trace_command(&h, &poison);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(hops(&replayed, "order").len(), 2, "{replayed:#}");
+    assert_eq!(
+        hops(&replayed, "dead_letter")[0]["dead_letter"]["replayed"],
+        true
+    );
+
+    // Found nowhere: 1, saying so. Not an order id, or no broker: 2.
+    let unknown = campusfood::core::OrderId::generate().to_string();
+    let (code, nowhere, stderr) = trace_command(&h, &unknown);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(nowhere["found"], false);
+    assert!(
+        stderr.contains(&format!("order {unknown} not found")),
+        "{stderr}"
+    );
+    let (code, _, stderr) = trace_command(&h, "not an id!");
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("order_id must be"), "{stderr}");
+    let out = Command::new(campusfood_testkit::example_binary("streaming_kafka"))
+        .args(["trace", &order])
+        .env("BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .env("CAMPUSFOOD_KAFKA_CONNECT_ATTEMPTS", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("scripts/brokers.sh up kafka"), "{said}");
+}

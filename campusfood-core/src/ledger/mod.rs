@@ -135,6 +135,35 @@ impl Reservation {
     }
 }
 
+/// What a look at a ledger from outside the process that writes it found
+/// for one order: [`RedbLedger::peek`], and the Postgres ledger's `peek`
+/// in `campusfood-services`. A look never creates, initialises nor repairs
+/// a ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LedgerPeek {
+    /// The ledger holds this decision for the order.
+    Decided {
+        /// The decision.
+        record: ReservationRecord,
+    },
+    /// The ledger is there and holds no decision for the order (not
+    /// decided yet, failed by injection before the ledger, or never seen).
+    Undecided,
+    /// There is no such ledger (no file, no rows): nothing was decided
+    /// against it yet.
+    Missing,
+    /// A process holds the ledger open for writing (the running consumer),
+    /// and the store lets no reader in beside it.
+    InUse {
+        /// The store's words, naming the file.
+        reason: String,
+    },
+    /// The ledger was not closed cleanly; only its writer may repair it
+    /// (on its next start).
+    NeedsRepair,
+}
+
 /// Why the ledger could not answer. Never the caller's fault: the same call
 /// may succeed later.
 #[derive(Debug, Error)]

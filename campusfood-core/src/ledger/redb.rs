@@ -61,8 +61,8 @@ use redb::{
 };
 
 use super::{
-    InventoryLedger, LedgerError, Release, Reservation, ReservationRecord, ReserveOutcome, decide,
-    release_decided,
+    InventoryLedger, LedgerError, LedgerPeek, Release, Reservation, ReservationRecord,
+    ReserveOutcome, decide, release_decided,
 };
 use crate::group_commit::{CommitError, GroupCommit, MAX_BATCH, SharedDb};
 use crate::ids::OrderId;
@@ -214,6 +214,54 @@ impl RedbLedger {
             Ok(records)
         })
         .await
+    }
+
+    /// The decision for `order` in the ledger file at `path`, read without
+    /// writing: the file is opened read-only (never created, initialised
+    /// nor repaired) and closed again. The writer holds the file exclusively
+    /// while it runs, so a ledger open in another process (or this one) is
+    /// [`LedgerPeek::InUse`], not an error.
+    ///
+    /// Blocks on file I/O: call it from a blocking context.
+    ///
+    /// # Errors
+    /// [`LedgerError::Storage`] when the file cannot be read or is not a
+    /// ledger.
+    pub fn peek(path: impl AsRef<Path>, order: &OrderId) -> Result<LedgerPeek, LedgerError> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Ok(LedgerPeek::Missing);
+        }
+        let shown = path.display();
+        let db = match redb::ReadOnlyDatabase::open(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Ok(LedgerPeek::InUse {
+                    reason: format!("{shown} is open for writing in another process"),
+                });
+            }
+            Err(redb::DatabaseError::RepairAborted) => return Ok(LedgerPeek::NeedsRepair),
+            Err(e) => return Err(LedgerError::Storage(format!("opening {shown}: {e}"))),
+        };
+        let txn = db
+            .begin_read()
+            .map_err(storage("beginning read transaction"))?;
+        let table = match txn.open_table(RESERVATIONS) {
+            Ok(table) => table,
+            // A file whose first transaction never committed holds no
+            // tables yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(LedgerPeek::Missing),
+            Err(e) => return Err(LedgerError::Storage(format!("reading {shown}: {e}"))),
+        };
+        let found = table
+            .get(order.as_str())
+            .map_err(storage("reading a reservation"))?;
+        Ok(match found {
+            Some(json) => LedgerPeek::Decided {
+                record: decode(order.as_str(), json.value())?,
+            },
+            None => LedgerPeek::Undecided,
+        })
     }
 
     /// Runs `f` in a read transaction on the blocking pool.
@@ -597,6 +645,47 @@ mod tests {
         assert_eq!(firsts, 1);
         assert!(ledger.commits() < 10);
         assert_eq!(ledger.stock().await.unwrap()[&item("burger")], 3);
+    }
+
+    #[tokio::test]
+    async fn peek_reads_a_closed_file_and_says_when_the_writer_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.redb");
+        let (order, other) = (OrderId::generate(), OrderId::generate());
+        assert_eq!(
+            RedbLedger::peek(&path, &order).unwrap(),
+            LedgerPeek::Missing
+        );
+        assert!(!path.exists(), "a peek creates nothing");
+        let ledger = RedbLedger::open(&path, &spec("burger=5")).unwrap();
+        ledger
+            .reserve(&order, &item("burger"), qty(2))
+            .await
+            .unwrap();
+        let in_use = RedbLedger::peek(&path, &order).unwrap();
+        assert!(
+            matches!(&in_use, LedgerPeek::InUse { reason } if reason.contains(&path.display().to_string())),
+            "{in_use:?}"
+        );
+        drop(ledger);
+        assert_eq!(
+            RedbLedger::peek(&path, &order).unwrap(),
+            LedgerPeek::Decided {
+                record: ReservationRecord {
+                    order_id: order.clone(),
+                    item: item("burger"),
+                    qty: qty(2),
+                    outcome: ReserveOutcome::Reserved { remaining: 3 },
+                }
+            }
+        );
+        assert_eq!(
+            RedbLedger::peek(&path, &other).unwrap(),
+            LedgerPeek::Undecided
+        );
+        // The writer opens it again after a peek.
+        let reopened = RedbLedger::open(&path, &spec("burger=5")).unwrap();
+        assert_eq!(reopened.stock().await.unwrap()[&item("burger")], 3);
     }
 
     #[tokio::test]

@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use campusfood_core::Config;
+use campusfood_core::OrderId;
 use campusfood_core::group_commit::CommitError;
-use campusfood_core::ledger::{LedgerError, RedbLedger};
+use campusfood_core::ledger::{LedgerError, LedgerPeek, RedbLedger};
 use campusfood_core::outbox::{OutboxError, RedbOutbox};
 use campusfood_core::stock::StockSpec;
 use thiserror::Error;
@@ -173,6 +174,31 @@ impl Stores {
             )?)),
             #[cfg(feature = "postgres")]
             Self::Postgres(pg) => Ok(Arc::new(postgres::PgLedger::open(pg, name, stock).await?)),
+        }
+    }
+
+    /// The decision for `order` in the inventory ledger `name`, looked at
+    /// from outside the process that writes it: nothing is created,
+    /// stocked or repaired. A redb file held by its running writer is
+    /// [`LedgerPeek::InUse`] (redb lets no reader in beside a writer);
+    /// Postgres is read beside its writers.
+    ///
+    /// # Errors
+    /// [`LedgerError::Storage`] when the store cannot be read.
+    pub async fn peek_ledger(
+        &self,
+        name: &str,
+        order: &OrderId,
+    ) -> Result<LedgerPeek, LedgerError> {
+        match self {
+            Self::Embedded(dir) => {
+                let (path, order) = (dir.join(names::file(name)), order.clone());
+                tokio::task::spawn_blocking(move || RedbLedger::peek(path, &order))
+                    .await
+                    .map_err(|e| LedgerError::Storage(format!("ledger read task failed: {e}")))?
+            }
+            #[cfg(feature = "postgres")]
+            Self::Postgres(pg) => postgres::PgLedger::peek(pg, name, order).await,
         }
     }
 

@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use campusfood_core::OrderId;
 use campusfood_core::ledger::{
-    InventoryLedger, LedgerError, Release, Reservation, ReservationRecord, ReserveOutcome,
+    InventoryLedger, LedgerError, LedgerPeek, Release, Reservation, ReservationRecord,
+    ReserveOutcome,
 };
 use campusfood_core::order::{Item, Quantity};
 use campusfood_core::stock::StockSpec;
@@ -124,6 +125,47 @@ impl PgLedger {
             queue,
             batches,
             failure,
+        })
+    }
+
+    /// The decision for `order` in the ledger `name`, read without opening
+    /// the ledger (nothing is created or stocked; a ledger that does not
+    /// exist is [`LedgerPeek::Missing`]). Postgres lets any number of
+    /// readers in beside the writers, so it is never
+    /// [`LedgerPeek::InUse`].
+    ///
+    /// # Errors
+    /// [`LedgerError::Storage`] when Postgres fails.
+    pub async fn peek(
+        pg: &Postgres,
+        name: &str,
+        order: &OrderId,
+    ) -> Result<LedgerPeek, LedgerError> {
+        let client = pg.pool().get().await.map_err(storage)?;
+        let exists = client
+            .query_opt("SELECT 1 FROM ledgers WHERE ledger = $1", &[&name])
+            .await
+            .map_err(pg_storage)?
+            .is_some();
+        if !exists {
+            return Ok(LedgerPeek::Missing);
+        }
+        let id = order.as_str();
+        // As `reservation`: a row without item is a release that came first.
+        let row = client
+            .query_opt(
+                "SELECT item, qty, outcome, amount FROM reservations \
+                 WHERE ledger = $1 AND order_id = $2 AND outcome <> 'pending' \
+                 AND item IS NOT NULL",
+                &[&name, &id],
+            )
+            .await
+            .map_err(pg_storage)?;
+        Ok(match row {
+            Some(r) => LedgerPeek::Decided {
+                record: record(order, r.get(0), r.get(1), r.get(2), r.get(3))?,
+            },
+            None => LedgerPeek::Undecided,
         })
     }
 
