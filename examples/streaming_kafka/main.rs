@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! scripts/brokers.sh up kafka
-//! cargo run --release --example streaming_kafka                  # inventory + analytics consumers, GET :8080/metrics
+//! cargo run --release --example streaming_kafka                  # inventory + analytics consumers, GET :8080/metrics (JSON), :8080/prometheus
+//! cargo run --release --example streaming_kafka -- inventory --metrics-port 9464   # its Prometheus metrics at :9464/metrics
 //! MODE=burst TOTAL_EVENTS=10000 cargo run --release --example streaming_kafka -- producer
 //! cargo run --release --example streaming_kafka -- analytics     # one consumer per process: inventory | analytics
 //! cargo run --release --example streaming_kafka -- offsets lag
@@ -144,6 +145,12 @@ struct InventoryArgs {
     /// Without CAMPUSFOOD_STOCK: the stock of each of those items.
     #[arg(long, env = "ITEM_STOCK", default_value_t = 1_000_000)]
     item_stock: u64,
+    /// Serve the inventory consumer's Prometheus metrics at GET /metrics on this port (off when absent).
+    #[arg(long, env = "INVENTORY_METRICS_PORT")]
+    metrics_port: Option<u16>,
+    /// Address the inventory consumer's /metrics listens on.
+    #[arg(long, env = "INVENTORY_METRICS_HOST", default_value_t = HttpConfig::default().host)]
+    metrics_host: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -351,6 +358,9 @@ fn inventory_options(args: &InventoryArgs, group: &str) -> InventoryOptions {
             .transactional_id
             .clone()
             .unwrap_or_else(|| TransactionalOptions::process_unique_id(group)),
+        metrics_addr: args
+            .metrics_port
+            .map(|port| format!("{}:{port}", args.metrics_host)),
         ..InventoryOptions::default()
     }
 }

@@ -100,6 +100,7 @@ impl AsyncOrderService {
             }
         };
         tracing::info!(order_id = %order.order_id, request_id = %order.request_id, "order placed");
+        campusfood_core::metric::order_placed();
         self.wake.notify_one();
         Reply {
             status: 201,

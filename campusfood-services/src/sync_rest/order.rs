@@ -42,6 +42,9 @@ use crate::inventory::{ReserveResult, UnreadableReply};
 use crate::reply::{error_reply, validation_reply};
 use crate::sync_rest::resilience::{CircuitBreaker, CircuitOpen, backoff};
 
+/// The `hop` label of the breaker on the call to inventory.
+pub const INVENTORY_HOP: &str = "inventory";
+
 /// How many recent orders the service keeps for `GET /orders`.
 pub const RECENT_ORDERS: usize = 10_000;
 
@@ -158,7 +161,9 @@ impl OrderService {
         options: OrderOptions,
     ) -> Self {
         Self {
-            breaker: options.breaker.map(CircuitBreaker::new),
+            breaker: options
+                .breaker
+                .map(|c| CircuitBreaker::named(INVENTORY_HOP, c)),
             bulkhead: options.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
             transport,
             outbox,
@@ -252,6 +257,7 @@ impl OrderService {
         if let Some(id) = request_id {
             order.request_id = id;
         }
+        campusfood_core::metric::order_placed();
         let span = tracing::info_span!("order", order_id = %order.order_id, request_id = %order.request_id);
         self.place_order(order, start).instrument(span).await
     }
