@@ -168,6 +168,39 @@ pub fn describe() {
     }
 }
 
+/// Shows [`ORDERS_PLACED`] at 0 before the first order (a series that is
+/// missing cannot be told from one that is broken).
+pub fn register_orders_placed() {
+    metrics::counter!(ORDERS_PLACED).increment(0);
+}
+
+/// Shows every value of [`ORDER_OUTCOMES`] at 0 until it happens.
+pub fn register_order_outcomes() {
+    for outcome in [
+        outcome::RESERVED,
+        outcome::INSUFFICIENT_STOCK,
+        outcome::ITEM_NOT_FOUND,
+        outcome::INJECTED_FAILURE,
+    ] {
+        metrics::counter!(ORDER_OUTCOMES, label::OUTCOME => outcome).increment(0);
+    }
+}
+
+/// Shows a consumer of `route`'s [`DELIVERIES`] (every disposition),
+/// [`REDELIVERIES`] and [`DEAD_LETTERS`] at 0 until they happen.
+pub fn register_consumer(route: &str) {
+    for disposition in [
+        disposition::ACK,
+        disposition::RETRY,
+        disposition::DEAD_LETTER,
+    ] {
+        metrics::counter!(DELIVERIES, label::ROUTE => route.to_owned(), label::DISPOSITION => disposition)
+            .increment(0);
+    }
+    metrics::counter!(REDELIVERIES, label::ROUTE => route.to_owned()).increment(0);
+    metrics::counter!(DEAD_LETTERS, label::ROUTE => route.to_owned()).increment(0);
+}
+
 /// Counts an accepted order.
 pub fn order_placed() {
     metrics::counter!(ORDERS_PLACED).increment(1);

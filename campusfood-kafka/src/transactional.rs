@@ -286,6 +286,7 @@ impl TransactionalProcessor {
         consumer
             .subscribe(&[&topic])
             .map_err(|e| unavailable(input, format!("cannot subscribe to {topic}: {e}")))?;
+        metric::register_consumer(input.as_str());
         Ok(Self {
             transport: transport.clone(),
             consumer: Arc::new(consumer),

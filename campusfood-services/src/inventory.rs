@@ -243,6 +243,7 @@ pub struct InventoryService {
 impl InventoryService {
     /// A service deciding through `ledger`, with faults from `faults`.
     pub fn new(ledger: Arc<dyn InventoryLedger>, faults: Arc<FaultInjector>) -> Self {
+        metric::register_order_outcomes();
         Self { ledger, faults }
     }
 

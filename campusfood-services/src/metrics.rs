@@ -187,6 +187,7 @@ impl ForwardTransport for Metered {
         handler: Arc<dyn Handler>,
         options: SubscribeOptions,
     ) -> Result<Subscription, TransportError> {
+        metric::register_consumer(route.as_str());
         let counted = Arc::new(Counted {
             route: route.to_string(),
             max_attempts: options.max_attempts,

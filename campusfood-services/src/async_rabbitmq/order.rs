@@ -42,6 +42,7 @@ pub struct AsyncOrderService {
 impl AsyncOrderService {
     /// A service keeping orders in `store` and publishing on `transport`.
     pub fn new(store: Arc<dyn OrderStore>, transport: Arc<dyn Transport>) -> Self {
+        campusfood_core::metric::register_orders_placed();
         Self {
             store,
             transport,

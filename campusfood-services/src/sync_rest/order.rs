@@ -160,6 +160,7 @@ impl OrderService {
         outbox: Arc<dyn Outbox>,
         options: OrderOptions,
     ) -> Self {
+        campusfood_core::metric::register_orders_placed();
         Self {
             breaker: options
                 .breaker

@@ -277,6 +277,35 @@ mod tests {
     }
 
     #[test]
+    fn the_gauge_follows_the_state() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let gauge = || {
+            handle
+                .render()
+                .lines()
+                .find_map(|l| l.strip_prefix(r#"campusfood_breaker_state{hop="inventory"} "#))
+                .map(str::to_owned)
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let b = CircuitBreaker::named(
+                "inventory",
+                BreakerConfig {
+                    failure_threshold: 1,
+                    open_for: Duration::ZERO,
+                },
+            );
+            assert_eq!(gauge().as_deref(), Some("0"));
+            b.try_acquire().unwrap().failed();
+            assert_eq!(gauge().as_deref(), Some("1"));
+            let probe = b.try_acquire().unwrap();
+            assert_eq!(gauge().as_deref(), Some("2"));
+            probe.succeeded();
+            assert_eq!(gauge().as_deref(), Some("0"));
+        });
+    }
+
+    #[test]
     fn backoff_is_capped_and_jittered() {
         let c = RetryConfig {
             max_attempts: 10,

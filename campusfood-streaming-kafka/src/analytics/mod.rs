@@ -148,6 +148,7 @@ impl AnalyticsConsumer {
         options: &AnalyticsOptions,
     ) -> Result<Self, StreamingError> {
         let analytics = Arc::new(Analytics::new(options.window));
+        campusfood_core::metric::register_orders_placed();
         let config = transport.config();
         let metrics = Metrics {
             analytics: analytics.clone(),
