@@ -6,6 +6,7 @@
 //! alerts rely on them, so a rename must fail a test.
 
 use campusfood_testkit::prometheus::Scrape;
+use campusfood_testkit::rabbitmq::MANAGEMENT;
 
 use super::*;
 
@@ -169,7 +170,8 @@ async fn part_a_services_serve_the_shared_metrics() {
 /// counts three placed, three published, the status events it consumed,
 /// its outbox empty; inventory three reserved and three `order.placed`
 /// deliveries acked; both sample their queues' depth; nothing was
-/// redelivered or dead-lettered.
+/// redelivered or dead-lettered — until a poison message arrives, which
+/// inventory counts as one dead letter.
 #[cfg(feature = "rabbitmq")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_b_services_serve_the_shared_metrics() {
@@ -260,5 +262,38 @@ async fn part_b_services_serve_the_shared_metrics() {
             .is_some()
     })
     .await;
+
+    // Poison, published as another producer would: dead-lettered at once.
+    let prefix = c.rabbit.as_ref().expect("the test's names").prefix.clone();
+    let url = format!("{MANAGEMENT}/exchanges/%2F/{prefix}.orders/publish");
+    let routed: serde_json::Value = c
+        .client
+        .post(&url)
+        .basic_auth("guest", Some("guest"))
+        .json(&serde_json::json!({
+            "properties": {"delivery_mode": 2, "content_type": "application/json"},
+            "routing_key": "order.placed",
+            "payload": "not json",
+            "payload_encoding": "string",
+        }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .json()
+        .await
+        .expect("the management API's answer");
+    assert_eq!(routed["routed"], true, "{routed}");
+    let dead = [("route", "order.placed"), ("disposition", "dead_letter")];
+    until("inventory to count the dead letter", READY, async || {
+        scrape(&c, &inventory_url)
+            .await
+            .sum("campusfood_dead_letters_total", &placed)
+            == Some(1.0)
+    })
+    .await;
+    let i = scrape(&c, &inventory_url).await;
+    assert_eq!(value(&i, "campusfood_deliveries_total", &dead), 1.0);
+    assert_eq!(value(&i, "campusfood_redeliveries_total", &placed), 0.0);
+    assert_eq!(value(&i, "campusfood_order_outcomes_total", &reserved), 3.0);
     c.assert_all_running();
 }

@@ -907,9 +907,10 @@ async fn prometheus(url: &str) -> Option<campusfood_testkit::prometheus::Scrape>
 
 /// Part C as users run it, one consumer per process: `streaming_kafka
 /// inventory --metrics-port P` and `streaming_kafka analytics`. After a
-/// burst, the inventory consumer's `/metrics` counts its decisions —
-/// exactly the seeded draw's injected failures, the rest reserved — its
-/// deliveries of `order.placed` and their handling time, and its group's
+/// burst and one poison record, the inventory consumer's `/metrics` counts
+/// its decisions — exactly the seeded draw's injected failures, the rest
+/// reserved — its deliveries of `order.placed` (one dead letter) and their
+/// handling time, and its group's
 /// lag down to 0; the analytics consumer's `/prometheus` counts the orders
 /// and its deliveries and shows its lag, while its `/metrics` stays the
 /// contract's JSON. The names are spelled out: a rename must fail here.
@@ -961,6 +962,9 @@ async fn the_shipped_consumers_serve_prometheus_metrics() {
     let inventory_url = format!("http://127.0.0.1:{inventory_port}/metrics");
     let analytics_url = format!("http://127.0.0.1:{analytics_port}/prometheus");
     let orders = h.produce(N).await;
+    // Poison: the inventory consumer dead-letters it; analytics skips it.
+    h.publish_raw(&Route::ORDER_PLACED, "poison", b"not json")
+        .await;
     let injected = predicted_failures(&orders, FAIL_RATE).len() as f64;
     assert!(injected > 0.0, "the draw fails some of {N} orders");
 
@@ -977,6 +981,10 @@ async fn the_shipped_consumers_serve_prometheus_metrics() {
                 return false;
             };
             i.sum("campusfood_deliveries_total", &ack) >= Some(N as f64)
+                && i.sum(
+                    "campusfood_dead_letters_total",
+                    &[("route", "order.placed")],
+                ) == Some(1.0)
                 && a.sum("campusfood_orders_placed_total", &[]) == Some(N as f64)
         },
     )
@@ -1003,7 +1011,14 @@ async fn the_shipped_consumers_serve_prometheus_metrics() {
         context()
     );
     let placed = [("route", "order.placed")];
-    assert_eq!(i.sum("campusfood_dead_letters_total", &placed), Some(0.0));
+    let dead = [("route", "order.placed"), ("disposition", "dead_letter")];
+    assert_eq!(
+        i.sum("campusfood_dead_letters_total", &placed),
+        Some(1.0),
+        "{}",
+        context()
+    );
+    assert_eq!(i.sum("campusfood_deliveries_total", &dead), Some(1.0));
     assert!(i.sum("campusfood_redeliveries_total", &placed).is_some());
     assert_eq!(
         i.kind("campusfood_handler_duration_seconds"),
