@@ -21,6 +21,7 @@
 //! - `group_commit` (feature `redb`): many writers, one durable commit.
 //! - [`outbox`]: messages kept until delivered (memory, redb).
 //! - [`config`]: the one place that owns ports, names and defaults.
+//! - [`metric`]: the metrics vocabulary every part records with.
 //! - [`codec`]: the JSON codec shared by every transport.
 //! - `schema` (feature `openapi`): OpenAPI schemas of the validated
 //!   newtypes; the wire types derive `utoipa::ToSchema` with it.
@@ -67,6 +68,7 @@ pub mod fault;
 pub mod group_commit;
 pub mod ids;
 pub mod ledger;
+pub mod metric;
 pub mod order;
 pub mod outbox;
 #[cfg(feature = "openapi")]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use campusfood_core::bounded;
+use campusfood_core::metric::{self, disposition};
 use campusfood_core::transport::{
     Delivery, Message, Route, StopSignal, Subscription, TransportError, headers,
 };
@@ -285,6 +286,7 @@ impl TransactionalProcessor {
         consumer
             .subscribe(&[&topic])
             .map_err(|e| unavailable(input, format!("cannot subscribe to {topic}: {e}")))?;
+        metric::register_consumer(input.as_str());
         Ok(Self {
             transport: transport.clone(),
             consumer: Arc::new(consumer),
@@ -506,8 +508,36 @@ impl TransactionalProcessor {
         }
     }
 
-    /// Resolves what the processor made of `rec` (on `attempt`) to topics.
+    /// Resolves what the processor made of `rec` (on `attempt`) to topics,
+    /// and counts it ([`metric::delivery`]; a record decided again after an
+    /// aborted transaction counts again).
     async fn outputs(&self, rec: &Record, attempt: u32, outcome: Outcome) -> Outputs {
+        let max = self.options.max_attempts.max(1);
+        let route = self.route.as_str();
+        let (label, dead_lettered) = match &outcome {
+            Outcome::Emit(_) => (disposition::ACK, false),
+            Outcome::Retry { .. } => (disposition::RETRY, attempt >= max),
+            Outcome::Unavailable { .. } => (disposition::RETRY, false),
+            Outcome::DeadLetter { .. } => (disposition::DEAD_LETTER, true),
+        };
+        let outputs = self.resolve(rec, attempt, outcome).await;
+        match &outputs {
+            // An output route without a topic dead-letters an emit.
+            Outputs::Records(records)
+                if label == disposition::ACK
+                    && records
+                        .iter()
+                        .any(|(topic, ..)| *topic == self.dead_letters) =>
+            {
+                metric::delivery(route, attempt, disposition::DEAD_LETTER, true);
+            }
+            _ => metric::delivery(route, attempt, label, dead_lettered),
+        }
+        outputs
+    }
+
+    /// What [`outputs`](Self::outputs) resolves.
+    async fn resolve(&self, rec: &Record, attempt: u32, outcome: Outcome) -> Outputs {
         let max = self.options.max_attempts.max(1);
         let dead = |reason: String| {
             // Bounded, so that a reason quoting its record cannot push the

@@ -21,6 +21,7 @@ use campusfood_core::events::{
 };
 use campusfood_core::fault::FaultInjector;
 use campusfood_core::ledger::{InventoryLedger, LedgerError, Release, ReserveOutcome};
+use campusfood_core::metric;
 use campusfood_core::order::{Item, Quantity};
 use campusfood_core::transport::{Message, Reply, RequestHandler, headers};
 use campusfood_core::{OrderId, RequestId};
@@ -242,6 +243,7 @@ pub struct InventoryService {
 impl InventoryService {
     /// A service deciding through `ledger`, with faults from `faults`.
     pub fn new(ledger: Arc<dyn InventoryLedger>, faults: Arc<FaultInjector>) -> Self {
+        metric::register_order_outcomes();
         Self { ledger, faults }
     }
 
@@ -263,6 +265,8 @@ impl InventoryService {
     /// Reserves for `req`: waits any injected delay, may fail by injection
     /// (drawn per order id and `attempt`), then decides through the ledger.
     /// Idempotent: the same order id again gets the first decision.
+    /// Counts [`metric::ORDER_OUTCOMES`]: a ledger decision once per order
+    /// (not its repeats), an injected failure each time.
     #[tracing::instrument(name = "reserve", skip_all, fields(order_id = %req.order_id, request_id = %req.request_id))]
     pub async fn reserve(&self, req: &ReserveRequest, attempt: u32) -> ReserveResult {
         let request_id = req.request_id;
@@ -273,6 +277,7 @@ impl InventoryService {
             .is_err()
         {
             tracing::info!("injected failure");
+            metric::order_outcome(metric::outcome::INJECTED_FAILURE);
             return ReserveResult::Injected { request_id };
         }
         let reservation = match self.ledger.reserve(&req.order_id, &req.item, req.qty).await {
@@ -295,8 +300,18 @@ impl InventoryService {
                 request_id,
             };
         }
-        if reservation.is_repeat() {
+        let first = !reservation.is_repeat();
+        if !first {
             tracing::info!("repeated reservation: answering the first decision");
+        }
+        let counted = match record.outcome {
+            ReserveOutcome::Reserved { .. } => Some(metric::outcome::RESERVED),
+            ReserveOutcome::Insufficient { .. } => Some(metric::outcome::INSUFFICIENT_STOCK),
+            ReserveOutcome::UnknownItem => Some(metric::outcome::ITEM_NOT_FOUND),
+            ReserveOutcome::Released => None,
+        };
+        if let Some(outcome) = counted.filter(|_| first) {
+            metric::order_outcome(outcome);
         }
         match record.outcome {
             // Not another order's record (refused above): the record is

@@ -28,8 +28,9 @@
 //!   every instance.
 //! - [`server`] (feature `http`): the HTTP server every service runs on
 //!   and the routes they share.
-//! - [`metrics`]: a metering decorator for any transport, queue-depth
-//!   sampling, Prometheus exposition.
+//! - [`metrics`]: Prometheus exposition of the vocabulary in
+//!   `campusfood_core::metric`: a metering decorator for any transport, HTTP
+//!   handler timing, gauges sampled in the background.
 //! - [`openapi`] (feature `http`): the OpenAPI documents the services
 //!   serve.
 //! - [`asyncapi`] (feature `http`): the AsyncAPI documents of the message

@@ -88,7 +88,7 @@ use campusfood_core::config::KafkaConfig;
 use campusfood_core::ledger::LedgerError;
 use campusfood_core::order::Item;
 use campusfood_core::stock::StockSpec;
-use campusfood_core::transport::TransportError;
+use campusfood_core::transport::{Transport, TransportError};
 use campusfood_kafka::KafkaTransport;
 use thiserror::Error;
 use tokio::time::Instant;
@@ -144,6 +144,10 @@ pub enum StreamingError {
     /// An event could not be encoded.
     #[error("cannot encode an event: {0}")]
     Codec(#[from] CodecError),
+    /// The Prometheus recorder could not be installed (the process
+    /// installed another one): turn the consumer's Prometheus off.
+    #[error(transparent)]
+    Metrics(#[from] campusfood_services::metrics::MetricsError),
 }
 
 /// A transport whose consumers use `instance` as `group.instance.id`: the
@@ -158,6 +162,15 @@ async fn with_instance_id(
     let mut config = transport.config().clone();
     config.group_instance_id = instance;
     Ok(KafkaTransport::connect(&config).await?)
+}
+
+/// `transport`, counting its consumers' deliveries and timing their
+/// handlers ([`Metered`](campusfood_services::metrics::Metered); free
+/// without a recorder).
+fn metered(transport: KafkaTransport) -> std::sync::Arc<dyn Transport> {
+    std::sync::Arc::new(campusfood_services::metrics::Metered::new(
+        std::sync::Arc::new(transport),
+    ))
 }
 
 /// `<id>` for a single member, `<id>-<n>` for member `n` of several.

@@ -13,6 +13,7 @@
 //! - [`gated`]: a ledger that reserves at once and answers when told.
 //! - [`postgres`]: a Postgres schema of a test's own.
 //! - [`rabbitmq`]: deleting a test's queues and exchanges.
+//! - [`prometheus`]: a scrape in Prometheus text, parsed strictly.
 //! - [`example_binary`]: the path of a shipped example, to run it as a
 //!   separate process as users do.
 //! - [`until`]: waiting on a condition with a deadline.
@@ -23,6 +24,7 @@ pub mod conformance;
 pub mod gated;
 pub mod ledger_contract;
 pub mod postgres;
+pub mod prometheus;
 pub mod rabbitmq;
 
 /// The example binary `name` as `cargo test` built it

@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! scripts/brokers.sh up kafka
-//! cargo run --release --example streaming_kafka                  # inventory + analytics consumers, GET :8080/metrics
+//! cargo run --release --example streaming_kafka                  # inventory + analytics consumers, GET :8080/metrics (JSON), :8080/prometheus
+//! cargo run --release --example streaming_kafka -- inventory --metrics-port 9464   # its Prometheus metrics at :9464/metrics
 //! MODE=burst TOTAL_EVENTS=10000 cargo run --release --example streaming_kafka -- producer
 //! cargo run --release --example streaming_kafka -- analytics     # one consumer per process: inventory | analytics
 //! cargo run --release --example streaming_kafka -- offsets lag
@@ -148,6 +149,12 @@ struct InventoryArgs {
     /// Without CAMPUSFOOD_STOCK: the stock of each of those items.
     #[arg(long, env = "ITEM_STOCK", default_value_t = 1_000_000)]
     item_stock: u64,
+    /// Serve the inventory consumer's Prometheus metrics at GET /metrics on this port (off when absent).
+    #[arg(long, env = "INVENTORY_METRICS_PORT")]
+    metrics_port: Option<u16>,
+    /// Address the inventory consumer's /metrics listens on.
+    #[arg(long, env = "INVENTORY_METRICS_HOST", default_value_t = HttpConfig::default().host)]
+    metrics_host: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -285,7 +292,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
     let mut config = build_config(&cli)?;
     if let Some(Command::Asyncapi) = cli.command {
-        return print_asyncapi(&config.kafka);
+        return print_asyncapi(&config.kafka).map(|()| ExitCode::SUCCESS);
     }
     let transport = connect(&cli, &config).await?;
 
@@ -336,9 +343,9 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .await
                 .map(|()| ExitCode::SUCCESS);
         }
-        // Handled before connecting; a document needs no broker.
-        Some(Command::Asyncapi) => return print_asyncapi(&config.kafka),
-        Some(Command::Trace(_)) => unreachable!("handled above"),
+        // Handled before connecting: a document needs no broker, a trace
+        // connects on its own.
+        Some(Command::Asyncapi | Command::Trace(_)) => unreachable!("handled above"),
     };
     if std::env::var_os(STOCK_ENV).is_none() {
         config.stock = item_stock(items.item_count, items.item_stock)?;
@@ -440,6 +447,9 @@ fn inventory_options(args: &InventoryArgs, group: &str) -> InventoryOptions {
             .transactional_id
             .clone()
             .unwrap_or_else(|| TransactionalOptions::process_unique_id(group)),
+        metrics_addr: args
+            .metrics_port
+            .map(|port| format!("{}:{port}", args.metrics_host)),
         ..InventoryOptions::default()
     }
 }

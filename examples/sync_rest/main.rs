@@ -6,6 +6,7 @@
 //! cargo run --release --example sync_rest -- --breaker --retry 3 order
 //! ```
 //!
+//! Each service serves Prometheus metrics at `GET /metrics`.
 //! `CAMPUSFOOD_DATA_DIR` and `CAMPUSFOOD_STOCK` set the data directory and
 //! initial stock; every flag also reads the environment variable shown by
 //! `--help`. Logs go to stderr (`RUST_LOG`, `--log-json`).
@@ -163,7 +164,8 @@ async fn main() -> anyhow::Result<()> {
         Some(Part::Notification) => SyncPart::Notification,
     };
     tracing::info!(?part, stores = %common::StoreArgs::describe(&config), stock = %config.stock, "starting Part A (sync REST)");
-    let system = SyncRest::start(&config, part).await?;
+    let prometheus = campusfood_services::metrics::install_prometheus()?;
+    let system = SyncRest::start_observed(&config, part, prometheus).await?;
     common::shutdown_signal().await;
     tracing::info!("shutting down");
     system.stop().await;

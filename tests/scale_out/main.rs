@@ -20,6 +20,7 @@
 )]
 
 mod helpers;
+mod metrics;
 
 use std::time::Duration;
 

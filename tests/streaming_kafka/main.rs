@@ -1111,3 +1111,194 @@ async fn the_examples_trace_finds_an_order_in_every_topic_the_ledger_and_the_dea
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("scripts/brokers.sh up kafka"), "{said}");
 }
+
+/// A free loopback port: bound, read, released.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// `GET url` parsed as Prometheus text (`None` while nothing answers; the
+/// test fails on a malformed line).
+async fn prometheus(url: &str) -> Option<campusfood_testkit::prometheus::Scrape> {
+    let resp = reqwest::get(url).await.ok()?;
+    assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+    let text = resp.text().await.ok()?;
+    Some(
+        campusfood_testkit::prometheus::Scrape::parse(&text)
+            .unwrap_or_else(|e| panic!("GET {url} is not Prometheus text: {e}\n{text}")),
+    )
+}
+
+/// Part C as users run it, one consumer per process: `streaming_kafka
+/// inventory --metrics-port P` and `streaming_kafka analytics`. After a
+/// burst and one poison record, the inventory consumer's `/metrics` counts
+/// its decisions — exactly the seeded draw's injected failures, the rest
+/// reserved — its deliveries of `order.placed` (one dead letter) and their
+/// handling time, and its group's
+/// lag down to 0; the analytics consumer's `/prometheus` counts the orders
+/// and its deliveries and shows its lag, while its `/metrics` stays the
+/// contract's JSON. The names are spelled out: a rename must fail here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_consumers_serve_prometheus_metrics() {
+    const N: usize = 40;
+    const FAIL_RATE: f64 = 0.25;
+    let h = harness("prom").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (inventory_port, analytics_port) = (free_port(), free_port());
+    let (inventory_group, analytics_group) = (
+        h.options.inventory.group.clone(),
+        h.options.analytics.group.clone(),
+    );
+    let spawn = |args: &[&str], group: &str, log: &str| {
+        let log = std::fs::File::create(dir.path().join(log)).unwrap();
+        Command::new(campusfood_testkit::example_binary("streaming_kafka"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("ORDER_TOPIC", h.order_topic())
+            .env("INVENTORY_TOPIC", h.inventory_topic())
+            .env("GROUP_ID", group)
+            .env("FAIL_RATE", FAIL_RATE.to_string())
+            .env("HTTP_PORT", analytics_port.to_string())
+            .env("REPORT_INTERVAL_SEC", "0")
+            .env("RUST_LOG", "warn")
+            .env_remove("CAMPUSFOOD_STOCK")
+            .env_remove("CAMPUSFOOD_DATABASE_URL")
+            .env_remove("TRANSACTIONAL_ID")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let port = inventory_port.to_string();
+    let _children = Children(vec![
+        spawn(
+            &["inventory", "--metrics-port", &port],
+            &inventory_group,
+            "inventory.log",
+        ),
+        spawn(&["analytics"], &analytics_group, "analytics.log"),
+    ]);
+    let logs = || {
+        ["inventory.log", "analytics.log"]
+            .map(|f| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default())
+            .join("\n")
+    };
+    let inventory_url = format!("http://127.0.0.1:{inventory_port}/metrics");
+    let analytics_url = format!("http://127.0.0.1:{analytics_port}/prometheus");
+    let orders = h.produce(N).await;
+    // Poison: the inventory consumer dead-letters it; analytics skips it.
+    h.publish_raw(&Route::ORDER_PLACED, "poison", b"not json")
+        .await;
+    let injected = predicted_failures(&orders, FAIL_RATE).len() as f64;
+    assert!(injected > 0.0, "the draw fails some of {N} orders");
+
+    let ack = [("route", "order.placed"), ("disposition", "ack")];
+    let mut inv = None;
+    let mut ana = None;
+    until(
+        &format!("both consumers to count {N} orders"),
+        DEADLINE,
+        async || {
+            inv = prometheus(&inventory_url).await;
+            ana = prometheus(&analytics_url).await;
+            let (Some(i), Some(a)) = (&inv, &ana) else {
+                return false;
+            };
+            i.sum("campusfood_deliveries_total", &ack) >= Some(N as f64)
+                && i.sum(
+                    "campusfood_dead_letters_total",
+                    &[("route", "order.placed")],
+                ) == Some(1.0)
+                && a.sum("campusfood_orders_placed_total", &[]) == Some(N as f64)
+        },
+    )
+    .await;
+    let (i, a) = (inv.unwrap(), ana.unwrap());
+    let context = || format!("inventory:\n{i:?}\nanalytics:\n{a:?}\nlogs:\n{}", logs());
+
+    let outcome = |o| [("outcome", o)];
+    assert_eq!(i.kind("campusfood_order_outcomes_total"), Some("counter"));
+    assert_eq!(
+        i.sum("campusfood_order_outcomes_total", &outcome("reserved")),
+        Some(N as f64 - injected),
+        "{}",
+        context()
+    );
+    // Counted per decision: an order decided again after an aborted
+    // transaction is counted again.
+    assert!(
+        i.sum(
+            "campusfood_order_outcomes_total",
+            &outcome("injected_failure")
+        ) >= Some(injected),
+        "{}",
+        context()
+    );
+    let placed = [("route", "order.placed")];
+    let dead = [("route", "order.placed"), ("disposition", "dead_letter")];
+    assert_eq!(
+        i.sum("campusfood_dead_letters_total", &placed),
+        Some(1.0),
+        "{}",
+        context()
+    );
+    assert_eq!(i.sum("campusfood_deliveries_total", &dead), Some(1.0));
+    assert!(i.sum("campusfood_redeliveries_total", &placed).is_some());
+    assert_eq!(
+        i.kind("campusfood_handler_duration_seconds"),
+        Some("histogram")
+    );
+    let handled = [("handler", "order.placed")];
+    assert!(
+        i.sum("campusfood_handler_duration_seconds_count", &handled) >= Some(N as f64),
+        "{}",
+        context()
+    );
+
+    assert!(
+        a.sum("campusfood_deliveries_total", &ack) >= Some(N as f64),
+        "{}",
+        context()
+    );
+    assert!(a.sum("campusfood_handler_duration_seconds_count", &handled) >= Some(N as f64));
+    assert_eq!(a.kind("campusfood_consumer_lag"), Some("gauge"));
+
+    // The lag gauges come from background refreshes (every second): they
+    // reach 0 once both groups have committed the burst.
+    let order_topic = h.order_topic().to_owned();
+    let inventory_lag = [("group", inventory_group.as_str()), ("topic", &order_topic)];
+    let analytics_lag = [("group", analytics_group.as_str()), ("topic", &order_topic)];
+    until("both groups' lag gauges at 0", DEADLINE, async || {
+        let (Some(i), Some(a)) = (
+            prometheus(&inventory_url).await,
+            prometheus(&analytics_url).await,
+        ) else {
+            return false;
+        };
+        i.sum("campusfood_consumer_lag", &inventory_lag) == Some(0.0)
+            && a.sum("campusfood_consumer_lag", &analytics_lag) == Some(0.0)
+    })
+    .await;
+
+    // The contract's /metrics is still its JSON.
+    let json: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{analytics_port}/metrics"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    for field in [
+        "orders_per_min",
+        "inventory_events",
+        "failures",
+        "failure_rate_pct",
+        "window_seconds",
+        "generated_at",
+    ] {
+        assert!(json.get(field).is_some(), "/metrics lacks {field}: {json}");
+    }
+}

@@ -48,6 +48,9 @@ impl HttpConfig {
     pub const RELEASE_PATH: &'static str = "/release";
     /// NotificationService: send a notification.
     pub const SEND_PATH: &'static str = "/send";
+    /// Every service: Prometheus metrics in text (Part C's analytics
+    /// consumer serves them at [`KafkaConfig::PROMETHEUS_PATH`](crate::config::KafkaConfig::PROMETHEUS_PATH)).
+    pub const METRICS_PATH: &'static str = "/metrics";
     /// OrderService's default port.
     pub const ORDER_PORT: u16 = 8000;
     /// InventoryService's default port.

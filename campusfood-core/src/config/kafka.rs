@@ -86,6 +86,11 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The analytics consumer's Prometheus text (its
+    /// [`HttpConfig::METRICS_PATH`](crate::config::HttpConfig::METRICS_PATH)
+    /// is the contract's JSON).
+    pub const PROMETHEUS_PATH: &'static str = "/prometheus";
+
     /// The same settings with `suffix` appended to every topic and group
     /// name (`order-events` → `order-events-<suffix>`), so tests and
     /// parallel runs on one broker never see each other's records.

@@ -47,6 +47,7 @@ pub struct AsyncOrderService {
 impl AsyncOrderService {
     /// A service keeping orders in `store` and publishing on `transport`.
     pub fn new(store: Arc<dyn OrderStore>, transport: Arc<dyn Transport>) -> Self {
+        campusfood_core::metric::register_orders_placed();
         Self {
             store,
             transport,
@@ -105,6 +106,7 @@ impl AsyncOrderService {
             }
         };
         tracing::info!(order_id = %order.order_id, request_id = %order.request_id, "order placed");
+        campusfood_core::metric::order_placed();
         self.wake.notify_one();
         Reply {
             status: 201,

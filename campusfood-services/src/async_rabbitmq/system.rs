@@ -25,7 +25,7 @@ use campusfood_core::transport::{
 use super::order::AsyncOrderService;
 use super::workers::{NotifyWorker, ReserveWorker};
 use crate::inventory::InventoryService;
-use crate::metrics::{Metered, metrics_route, sample_backlog};
+use crate::metrics::{Metered, sample_backlog, sample_every, with_metrics};
 use crate::notification::NotificationService;
 use crate::server::{OrderLookup, Running, Server, StartError, inventory_router, order_routes};
 use crate::stores::OrderStore;
@@ -157,9 +157,13 @@ impl AsyncStores {
     }
 }
 
+/// How often the gauges (queue depth, outbox size) are sampled.
+const SAMPLE: Duration = Duration::from_secs(1);
+
 /// What a process exposes about itself: Prometheus metrics at
-/// `GET /metrics` (on the order and inventory servers), and a queue-depth
-/// gauge sampled from `backlog` every second.
+/// `GET /metrics` (on the order and inventory servers), a queue-depth
+/// gauge sampled from `backlog` and the order service's outbox size, each
+/// every second.
 #[derive(Debug, Clone)]
 pub struct Observability {
     /// The installed recorder's handle ([`crate::metrics::install_prometheus`]).
@@ -180,6 +184,7 @@ pub struct AsyncSystem {
     subscriptions: Vec<Subscription>,
     relay: Option<BackgroundTask>,
     sampler: Option<BackgroundTask>,
+    outbox_sampler: Option<BackgroundTask>,
 }
 
 impl AsyncSystem {
@@ -257,10 +262,7 @@ impl AsyncSystem {
             Some(_) => Arc::new(Metered::new(transport)),
             None => transport,
         };
-        let with_metrics = |router: Router| match &observability {
-            Some(o) => router.route("/metrics", metrics_route(o.prometheus.clone())),
-            None => router,
-        };
+        let prometheus = observability.as_ref().map(|o| &o.prometheus);
         let host = &config.http.host;
         let max_body = config.http.max_body_bytes;
         let mut this = Self {
@@ -270,11 +272,12 @@ impl AsyncSystem {
             subscriptions: Vec::new(),
             relay: None,
             sampler: None,
+            outbox_sampler: None,
         };
         if let Some(backlog) = observability.as_ref().and_then(|o| o.backlog.clone()) {
             let routes = vec![Route::ORDER_PLACED, Route::INVENTORY_RESERVED];
             this.sampler = Some(BackgroundTask::spawn(|stop| {
-                sample_backlog(backlog, routes, Duration::from_secs(1), stop.into_stopped())
+                sample_backlog(backlog, routes, SAMPLE, stop.into_stopped())
             }));
         }
         let subscribe = |route: Route, handler, group: Option<&str>| {
@@ -290,7 +293,7 @@ impl AsyncSystem {
             let worker = Arc::new(ReserveWorker::new(service.clone(), transport.clone()));
             this.subscriptions
                 .push(subscribe(Route::ORDER_PLACED, worker, None).await?);
-            let router = with_metrics(inventory_router(service.clone(), max_body));
+            let router = with_metrics(inventory_router(service.clone(), max_body), prometheus);
             let server = Server::start_with(
                 "inventory",
                 &format!("{host}:{}", options.inventory_port),
@@ -320,6 +323,20 @@ impl AsyncSystem {
                 this.subscriptions
                     .push(subscribe(route, worker, Some(&options.status_group)).await?);
             }
+            if observability.is_some() {
+                let store = service.store().clone();
+                this.outbox_sampler = Some(BackgroundTask::spawn(|stop| {
+                    sample_every(SAMPLE, stop.into_stopped(), move || {
+                        let store = store.clone();
+                        async move {
+                            match store.outbox_len().await {
+                                Ok(n) => campusfood_core::metric::outbox_size(n),
+                                Err(e) => tracing::debug!(error = %e, "outbox size unavailable"),
+                            }
+                        }
+                    })
+                }));
+            }
             let (relay, poll) = (service.clone(), options.relay_poll);
             this.relay = Some(BackgroundTask::spawn(|stop| {
                 relay.run_relay(poll, stop.into_stopped())
@@ -327,8 +344,11 @@ impl AsyncSystem {
             let server = Server::start_with(
                 "order",
                 &format!("{host}:{}", options.order_port),
-                with_metrics(async_order_router(service.clone(), max_body))
-                    .route("/asyncapi.json", asyncapi_route(config, options)),
+                with_metrics(
+                    async_order_router(service.clone(), max_body)
+                        .route("/asyncapi.json", asyncapi_route(config, options)),
+                    prometheus,
+                ),
                 config.http.server,
             )
             .await?;
@@ -348,7 +368,7 @@ impl AsyncSystem {
         for s in self.subscriptions {
             s.stop().await;
         }
-        if let Some(sampler) = self.sampler {
+        for sampler in [self.sampler, self.outbox_sampler].into_iter().flatten() {
             let _ = sampler.stop().await;
         }
         if let Some(i) = self.inventory {

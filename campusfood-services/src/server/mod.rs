@@ -66,7 +66,8 @@ pub enum StartError {
 }
 
 /// An HTTP server running on its own task, holding its clients to
-/// [`ServerLimits`].
+/// [`ServerLimits`], timing every handler
+/// ([`time_handlers`](crate::metrics::time_handlers)).
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
@@ -99,6 +100,7 @@ impl Server {
         };
         let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
+        let router = crate::metrics::time_handlers(router);
         let task = BackgroundTask::spawn(|stop| {
             campusfood_transport::http::serve(listener, router, limits, stop.into_stopped())
         });

@@ -43,6 +43,9 @@ use crate::reply::{error_reply, validation_reply};
 use crate::sync_rest::resilience::{CircuitBreaker, CircuitOpen, backoff};
 use crate::timeline::{Hop, RecentTimelines, Step, Timeline, service};
 
+/// The `hop` label of the breaker on the call to inventory.
+pub const INVENTORY_HOP: &str = "inventory";
+
 /// How many recent orders the service keeps for `GET /orders`.
 pub const RECENT_ORDERS: usize = 10_000;
 
@@ -161,8 +164,11 @@ impl OrderService {
         outbox: Arc<dyn Outbox>,
         options: OrderOptions,
     ) -> Self {
+        campusfood_core::metric::register_orders_placed();
         Self {
-            breaker: options.breaker.map(CircuitBreaker::new),
+            breaker: options
+                .breaker
+                .map(|c| CircuitBreaker::named(INVENTORY_HOP, c)),
             bulkhead: options.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
             transport,
             outbox,
@@ -264,6 +270,7 @@ impl OrderService {
         if let Some(id) = request_id {
             order.request_id = id;
         }
+        campusfood_core::metric::order_placed();
         let span = tracing::info_span!("order", order_id = %order.order_id, request_id = %order.request_id);
         self.place_order(order, start).instrument(span).await
     }

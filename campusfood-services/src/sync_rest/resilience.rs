@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use campusfood_core::config::{BreakerConfig, RetryConfig};
+use campusfood_core::metric::{self, BreakerStateValue};
 use tokio::time::Instant;
 
 /// The backoff before attempt `next_attempt` (2 for the first retry): full
@@ -51,20 +52,40 @@ pub struct CircuitOpen;
 /// A consecutive-failure circuit breaker: opens after
 /// [`BreakerConfig::failure_threshold`] failures in a row, refuses calls for
 /// [`BreakerConfig::open_for`], then lets one probe through — success
-/// closes it, failure opens it again.
+/// closes it, failure opens it again. Its state is the gauge
+/// [`metric::BREAKER_STATE`], labelled with the hop it guards.
 #[derive(Debug)]
 pub struct CircuitBreaker {
     config: BreakerConfig,
+    hop: &'static str,
     state: Mutex<BreakerState>,
 }
 
 impl CircuitBreaker {
-    /// A closed breaker.
+    /// A closed breaker on the hop `downstream`.
     pub fn new(config: BreakerConfig) -> Self {
-        Self {
+        Self::named("downstream", config)
+    }
+
+    /// A closed breaker on `hop` (the `hop` label of its gauge).
+    pub fn named(hop: &'static str, config: BreakerConfig) -> Self {
+        let this = Self {
             config,
+            hop,
             state: Mutex::new(BreakerState::Closed { failures: 0 }),
-        }
+        };
+        this.publish(&BreakerState::Closed { failures: 0 });
+        this
+    }
+
+    /// Sets the gauge to `state`.
+    fn publish(&self, state: &BreakerState) {
+        let value = match state {
+            BreakerState::Closed { .. } => BreakerStateValue::Closed,
+            BreakerState::Open { .. } => BreakerStateValue::Open,
+            BreakerState::HalfOpen => BreakerStateValue::HalfOpen,
+        };
+        metric::breaker_state(self.hop, value);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
@@ -84,6 +105,7 @@ impl CircuitBreaker {
             BreakerState::Closed { .. } => false,
             BreakerState::Open { until } if Instant::now() >= until => {
                 *state = BreakerState::HalfOpen;
+                self.publish(&state);
                 tracing::info!("circuit half-open: letting a probe through");
                 true
             }
@@ -104,6 +126,7 @@ impl CircuitBreaker {
                 tracing::info!("circuit closed: probe succeeded");
             }
             *state = BreakerState::Closed { failures: 0 };
+            self.publish(&state);
         }
     }
 
@@ -129,6 +152,7 @@ impl CircuitBreaker {
             // A call admitted before the circuit opened: already open.
             open @ BreakerState::Open { .. } => open,
         };
+        self.publish(&state);
     }
 }
 
@@ -250,6 +274,35 @@ mod tests {
         b.on_failure();
         drop(b.try_acquire().unwrap());
         assert_eq!(b.state(), BreakerState::Closed { failures: 1 });
+    }
+
+    #[test]
+    fn the_gauge_follows_the_state() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let gauge = || {
+            handle
+                .render()
+                .lines()
+                .find_map(|l| l.strip_prefix(r#"campusfood_breaker_state{hop="inventory"} "#))
+                .map(str::to_owned)
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let b = CircuitBreaker::named(
+                "inventory",
+                BreakerConfig {
+                    failure_threshold: 1,
+                    open_for: Duration::ZERO,
+                },
+            );
+            assert_eq!(gauge().as_deref(), Some("0"));
+            b.try_acquire().unwrap().failed();
+            assert_eq!(gauge().as_deref(), Some("1"));
+            let probe = b.try_acquire().unwrap();
+            assert_eq!(gauge().as_deref(), Some("2"));
+            probe.succeeded();
+            assert_eq!(gauge().as_deref(), Some("0"));
+        });
     }
 
     #[test]

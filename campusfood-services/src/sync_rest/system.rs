@@ -3,21 +3,28 @@
 //! it with port 0 and read the bound addresses back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use campusfood_core::Config;
 use campusfood_core::fault::FaultInjector;
 use campusfood_core::ledger::InventoryLedger;
 use campusfood_core::outbox::Outbox;
 use campusfood_core::task::BackgroundTask;
+use campusfood_core::transport::Transport;
 use campusfood_transport::http::HttpTransport;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::order::{OrderOptions, OrderService};
 use super::routers::{notification_router, order_router};
 use crate::inventory::InventoryService;
+use crate::metrics::{Metered, sample_every, with_metrics};
 use crate::notification::NotificationService;
 use crate::server::{Running, Server, StartError, inventory_router};
 use crate::stores::ProcessedIds;
 use crate::stores::{Stores, names};
+
+/// How often the order service's outbox size is sampled when observed.
+const OUTBOX_SAMPLE: Duration = Duration::from_secs(1);
 
 /// Which services this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +49,7 @@ pub struct SyncRest {
     /// OrderService, when this process runs it.
     pub order: Option<Running<OrderService>>,
     retrier: Option<BackgroundTask>,
+    sampler: Option<BackgroundTask>,
 }
 
 /// Part A's stores; each is needed only by the service that uses it.
@@ -126,12 +134,36 @@ impl SyncRest {
         Self::start_with_stores(config, part, stores).await
     }
 
+    /// Like [`start`](Self::start), with Prometheus metrics: every service
+    /// serves `GET /metrics` from `prometheus`
+    /// ([`install_prometheus`](crate::metrics::install_prometheus)), the
+    /// order service counts its calls to inventory and notification
+    /// ([`Metered`]) and keeps the outbox-size gauge current. The
+    /// `sync_rest` example runs this.
+    pub async fn start_observed(
+        config: &Config,
+        part: SyncPart,
+        prometheus: PrometheusHandle,
+    ) -> Result<Self, StartError> {
+        let stores = SyncStores::open(&Stores::open(config).await?, config, part).await?;
+        Self::start_inner(config, part, stores, Some(prometheus)).await
+    }
+
     /// Like [`start`](Self::start), with the stores given: each is used
     /// when its service runs here (and must then be given).
     pub async fn start_with_stores(
         config: &Config,
         part: SyncPart,
         stores: SyncStores,
+    ) -> Result<Self, StartError> {
+        Self::start_inner(config, part, stores, None).await
+    }
+
+    async fn start_inner(
+        config: &Config,
+        part: SyncPart,
+        stores: SyncStores,
+        prometheus: Option<PrometheusHandle>,
     ) -> Result<Self, StartError> {
         let SyncStores {
             ledger,
@@ -145,7 +177,9 @@ impl SyncRest {
             notification: None,
             order: None,
             retrier: None,
+            sampler: None,
         };
+        let prometheus = prometheus.as_ref();
         if matches!(part, SyncPart::All | SyncPart::Inventory) {
             let ledger = ledger.ok_or(StartError::MissingStore {
                 service: "inventory",
@@ -155,7 +189,10 @@ impl SyncRest {
                 ledger,
                 Arc::new(FaultInjector::default()),
             ));
-            let router = inventory_router(service.clone(), http.max_body_bytes);
+            let router = with_metrics(
+                inventory_router(service.clone(), http.max_body_bytes),
+                prometheus,
+            );
             let server =
                 Server::start_with("inventory", &bind(http.inventory_port), router, http.server)
                     .await?;
@@ -170,7 +207,10 @@ impl SyncRest {
                 NotificationService::new(Arc::new(FaultInjector::default()))
                     .with_sent_set(notified),
             );
-            let router = notification_router(service.clone(), http.max_body_bytes);
+            let router = with_metrics(
+                notification_router(service.clone(), http.max_body_bytes),
+                prometheus,
+            );
             let server = Server::start_with(
                 "notification",
                 &bind(http.notification_port),
@@ -188,7 +228,10 @@ impl SyncRest {
             if let Some(n) = &this.notification {
                 http.notification_url = format!("http://{}", n.server.addr());
             }
-            let transport = Arc::new(HttpTransport::sync_rest(&http)?);
+            let mut transport: Arc<dyn Transport> = Arc::new(HttpTransport::sync_rest(&http)?);
+            if prometheus.is_some() {
+                transport = Arc::new(Metered::new(transport));
+            }
             let outbox = outbox.ok_or(StartError::MissingStore {
                 service: "order",
                 store: "notification outbox",
@@ -202,7 +245,24 @@ impl SyncRest {
             this.retrier = Some(BackgroundTask::spawn(|stop| {
                 retrier.run_retrier(stop.into_stopped())
             }));
-            let router = order_router(service.clone(), http.max_body_bytes);
+            if prometheus.is_some() {
+                let sampled = service.clone();
+                this.sampler = Some(BackgroundTask::spawn(|stop| {
+                    sample_every(OUTBOX_SAMPLE, stop.into_stopped(), move || {
+                        let service = sampled.clone();
+                        async move {
+                            match service.kept_calls().await {
+                                Ok(n) => campusfood_core::metric::outbox_size(n),
+                                Err(e) => tracing::debug!(error = %e, "outbox size unavailable"),
+                            }
+                        }
+                    })
+                }));
+            }
+            let router = with_metrics(
+                order_router(service.clone(), http.max_body_bytes),
+                prometheus,
+            );
             let server =
                 Server::start_with("order", &bind(http.order_port), router, http.server).await?;
             this.order = Some(Running { service, server });
@@ -218,6 +278,9 @@ impl SyncRest {
         }
         if let Some(retrier) = self.retrier {
             let _ = retrier.stop().await;
+        }
+        if let Some(sampler) = self.sampler {
+            let _ = sampler.stop().await;
         }
         if let Some(n) = self.notification {
             n.server.stop().await;

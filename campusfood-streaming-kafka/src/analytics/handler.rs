@@ -35,7 +35,9 @@ impl Handler for AnalyticsHandler {
         match self.source {
             Source::Orders => match message.decode::<OrderEvent>() {
                 Ok(order) => {
-                    self.analytics.record_order(&order);
+                    if self.analytics.record_order(&order) {
+                        campusfood_core::metric::order_placed();
+                    }
                 }
                 Err(e) => {
                     self.analytics.record_malformed();

@@ -1,6 +1,8 @@
 //! What `GET /metrics` answers: the model's snapshot plus the group's lag,
 //! which one background task asks of Kafka (scrapes never do), and the
-//! consumer's router.
+//! consumer's router, with `GET /prometheus` (the same lag as the gauge
+//! [`metric::CONSUMER_LAG`], and the process's other metrics) when a
+//! Prometheus recorder is given.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +11,8 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use campusfood_core::config::KafkaConfig;
+use campusfood_core::metric;
 use campusfood_core::task::BackgroundTask;
 use campusfood_kafka::KafkaTransport;
 use tokio::time::Instant;
@@ -59,6 +63,7 @@ impl Metrics {
             match self.transport.lag(&self.group, topic).await {
                 Ok(partitions) => {
                     let total = partitions.iter().map(|p| p.lag).sum();
+                    metric::consumer_lag(&self.group, topic, total);
                     self.lag
                         .values
                         .lock()
@@ -90,9 +95,20 @@ pub(super) fn spawn_lag_refresher(metrics: Metrics) -> BackgroundTask {
     })
 }
 
-/// `GET /metrics`, `GET /health` and `GET /openapi.json`.
-pub(super) fn router(metrics: Metrics) -> Router {
-    Router::new()
+/// `GET /metrics`, `GET /health` and `GET /openapi.json`, and
+/// `GET /prometheus` when `prometheus` is given.
+pub(super) fn router(
+    metrics: Metrics,
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Router {
+    let router = match prometheus {
+        Some(handle) => Router::new().route(
+            KafkaConfig::PROMETHEUS_PATH,
+            campusfood_services::metrics::metrics_route(handle),
+        ),
+        None => Router::new(),
+    };
+    router
         .route(
             "/metrics",
             get(|State(m): State<Metrics>| async move { Json(m.snapshot()) }),

@@ -43,6 +43,13 @@
 //! `THROTTLE_MS` pauses before each record, to show lag building up;
 //! `REPORT_INTERVAL_SEC` logs a summary line.
 //!
+//! # Prometheus
+//! `GET /prometheus` serves the process's metrics in Prometheus text
+//! ([`AnalyticsOptions::prometheus`], on by default): the lag as the gauge
+//! `campusfood_consumer_lag`, distinct orders read as
+//! `campusfood_orders_placed_total`, and each member's deliveries and
+//! handler durations. `/metrics` stays the contract's JSON.
+//!
 //! # Layout
 //! - `window`: the counting model — rolling window, totals, dedupe
 //!   ([`Analytics`]).
@@ -62,13 +69,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use campusfood_core::task::BackgroundTask;
-use campusfood_core::transport::{Route, SubscribeOptions, Subscription, Transport};
+use campusfood_core::transport::{Route, SubscribeOptions, Subscription};
 use campusfood_kafka::KafkaTransport;
 
 use self::handler::{AnalyticsHandler, Source};
 use self::metrics::{LagCache, Metrics, router, spawn_lag_refresher};
 use self::reporter::spawn_reporter;
-use super::{StreamingError, with_instance_id};
+use super::{StreamingError, metered, with_instance_id};
 use campusfood_services::server::Server;
 
 pub use self::metrics::{LAG_REFRESH, LAG_STALE};
@@ -93,11 +100,18 @@ pub struct AnalyticsOptions {
     pub group_instance_id: Option<String>,
     /// `HTTP_HOST:HTTP_PORT` of `/metrics` (port 0 picks a free one).
     pub http_addr: String,
+    /// Serve Prometheus text at
+    /// [`KafkaConfig::PROMETHEUS_PATH`](campusfood_core::config::KafkaConfig::PROMETHEUS_PATH),
+    /// installing the process's recorder
+    /// ([`install_prometheus`](campusfood_services::metrics::install_prometheus))
+    /// if none is yet.
+    pub prometheus: bool,
 }
 
 impl Default for AnalyticsOptions {
     /// Group `analytics-consumer`, 60 s window, no throttle, a report every
-    /// 10 s, dynamic membership, `127.0.0.1:8080`.
+    /// 10 s, dynamic membership, `127.0.0.1:8080`, Prometheus at
+    /// `/prometheus`.
     fn default() -> Self {
         Self {
             group: "analytics-consumer".to_owned(),
@@ -106,6 +120,7 @@ impl Default for AnalyticsOptions {
             report_interval: Duration::from_secs(10),
             group_instance_id: None,
             http_addr: "127.0.0.1:8080".to_owned(),
+            prometheus: true,
         }
     }
 }
@@ -133,6 +148,7 @@ impl AnalyticsConsumer {
         options: &AnalyticsOptions,
     ) -> Result<Self, StreamingError> {
         let analytics = Arc::new(Analytics::new(options.window));
+        campusfood_core::metric::register_orders_placed();
         let config = transport.config();
         let metrics = Metrics {
             analytics: analytics.clone(),
@@ -141,8 +157,17 @@ impl AnalyticsConsumer {
             topics: [config.order_topic.clone(), config.inventory_topic.clone()],
             lag: Arc::new(LagCache::default()),
         };
-        let server =
-            Server::start("analytics", &options.http_addr, router(metrics.clone())).await?;
+        let prometheus = if options.prometheus {
+            Some(campusfood_services::metrics::install_prometheus()?)
+        } else {
+            None
+        };
+        let server = Server::start(
+            "analytics",
+            &options.http_addr,
+            router(metrics.clone(), prometheus),
+        )
+        .await?;
         let lag_refresher = spawn_lag_refresher(metrics.clone());
         let mut this = Self {
             metrics,
@@ -169,7 +194,10 @@ impl AnalyticsConsumer {
                 ..SubscribeOptions::default()
             };
             let subscribed = match with_instance_id(transport, instance).await {
-                Ok(t) => t.subscribe(&route, handler, opts).await.map_err(Into::into),
+                Ok(t) => metered(t)
+                    .subscribe(&route, handler, opts)
+                    .await
+                    .map_err(Into::into),
                 Err(e) => Err(e),
             };
             match subscribed {

@@ -40,17 +40,23 @@ mod decider;
 mod options;
 mod workers;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use campusfood_core::config::HttpConfig;
 use campusfood_core::fault::FaultInjector;
 use campusfood_core::ledger::InventoryLedger;
-use campusfood_core::transport::{Route, SubscribeOptions, Subscription, Transport};
+use campusfood_core::task::BackgroundTask;
+use campusfood_core::transport::{Route, SubscribeOptions, Subscription};
 use campusfood_kafka::{KafkaTransport, TransactionalOptions, TransactionalProcessor};
 
 use self::workers::{AtLeastOnceWorker, TransactionalWorker};
-use super::{StreamingError, member_instance_id, with_instance_id};
+use super::{StreamingError, member_instance_id, metered, with_instance_id};
+use crate::analytics::LAG_REFRESH;
 use campusfood_services::inventory::InventoryService;
+use campusfood_services::metrics::{install_prometheus, sample_every, with_metrics};
+use campusfood_services::server::{Server, health_route};
 
 pub use self::decider::{Decision, InventoryCounts, OrderDecider, event_message};
 pub use self::options::{DEFAULT_SEED, InventoryOptions};
@@ -61,6 +67,8 @@ pub struct InventoryConsumer {
     decider: Arc<OrderDecider>,
     subscriptions: Vec<Subscription>,
     exactly_once: bool,
+    /// `GET /metrics` and the lag gauge's refresher, when asked for.
+    metrics: Option<(Server, BackgroundTask)>,
 }
 
 impl InventoryConsumer {
@@ -84,7 +92,12 @@ impl InventoryConsumer {
             decider: decider.clone(),
             subscriptions: Vec::with_capacity(workers),
             exactly_once: options.exactly_once,
+            metrics: None,
         };
+        if let Some(addr) = &options.metrics_addr {
+            let topic = transport.config().order_topic.clone();
+            this.metrics = Some(serve_metrics(transport, &options.group, topic, addr).await?);
+        }
         for n in 0..workers {
             let instance = member_instance_id(options.group_instance_id.as_deref(), n, workers);
             let started = match with_instance_id(transport, instance).await {
@@ -120,7 +133,9 @@ impl InventoryConsumer {
                         retry_delay: options.retry_delay,
                         ..SubscribeOptions::default()
                     };
-                    t.subscribe(&Route::ORDER_PLACED, worker, opts).await
+                    metered(t)
+                        .subscribe(&Route::ORDER_PLACED, worker, opts)
+                        .await
                 }
                 Err(e) => {
                     this.stop().await;
@@ -152,6 +167,12 @@ impl InventoryConsumer {
         self.decider.counts()
     }
 
+    /// Where `GET /metrics` is served, when
+    /// [`InventoryOptions::metrics_addr`] asked for it.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(server, _)| server.addr())
+    }
+
     /// Whether it runs in Kafka transactions.
     pub fn is_exactly_once(&self) -> bool {
         self.exactly_once
@@ -161,6 +182,10 @@ impl InventoryConsumer {
     /// the batch in hand).
     pub async fn stop(self) {
         futures::future::join_all(self.subscriptions.into_iter().map(Subscription::stop)).await;
+        if let Some((server, lag)) = self.metrics {
+            let _ = lag.stop().await;
+            server.stop().await;
+        }
         let c = self.decider.counts();
         tracing::info!(
             decided = c.decided,
@@ -170,4 +195,38 @@ impl InventoryConsumer {
             "inventory consumer stopped"
         );
     }
+}
+
+/// Serves `GET /metrics` (and `/health`) on `addr`, with a background task
+/// that asks Kafka for `group`'s lag on `topic` every [`LAG_REFRESH`] and
+/// keeps it in the gauge `campusfood_consumer_lag` (scrapes never ask).
+async fn serve_metrics(
+    transport: &KafkaTransport,
+    group: &str,
+    topic: String,
+    addr: &str,
+) -> Result<(Server, BackgroundTask), StreamingError> {
+    let prometheus = install_prometheus()?;
+    let router = with_metrics(
+        axum::Router::new().route("/health", health_route("inventory-consumer")),
+        Some(&prometheus),
+    );
+    let server = Server::start("inventory-consumer", addr, router).await?;
+    let (transport, group) = (transport.clone(), group.to_owned());
+    let lag = BackgroundTask::spawn(|stop| {
+        sample_every(LAG_REFRESH, stop.into_stopped(), move || {
+            let (transport, group, topic) = (transport.clone(), group.clone(), topic.clone());
+            async move {
+                match transport.lag(&group, &topic).await {
+                    Ok(partitions) => {
+                        let total = partitions.iter().map(|p| p.lag).sum();
+                        campusfood_core::metric::consumer_lag(&group, &topic, total);
+                    }
+                    Err(e) => tracing::debug!(%topic, error = %e, "lag unavailable"),
+                }
+            }
+        })
+    });
+    tracing::info!(addr = %server.addr(), path = HttpConfig::METRICS_PATH, "inventory consumer metrics");
+    Ok((server, lag))
 }

@@ -46,13 +46,17 @@ pub struct InventoryOptions {
     pub max_attempts: u32,
     /// Wait between those attempts.
     pub retry_delay: Duration,
+    /// `host:port` to serve Prometheus text at `GET /metrics` (with the
+    /// group's lag on the order topic as `campusfood_consumer_lag`); `None`
+    /// (the default) serves nothing.
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for InventoryOptions {
     /// Group `inventory-consumer`, `FAIL_RATE` 0.05, seed
     /// [`DEFAULT_SEED`], no throttle, exactly once, 6 workers (one per
     /// partition of `order-events`), up to 500 orders per transaction,
-    /// transactional ids unique to this process.
+    /// transactional ids unique to this process, no metrics endpoint.
     fn default() -> Self {
         Self {
             group: "inventory-consumer".to_owned(),
@@ -66,6 +70,7 @@ impl Default for InventoryOptions {
             max_batch: 500,
             max_attempts: 5,
             retry_delay: Duration::from_secs(1),
+            metrics_addr: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use campusfood_core::transport::{Delivery, Disposition, Handler, Message, Transport};
+use campusfood_core::transport::{Delivery, Disposition, Handler, Message, Route, Transport};
 use campusfood_kafka::{KafkaTransport, Outcome, Processor};
 
 use super::decider::{Decision, OrderDecider, event_message, route_of};
@@ -16,9 +16,14 @@ use super::decider::{Decision, OrderDecider, event_message, route_of};
 pub(super) struct TransactionalWorker(pub(super) Arc<OrderDecider>);
 
 impl TransactionalWorker {
-    /// The outcome of `message`'s decision.
+    /// The outcome of `message`'s decision, timed as the handler of
+    /// [`Route::ORDER_PLACED`] (the transactional processor counts the
+    /// dispositions).
     async fn outcome(&self, message: &Message) -> Outcome {
-        match self.0.decide(message).await {
+        let start = tokio::time::Instant::now();
+        let decision = self.0.decide(message).await;
+        campusfood_core::metric::handler_duration(Route::ORDER_PLACED.to_string(), start.elapsed());
+        match decision {
             Decision::Emit(event) => match event_message(&event) {
                 Ok(message) => Outcome::Emit(vec![(route_of(&event), message)]),
                 Err(e) => Outcome::DeadLetter {
