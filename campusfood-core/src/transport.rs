@@ -98,6 +98,11 @@ pub mod headers {
     pub const DEATH_REASON: &str = "x-death-reason";
     /// How many times delivery was attempted.
     pub const ATTEMPTS: &str = "x-attempts";
+    /// The W3C trace context: `00-<trace id>-<parent span id>-<flags>`
+    /// ([`telemetry`](crate::telemetry)).
+    pub const TRACEPARENT: &str = "traceparent";
+    /// The W3C trace state that goes with [`TRACEPARENT`].
+    pub const TRACESTATE: &str = "tracestate";
 }
 
 /// A message: an optional key (the order id, for partitioning and

@@ -32,6 +32,8 @@
 //!   sampling, Prometheus exposition.
 //! - [`openapi`] (feature `http`): the OpenAPI documents the services
 //!   serve.
+//! - [`telemetry`]: the OpenTelemetry pipeline a process installs so that
+//!   one trace follows each order; OTLP export with the feature `otel`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -49,3 +51,4 @@ mod reply;
 pub mod server;
 pub mod stores;
 pub mod sync_rest;
+pub mod telemetry;
