@@ -165,9 +165,8 @@ fn send_operation(system: &str) -> &'static str {
 /// trace `message` carries, else it is a child of the current span.
 /// [`inject`] it into the message before sending.
 ///
-/// To start a new trace for the message whatever the current span, enter
-/// none: create it from a task outside any span, or with
-/// `Span::none().in_scope(..)`.
+/// To start a new trace for the message whatever the current span, pass
+/// the span to [`new_trace`] before injecting it.
 pub fn producer_span(system: &str, destination: &str, kind: Produce, message: &Message) -> Span {
     let (operation_type, operation) = match kind {
         Produce::Send => ("send", send_operation(system)),
@@ -186,6 +185,13 @@ pub fn producer_span(system: &str, destination: &str, kind: Produce, message: &M
     );
     continue_from(&span, &message.headers);
     span
+}
+
+/// Makes `span` the root of a trace of its own (Part C's producer starts
+/// one per order), whatever span it was created in. Call it before the
+/// span is first entered or injected.
+pub fn new_trace(span: &Span) {
+    let _ = span.set_parent(opentelemetry::Context::new());
 }
 
 /// A consumer span for processing `delivery`, consumed over `system` from

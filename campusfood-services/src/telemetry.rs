@@ -62,6 +62,8 @@ pub struct Tracing {
     provider: SdkTracerProvider,
     /// Where spans are exported, if anywhere (for the start-up log line).
     exporting_to: Option<String>,
+    /// An endpoint asked for that this build cannot export to.
+    ignored_endpoint: Option<String>,
 }
 
 impl Tracing {
@@ -82,16 +84,30 @@ impl Tracing {
             Some(endpoint) => otlp::provider(service, None).map(|provider| Self {
                 provider,
                 exporting_to: Some(endpoint),
+                ignored_endpoint: None,
             }),
             #[cfg(not(feature = "otel"))]
             Some(endpoint) => {
-                tracing::warn!(
-                    %endpoint,
-                    "{OTLP_ENDPOINT_ENV} is set, but this binary was built without the `otel` feature: no traces are exported"
-                );
-                Ok(Self::local(service))
+                let mut this = Self::local(service);
+                this.ignored_endpoint = Some(endpoint);
+                Ok(this)
             }
             None => Ok(Self::local(service)),
+        }
+    }
+
+    /// Says where traces go, once the subscriber is installed: to the
+    /// OTLP endpoint, nowhere, or — a warning — nowhere although
+    /// [`OTEL_EXPORTER_OTLP_ENDPOINT`](OTLP_ENDPOINT_ENV) asks for an
+    /// export the build cannot do (no feature `otel`).
+    pub fn log_status(&self) {
+        match (&self.exporting_to, &self.ignored_endpoint) {
+            (Some(endpoint), _) => tracing::info!(%endpoint, "exporting traces over OTLP"),
+            (None, Some(endpoint)) => tracing::warn!(
+                %endpoint,
+                "{OTLP_ENDPOINT_ENV} is set, but this binary was built without the `otel` feature: no traces are exported"
+            ),
+            (None, None) => tracing::debug!("traces are propagated, not exported"),
         }
     }
 
@@ -107,6 +123,7 @@ impl Tracing {
         otlp::provider(service, Some(traces_url)).map(|provider| Self {
             provider,
             exporting_to: Some(traces_url.to_owned()),
+            ignored_endpoint: None,
         })
     }
 
@@ -125,6 +142,7 @@ impl Tracing {
         Self {
             provider,
             exporting_to: None,
+            ignored_endpoint: None,
         }
     }
 

@@ -259,7 +259,7 @@ enum OffsetsAction {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    common::init_logging(cli.kafka.log_json);
+    let _tracing = common::init_logging(cli.kafka.log_json, "campusfood-streaming-kafka");
     let mut config = Config::from_env()?;
     cli.kafka.stores.apply(&mut config);
     let k = &mut config.kafka;
