@@ -67,6 +67,7 @@ pub fn init() {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub name: String,
+    pub start: std::time::SystemTime,
     pub kind: SpanKind,
     pub trace_id: String,
     pub span_id: SpanId,
@@ -80,6 +81,7 @@ impl Seen {
     fn of(span: &SpanData) -> Self {
         Self {
             name: span.name.to_string(),
+            start: span.start_time,
             kind: span.span_kind.clone(),
             trace_id: span.span_context.trace_id().to_string(),
             span_id: span.span_context.span_id(),
@@ -149,6 +151,28 @@ pub fn one<'a>(spans: &'a [Seen], name: &str, kind: SpanKind) -> &'a Seen {
         names(spans)
     );
     found[0]
+}
+
+/// Prints trace `trace_id` as a tree, in start order (`--nocapture`
+/// shows it): what a trace viewer would show of it.
+pub fn print_trace(trace_id: &str) {
+    let mut spans = trace(trace_id);
+    spans.sort_by_key(|s| s.start);
+    fn print(spans: &[Seen], parent: SpanId, depth: usize, out: &mut String) {
+        for s in spans.iter().filter(|s| s.parent == parent) {
+            let kind = format!("{:?}", s.kind).to_lowercase();
+            out.push_str(&format!("{}{} ({kind})\n", "  ".repeat(depth), s.name));
+            print(spans, s.span_id, depth + 1, out);
+        }
+    }
+    let ids: std::collections::HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
+    let mut out = format!("trace {trace_id}\n");
+    for root in spans.iter().filter(|s| !ids.contains(&s.parent)) {
+        let kind = format!("{:?}", root.kind).to_lowercase();
+        out.push_str(&format!("{} ({kind})\n", root.name));
+        print(&spans, root.span_id, 1, &mut out);
+    }
+    eprint!("{out}");
 }
 
 /// The names and kinds of `spans`, for messages.

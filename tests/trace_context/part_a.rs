@@ -90,6 +90,7 @@ async fn one_trace_from_order_to_notification() {
     let system = start().await;
     let (traceparent, body) = order(&system, None).await;
     let server = assert_one_trace(&traceparent, &body).await;
+    print_trace(&super::trace_id(&traceparent));
     // No traceparent came in: the order started the trace.
     assert_eq!(server.parent, SpanId::INVALID);
     system.stop().await;

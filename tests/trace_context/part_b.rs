@@ -136,6 +136,7 @@ async fn one_trace_from_order_to_notification_over_rabbitmq() {
     let (system, _leftovers) = start("trace-b").await;
     let (traceparent, body) = order(&system, None).await;
     let server = assert_one_trace(&traceparent, &body).await;
+    print_trace(&super::trace_id(&traceparent));
     assert_eq!(
         server.parent,
         SpanId::INVALID,

@@ -128,6 +128,7 @@ async fn one_trace_from_producer_to_analytics(test: &str, exactly_once: bool) {
     assert_eq!(counted_event.parent, event.span_id);
     assert_eq!(counted_event.attr("campusfood.disposition"), Some("ack"));
     all_of_order_in(root.order_id().unwrap(), &trace_id);
+    print_trace(&trace_id);
 
     if exactly_once {
         // The transaction's batch has a span of its own, linked to the
