@@ -612,6 +612,13 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn client_spans_are_named_by_the_urls_path() {
+        assert_eq!(url_path("http://127.0.0.1:5001/reserve"), "/reserve");
+        assert_eq!(url_path("https://inventory/api/reserve"), "/api/reserve");
+        assert_eq!(url_path("http://127.0.0.1:5001"), "/");
+    }
+
     /// A server on a free port.
     struct Running {
         addr: SocketAddr,
