@@ -117,6 +117,7 @@ async fn one_trace_from_producer_to_analytics(test: &str, exactly_once: bool) {
     // context, and writes its event in it.
     let decide = by_group(&process_orders, &options.inventory.group);
     assert_eq!(decide.kind, SpanKind::Consumer);
+    assert_eq!(decide.attr("campusfood.disposition"), Some("ack"));
     assert_eq!(decide.parent, root.span_id);
     let produce = if exactly_once { "create" } else { "send" };
     let event = one(&spans, &format!("{produce} {events}"), SpanKind::Producer);

@@ -95,7 +95,18 @@ impl TransactionalWorker {
                 Decision::DeadLetter(reason) => Outcome::DeadLetter { reason },
             }
         };
-        decided.instrument(span).await
+        let outcome = decided.instrument(span.clone()).await;
+        let disposition = match &outcome {
+            Outcome::Emit(_) => Disposition::Ack,
+            Outcome::Retry { reason } | Outcome::Unavailable { reason } => Disposition::Retry {
+                reason: reason.clone(),
+            },
+            Outcome::DeadLetter { reason } => Disposition::DeadLetter {
+                reason: reason.clone(),
+            },
+        };
+        telemetry::record_disposition(&span, &disposition);
+        outcome
     }
 }
 
