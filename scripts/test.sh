@@ -102,6 +102,10 @@ doc_features=(--all-features)
 RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --workspace --no-deps "${doc_features[@]}"
 echo "== cargo test"
 cargo test --workspace "${feature_args[@]}"
+# The OTLP exporter (feature `otel`, off by default) posts spans to an
+# OTLP/HTTP endpoint.
+echo "== cargo test (feature otel)"
+cargo test -p campusfood-services --features otel --lib telemetry
 # The publishable crates package, and the three librdkafka-free ones build
 # from their packages alone. The Kafka two are only packaged (verifying them
 # would build librdkafka once more), with the crates they depend on in the

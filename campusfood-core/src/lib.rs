@@ -25,6 +25,9 @@
 //! - [`codec`]: the JSON codec shared by every transport.
 //! - `schema` (feature `openapi`): OpenAPI schemas of the validated
 //!   newtypes; the wire types derive `utoipa::ToSchema` with it.
+//! - [`telemetry`]: W3C trace context in message headers, messaging spans,
+//!   and [`Traced`](telemetry::Traced), the transport that traces what
+//!   passes through it.
 //! - [`bounded`]: reasons, headers and error messages of bounded size,
 //!   whatever the input they quote.
 //!
@@ -75,6 +78,7 @@ pub mod outbox;
 mod schema;
 pub mod stock;
 pub mod task;
+pub mod telemetry;
 pub mod transport;
 
 pub use config::Config;

@@ -102,6 +102,11 @@ pub mod headers {
     /// produced it (`inventory.reserved` after inventory's third try of
     /// `order.placed` says `3`). Read by the order service's timeline.
     pub const CAUSE_ATTEMPT: &str = "x-cause-attempt";
+    /// The W3C trace context: `00-<trace id>-<parent span id>-<flags>`
+    /// ([`telemetry`](crate::telemetry)).
+    pub const TRACEPARENT: &str = "traceparent";
+    /// The W3C trace state that goes with [`TRACEPARENT`].
+    pub const TRACESTATE: &str = "tracestate";
 }
 
 /// A message: an optional key (the order id, for partitioning and

@@ -37,6 +37,8 @@
 //!   flows (Part B's served at `GET /asyncapi.json`).
 //! - [`timeline`]: "where is order X?" — an order's hops, as
 //!   `GET /orders/{id}/timeline` answers.
+//! - [`telemetry`]: the OpenTelemetry pipeline a process installs so that
+//!   one trace follows each order; OTLP export with the feature `otel`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -57,4 +59,5 @@ mod reply;
 pub mod server;
 pub mod stores;
 pub mod sync_rest;
+pub mod telemetry;
 pub mod timeline;

@@ -15,6 +15,11 @@
 //! a second burst indistinguishable from a replay. The item is drawn
 //! uniformly from `item-1` … `item-<ITEM_COUNT>` and the quantity from
 //! `1..=MAX_QTY`; `ts` is the production time in epoch milliseconds.
+//!
+//! Every order also starts a trace of its own: its record carries the W3C
+//! `traceparent` of a producer span (`send order-events`, or `create
+//! order-events` for each order of a burst), which the consumers continue
+//! ([`campusfood_core::telemetry`]).
 
 use std::fmt;
 use std::future::Future;
@@ -24,9 +29,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use campusfood_core::OrderId;
 use campusfood_core::events::OrderEvent;
 use campusfood_core::order::{Item, Quantity};
+use campusfood_core::telemetry::{self, Produce};
 use campusfood_core::transport::{Message, Route, Transport};
 use campusfood_kafka::KafkaTransport;
 use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
 use super::{StreamingError, item_ids};
 
@@ -183,6 +190,35 @@ pub fn order_message(order: &OrderEvent) -> Result<Message, StreamingError> {
     Ok(Message::json(order)?.with_key(order.order_id.as_str()))
 }
 
+/// `order`'s record in a trace of its own: the message with the
+/// `traceparent` of the producer span returned (`kind`'s, to the order
+/// topic of `transport`).
+pub fn traced_order_message(
+    transport: &KafkaTransport,
+    order: &OrderEvent,
+    kind: Produce,
+) -> Result<(Message, Span), StreamingError> {
+    let mut message = order_message(order)?;
+    let topic = transport
+        .topic_for(&Route::ORDER_PLACED)
+        .unwrap_or_else(|_| transport.config().order_topic.clone());
+    let span = telemetry::producer_span("kafka", &topic, kind, &message);
+    telemetry::new_trace(&span);
+    telemetry::inject(&span, &mut message.headers);
+    Ok((message, span))
+}
+
+/// Publishes `order` on its own, in a trace of its own, and waits for the
+/// acknowledgement.
+async fn send_order(transport: &KafkaTransport, order: &OrderEvent) -> Result<(), StreamingError> {
+    let (message, span) = traced_order_message(transport, order, Produce::Send)?;
+    transport
+        .publish(&Route::ORDER_PLACED, message)
+        .instrument(span)
+        .await?;
+    Ok(())
+}
+
 /// Publishes `orders` to the order topic as one burst, logging progress
 /// every `print_every` records queued (0: never). Returns once all are
 /// acknowledged, with how many there were.
@@ -198,9 +234,11 @@ pub async fn publish_orders(
     print_every: usize,
 ) -> Result<usize, StreamingError> {
     let total = orders.len();
+    // Each order's `create` span gives its record a trace of its own; the
+    // burst is sent as one batch after that.
     let messages = orders
         .iter()
-        .map(order_message)
+        .map(|o| traced_order_message(transport, o, Produce::Create).map(|(m, _)| m))
         .collect::<Result<Vec<_>, _>>()?;
     let queued = messages.into_iter().enumerate().map(|(i, m)| {
         let n = i + 1;
@@ -230,11 +268,9 @@ pub async fn run(
     let events = match options.mode {
         ProducerMode::Once => {
             let order = generator.next_order();
-            let message = order_message(&order)?;
-            let route = Route::ORDER_PLACED;
             tokio::select! {
                 _ = &mut stop => 0,
-                sent = transport.publish(&route, message) => {
+                sent = send_order(transport, &order) => {
                     sent?;
                     tracing::info!(order_id = %order.order_id, item = %order.item_id, qty = %order.qty, "produced one order");
                     1
@@ -280,9 +316,7 @@ async fn idle<S: Future<Output = ()> + Unpin>(
             _ = tick.tick() => {}
         }
         let order = generator.next_order();
-        transport
-            .publish(&Route::ORDER_PLACED, order_message(&order)?)
-            .await?;
+        send_order(transport, &order).await?;
         sent += 1;
         if options.print_every > 0 && sent % options.print_every == 0 {
             tracing::info!(produced = sent, "PRODUCED EVENTS: {sent}");

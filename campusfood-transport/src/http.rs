@@ -5,12 +5,20 @@
 //! `x-request-id` header, so a service written against the trait is served
 //! and called the same way in process and over the network.
 //!
+//! Both halves also carry the W3C trace context
+//! ([`campusfood_core::telemetry`]): each call is an HTTP client span
+//! (`POST /reserve`) whose `traceparent` goes with the request — continuing
+//! the trace the message carries, else the current span's — and the
+//! adapter serves each request in an HTTP server span (`POST /order`)
+//! that continues the caller's `traceparent`, or starts a trace, and
+//! answers with the `traceparent` the request belongs to.
+//!
 //! [`serve`] runs its own accept loop (hyper's HTTP/1 connection builder)
 //! to hold every client to [`ServerLimits`]: a header read timeout, a
 //! whole-body read deadline (408), a connection limit, and a stop deadline
 //! after which the connections still open are closed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,13 +27,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use campusfood_core::codec::CONTENT_TYPE;
 use campusfood_core::config::{HttpConfig, ServerLimits};
 use campusfood_core::events::ErrorBody;
+use campusfood_core::telemetry;
 use campusfood_core::transport::{
     Capabilities, Handler, Message, Reply, RequestHandler, Route, SubscribeOptions, Subscription,
     Transport, TransportError, headers,
@@ -38,6 +47,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
+use tracing::{Instrument, Span, field};
 
 /// Request/reply over HTTP. Each [`Route`] maps to a URL; requests are
 /// `POST`s of the message body with `content-type: application/json`.
@@ -112,12 +122,26 @@ impl HttpTransport {
         message: Message,
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
+        let url = self.url(route)?;
+        let span = tracing::info_span!(
+            "http_client",
+            otel.name = %format_args!("POST {}", url_path(url)),
+            otel.kind = "client",
+            otel.status_code = field::Empty,
+            http.request.method = "POST",
+            url.full = url,
+            http.response.status_code = field::Empty,
+            campusfood.route = %route,
+        );
+        telemetry::continue_from(&span, &message.headers);
+        let mut headers = message.headers;
+        telemetry::inject(&span, &mut headers);
         let mut req = self
             .client
-            .post(self.url(route)?)
+            .post(url)
             .timeout(timeout)
             .header(header::CONTENT_TYPE, CONTENT_TYPE);
-        for (name, value) in &message.headers {
+        for (name, value) in &headers {
             req = req.header(name.as_str(), value.as_str());
         }
         let map_err = |e: reqwest::Error| {
@@ -133,10 +157,34 @@ impl HttpTransport {
                 }
             }
         };
-        let resp = req.body(message.body).send().await.map_err(map_err)?;
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(map_err)?;
-        Ok(Reply { status, body })
+        let call = async {
+            let resp = req.body(message.body).send().await.map_err(map_err)?;
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await.map_err(map_err)?;
+            Ok(Reply { status, body })
+        };
+        let reply = call.instrument(span.clone()).await;
+        match &reply {
+            Ok(r) => record_status(&span, r.status),
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        reply
+    }
+}
+
+/// The path of `url` (`/reserve` of `http://127.0.0.1:5001/reserve`).
+fn url_path(url: &str) -> &str {
+    let rest = url.find("://").map_or(url, |i| &url[i + 3..]);
+    rest.find('/').map_or("/", |i| &rest[i..])
+}
+
+/// Records an HTTP status on a client or server span; 5xx is an error.
+fn record_status(span: &Span, status: u16) {
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
     }
 }
 
@@ -308,12 +356,53 @@ where
     post(move |request: Request| {
         let handler = handler.clone();
         async move {
-            match read_json(request, max_bytes).await {
-                Ok(message) => reply_response(handler.call(message).await),
-                Err(refusal) => refusal.into_response(),
+            let span = server_span(&request);
+            let handled = async {
+                match read_json(request, max_bytes).await {
+                    Ok(message) => reply_response(handler.call(message).await),
+                    Err(refusal) => refusal.into_response(),
+                }
+            };
+            let mut response = handled.instrument(span.clone()).await;
+            record_status(&span, response.status().as_u16());
+            if let Some(tp) =
+                telemetry::traceparent(&span).and_then(|tp| HeaderValue::from_str(&tp).ok())
+            {
+                response.headers_mut().insert(headers::TRACEPARENT, tp);
             }
+            response
         }
     })
+}
+
+/// The HTTP server span `POST <route>` a request is served in: it
+/// continues the trace of the request's `traceparent` (and `tracestate`),
+/// or starts one.
+fn server_span(request: &Request) -> Span {
+    let path = request.uri().path();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(path, MatchedPath::as_str);
+    let span = tracing::info_span!(
+        "http_server",
+        otel.name = %format_args!("{} {route}", request.method()),
+        otel.kind = "server",
+        otel.status_code = field::Empty,
+        http.request.method = %request.method(),
+        http.route = route,
+        url.path = path,
+        http.response.status_code = field::Empty,
+    );
+    let trace: BTreeMap<String, String> = [headers::TRACEPARENT, headers::TRACESTATE]
+        .into_iter()
+        .filter_map(|name| {
+            let value = request.headers().get(name)?.to_str().ok()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    telemetry::continue_from(&span, &trace);
+    span
 }
 
 /// `e` or the first of its sources that is a `T`.
@@ -522,6 +611,13 @@ mod tests {
     use tokio::sync::{Notify, mpsc};
 
     use super::*;
+
+    #[test]
+    fn client_spans_are_named_by_the_urls_path() {
+        assert_eq!(url_path("http://127.0.0.1:5001/reserve"), "/reserve");
+        assert_eq!(url_path("https://inventory/api/reserve"), "/api/reserve");
+        assert_eq!(url_path("http://127.0.0.1:5001"), "/");
+    }
 
     /// A server on a free port.
     struct Running {

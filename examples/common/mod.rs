@@ -1,18 +1,42 @@
-//! What every example binary shares: logging and the stop signal.
+//! What every example binary shares: logging and traces, and the stop
+//! signal.
+
+use campusfood_services::telemetry::Tracing;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), as JSON lines
-/// when `json`.
-pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+/// when `json`; and makes every span an OpenTelemetry span of `service`,
+/// exported when `OTEL_EXPORTER_OTLP_ENDPOINT` says where (feature
+/// `otel`). Keep what it returns until the end: dropping it exports what
+/// is still buffered.
+pub fn init_logging(json: bool, service: &str) -> Option<Tracing> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (tracing, error) = match Tracing::from_env(service) {
+        Ok(t) => (Some(t), None),
+        Err(e) => (None, Some(e)),
+    };
+    // Spans carry the trace on whatever RUST_LOG shows.
+    let otel = tracing
+        .as_ref()
+        .map(|t| t.layer().with_filter(LevelFilter::INFO));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(otel);
     if json {
-        builder.json().with_current_span(true).init();
+        registry
+            .with(fmt.json().with_current_span(true).with_filter(filter))
+            .init();
     } else {
-        builder.init();
+        registry.with(fmt.with_filter(filter)).init();
     }
+    match (&tracing, error) {
+        (Some(t), _) => t.log_status(),
+        (None, Some(e)) => tracing::error!(error = %e, "traces are not exported"),
+        (None, None) => {}
+    }
+    tracing
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

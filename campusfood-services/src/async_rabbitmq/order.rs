@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use campusfood_core::events::{ErrorBody, OrderPlaced};
 use campusfood_core::order::{Order, OrderStatus, PlaceOrder};
 use campusfood_core::outbox::OutboxEntry;
+use campusfood_core::telemetry;
 use campusfood_core::transport::{
     Handler, Message, Reply, RequestHandler, Route, Transport, headers,
 };
@@ -300,9 +301,13 @@ fn about(message: &Message, id: &OrderId) -> bool {
 /// Fresh ids tried when a generated order id is stored already.
 const FRESH_IDS: u32 = 3;
 
-/// `order`'s `OrderPlaced`, keyed by its id, with its request id.
+/// `order`'s `OrderPlaced`, keyed by its id, with its request id and the
+/// trace context of the request that placed it: stored in the outbox with
+/// the event, so that the relay publishes it in the order's trace.
 fn placed_message(order: &Order) -> Result<Message, campusfood_core::codec::CodecError> {
-    Ok(Message::json(&OrderPlaced::from(order))?
+    let mut message = Message::json(&OrderPlaced::from(order))?
         .with_key(order.order_id.as_str())
-        .with_header(headers::REQUEST_ID, order.request_id.to_string()))
+        .with_header(headers::REQUEST_ID, order.request_id.to_string());
+    telemetry::inject(&tracing::Span::current(), &mut message.headers);
+    Ok(message)
 }

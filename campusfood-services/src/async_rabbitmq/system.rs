@@ -18,6 +18,7 @@ use campusfood_core::fault::FaultInjector;
 use campusfood_core::ledger::InventoryLedger;
 use campusfood_core::order::Order;
 use campusfood_core::task::BackgroundTask;
+use campusfood_core::telemetry::Traced;
 use campusfood_core::transport::{
     Route, SubscribeOptions, Subscription, Transport, TransportError,
 };
@@ -262,6 +263,8 @@ impl AsyncSystem {
             Some(_) => Arc::new(Metered::new(transport)),
             None => transport,
         };
+        // Every publish and every handler in the order's trace.
+        let transport: Arc<dyn Transport> = Arc::new(Traced::new(transport));
         let prometheus = observability.as_ref().map(|o| &o.prometheus);
         let host = &config.http.host;
         let max_body = config.http.max_body_bytes;

@@ -20,7 +20,7 @@
 //! reservation (see `InventoryLedger::release`). A refusal (409, 404) or a
 //! 5xx after only answered attempts held nothing, and releases nothing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use campusfood_core::config::{BreakerConfig, HttpConfig, PageLimits, RetryConfig
 use campusfood_core::events::{NotifyRequest, ReleaseRequest, ReserveOk, ReserveRequest};
 use campusfood_core::order::{Order, OrderStatus, PlaceOrder};
 use campusfood_core::outbox::{Outbox, OutboxEntry, OutboxError};
+use campusfood_core::telemetry;
 use campusfood_core::transport::{
     Message, Reply, RequestHandler, Route, Transport, TransportError, headers,
 };
@@ -441,7 +442,7 @@ impl OrderService {
     /// The notify hop. A failure does not fail the order: the notification
     /// goes to the outbox and is retried.
     async fn notify(&self, order: &Order) {
-        let message = match Message::json(&NotifyRequest::confirming(order)) {
+        let mut message = match Message::json(&NotifyRequest::confirming(order)) {
             Ok(m) => m
                 .with_key(order.order_id.as_str())
                 .with_header(headers::REQUEST_ID, order.request_id.to_string()),
@@ -450,6 +451,9 @@ impl OrderService {
                 return;
             }
         };
+        // With the order's trace context, so that a notification kept for
+        // retry is sent later in the order's trace.
+        telemetry::inject(&tracing::Span::current(), &mut message.headers);
         let error = match self
             .transport
             .request(
@@ -663,13 +667,19 @@ struct ReleaseOnDrop {
     outbox: Arc<dyn Outbox>,
     /// The order to release; `None` once disarmed.
     order: Option<(OrderId, RequestId)>,
+    /// The order's trace context, for the release's headers: `Drop` may
+    /// run outside the order's span.
+    trace: BTreeMap<String, String>,
 }
 
 impl ReleaseOnDrop {
     fn new(outbox: Arc<dyn Outbox>, order: &Order) -> Self {
+        let mut trace = BTreeMap::new();
+        telemetry::inject(&tracing::Span::current(), &mut trace);
         Self {
             outbox,
             order: Some((order.order_id.clone(), order.request_id)),
+            trace,
         }
     }
 
@@ -685,7 +695,7 @@ impl ReleaseOnDrop {
             order_id: order_id.clone(),
             request_id: Some(*request_id),
         };
-        let message = match Message::json(&request) {
+        let mut message = match Message::json(&request) {
             Ok(m) => m
                 .with_key(order_id.as_str())
                 .with_header(headers::REQUEST_ID, request_id.to_string()),
@@ -694,6 +704,7 @@ impl ReleaseOnDrop {
                 return None;
             }
         };
+        message.headers.extend(self.trace.clone());
         let mut entry = OutboxEntry::new(format!("{order_id}/release"), &Route::RELEASE, &message);
         entry.last_error = Some(why.to_owned());
         Some(entry)

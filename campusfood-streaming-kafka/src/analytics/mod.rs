@@ -69,6 +69,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use campusfood_core::task::BackgroundTask;
+use campusfood_core::telemetry::TracedHandler;
 use campusfood_core::transport::{Route, SubscribeOptions, Subscription};
 use campusfood_kafka::KafkaTransport;
 
@@ -189,6 +190,17 @@ impl AnalyticsConsumer {
                 source,
                 throttle: options.throttle,
             });
+            // Each record counted in the trace of its order.
+            let topic = match source {
+                Source::Orders => &config.order_topic,
+                Source::Inventory => &config.inventory_topic,
+            };
+            let handler = Arc::new(TracedHandler::new(
+                handler,
+                "kafka",
+                topic,
+                Some(&options.group),
+            ));
             let opts = SubscribeOptions {
                 group: Some(options.group.clone()),
                 ..SubscribeOptions::default()

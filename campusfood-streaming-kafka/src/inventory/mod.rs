@@ -48,10 +48,11 @@ use campusfood_core::config::HttpConfig;
 use campusfood_core::fault::FaultInjector;
 use campusfood_core::ledger::InventoryLedger;
 use campusfood_core::task::BackgroundTask;
+use campusfood_core::telemetry::TracedHandler;
 use campusfood_core::transport::{Route, SubscribeOptions, Subscription};
 use campusfood_kafka::{KafkaTransport, TransactionalOptions, TransactionalProcessor};
 
-use self::workers::{AtLeastOnceWorker, TransactionalWorker};
+use self::workers::{AtLeastOnceWorker, Topics, TransactionalWorker};
 use super::{StreamingError, member_instance_id, metered, with_instance_id};
 use crate::analytics::LAG_REFRESH;
 use campusfood_services::inventory::InventoryService;
@@ -117,16 +118,27 @@ impl InventoryConsumer {
                         .min(Duration::from_secs(900));
                     txn.max_attempts = options.max_attempts;
                     txn.retry_delay = options.retry_delay;
-                    let worker = Arc::new(TransactionalWorker(decider.clone()));
+                    let worker = Arc::new(TransactionalWorker {
+                        decider: decider.clone(),
+                        topics: Topics::of(&t, &options.group),
+                    });
                     TransactionalProcessor::new(&t, &Route::ORDER_PLACED, worker, txn)
                         .await
                         .map(TransactionalProcessor::spawn)
                 }
                 Ok(t) => {
+                    let topics = Topics::of(&t, &options.group);
                     let worker = Arc::new(AtLeastOnceWorker {
                         decider: decider.clone(),
                         transport: t.clone(),
+                        topics: topics.clone(),
                     });
+                    let worker = Arc::new(TracedHandler::new(
+                        worker,
+                        "kafka",
+                        &topics.orders,
+                        Some(&options.group),
+                    ));
                     let opts = SubscribeOptions {
                         group: Some(options.group.clone()),
                         max_attempts: options.max_attempts,

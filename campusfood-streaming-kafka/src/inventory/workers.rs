@@ -1,38 +1,116 @@
 //! The two delivery modes over the [`OrderDecider`]: exactly once (a
 //! [`Processor`] in Kafka transactions, deciding a batch concurrently by
 //! key) and at least once (a [`Handler`] that publishes before it acks).
+//!
+//! Both decide each order in a `process order-events` span that continues
+//! the order's trace, and give its event the context of a producer span in
+//! that trace ([`campusfood_core::telemetry`]). A transaction's batch is
+//! processed in a `process order-events` span of its own, linked to every
+//! order's trace.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use campusfood_core::events::InventoryEvent;
+use campusfood_core::telemetry::{self, Produce};
 use campusfood_core::transport::{Delivery, Disposition, Handler, Message, Route, Transport};
 use campusfood_kafka::{KafkaTransport, Outcome, Processor};
+use tracing::{Instrument, Span};
 
 use super::decider::{Decision, OrderDecider, event_message, route_of};
+use crate::StreamingError;
+
+/// Where the inventory consumer reads and writes, for its spans.
+#[derive(Debug, Clone)]
+pub(super) struct Topics {
+    /// The order topic, read.
+    pub(super) orders: String,
+    /// Where reserved orders' events go.
+    pub(super) reserved: String,
+    /// Where failed orders' events go.
+    pub(super) failed: String,
+    /// The consumer group.
+    pub(super) group: String,
+}
+
+impl Topics {
+    /// The topics `transport` maps the routes to, read by `group`.
+    pub(super) fn of(transport: &KafkaTransport, group: &str) -> Self {
+        let topic = |route: &Route| {
+            transport
+                .topic_for(route)
+                .unwrap_or_else(|_| route.to_string())
+        };
+        Self {
+            orders: topic(&Route::ORDER_PLACED),
+            reserved: topic(&Route::INVENTORY_RESERVED),
+            failed: topic(&Route::INVENTORY_FAILED),
+            group: group.to_owned(),
+        }
+    }
+
+    /// `event`'s record, with the context of the producer span (`kind`)
+    /// returned, in the current trace: the order's, when deciding it.
+    fn event_record(
+        &self,
+        event: &InventoryEvent,
+        kind: Produce,
+    ) -> Result<(Route, Message, Span), StreamingError> {
+        let route = route_of(event);
+        let mut message = event_message(event)?;
+        let topic = if route == Route::INVENTORY_RESERVED {
+            &self.reserved
+        } else {
+            &self.failed
+        };
+        let span = telemetry::producer_span("kafka", topic, kind, &message);
+        telemetry::inject(&span, &mut message.headers);
+        Ok((route, message, span))
+    }
+}
 
 /// Exactly-once mode: the decider as a [`Processor`].
 #[derive(Debug)]
-pub(super) struct TransactionalWorker(pub(super) Arc<OrderDecider>);
+pub(super) struct TransactionalWorker {
+    pub(super) decider: Arc<OrderDecider>,
+    pub(super) topics: Topics,
+}
 
 impl TransactionalWorker {
-    /// The outcome of `message`'s decision, timed as the handler of
-    /// [`Route::ORDER_PLACED`] (the transactional processor counts the
-    /// dispositions).
-    async fn outcome(&self, message: &Message) -> Outcome {
+    /// The outcome of `delivery`'s decision, decided in the order's trace
+    /// and timed as the handler of [`Route::ORDER_PLACED`] (the
+    /// transactional processor counts the dispositions).
+    async fn outcome(&self, delivery: &Delivery) -> Outcome {
+        let t = &self.topics;
+        let span = telemetry::consumer_span("kafka", &t.orders, Some(&t.group), delivery);
         let start = tokio::time::Instant::now();
-        let decision = self.0.decide(message).await;
-        campusfood_core::metric::handler_duration(Route::ORDER_PLACED.to_string(), start.elapsed());
-        match decision {
-            Decision::Emit(event) => match event_message(&event) {
-                Ok(message) => Outcome::Emit(vec![(route_of(&event), message)]),
-                Err(e) => Outcome::DeadLetter {
-                    reason: e.to_string(),
+        let decided = async {
+            match self.decider.decide(&delivery.message).await {
+                // Written in the transaction: `create`, sent with the batch.
+                Decision::Emit(event) => match t.event_record(&event, Produce::Create) {
+                    Ok((route, message, _)) => Outcome::Emit(vec![(route, message)]),
+                    Err(e) => Outcome::DeadLetter {
+                        reason: e.to_string(),
+                    },
                 },
+                Decision::Unavailable(reason) => Outcome::Unavailable { reason },
+                Decision::DeadLetter(reason) => Outcome::DeadLetter { reason },
+            }
+        };
+        let outcome = decided.instrument(span.clone()).await;
+        campusfood_core::metric::handler_duration(Route::ORDER_PLACED.to_string(), start.elapsed());
+        let disposition = match &outcome {
+            Outcome::Emit(_) => Disposition::Ack,
+            Outcome::Retry { reason } | Outcome::Unavailable { reason } => Disposition::Retry {
+                reason: reason.clone(),
             },
-            Decision::Unavailable(reason) => Outcome::Unavailable { reason },
-            Decision::DeadLetter(reason) => Outcome::DeadLetter { reason },
-        }
+            Outcome::DeadLetter { reason } => Disposition::DeadLetter {
+                reason: reason.clone(),
+            },
+        };
+        telemetry::record_disposition(&span, &disposition);
+        outcome
     }
 }
 
@@ -59,17 +137,26 @@ fn lanes_by_key(deliveries: &[Delivery]) -> Vec<Vec<usize>> {
 #[async_trait]
 impl Processor for TransactionalWorker {
     async fn process(&self, delivery: Delivery) -> Outcome {
-        self.outcome(&delivery.message).await
+        self.outcome(&delivery).await
     }
 
     /// Decides the batch concurrently, the records of one key in order
     /// (the ledger group-commits concurrent reservations); a throttled
     /// worker decides one record at a time.
     async fn process_batch(&self, deliveries: Vec<Delivery>) -> Vec<Outcome> {
-        if self.0.is_throttled() {
+        let t = &self.topics;
+        let span = telemetry::batch_span("kafka", &t.orders, Some(&t.group), &deliveries);
+        self.decide_batch(deliveries).instrument(span).await
+    }
+}
+
+impl TransactionalWorker {
+    /// [`Processor::process_batch`], in the batch's span.
+    async fn decide_batch(&self, deliveries: Vec<Delivery>) -> Vec<Outcome> {
+        if self.decider.is_throttled() {
             let mut outcomes = Vec::with_capacity(deliveries.len());
             for d in &deliveries {
-                let outcome = self.outcome(&d.message).await;
+                let outcome = self.outcome(d).await;
                 let retry = outcome.is_retry();
                 outcomes.push(outcome);
                 if retry {
@@ -84,7 +171,7 @@ impl Processor for TransactionalWorker {
             async move {
                 let mut outcomes = Vec::with_capacity(lane.len());
                 for i in lane {
-                    outcomes.push((i, self.outcome(&deliveries[i].message).await));
+                    outcomes.push((i, self.outcome(&deliveries[i]).await));
                 }
                 outcomes
             }
@@ -105,22 +192,30 @@ impl Processor for TransactionalWorker {
 pub(super) struct AtLeastOnceWorker {
     pub(super) decider: Arc<OrderDecider>,
     pub(super) transport: KafkaTransport,
+    pub(super) topics: Topics,
 }
 
+/// Subscribed in a [`TracedHandler`](telemetry::TracedHandler): each
+/// delivery is handled in the order's trace.
 #[async_trait]
 impl Handler for AtLeastOnceWorker {
     async fn handle(&self, delivery: Delivery) -> Disposition {
         match self.decider.decide(&delivery.message).await {
             Decision::Emit(event) => {
-                let message = match event_message(&event) {
-                    Ok(m) => m,
+                let (route, message, span) = match self.topics.event_record(&event, Produce::Send) {
+                    Ok(record) => record,
                     Err(e) => {
                         return Disposition::DeadLetter {
                             reason: e.to_string(),
                         };
                     }
                 };
-                match self.transport.publish(&route_of(&event), message).await {
+                match self
+                    .transport
+                    .publish(&route, message)
+                    .instrument(span)
+                    .await
+                {
                     Ok(()) => Disposition::Ack,
                     Err(e) => Disposition::Retry {
                         reason: format!("publishing the inventory event: {e}"),
@@ -160,7 +255,15 @@ mod tests {
         assert_eq!(lanes_by_key(&deliveries).len(), 51);
         assert_eq!(lanes_by_key(&deliveries)[3], [3, 50]);
 
-        let worker = TransactionalWorker(d.clone());
+        let worker = TransactionalWorker {
+            decider: d.clone(),
+            topics: Topics {
+                orders: "order-events".into(),
+                reserved: "inventory-events".into(),
+                failed: "inventory-events".into(),
+                group: "inventory-consumer".into(),
+            },
+        };
         let outcomes = worker.process_batch(deliveries.clone()).await;
         assert_eq!(outcomes.len(), deliveries.len());
         for (delivery, outcome) in deliveries.iter().zip(&outcomes).take(51) {
