@@ -111,6 +111,19 @@ cargo test -p campusfood-services --features otel --lib telemetry
 # would build librdkafka once more), with the crates they depend on in the
 # same call: cargo finds unpublished dependencies only among those.
 echo "== cargo package"
+# cargo verifies each package against its siblings through a local registry
+# under target/package, unpacked into ~/.cargo/registry/src/-<hash of that
+# path>/ and built into target/debug like any registry crate: never
+# rebuilt once built, since a registry crate cannot change. Ours do,
+# between two runs of this script (same path, same version), so the
+# previous run's copies — sources and builds — are removed first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/campusfood-*-[0-9]*
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+for dep_info in "$target_dir"/debug/deps/campusfood_*.d; do
+  [[ -e "$dep_info" ]] && grep -q "/registry/src/-" "$dep_info" || continue
+  hash=${dep_info%.d}; hash=${hash##*-}
+  rm -rf "$target_dir"/debug/deps/*-"$hash".* "$target_dir"/debug/.fingerprint/*-"$hash"
+done
 cargo package --quiet --allow-dirty -p campusfood-core -p campusfood-transport -p campusfood-services
 cargo package --quiet --allow-dirty --no-verify -p campusfood-core -p campusfood-transport \
   -p campusfood-services -p campusfood-kafka -p campusfood-streaming-kafka
