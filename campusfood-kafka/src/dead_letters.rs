@@ -21,6 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::admin::{blocking, err, existing_partitions};
 use super::consumer::Record;
 use super::context::KafkaContext;
+use super::scan::ScannedPartition;
 use super::{
     DELIVERY_TIMEOUT, KafkaTransport, ORIGIN_OFFSET_HEADER, ORIGIN_PARTITION_HEADER,
     ORIGIN_TOPIC_HEADER, ROUTE_HEADER, base_config, unavailable,
@@ -116,7 +117,7 @@ impl Found {
 
 /// A consumer that joins no group: it is assigned partitions (never
 /// subscribes), reports the end of each, and never commits.
-fn reader(config: &KafkaConfig) -> Result<BaseConsumer<KafkaContext>, String> {
+pub(super) fn reader(config: &KafkaConfig) -> Result<BaseConsumer<KafkaContext>, String> {
     let mut c = base_config(config);
     c.set("group.id", READER_GROUP)
         .set("enable.auto.commit", "false")
@@ -130,18 +131,21 @@ fn reader(config: &KafkaConfig) -> Result<BaseConsumer<KafkaContext>, String> {
 /// Hands the records of `topic` to `visit`, in offset order per partition,
 /// from `from` (that record's partition only; `None`: every partition from
 /// its oldest record) up to the end as of the call, or until `visit`
-/// returns `false`. A topic that does not exist has no records.
-fn read(
+/// returns `false`. A topic that does not exist has no records (`None`);
+/// else the partitions looked at, each with the low and high watermarks
+/// the read was bounded by.
+pub(super) fn read(
     consumer: &BaseConsumer<KafkaContext>,
     config: &KafkaConfig,
     topic: &str,
     from: Option<DeadLetterId>,
     mut visit: impl FnMut(&BorrowedMessage<'_>) -> bool,
-) -> Result<(), String> {
+) -> Result<Option<Vec<ScannedPartition>>, String> {
     let timeout = config.request_timeout;
     let Some(ids) = existing_partitions(consumer, topic, timeout)? else {
-        return Ok(());
+        return Ok(None);
     };
+    let mut bounds = Vec::with_capacity(ids.len());
     let mut tpl = TopicPartitionList::new();
     // Per partition still being read: the offset of its last record.
     let mut last = std::collections::HashMap::new();
@@ -154,6 +158,11 @@ fn read(
             Some(id) if id.partition == p => id.offset.max(low),
             Some(_) => continue,
         };
+        bounds.push(ScannedPartition {
+            partition: p,
+            low_watermark: low,
+            high_watermark: high,
+        });
         if start < high {
             tpl.add_partition_offset(topic, p, Offset::Offset(start))
                 .map_err(err("bad offset"))?;
@@ -161,7 +170,7 @@ fn read(
         }
     }
     if last.is_empty() {
-        return Ok(());
+        return Ok(Some(bounds));
     }
     consumer
         .assign(&tpl)
@@ -186,13 +195,13 @@ fn read(
                     last.remove(&m.partition());
                 }
                 if !visit(&m) {
-                    return Ok(());
+                    return Ok(Some(bounds));
                 }
             }
         }
         progress = Instant::now();
     }
-    Ok(())
+    Ok(Some(bounds))
 }
 
 /// The ids replayed from `dead_letters` (the markers' keys).

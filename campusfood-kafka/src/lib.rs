@@ -106,6 +106,9 @@
 //! [`KafkaTransport::lag`] and [`KafkaTransport::reset_offsets`] do what
 //! `kafka-consumer-groups --describe` and `--reset-offsets` do, on the same
 //! committed offsets, so either tool sees the other's work.
+//! [`KafkaTransport::scan_topic`] finds records by what they hold (an
+//! order's, in every topic) with the dead letters' group-less reader,
+//! bounded by the high watermarks as of its start.
 //!
 //! # Exactly once
 //! [`TransactionalProcessor`] reads, processes and writes in Kafka
@@ -120,6 +123,7 @@ mod admin;
 mod consumer;
 mod context;
 mod dead_letters;
+mod scan;
 mod transactional;
 
 use std::collections::HashSet;
@@ -146,6 +150,7 @@ pub use admin::{OffsetReset, PartitionLag, PartitionOffset};
 pub use context::KafkaContext;
 use context::KafkaContext as Ctx;
 pub use dead_letters::{DEATH_HEADERS, DeadLetterId, READER_GROUP, REPLAYED_SUFFIX};
+pub use scan::{ScannedPartition, ScannedRecord, TopicScan};
 pub use transactional::{Outcome, Processor, TransactionalOptions, TransactionalProcessor};
 
 /// Appended to a topic's name to name its dead-letter topic.
