@@ -24,6 +24,9 @@
 //! - [`load`]: the load every part is driven with: an [`OrderClient`] that
 //!   turns every answer into a [`Sample`], sequential, concurrent and
 //!   fixed-rate senders.
+//! - [`outcomes`]: what became of each order an experiment placed
+//!   ([`OrderOutcomes`](outcomes::OrderOutcomes)), and "nothing lost,
+//!   nothing twice" read off it.
 //! - [`gauge`]: values sampled over time (queue depth, outbox, reservations).
 //! - [`wait`]: waiting for a condition with a deadline.
 //!
@@ -57,6 +60,7 @@ pub mod experiment;
 pub mod experiments;
 pub mod gauge;
 pub mod load;
+pub mod outcomes;
 pub mod progress;
 pub mod report;
 pub mod runner;
