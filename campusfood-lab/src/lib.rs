@@ -27,6 +27,8 @@
 //! - [`outcomes`]: what became of each order an experiment placed
 //!   ([`OrderOutcomes`](outcomes::OrderOutcomes)), and "nothing lost,
 //!   nothing twice" read off it.
+//! - [`sends`]: the notifier's sent-set counting, per order, the
+//!   confirmations sent.
 //! - [`gauge`]: values sampled over time (queue depth, outbox, reservations).
 //! - [`wait`]: waiting for a condition with a deadline.
 //!
@@ -64,6 +66,7 @@ pub mod outcomes;
 pub mod progress;
 pub mod report;
 pub mod runner;
+pub mod sends;
 pub mod settings;
 pub mod stats;
 pub mod streaming_kafka;

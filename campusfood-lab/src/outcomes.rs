@@ -17,6 +17,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::{Cell, Table};
+use crate::load::Sample;
 
 /// What became of one order, the most telling class first: an order both
 /// reserved and notified is `notified`; one whose effect was applied twice
@@ -118,6 +119,34 @@ impl OrderReading {
             OrderClass::Accepted
         }
     }
+}
+
+/// The ids of the accepted orders of `samples` (201 with an id), in
+/// sending order: the orders a part's reader reads.
+pub fn accepted(samples: &[Sample]) -> Vec<String> {
+    samples
+        .iter()
+        .filter(|s| s.ok())
+        .filter_map(|s| s.order_id.clone())
+        .collect()
+}
+
+/// Every order of `samples`, by id: the readings of the accepted ones
+/// (`read`, in the order of [`accepted`]) and, for an order refused at the
+/// door (no 201, no id), `request #i` (from 1) as `failed`.
+pub fn with_refused(
+    samples: &[Sample],
+    read: Vec<(String, OrderReading)>,
+) -> Vec<(String, OrderReading)> {
+    let mut read = read.into_iter();
+    let mut out = Vec::with_capacity(samples.len());
+    for (i, s) in samples.iter().enumerate() {
+        match (&s.order_id, s.ok()) {
+            (Some(_), true) => out.extend(read.next()),
+            _ => out.push((format!("request #{}", i + 1), OrderReading::default())),
+        }
+    }
+    out
 }
 
 /// The orders of one scenario of an experiment, by class, against the

@@ -9,6 +9,7 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Outcome, Series, Table};
 use crate::load::{count_status, sequential};
+use crate::outcomes::{OrderClass, OrderOutcomes};
 use crate::stats::cdf;
 
 /// A healthy p50 above this would mean something is wrong with the chain,
@@ -48,7 +49,9 @@ impl Experiment for A1Baseline {
         let wall = origin.elapsed();
         bar.finish_and_clear();
         let stock_after = client.stock().await.ok();
+        let readings = app.readings(&samples).await;
         app.stop().await;
+        let readings = readings?;
 
         let mut out = Outcome::default();
         out.setup("orders", n);
@@ -107,6 +110,10 @@ impl Experiment for A1Baseline {
             }
             _ => out.note("Stock was not checked: the inventory service's URL is not known."),
         }
+        out.orders(
+            OrderOutcomes::new("healthy chain", &[OrderClass::Notified]).record_all(&readings),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         out.conclude(
             "A healthy synchronous chain answers in milliseconds",
             s.p50_ms < HEALTHY_P50_MS,

@@ -11,6 +11,7 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::load::{OrderClient, Sample, count_status, sequential};
+use crate::outcomes::{OrderClass, OrderOutcomes};
 use crate::stats::{cdf, ms};
 
 /// The median increase may exceed the delay by this share plus
@@ -95,9 +96,20 @@ impl Experiment for A2Delay {
         let client = app.client().clone();
         let measured = measure(ctx, &client).await;
         let healed = client.heal_inventory().await;
+        let readings = match &measured {
+            Ok((baseline, delayed)) => Some((
+                app.readings(baseline).await,
+                app.readings(delayed).await,
+            )),
+            Err(_) => None,
+        };
         app.stop().await;
         let (baseline, delayed) = measured?;
         healed?;
+        let (read_baseline, read_delayed) = match readings {
+            Some((b, d)) => (b?, d?),
+            None => (Vec::new(), Vec::new()),
+        };
 
         let mut out = Outcome::default();
         out.setup("baseline_orders", s.orders);
@@ -187,6 +199,14 @@ impl Experiment for A2Delay {
                 delay_ms * SLACK + SLACK_MS
             ),
         );
+        out.orders(
+            OrderOutcomes::new("baseline", &[OrderClass::Notified]).record_all(&read_baseline),
+        );
+        out.orders(
+            OrderOutcomes::new(&format!("{} delay", secs(s.delay)), &[OrderClass::Notified])
+                .record_all(&read_delayed),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         let ok_b = count_status(&baseline, 201);
         let ok_d = count_status(&delayed, 201);
         out.conclude(

@@ -13,6 +13,7 @@ use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Outcome, Series, Table};
 use crate::load::{count_status, sequential};
 use crate::stats::{LatencySummary, cdf, ms};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 
 /// As in A1: a healthy p50 above this means something is wrong.
 const HEALTHY_P50_MS: f64 = 50.0;
@@ -29,6 +30,7 @@ struct Measured {
     stock: (u64, u64),
     reservations: u64,
     sent: u64,
+    readings: Vec<(String, OrderReading)>,
 }
 
 async fn measure(ctx: &Context, b: &PartB, n: u64) -> Result<Measured, LabError> {
@@ -51,6 +53,7 @@ async fn measure(ctx: &Context, b: &PartB, n: u64) -> Result<Measured, LabError>
         stock: (before, b.stock().await?),
         reservations: b.reservation_count().await?,
         sent: b.notifications_sent(),
+        readings: b.readings(&samples).await?,
         samples,
         e2e,
         wall,
@@ -217,6 +220,10 @@ impl Experiment for B1Baseline {
              `order.notified` — after the store recorded it, so a `GET /orders/{id}` from then \
              on says `notified`; the order store is then checked for every order.",
         );
+        out.orders(
+            OrderOutcomes::new("healthy flow", &[OrderClass::Notified]).record_all(&m.readings),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }
