@@ -8,7 +8,7 @@ use super::common::{latencies, statuses, summary, summary_cells};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Outcome, Series, Table};
-use crate::load::{count_status, sequential};
+use crate::load::{Pacing, count_status};
 use crate::outcomes::{OrderClass, OrderOutcomes};
 use crate::stats::cdf;
 
@@ -43,9 +43,13 @@ impl Experiment for A1Baseline {
         let app = ctx.part_a(|_| {}).await?;
         let client = app.client().clone();
         let stock_before = client.stock().await.ok();
-        let bar = ctx.bar(n, "orders, one client");
+        let pacing = ctx.pacing();
+        let bar = ctx.bar(n, &pacing.title("orders"));
         let origin = Instant::now();
-        let samples = sequential(&client, n, origin, &bar).await;
+        let samples = {
+            let client = &client;
+            pacing.send(n, origin, &bar, |o| client.order(o)).await
+        };
         let wall = origin.elapsed();
         bar.finish_and_clear();
         let stock_after = client.stock().await.ok();
@@ -55,7 +59,10 @@ impl Experiment for A1Baseline {
 
         let mut out = Outcome::default();
         out.setup("orders", n);
-        out.setup("clients", 1);
+        out.setup("load", pacing.describe());
+        if pacing == Pacing::Closed {
+            out.setup("clients", 1);
+        }
         out.setup("item", client.item());
         let s = summary(&samples);
         let ok = count_status(&samples, 201);
@@ -63,7 +70,7 @@ impl Experiment for A1Baseline {
 
         let mut t = Table::new(
             "latency",
-            "Latency of N orders, one client",
+            &pacing.title("Latency of N orders"),
             &[
                 "Orders", "Statuses", "Min (ms)", "Avg (ms)", "P50 (ms)", "P95 (ms)", "P99 (ms)",
                 "Max (ms)", "Orders/s",
@@ -82,7 +89,7 @@ impl Experiment for A1Baseline {
         out.chart(
             Chart::new(
                 "latency-cdf",
-                &format!("A1: latency of {n} orders (CDF)"),
+                &pacing.title(&format!("A1: latency of {n} orders (CDF)")),
                 Axis::log("latency (ms, log scale)"),
                 Axis::linear("orders answered within (%)"),
             )
