@@ -367,6 +367,22 @@ impl PartC {
         Ok(total)
     }
 
+    /// Waits until every order of `ids` has its output record on the
+    /// inventory topic, or a dead letter (the ledger's decision comes
+    /// before the transaction that writes the output commits), for up to
+    /// `deadline`; an order still without either is then read as `lost`.
+    pub async fn wait_output(&self, ids: &[String], deadline: Duration) {
+        let settled = || async {
+            self.readings_of(ids).await.is_ok_and(|read| {
+                read.iter()
+                    .all(|(_, r)| r.outputs > 0 || r.dead_lettered)
+            })
+        };
+        if let Err(e) = crate::wait::until("every order's output record", deadline, settled).await {
+            tracing::warn!(error = %e, "orders without an output record");
+        }
+    }
+
     /// What became of each order of `samples` (placed with
     /// [`place`](Self::place)), by id: see [`readings_of`](Self::readings_of);
     /// an order Kafka did not acknowledge is `failed`.
