@@ -34,7 +34,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
 use crate::error::LabError;
-use crate::outcomes::{NOTHING_LOST_NOTHING_TWICE, OrderOutcomes, nothing_lost_nothing_twice};
+use crate::outcomes::{
+    NOTHING_LOST_NOTHING_TWICE, OrderClass, OrderOutcomes, nothing_lost_nothing_twice,
+};
 
 /// One experiment of the lab.
 #[async_trait]
@@ -133,8 +135,21 @@ impl Outcome {
 
     /// Concludes "nothing lost, nothing twice" from the orders recorded
     /// so far ([`orders`](Self::orders)): it fails when an order was lost
-    /// or duplicated, or when none was recorded.
+    /// or duplicated, or when none was recorded. When nothing beyond the
+    /// answers could be read (services running elsewhere: every order only
+    /// `accepted`), there is nothing to conclude from, and a note says so.
     pub fn conclude_nothing_lost_nothing_twice(&mut self) {
+        let only_answers = !self.orders.is_empty()
+            && self
+                .orders
+                .iter()
+                .all(|o| o.count(OrderClass::Accepted) == o.total());
+        if only_answers {
+            self.note(
+                "What became of the orders after their answers was not read (services                  running elsewhere): \"nothing lost, nothing twice\" is not concluded.",
+            );
+            return;
+        }
         let (held, evidence) = nothing_lost_nothing_twice(&self.orders);
         self.conclude(NOTHING_LOST_NOTHING_TWICE, held, evidence);
     }

@@ -440,6 +440,7 @@ mod tests {
             stock_taken,
             expected_stock: 100,
             notifications,
+            readings: Vec::new(),
         };
         assert!(each_exactly_once(100, &run(100, 100, Some(100))));
         assert!(each_exactly_once(100, &run(100, 100, None)));
