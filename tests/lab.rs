@@ -359,7 +359,7 @@ async fn open_loop_runs_say_so_and_hold_their_conclusions() {
         assert_eq!(e.status, Status::Passed, "{}", explain(&report, id));
         assert_eq!(e.setup["load"], "open loop at 200/s", "{id}");
         assert!(
-            e.tables[0].title.ends_with("(open loop at 200/s)"),
+            e.tables[0].title.ends_with("— open loop at 200/s"),
             "{id}: {}",
             e.tables[0].title
         );

@@ -23,7 +23,8 @@
 //! - [`settings`]: [`Settings`], the sizes and durations (`--fast`).
 //! - [`load`]: the load every part is driven with: an [`OrderClient`] that
 //!   turns every answer into a [`Sample`], sequential, concurrent and
-//!   fixed-rate senders.
+//!   fixed-rate senders, and the open loop of `--open-loop-rate`
+//!   ([`Pacing`](load::Pacing)).
 //! - [`outcomes`]: what became of each order an experiment placed
 //!   ([`OrderOutcomes`](outcomes::OrderOutcomes)), and "nothing lost,
 //!   nothing twice" read off it.

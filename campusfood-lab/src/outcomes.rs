@@ -254,21 +254,22 @@ pub fn nothing_lost_nothing_twice(outcomes: &[OrderOutcomes]) -> (bool, String) 
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut evidence = format!(
-        "{total} orders accounted for, each in one class: {lost} lost, {twice} duplicated"
-    );
+    let mut evidence =
+        format!("{total} orders accounted for, each in one class: {lost} lost, {twice} duplicated");
     if lost > 0 {
         evidence.push_str(&format!("; lost e.g. {}", named(OrderClass::Lost)));
     }
     if twice > 0 {
-        evidence.push_str(&format!("; duplicated e.g. {}", named(OrderClass::Duplicated)));
+        evidence.push_str(&format!(
+            "; duplicated e.g. {}",
+            named(OrderClass::Duplicated)
+        ));
     }
     (total > 0 && lost == 0 && twice == 0, evidence)
 }
 
 /// The claim's words, the same in every experiment.
-pub const NOTHING_LOST_NOTHING_TWICE: &str =
-    "Nothing lost, nothing twice: every order placed is accounted for, none lost, none applied twice";
+pub const NOTHING_LOST_NOTHING_TWICE: &str = "Nothing lost, nothing twice: every order placed is accounted for, none lost, none applied twice";
 
 #[cfg(test)]
 mod tests {
@@ -309,7 +310,12 @@ mod tests {
 
     #[test]
     fn a_lost_and_a_duplicated_order_fail_the_claim() {
-        let ok = |id: &str| (id.to_owned(), reading(|r| (r.reserved, r.notified) = (1, 1)));
+        let ok = |id: &str| {
+            (
+                id.to_owned(),
+                reading(|r| (r.reserved, r.notified) = (1, 1)),
+            )
+        };
         let good = [ok("a"), ok("b")];
         let clean = OrderOutcomes::new("clean", &[OrderClass::Notified]).record_all(&good);
         assert!(nothing_lost_nothing_twice(std::slice::from_ref(&clean)).0);
@@ -318,7 +324,10 @@ mod tests {
         let bad = [
             ok("a"),
             ("lost-1".to_owned(), reading(|_| {})),
-            ("twice-1".to_owned(), reading(|r| (r.reserved, r.notified) = (1, 2))),
+            (
+                "twice-1".to_owned(),
+                reading(|r| (r.reserved, r.notified) = (1, 2)),
+            ),
         ];
         let dirty = OrderOutcomes::new("dirty", &[OrderClass::Notified]).record_all(&bad);
         let (held, evidence) = nothing_lost_nothing_twice(&[clean.clone(), dirty.clone()]);
@@ -332,8 +341,7 @@ mod tests {
         // Only a lost order, or only a duplicated one, fails it too.
         let lost = OrderOutcomes::new("l", &[OrderClass::Notified]).record_all(&bad[..2]);
         assert!(!nothing_lost_nothing_twice(&[lost]).0);
-        let twice =
-            OrderOutcomes::new("t", &[OrderClass::Notified]).record_all(&[bad[2].clone()]);
+        let twice = OrderOutcomes::new("t", &[OrderClass::Notified]).record_all(&[bad[2].clone()]);
         assert!(!nothing_lost_nothing_twice(&[twice]).0);
         // No orders at all accounts for nothing.
         assert!(!nothing_lost_nothing_twice(&[]).0);
@@ -342,7 +350,11 @@ mod tests {
         assert_eq!(t.rows.len(), 2);
         assert_eq!(t.rows[1][0], Cell::Text("dirty".into()));
         assert_eq!(t.rows[1][1], Cell::Int(3));
-        assert_eq!(t.rows[0][2 + 3], Cell::Text("2 ✓".into()), "notified, expected");
+        assert_eq!(
+            t.rows[0][2 + 3],
+            Cell::Text("2 ✓".into()),
+            "notified, expected"
+        );
         assert_eq!(t.rows[1][2 + 6], Cell::Int(1), "lost");
         assert_eq!(t.rows[1].last(), Some(&Cell::Int(2)));
     }

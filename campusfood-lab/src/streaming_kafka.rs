@@ -373,10 +373,9 @@ impl PartC {
     /// `deadline`; an order still without either is then read as `lost`.
     pub async fn wait_output(&self, ids: &[String], deadline: Duration) {
         let settled = || async {
-            self.readings_of(ids).await.is_ok_and(|read| {
-                read.iter()
-                    .all(|(_, r)| r.outputs > 0 || r.dead_lettered)
-            })
+            self.readings_of(ids)
+                .await
+                .is_ok_and(|read| read.iter().all(|(_, r)| r.outputs > 0 || r.dead_lettered))
         };
         if let Err(e) = crate::wait::until("every order's output record", deadline, settled).await {
             tracing::warn!(error = %e, "orders without an output record");
@@ -386,7 +385,10 @@ impl PartC {
     /// What became of each order of `samples` (placed with
     /// [`place`](Self::place)), by id: see [`readings_of`](Self::readings_of);
     /// an order Kafka did not acknowledge is `failed`.
-    pub async fn readings(&self, samples: &[Sample]) -> Result<Vec<(String, OrderReading)>, LabError> {
+    pub async fn readings(
+        &self,
+        samples: &[Sample],
+    ) -> Result<Vec<(String, OrderReading)>, LabError> {
         let read = self.readings_of(&accepted(samples)).await?;
         Ok(with_refused(samples, read))
     }
@@ -398,7 +400,10 @@ impl PartC {
     /// dead letters of the order topic. Call it once the experiment has
     /// waited for the orders to be decided: an order without an output
     /// record (nor a dead letter) is then `lost`.
-    pub async fn readings_of(&self, ids: &[String]) -> Result<Vec<(String, OrderReading)>, LabError> {
+    pub async fn readings_of(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, OrderReading)>, LabError> {
         let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let k = &self.config.kafka;
         let mut outputs: HashMap<String, Vec<InventoryStatus>> = HashMap::new();
@@ -456,12 +461,14 @@ impl PartC {
                     what: "order id".to_owned(),
                     message: e.to_string(),
                 })?;
-                let decided = self.ledger.reservation(&oid).await.map_err(|e| {
-                    LabError::Store {
+                let decided = self
+                    .ledger
+                    .reservation(&oid)
+                    .await
+                    .map_err(|e| LabError::Store {
                         what: "reading a reservation".to_owned(),
                         message: e.to_string(),
-                    }
-                })?;
+                    })?;
                 let reserved = match decided.map(|d| d.outcome) {
                     Some(ReserveOutcome::Reserved { .. }) => true,
                     Some(_) => false,

@@ -10,7 +10,7 @@ use campusfood_core::config::HttpConfig;
 use campusfood_core::ledger::{InventoryLedger, ReserveOutcome};
 use campusfood_core::{Config, OrderId};
 use campusfood_services::inventory::InventoryService;
-use campusfood_services::server::{Running, StartError, Server, inventory_router};
+use campusfood_services::server::{Running, Server, StartError, inventory_router};
 use campusfood_services::stores::Stores;
 use campusfood_services::sync_rest::{SyncPart, SyncRest, SyncStores};
 use serde::{Deserialize, Serialize};
@@ -130,7 +130,10 @@ impl PartA {
     /// 1, for an order refused without one): its answer, the ledger's
     /// decision, the confirmations the notifier sent. Without in-process
     /// services only the answers are known: a 201 is `accepted`.
-    pub async fn readings(&self, samples: &[Sample]) -> Result<Vec<(String, OrderReading)>, LabError> {
+    pub async fn readings(
+        &self,
+        samples: &[Sample],
+    ) -> Result<Vec<(String, OrderReading)>, LabError> {
         let mut out = Vec::with_capacity(samples.len());
         for (i, s) in samples.iter().enumerate() {
             let mut r = OrderReading {

@@ -110,7 +110,10 @@ impl PartB {
 
     /// What became of each order of `samples`, by id (`request #i`, from
     /// 1, for one refused at the door): see [`readings_of`](Self::readings_of).
-    pub async fn readings(&self, samples: &[Sample]) -> Result<Vec<(String, OrderReading)>, LabError> {
+    pub async fn readings(
+        &self,
+        samples: &[Sample],
+    ) -> Result<Vec<(String, OrderReading)>, LabError> {
         let read = self.readings_of(&accepted(samples)).await?;
         Ok(with_refused(samples, read))
     }
@@ -120,7 +123,10 @@ impl PartB {
     /// sent-set's records), and whether it is among the dead letters of
     /// `orders.reserve`. Call it once the experiment has waited for the
     /// orders to settle: one with none of these is `lost`.
-    pub async fn readings_of(&self, ids: &[String]) -> Result<Vec<(String, OrderReading)>, LabError> {
+    pub async fn readings_of(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, OrderReading)>, LabError> {
         let dead: HashSet<String> = self
             .dead_letters(usize::MAX)
             .await?

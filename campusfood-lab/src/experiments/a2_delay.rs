@@ -102,10 +102,9 @@ impl Experiment for A2Delay {
         let measured = measure(ctx, &client).await;
         let healed = client.heal_inventory().await;
         let readings = match &measured {
-            Ok((baseline, delayed)) => Some((
-                app.readings(baseline).await,
-                app.readings(delayed).await,
-            )),
+            Ok((baseline, delayed)) => {
+                Some((app.readings(baseline).await, app.readings(delayed).await))
+            }
             Err(_) => None,
         };
         app.stop().await;

@@ -108,7 +108,10 @@ impl Experiment for A3Failure {
         let measured = measure(ctx, &client, delay).await;
         let healed = client.heal_inventory().await;
         let readings = match &measured {
-            Ok(m) => Some((app.readings(&m.failed).await, app.readings(&m.timed_out).await)),
+            Ok(m) => Some((
+                app.readings(&m.failed).await,
+                app.readings(&m.timed_out).await,
+            )),
             Err(_) => None,
         };
         app.stop().await;

@@ -12,8 +12,8 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Outcome, Series, Table};
 use crate::load::{Pacing, count_status};
-use crate::stats::{LatencySummary, cdf, ms};
 use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
+use crate::stats::{LatencySummary, cdf, ms};
 
 /// As in A1: a healthy p50 above this means something is wrong.
 const HEALTHY_P50_MS: f64 = 50.0;
@@ -40,7 +40,9 @@ async fn measure(ctx: &Context, b: &PartB, n: u64) -> Result<Measured, LabError>
     let origin = Instant::now();
     let samples = {
         let client = &client;
-        ctx.pacing().send(n, origin, &bar, |o| client.order(o)).await
+        ctx.pacing()
+            .send(n, origin, &bar, |o| client.order(o))
+            .await
     };
     bar.finish_and_clear();
     let ids = accepted_ids(&samples);

@@ -13,9 +13,9 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::load::{concurrent, count_status};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::ms;
 use crate::wait::until;
-use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 
 /// B2 — backlog and recovery.
 #[derive(Debug, Clone, Copy)]

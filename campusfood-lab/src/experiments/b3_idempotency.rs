@@ -11,8 +11,8 @@ use crate::async_rabbitmq::{Handling, PartB, PartBOptions};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::wait::until;
 use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
+use crate::wait::until;
 
 /// B3 — idempotency.
 #[derive(Debug, Clone, Copy)]

@@ -16,9 +16,9 @@ use crate::async_rabbitmq::{Handled, Handling, PartB, PartBOptions, Queue, order
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::ms;
 use crate::wait::until;
-use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 
 /// B4 — dead letters and poison.
 #[derive(Debug, Clone, Copy)]
@@ -480,7 +480,11 @@ impl Experiment for B4DeadLetters {
         for (scenario, expected, read) in [
             ("poison", OrderClass::DeadLettered, &poison_read),
             ("valid order behind the poison", OrderClass::Notified, valid),
-            ("failing order, before the replay", OrderClass::DeadLettered, while_dead),
+            (
+                "failing order, before the replay",
+                OrderClass::DeadLettered,
+                while_dead,
+            ),
             ("failing order, replayed", OrderClass::Notified, replayed),
         ] {
             out.orders(OrderOutcomes::new(scenario, &[expected]).record_all(read));

@@ -14,8 +14,8 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::load::{Sample, count_status, fixed_rate};
-use crate::stats::{LatencySummary, ms};
 use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
+use crate::stats::{LatencySummary, ms};
 
 /// B5 — broker outage with zero loss.
 #[derive(Debug, Clone, Copy)]
@@ -380,8 +380,11 @@ impl Experiment for B5BrokerOutage {
              backoff (≤ 0.5 s here).",
         );
         out.orders(
-            OrderOutcomes::new("sent before, during and after the cut", &[OrderClass::Notified])
-                .record_all(&m.readings),
+            OrderOutcomes::new(
+                "sent before, during and after the cut",
+                &[OrderClass::Notified],
+            )
+            .record_all(&m.readings),
         );
         out.conclude_nothing_lost_nothing_twice();
         Ok(out)

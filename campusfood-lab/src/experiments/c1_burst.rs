@@ -14,10 +14,10 @@ use super::common::secs;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::ms;
 use crate::streaming_kafka::{PartC, PartCOptions};
 use crate::wait::until;
-use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 
 /// C1 — 10k burst.
 #[derive(Debug, Clone, Copy)]

@@ -8,10 +8,10 @@ use async_trait::async_trait;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::ms;
 use crate::streaming_kafka::{PartC, PartCOptions};
 use crate::wait::until;
-use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 
 /// C2 — throttle and lag.
 #[derive(Debug, Clone, Copy)]

@@ -11,9 +11,9 @@ use campusfood_streaming_kafka::{MetricsSnapshot, Totals};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::streaming_kafka::{PartC, PartCOptions};
 use crate::wait::until;
-use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 
 /// C3 — reset and replay.
 #[derive(Debug, Clone, Copy)]

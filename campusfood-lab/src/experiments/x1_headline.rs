@@ -14,10 +14,10 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::load::{Pacing, Sample, count_status};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::{LatencySummary, ms};
 use crate::streaming_kafka::{DecisionWatcher, PartC, PartCOptions, wait_decided};
 use crate::sync_rest::OutageKind;
-use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 
 /// X1 — REST vs queue vs stream under inventory faults.
 #[derive(Debug, Clone, Copy)]

@@ -12,9 +12,9 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Legend, Outcome, Series, Table};
 use crate::load::{Pacing, Sample, concurrent, count_status};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::streaming_kafka::{PartC, PartCOptions, wait_decided};
 use crate::wait::until;
-use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 
 /// X2 — throughput.
 #[derive(Debug, Clone, Copy)]
@@ -280,7 +280,7 @@ impl Experiment for X2Throughput {
         let mut t = Table::new(
             "throughput",
             &match ctx.pacing() {
-                Pacing::Closed => "N orders from C concurrent clients (closed loop)".to_owned(),
+                Pacing::Closed => "N orders from C concurrent clients — closed loop".to_owned(),
                 open => open.title("N orders"),
             },
             &[

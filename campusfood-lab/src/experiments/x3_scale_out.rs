@@ -32,9 +32,9 @@ use crate::context::Context;
 use crate::error::{LabError, store_err};
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::load::{OrderClient, concurrent};
-use crate::wait::until;
 use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading, with_refused};
 use crate::sends::SendLog;
+use crate::wait::until;
 
 /// X3 — scale out.
 #[derive(Debug, Clone, Copy)]
@@ -482,7 +482,11 @@ impl Experiment for X3ScaleOut {
                     &r.shape.label(),
                     // Stock runs out: the orders after it fail; the
                     // others are reserved, and notified once sent.
-                    &[OrderClass::Notified, OrderClass::Reserved, OrderClass::Failed],
+                    &[
+                        OrderClass::Notified,
+                        OrderClass::Reserved,
+                        OrderClass::Failed,
+                    ],
                 )
                 .record_all(&r.readings),
             );
