@@ -8,6 +8,7 @@ use std::path::Path;
 
 use campusfood::core::Config;
 use campusfood::services::sync_rest::{SyncPart, SyncRest};
+use campusfood_lab::outcomes::OrderClass;
 use campusfood_lab::report::{Report, Status, Verdict};
 use campusfood_lab::{LabError, RunConfig, Services, Settings};
 use campusfood_testkit::init_logging;
@@ -86,6 +87,21 @@ async fn run_fast_and_check(names: &[&str], run: &str) -> (Report, tempfile::Tem
         assert!(!e.tables.is_empty(), "{id} has no table");
         assert!(!e.charts.is_empty(), "{id} has no chart");
         assert!(!e.metrics.is_empty(), "{id} has no metrics");
+        // What became of each order: a table in every experiment, every
+        // order placed accounted for, none lost, none applied twice.
+        assert!(!e.orders.is_empty(), "{id} has no per-order table");
+        for o in &e.orders {
+            assert!(o.total() > 0, "{id}: {} accounts for no order", o.scenario);
+            assert_eq!(o.count(OrderClass::Lost), 0, "{id}: {o:?}");
+            assert_eq!(o.count(OrderClass::Duplicated), 0, "{id}: {o:?}");
+        }
+        assert!(
+            e.conclusions
+                .iter()
+                .any(|c| c.claim.starts_with("Nothing lost, nothing twice") && c.held),
+            "{}",
+            explain(&report, id)
+        );
         for t in &e.tables {
             assert!(
                 t.rows.iter().all(|r| r.len() == t.columns.len()),
@@ -116,6 +132,16 @@ async fn run_fast_and_check(names: &[&str], run: &str) -> (Report, tempfile::Tem
             "report.md lacks {}",
             e.id
         );
+        let section = md
+            .split(&format!("## {} — ", e.id))
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_default();
+        assert!(
+            section.contains("### What became of each order"),
+            "{}: report.md has no per-order table",
+            e.id
+        );
         for c in &e.charts {
             assert!(
                 md.contains(&format!("({})", c.file)),
@@ -138,6 +164,13 @@ async fn run_fast_and_check(names: &[&str], run: &str) -> (Report, tempfile::Tem
         .collect();
     assert_eq!(in_json, ids);
     assert_eq!(value["metadata"]["mode"], "fast");
+    for e in value["experiments"].as_array().unwrap() {
+        assert!(
+            e["orders"].as_array().is_some_and(|o| !o.is_empty()),
+            "{}: no per-order outcomes in report.json",
+            e["id"]
+        );
+    }
     assert!(value["metadata"]["machine"]["cores"].as_u64().unwrap() >= 1);
     // It also reads back into the lab's own types (floats may differ in
     // the last digit, so compare what a reader compares).
@@ -310,6 +343,40 @@ async fn running_services_are_used_and_experiments_that_restart_them_are_skipped
     assert_eq!(report.verdict(), Verdict::Incomplete);
     assert!(config.report_dir().join("report.md").exists());
     assert!(config.report_dir().join("a1-latency-cdf.svg").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_runs_say_so_and_hold_their_conclusions() {
+    init_logging();
+    let out = tempfile::tempdir().unwrap();
+    let mut settings = Settings::fast();
+    settings.open_loop_rate = Some(200.0);
+    let config = config(out.path(), "open-loop", settings);
+    let names = ["A1", "B1", "X1"].map(str::to_owned);
+    let report = campusfood_lab::run(&config, &names).await.unwrap();
+    for id in ["A1", "B1", "X1"] {
+        let e = report.experiment(id).unwrap();
+        assert_eq!(e.status, Status::Passed, "{}", explain(&report, id));
+        assert_eq!(e.setup["load"], "open loop at 200/s", "{id}");
+        assert!(
+            e.tables[0].title.ends_with("— open loop at 200/s"),
+            "{id}: {}",
+            e.tables[0].title
+        );
+        assert!(
+            e.orders
+                .iter()
+                .all(|o| o.count(OrderClass::Lost) + o.count(OrderClass::Duplicated) == 0),
+            "{id}: {:?}",
+            e.orders
+        );
+    }
+    // On schedule: 50 orders at 200/s are planned over 245 ms, whatever
+    // their answers.
+    let a1 = report.experiment("A1").unwrap();
+    assert_eq!(a1.metrics["confirmed"], 50.0);
+    let md = std::fs::read_to_string(config.report_dir().join("report.md")).unwrap();
+    assert!(md.contains("`load` = open loop at 200/s"), "{md}");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use indicatif::ProgressBar;
 
 use crate::async_rabbitmq::{PartB, PartBOptions};
 use crate::error::LabError;
+use crate::load::Pacing;
 use crate::progress::Progress;
 pub use crate::settings::{Services, Settings};
 use crate::streaming_kafka::{PartC, PartCOptions};
@@ -85,6 +86,12 @@ impl Context {
     /// [`PartC::start`]). [`LabError::Unavailable`] without a broker.
     pub async fn part_c(&self, options: PartCOptions) -> Result<PartC, LabError> {
         PartC::start(&self.settings, &self.experiment, options).await
+    }
+
+    /// How the latency experiments send their orders: one after another,
+    /// or on the schedule of `--open-loop-rate`.
+    pub fn pacing(&self) -> Pacing {
+        Pacing::from_rate(self.settings.open_loop_rate)
     }
 
     /// The experiment's id.

@@ -34,6 +34,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
 use crate::error::LabError;
+use crate::outcomes::{
+    NOTHING_LOST_NOTHING_TWICE, OrderClass, OrderOutcomes, nothing_lost_nothing_twice,
+};
 
 /// One experiment of the lab.
 #[async_trait]
@@ -74,6 +77,10 @@ pub struct Outcome {
     /// then reported ⚠️ partial, never ✅ passed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unmeasured: Vec<String>,
+    /// What became of each order placed, one entry per scenario (see
+    /// [`outcomes`](crate::outcomes)).
+    #[serde(default)]
+    pub orders: Vec<OrderOutcomes>,
 }
 
 impl Outcome {
@@ -119,6 +126,32 @@ impl Outcome {
     /// Records a part that this run could not measure, and why.
     pub fn unmeasured(&mut self, what: impl Into<String>) {
         self.unmeasured.push(what.into());
+    }
+
+    /// Records what became of the orders of one scenario.
+    pub fn orders(&mut self, outcomes: OrderOutcomes) {
+        self.orders.push(outcomes);
+    }
+
+    /// Concludes "nothing lost, nothing twice" from the orders recorded
+    /// so far ([`orders`](Self::orders)): it fails when an order was lost
+    /// or duplicated, or when none was recorded. When nothing beyond the
+    /// answers could be read (services running elsewhere: every order only
+    /// `accepted`), there is nothing to conclude from, and a note says so.
+    pub fn conclude_nothing_lost_nothing_twice(&mut self) {
+        let only_answers = !self.orders.is_empty()
+            && self
+                .orders
+                .iter()
+                .all(|o| o.count(OrderClass::Accepted) == o.total());
+        if only_answers {
+            self.note(
+                "What became of the orders after their answers was not read (services                  running elsewhere): \"nothing lost, nothing twice\" is not concluded.",
+            );
+            return;
+        }
+        let (held, evidence) = nothing_lost_nothing_twice(&self.orders);
+        self.conclude(NOTHING_LOST_NOTHING_TWICE, held, evidence);
     }
 
     /// Whether every conclusion held (vacuously true without any).

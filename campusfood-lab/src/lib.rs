@@ -23,7 +23,13 @@
 //! - [`settings`]: [`Settings`], the sizes and durations (`--fast`).
 //! - [`load`]: the load every part is driven with: an [`OrderClient`] that
 //!   turns every answer into a [`Sample`], sequential, concurrent and
-//!   fixed-rate senders.
+//!   fixed-rate senders, and the open loop of `--open-loop-rate`
+//!   ([`Pacing`](load::Pacing)).
+//! - [`outcomes`]: what became of each order an experiment placed
+//!   ([`OrderOutcomes`](outcomes::OrderOutcomes)), and "nothing lost,
+//!   nothing twice" read off it.
+//! - [`sends`]: the notifier's sent-set counting, per order, the
+//!   confirmations sent.
 //! - [`gauge`]: values sampled over time (queue depth, outbox, reservations).
 //! - [`wait`]: waiting for a condition with a deadline.
 //!
@@ -57,9 +63,11 @@ pub mod experiment;
 pub mod experiments;
 pub mod gauge;
 pub mod load;
+pub mod outcomes;
 pub mod progress;
 pub mod report;
 pub mod runner;
+pub mod sends;
 pub mod settings;
 pub mod stats;
 pub mod streaming_kafka;

@@ -4,8 +4,19 @@
 //! another ([`sequential`]), several closed-loop clients ([`concurrent`]),
 //! and orders sent at a fixed rate whatever the answers ([`fixed_rate`]).
 //! Every part is driven with it.
+//!
+//! The latency experiments send one order after another by default (a
+//! closed loop: [`Pacing::Closed`]); with `--open-loop-rate N` they send
+//! them on a fixed schedule instead ([`Pacing::Open`], [`open_loop`]), and
+//! each latency is measured from the order's *planned* send time, so a
+//! stall is charged to every order it delays — not only to the one the
+//! client was waiting on (no coordinated omission).
 
+use std::future::Future;
 use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 
 use campusfood_core::config::HttpConfig;
 use campusfood_core::fault::FaultUpdate;
@@ -281,7 +292,10 @@ pub async fn concurrent(
 /// Sends orders at `rate` per second for `duration`, each on its own task
 /// whatever happens to the others (an open loop: users keep arriving), and
 /// returns every sample once all are answered, in sending order. `bar`
-/// counts answered orders.
+/// counts answered orders. A tick the sender missed is skipped, and each
+/// latency runs from the order's actual send (A4 and B5 time their
+/// phases by it); [`open_loop`] sends a fixed number of orders and times
+/// each from its planned send.
 pub async fn fixed_rate(
     client: &OrderClient,
     rate: f64,
@@ -314,6 +328,110 @@ pub async fn fixed_rate(
     Ok(samples)
 }
 
+/// How the latency experiments send their orders.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pacing {
+    /// One after another: the next order is sent when the previous one is
+    /// answered (the default). A stall delays the orders after it, which
+    /// are then never sent during it: only the order it caught shows it.
+    Closed,
+    /// On a fixed schedule of this many orders per second, whatever the
+    /// answers; each latency counts from the order's planned send time.
+    Open(f64),
+}
+
+impl Pacing {
+    /// [`Open`](Self::Open) at `rate` when given, else [`Closed`](Self::Closed).
+    pub fn from_rate(rate: Option<f64>) -> Self {
+        rate.map_or(Self::Closed, Self::Open)
+    }
+
+    /// How the report names it: `closed loop`, `open loop at 50/s`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Closed => "closed loop".to_owned(),
+            Self::Open(rate) => format!("open loop at {rate}/s"),
+        }
+    }
+
+    /// `title` with the mode appended: `Latency — open loop at 50/s`.
+    pub fn title(&self, title: &str) -> String {
+        format!("{title} — {}", self.describe())
+    }
+
+    /// Sends `n` orders with `place` this way: one after another, or on
+    /// the schedule ([`open_loop`]). `bar` counts answered orders.
+    pub async fn send<F, Fut>(
+        &self,
+        n: u64,
+        origin: Instant,
+        bar: &ProgressBar,
+        place: F,
+    ) -> Vec<Sample>
+    where
+        F: Fn(Instant) -> Fut,
+        Fut: Future<Output = Sample>,
+    {
+        match *self {
+            Self::Closed => {
+                let mut samples = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+                for _ in 0..n {
+                    samples.push(place(origin).await);
+                    bar.inc(1);
+                }
+                samples
+            }
+            Self::Open(rate) => open_loop(n, rate, origin, bar, place).await,
+        }
+    }
+}
+
+/// Sends `n` orders with `place` on a fixed schedule — order `i` at
+/// `origin + i / rate` — each on its own future, whatever happens to the
+/// others (an open loop), and returns them in sending order once all are
+/// answered. Each sample's `sent` is its planned send time and its
+/// `latency` runs from then until the answer: an order that could not go
+/// out on time (a client waiting for a connection, a stalled scheduler)
+/// is charged the wait. `bar` counts answered orders.
+pub async fn open_loop<F, Fut>(
+    n: u64,
+    rate: f64,
+    origin: Instant,
+    bar: &ProgressBar,
+    place: F,
+) -> Vec<Sample>
+where
+    F: Fn(Instant) -> Fut,
+    Fut: Future<Output = Sample>,
+{
+    let place = &place;
+    let mut pending: FuturesUnordered<_> = (0..n)
+        .map(|i| {
+            let planned = Duration::from_secs_f64(i as f64 / rate);
+            async move {
+                tokio::time::sleep_until((origin + planned).into()).await;
+                let s = place(origin).await;
+                from_planned(s, planned)
+            }
+        })
+        .collect();
+    let mut samples = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    while let Some(s) = pending.next().await {
+        bar.inc(1);
+        samples.push(s);
+    }
+    samples.sort_by_key(|s| s.sent);
+    samples
+}
+
+/// `sample` re-timed from `planned`: sent then, answered when it was.
+fn from_planned(mut sample: Sample, planned: Duration) -> Sample {
+    let answered = sample.answered();
+    sample.sent = planned;
+    sample.latency = answered.saturating_sub(planned);
+    sample
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +444,94 @@ mod tests {
             error: None,
             order_id: None,
         }
+    }
+
+    /// A client with one connection to a server that answers one request
+    /// at a time in 1 ms, except request `stall_at`, which takes 200 ms: a
+    /// request goes out only once the connection is free, and its sample
+    /// is timed from then (as a client times it).
+    fn one_connection(
+        stall_at: usize,
+    ) -> impl Fn(Instant) -> std::pin::Pin<Box<dyn Future<Output = Sample>>> {
+        let conn = std::sync::Arc::new(tokio::sync::Mutex::new(0usize));
+        move |origin| {
+            let conn = conn.clone();
+            Box::pin(async move {
+                let mut served = conn.lock().await;
+                let start = Instant::now();
+                *served += 1;
+                let took = if *served == stall_at { 200 } else { 1 };
+                tokio::time::sleep(Duration::from_millis(took)).await;
+                Sample {
+                    sent: start.duration_since(origin),
+                    latency: start.elapsed(),
+                    status: 201,
+                    error: None,
+                    order_id: None,
+                }
+            })
+        }
+    }
+
+    fn slow(samples: &[Sample]) -> Vec<usize> {
+        (0..samples.len())
+            .filter(|&i| samples[i].latency >= Duration::from_millis(50))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_stall_is_charged_to_one_order_closed_and_to_every_order_it_delays_open() {
+        let bar = ProgressBar::hidden();
+        let origin = Instant::now();
+        let closed = Pacing::Closed
+            .send(50, origin, &bar, one_connection(10))
+            .await;
+        assert_eq!(closed.len(), 50);
+        assert_eq!(
+            slow(&closed),
+            [9],
+            "closed loop: only the order the stall caught"
+        );
+
+        // 100 orders/s: one every 10 ms; the stall (order 10, planned at
+        // 90 ms) holds the connection until about 290 ms.
+        let origin = Instant::now();
+        let open = Pacing::Open(100.0)
+            .send(50, origin, &bar, one_connection(10))
+            .await;
+        assert_eq!(open.len(), 50);
+        for (i, s) in open.iter().enumerate() {
+            assert_eq!(
+                s.sent,
+                Duration::from_millis(10 * i as u64),
+                "planned times"
+            );
+        }
+        let charged = slow(&open);
+        assert!(charged.len() >= 15, "open loop: {charged:?}");
+        for (i, s) in open.iter().enumerate().take(25).skip(10) {
+            let planned = 10 * i as u64;
+            let owed = Duration::from_millis(290u64.saturating_sub(planned));
+            assert!(
+                s.latency >= owed.saturating_sub(Duration::from_millis(20)),
+                "order {i} planned at {planned} ms waited for the stall, yet shows {:?}",
+                s.latency
+            );
+        }
+        assert!(
+            open[49].latency < Duration::from_millis(50),
+            "the backlog drains"
+        );
+    }
+
+    #[test]
+    fn pacing_names_its_mode() {
+        assert_eq!(Pacing::from_rate(None), Pacing::Closed);
+        assert_eq!(
+            Pacing::from_rate(Some(50.0)).describe(),
+            "open loop at 50/s"
+        );
+        assert_eq!(Pacing::Closed.title("Latency"), "Latency — closed loop");
     }
 
     #[test]

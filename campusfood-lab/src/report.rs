@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::{Services, Settings};
 use crate::experiment::{Cell, Chart, Conclusion, Table};
+use crate::outcomes::OrderOutcomes;
 
 /// Version of `report.json`'s layout; bumped when a key changes meaning.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -231,6 +232,10 @@ pub struct ExperimentReport {
     pub setup: BTreeMap<String, serde_json::Value>,
     /// Tables.
     pub tables: Vec<Table>,
+    /// What became of each order placed, by scenario: counts per class
+    /// and the ids of the orders not in an expected class.
+    #[serde(default)]
+    pub orders: Vec<OrderOutcomes>,
     /// Charts, with the SVG file each was drawn to.
     pub charts: Vec<ChartFile>,
     /// Headline numbers, stable keys, units in the key.
@@ -373,7 +378,8 @@ impl Report {
                     .collect();
                 let _ = writeln!(md, "\n**Setup:** {}.", setup.join(", "));
             }
-            for t in &e.tables {
+            let orders = (!e.orders.is_empty()).then(|| crate::outcomes::table(&e.orders));
+            for t in e.tables.iter().chain(&orders) {
                 let _ = writeln!(md, "\n### {}\n", escape(&t.title));
                 let _ = writeln!(md, "| {} |", t.columns.join(" | "));
                 let _ = writeln!(md, "|{}", "---|".repeat(t.columns.len()));
@@ -454,6 +460,7 @@ mod tests {
                     duration_ms: 0.0,
                     setup: BTreeMap::new(),
                     tables: Vec::new(),
+                    orders: Vec::new(),
                     charts: Vec::new(),
                     metrics: BTreeMap::new(),
                     conclusions: Vec::new(),
@@ -461,6 +468,27 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn the_per_order_table_is_in_the_markdown_and_the_odd_ids_in_the_json() {
+        use crate::outcomes::{OrderClass, OrderOutcomes};
+        let mut r = with_statuses(&[Status::Passed]);
+        let mut o = OrderOutcomes::new("healthy", &[OrderClass::Notified]);
+        o.record("a", OrderClass::Notified);
+        o.record("lost-one", OrderClass::Lost);
+        r.experiments[0].orders.push(o);
+        let md = r.to_markdown();
+        assert!(md.contains("### What became of each order"), "{md}");
+        assert!(
+            md.contains("| healthy | 2 | 0 | 0 | 0 | 1 ✓ | 0 | 0 | 1 | 1 |"),
+            "{md}"
+        );
+        let json = serde_json::to_value(&r).unwrap_or_default();
+        assert_eq!(
+            json["experiments"][0]["orders"][0]["unexpected"]["lost"][0],
+            "lost-one"
+        );
     }
 
     #[test]

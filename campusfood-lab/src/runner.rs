@@ -184,6 +184,7 @@ pub async fn run_experiments(
             duration_ms,
             setup: Default::default(),
             tables: Vec::new(),
+            orders: Vec::new(),
             charts: Vec::new(),
             metrics: Default::default(),
             conclusions: Vec::new(),
@@ -216,6 +217,7 @@ pub async fn run_experiments(
                 }
                 entry.setup = outcome.setup;
                 entry.tables = outcome.tables;
+                entry.orders = outcome.orders;
                 entry.metrics = outcome.metrics;
                 entry.conclusions = outcome.conclusions;
                 entry.notes.extend(outcome.notes);

@@ -49,6 +49,12 @@ pub struct Settings {
     pub outage: Duration,
     /// A4: orders per second, sent at a fixed rate whatever the answers.
     pub rate: f64,
+    /// A1, A2, B1, X1 and X2: send the orders on a fixed schedule of this
+    /// many per second (an open loop, latencies from each order's planned
+    /// send time) instead of one after another (`None`, the default: a
+    /// closed loop). See [`Pacing`](crate::load::Pacing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_loop_rate: Option<f64>,
     /// Knobs of other experiments, `key=value` (`--set`).
     #[serde(default)]
     pub params: BTreeMap<String, String>,
@@ -71,6 +77,7 @@ impl Settings {
             breaker_timeout: Duration::from_secs(1),
             outage: Duration::from_secs(8),
             rate: 20.0,
+            open_loop_rate: None,
             params: BTreeMap::new(),
         }
     }
@@ -127,6 +134,14 @@ impl Settings {
         };
         if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1000.0) {
             return bad("rate", "must be between 0 and 1000 orders per second");
+        }
+        if let Some(r) = self.open_loop_rate
+            && !(r.is_finite() && r > 0.0 && r <= 10_000.0)
+        {
+            return bad(
+                "open-loop-rate",
+                "must be between 0 and 10000 orders per second",
+            );
         }
         if self.timeout.is_zero() || self.breaker_timeout.is_zero() {
             return bad("timeout", "must be above zero");

@@ -5,15 +5,15 @@
 //! and stopped on their own, a producer of `OrderEvent`s, and the lag and
 //! offset tools of `campusfood_streaming_kafka`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use campusfood_core::config::KafkaConfig;
-use campusfood_core::events::OrderEvent;
+use campusfood_core::events::{InventoryEvent, InventoryStatus, OrderEvent};
 use campusfood_core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
 use campusfood_core::task::BackgroundTask;
-use campusfood_core::transport::{Route, Transport};
+use campusfood_core::transport::{DeadLetters, Route, Transport};
 use campusfood_core::{Config, OrderId};
 use campusfood_kafka::KafkaTransport;
 use campusfood_services::stores::names;
@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use crate::error::LabError;
 use crate::gauge::Gauge;
 use crate::load::Sample;
+use crate::outcomes::{OrderReading, accepted, with_refused};
 use crate::settings::Settings;
 
 /// How to get a broker when there is none.
@@ -364,6 +365,124 @@ impl PartC {
             }
         }
         Ok(total)
+    }
+
+    /// Waits until every order of `ids` has its output record on the
+    /// inventory topic, or a dead letter (the ledger's decision comes
+    /// before the transaction that writes the output commits), for up to
+    /// `deadline`; an order still without either is then read as `lost`.
+    pub async fn wait_output(&self, ids: &[String], deadline: Duration) {
+        let settled = || async {
+            self.readings_of(ids)
+                .await
+                .is_ok_and(|read| read.iter().all(|(_, r)| r.outputs > 0 || r.dead_lettered))
+        };
+        if let Err(e) = crate::wait::until("every order's output record", deadline, settled).await {
+            tracing::warn!(error = %e, "orders without an output record");
+        }
+    }
+
+    /// What became of each order of `samples` (placed with
+    /// [`place`](Self::place)), by id: see [`readings_of`](Self::readings_of);
+    /// an order Kafka did not acknowledge is `failed`.
+    pub async fn readings(
+        &self,
+        samples: &[Sample],
+    ) -> Result<Vec<(String, OrderReading)>, LabError> {
+        let read = self.readings_of(&accepted(samples)).await?;
+        Ok(with_refused(samples, read))
+    }
+
+    /// What became of each order of `ids`, read order by order: its
+    /// records on the inventory topic(s) (the output: one per order when
+    /// each is processed exactly once; their status says reserved or
+    /// failed), the ledger's decision, and whether the order is among the
+    /// dead letters of the order topic. Call it once the experiment has
+    /// waited for the orders to be decided: an order without an output
+    /// record (nor a dead letter) is then `lost`.
+    pub async fn readings_of(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, OrderReading)>, LabError> {
+        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let k = &self.config.kafka;
+        let mut outputs: HashMap<String, Vec<InventoryStatus>> = HashMap::new();
+        for topic in std::iter::once(&k.inventory_topic).chain(k.failed_topic.as_ref()) {
+            let scan = self
+                .transport
+                .scan_topic(topic, |_, _| true)
+                .await
+                .map_err(|e| LabError::Store {
+                    what: format!("reading {topic}"),
+                    message: e.to_string(),
+                })?;
+            for record in scan.kept {
+                let Ok(event) = serde_json::from_slice::<InventoryEvent>(&record.message.body)
+                else {
+                    continue;
+                };
+                let id = event.order_id.to_string();
+                if wanted.contains(id.as_str()) {
+                    outputs.entry(id).or_default().push(event.status);
+                }
+            }
+        }
+        let dead: HashSet<String> = self
+            .transport
+            .dead_letters(&Route::ORDER_PLACED, usize::MAX)
+            .await
+            .map_err(|e| LabError::Store {
+                what: "listing the order topic's dead letters".to_owned(),
+                message: e.to_string(),
+            })?
+            .iter()
+            .filter_map(|d| {
+                d.message.key.clone().or_else(|| {
+                    serde_json::from_slice::<OrderEvent>(&d.message.body)
+                        .ok()
+                        .map(|o| o.order_id.to_string())
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let written = outputs.get(id).map_or(&[][..], Vec::as_slice);
+            let mut r = OrderReading {
+                accepted: true,
+                settle: true,
+                outputs: u32::try_from(written.len()).unwrap_or(u32::MAX),
+                dead_lettered: dead.contains(id),
+                ..OrderReading::default()
+            };
+            if let Some(status) = written.first() {
+                // The ledger says what was decided; an output record without
+                // a decision behind it says it on its own.
+                let oid = OrderId::parse(id).map_err(|e| LabError::Store {
+                    what: "order id".to_owned(),
+                    message: e.to_string(),
+                })?;
+                let decided = self
+                    .ledger
+                    .reservation(&oid)
+                    .await
+                    .map_err(|e| LabError::Store {
+                        what: "reading a reservation".to_owned(),
+                        message: e.to_string(),
+                    })?;
+                let reserved = match decided.map(|d| d.outcome) {
+                    Some(ReserveOutcome::Reserved { .. }) => true,
+                    Some(_) => false,
+                    None => *status == InventoryStatus::Success,
+                };
+                if reserved {
+                    r.reserved = 1;
+                } else {
+                    r.refused = true;
+                }
+            }
+            out.push((id.clone(), r));
+        }
+        Ok(out)
     }
 
     /// Decisions in the ledger.

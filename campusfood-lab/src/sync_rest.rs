@@ -6,17 +6,21 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use campusfood_core::Config;
 use campusfood_core::config::HttpConfig;
+use campusfood_core::ledger::{InventoryLedger, ReserveOutcome};
+use campusfood_core::{Config, OrderId};
 use campusfood_services::inventory::InventoryService;
-use campusfood_services::server::{Running, Server, inventory_router};
-use campusfood_services::sync_rest::{SyncPart, SyncRest};
+use campusfood_services::server::{Running, Server, StartError, inventory_router};
+use campusfood_services::stores::Stores;
+use campusfood_services::sync_rest::{SyncPart, SyncRest, SyncStores};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::error::LabError;
-use crate::load::OrderClient;
+use crate::error::{LabError, store_err};
+use crate::load::{OrderClient, Sample};
+use crate::outcomes::OrderReading;
+use crate::sends::SendLog;
 use crate::settings::Settings;
 
 /// Part A, as one experiment uses it.
@@ -27,6 +31,9 @@ pub struct PartA {
     system: Option<SyncRest>,
     /// Their configuration, when this process runs them.
     config: Option<Config>,
+    /// Inventory's ledger and the notifier's sent-set, when this process
+    /// runs them: what became of each order.
+    readers: Option<(Arc<dyn InventoryLedger>, Arc<SendLog>)>,
     /// Holds the ledger and outbox files; removed on drop.
     _data: Option<tempfile::TempDir>,
 }
@@ -61,7 +68,16 @@ impl PartA {
         config.http.inventory_port = 0;
         config.http.notification_port = 0;
         tune(&mut config.http);
-        let system = SyncRest::start(&config, SyncPart::All).await?;
+        let mut stores = SyncStores::open(
+            &Stores::open(&config).await.map_err(StartError::from)?,
+            &config,
+            SyncPart::All,
+        )
+        .await?;
+        let sends = stores.notified.take().map(|n| Arc::new(SendLog::new(n)));
+        stores.notified = sends.clone().map(|s| s as _);
+        let readers = stores.ledger.clone().zip(sends);
+        let system = SyncRest::start_with_stores(&config, SyncPart::All, stores).await?;
         let addr = |s: Option<SocketAddr>| s.map(|a| format!("http://{a}"));
         let order_url = addr(system.order.as_ref().map(|o| o.server.addr()));
         let inventory_url = addr(system.inventory.as_ref().map(|i| i.server.addr()));
@@ -75,6 +91,7 @@ impl PartA {
             client,
             system: Some(system),
             config: Some(config),
+            readers,
             _data: Some(data),
         })
     }
@@ -89,6 +106,7 @@ impl PartA {
             client: OrderClient::new(order_url, inventory_url, item)?,
             system: None,
             config: None,
+            readers: None,
             _data: None,
         })
     }
@@ -106,6 +124,43 @@ impl PartA {
     /// Their configuration, if this process runs them.
     pub fn config(&self) -> Option<&Config> {
         self.config.as_ref()
+    }
+
+    /// What became of each order of `samples`, by id (`request #i`, from
+    /// 1, for an order refused without one): its answer, the ledger's
+    /// decision, the confirmations the notifier sent. Without in-process
+    /// services only the answers are known: a 201 is `accepted`.
+    pub async fn readings(
+        &self,
+        samples: &[Sample],
+    ) -> Result<Vec<(String, OrderReading)>, LabError> {
+        let mut out = Vec::with_capacity(samples.len());
+        for (i, s) in samples.iter().enumerate() {
+            let mut r = OrderReading {
+                accepted: s.ok(),
+                settle: self.readers.is_some(),
+                ..OrderReading::default()
+            };
+            let Some(id) = s.order_id.clone() else {
+                out.push((format!("request #{}", i + 1), r));
+                continue;
+            };
+            if let Some((ledger, sends)) = &self.readers {
+                let oid = OrderId::parse(&id).map_err(|e| store_err("order id")(e.to_string()))?;
+                let record = ledger
+                    .reservation(&oid)
+                    .await
+                    .map_err(|e| store_err("reading a reservation")(e.to_string()))?;
+                match record.map(|r| r.outcome) {
+                    Some(ReserveOutcome::Reserved { .. }) => r.reserved = 1,
+                    Some(_) => r.refused = true,
+                    None => {}
+                }
+                r.notified = sends.new_records(&id);
+            }
+            out.push((id, r));
+        }
+        Ok(out)
     }
 
     /// Takes the inventory service down, the `kind` way, until

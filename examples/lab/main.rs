@@ -6,6 +6,8 @@
 //! cargo run --release --example lab -- run all --name example
 //! cargo run --release --example lab -- run A2 A4 --fast --out /tmp/lab
 //! cargo run --release --example lab -- run A1 --orders 2000 --name big-baseline
+//! # open loop: 200 orders/s on a fixed schedule, latencies from the planned send
+//! cargo run --release --example lab -- run A1 B1 X1 --open-loop-rate 200
 //! # against services already running (experiments that must reconfigure or
 //! # restart a service are skipped):
 //! cargo run --release --example lab -- run A1 A2 A3 \
@@ -85,6 +87,11 @@ struct RunArgs {
     /// A4: orders per second.
     #[arg(long)]
     rate: Option<f64>,
+    /// A1, A2, B1, X1 and X2: send the orders on a fixed schedule of N per
+    /// second (open loop; each latency from its planned send time) instead
+    /// of one after another.
+    #[arg(long, value_name = "N")]
+    open_loop_rate: Option<f64>,
     /// The item ordered.
     #[arg(long)]
     item: Option<String>,
@@ -141,6 +148,9 @@ fn config(args: RunArgs) -> anyhow::Result<RunConfig> {
     }
     if let Some(v) = args.rate {
         s.rate = v;
+    }
+    if args.open_loop_rate.is_some() {
+        s.open_loop_rate = args.open_loop_rate;
     }
     if let Some(v) = args.item {
         s.item = v;

@@ -37,6 +37,7 @@ use campusfood_transport::rabbitmq::RabbitTransport;
 
 use crate::error::{LabError, broker_err};
 use crate::load::OrderClient;
+use crate::sends::SendLog;
 use crate::settings::Settings;
 
 mod probe;
@@ -106,6 +107,9 @@ pub struct PartB {
     ledger: Arc<dyn InventoryLedger>,
     /// The OrderService's orders and outbox (also in `stores`).
     orders: Arc<dyn OrderStore>,
+    /// The notifier's sent-set (also in `stores`), counting the
+    /// confirmations sent per order.
+    sends: Arc<SendLog>,
     order: Option<AsyncSystem>,
     inventory: Option<AsyncSystem>,
     notification: Option<AsyncSystem>,
@@ -215,14 +219,15 @@ impl PartB {
         let orders = embedded
             .order_store(names::ASYNC_ORDERS)
             .map_err(StartError::from)?;
+        let sends = Arc::new(SendLog::new(
+            embedded
+                .processed(names::ASYNC_NOTIFIED)
+                .map_err(StartError::from)?,
+        ));
         let stores = AsyncStores {
             ledger: Some(ledger.clone()),
             orders: Some(orders.clone()),
-            notified: Some(
-                embedded
-                    .processed(names::ASYNC_NOTIFIED)
-                    .map_err(StartError::from)?,
-            ),
+            notified: Some(sends.clone()),
         };
         let probe = Arc::new(Probe::new(bus.clone()).with_hot_requeue(opts.hot_requeue));
         let mut this = Self {
@@ -235,6 +240,7 @@ impl PartB {
             stores,
             ledger,
             orders,
+            sends,
             order: None,
             inventory: None,
             notification: None,

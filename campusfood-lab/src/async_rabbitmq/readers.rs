@@ -2,16 +2,19 @@
 //! reservations, the outbox, gauges to sample, and waits on what the probe
 //! saw.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use campusfood_core::events::OrderPlaced;
+use campusfood_core::ledger::ReserveOutcome;
 use campusfood_core::transport::Route;
 use campusfood_core::{OrderId, OrderStatus};
 
-use super::{PartB, Queue};
+use super::{PartB, Queue, order_of};
 use crate::error::{LabError, store_err};
 use crate::gauge::Gauge;
+use crate::load::Sample;
+use crate::outcomes::{OrderReading, accepted, with_refused};
 
 impl PartB {
     /// The order's status in the OrderService's store.
@@ -103,6 +106,56 @@ impl PartB {
             .map_err(|e| store_err("reading an order")(e.to_string()))?
             .ok_or_else(|| store_err("reading an order")(format!("no order {id}")))?;
         Ok(serde_json::to_string(&OrderPlaced::from(&order))?)
+    }
+
+    /// What became of each order of `samples`, by id (`request #i`, from
+    /// 1, for one refused at the door): see [`readings_of`](Self::readings_of).
+    pub async fn readings(
+        &self,
+        samples: &[Sample],
+    ) -> Result<Vec<(String, OrderReading)>, LabError> {
+        let read = self.readings_of(&accepted(samples)).await?;
+        Ok(with_refused(samples, read))
+    }
+
+    /// What became of each accepted order of `ids`, read order by order:
+    /// the ledger's decision, the confirmations the notifier sent (its
+    /// sent-set's records), and whether it is among the dead letters of
+    /// `orders.reserve`. Call it once the experiment has waited for the
+    /// orders to settle: one with none of these is `lost`.
+    pub async fn readings_of(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, OrderReading)>, LabError> {
+        let dead: HashSet<String> = self
+            .dead_letters(usize::MAX)
+            .await?
+            .iter()
+            .filter_map(|d| order_of(&d.message))
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let oid = OrderId::parse(id).map_err(|e| store_err("order id")(e.to_string()))?;
+            let record = self
+                .ledger
+                .reservation(&oid)
+                .await
+                .map_err(|e| store_err("reading a reservation")(e.to_string()))?;
+            let mut r = OrderReading {
+                accepted: true,
+                settle: true,
+                notified: self.sends.records(id),
+                dead_lettered: dead.contains(id),
+                ..OrderReading::default()
+            };
+            match record.map(|r| r.outcome) {
+                Some(ReserveOutcome::Reserved { .. }) => r.reserved = 1,
+                Some(_) => r.refused = true,
+                None => {}
+            }
+            out.push((id.clone(), r));
+        }
+        Ok(out)
     }
 
     /// Confirmations the NotificationService sent (logged).

@@ -8,7 +8,8 @@ use super::common::{latencies, statuses, summary, summary_cells};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Outcome, Series, Table};
-use crate::load::{count_status, sequential};
+use crate::load::{Pacing, count_status};
+use crate::outcomes::{OrderClass, OrderOutcomes};
 use crate::stats::cdf;
 
 /// A healthy p50 above this would mean something is wrong with the chain,
@@ -42,17 +43,26 @@ impl Experiment for A1Baseline {
         let app = ctx.part_a(|_| {}).await?;
         let client = app.client().clone();
         let stock_before = client.stock().await.ok();
-        let bar = ctx.bar(n, "orders, one client");
+        let pacing = ctx.pacing();
+        let bar = ctx.bar(n, &pacing.title("orders"));
         let origin = Instant::now();
-        let samples = sequential(&client, n, origin, &bar).await;
+        let samples = {
+            let client = &client;
+            pacing.send(n, origin, &bar, |o| client.order(o)).await
+        };
         let wall = origin.elapsed();
         bar.finish_and_clear();
         let stock_after = client.stock().await.ok();
+        let readings = app.readings(&samples).await;
         app.stop().await;
+        let readings = readings?;
 
         let mut out = Outcome::default();
         out.setup("orders", n);
-        out.setup("clients", 1);
+        out.setup("load", pacing.describe());
+        if pacing == Pacing::Closed {
+            out.setup("clients", 1);
+        }
         out.setup("item", client.item());
         let s = summary(&samples);
         let ok = count_status(&samples, 201);
@@ -60,7 +70,7 @@ impl Experiment for A1Baseline {
 
         let mut t = Table::new(
             "latency",
-            "Latency of N orders, one client",
+            &pacing.title("Latency of N orders"),
             &[
                 "Orders", "Statuses", "Min (ms)", "Avg (ms)", "P50 (ms)", "P95 (ms)", "P99 (ms)",
                 "Max (ms)", "Orders/s",
@@ -79,7 +89,7 @@ impl Experiment for A1Baseline {
         out.chart(
             Chart::new(
                 "latency-cdf",
-                &format!("A1: latency of {n} orders (CDF)"),
+                &pacing.title(&format!("A1: latency of {n} orders (CDF)")),
                 Axis::log("latency (ms, log scale)"),
                 Axis::linear("orders answered within (%)"),
             )
@@ -107,6 +117,10 @@ impl Experiment for A1Baseline {
             }
             _ => out.note("Stock was not checked: the inventory service's URL is not known."),
         }
+        out.orders(
+            OrderOutcomes::new("healthy chain", &[OrderClass::Notified]).record_all(&readings),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         out.conclude(
             "A healthy synchronous chain answers in milliseconds",
             s.p50_ms < HEALTHY_P50_MS,

@@ -10,7 +10,8 @@ use super::common::{latencies, secs, statuses, summary};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::load::{OrderClient, Sample, count_status, sequential};
+use crate::load::{OrderClient, Sample, count_status};
+use crate::outcomes::{OrderClass, OrderOutcomes};
 use crate::stats::{cdf, ms};
 
 /// The median increase may exceed the delay by this share plus
@@ -36,9 +37,12 @@ async fn measure(
     client: &OrderClient,
 ) -> Result<(Vec<Sample>, Vec<Sample>), LabError> {
     let s = ctx.settings();
+    let pacing = ctx.pacing();
     client.heal_inventory().await?;
     let bar = ctx.bar(s.orders, "baseline orders");
-    let baseline = sequential(client, s.orders, Instant::now(), &bar).await;
+    let baseline = pacing
+        .send(s.orders, Instant::now(), &bar, |o| client.order(o))
+        .await;
     bar.finish_and_clear();
     client
         .configure_inventory(FaultUpdate {
@@ -51,7 +55,9 @@ async fn measure(
         s.delayed_orders,
         &format!("orders, inventory delayed {}", secs(s.delay)),
     );
-    let delayed = sequential(client, s.delayed_orders, Instant::now(), &bar).await;
+    let delayed = pacing
+        .send(s.delayed_orders, Instant::now(), &bar, |o| client.order(o))
+        .await;
     bar.finish_and_clear();
     Ok((baseline, delayed))
 }
@@ -95,14 +101,25 @@ impl Experiment for A2Delay {
         let client = app.client().clone();
         let measured = measure(ctx, &client).await;
         let healed = client.heal_inventory().await;
+        let readings = match &measured {
+            Ok((baseline, delayed)) => {
+                Some((app.readings(baseline).await, app.readings(delayed).await))
+            }
+            Err(_) => None,
+        };
         app.stop().await;
         let (baseline, delayed) = measured?;
         healed?;
+        let (read_baseline, read_delayed) = match readings {
+            Some((b, d)) => (b?, d?),
+            None => (Vec::new(), Vec::new()),
+        };
 
         let mut out = Outcome::default();
         out.setup("baseline_orders", s.orders);
         out.setup("delayed_orders", s.delayed_orders);
         out.setup("delay_ms", ms(s.delay));
+        out.setup("load", ctx.pacing().describe());
         out.setup("downstream_timeout_ms", ms(timeout));
         let b = summary(&baseline);
         let d = summary(&delayed);
@@ -111,7 +128,7 @@ impl Experiment for A2Delay {
 
         let mut t = Table::new(
             "latency",
-            "Baseline vs injected delay",
+            &ctx.pacing().title("Baseline vs injected delay"),
             &[
                 "Scenario", "Orders", "Statuses", "Min (ms)", "Avg (ms)", "P50 (ms)", "P95 (ms)",
                 "Max (ms)",
@@ -151,10 +168,10 @@ impl Experiment for A2Delay {
         out.chart(
             Chart::new(
                 "latency-cdf",
-                &format!(
+                &ctx.pacing().title(&format!(
                     "A2: latency, baseline vs {} delay on inventory (CDF)",
                     secs(s.delay)
-                ),
+                )),
                 Axis::log("latency (ms, log scale)"),
                 Axis::linear("orders answered within (%)"),
             )
@@ -187,6 +204,14 @@ impl Experiment for A2Delay {
                 delay_ms * SLACK + SLACK_MS
             ),
         );
+        out.orders(
+            OrderOutcomes::new("baseline", &[OrderClass::Notified]).record_all(&read_baseline),
+        );
+        out.orders(
+            OrderOutcomes::new(&format!("{} delay", secs(s.delay)), &[OrderClass::Notified])
+                .record_all(&read_delayed),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         let ok_b = count_status(&baseline, 201);
         let ok_d = count_status(&delayed, 201);
         out.conclude(

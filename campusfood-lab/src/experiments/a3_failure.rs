@@ -11,6 +11,7 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::load::{OrderClient, Sample, count_status, sequential};
+use crate::outcomes::{OrderClass, OrderOutcomes};
 use crate::stats::ms;
 
 /// A3 — failure injection.
@@ -106,9 +107,20 @@ impl Experiment for A3Failure {
         let client = app.client().clone();
         let measured = measure(ctx, &client, delay).await;
         let healed = client.heal_inventory().await;
+        let readings = match &measured {
+            Ok(m) => Some((
+                app.readings(&m.failed).await,
+                app.readings(&m.timed_out).await,
+            )),
+            Err(_) => None,
+        };
         app.stop().await;
         let m = measured?;
         healed?;
+        let (read_failed, read_timed_out) = match readings {
+            Some((f, t)) => (f?, t?),
+            None => (Vec::new(), Vec::new()),
+        };
 
         let mut out = Outcome::default();
         out.setup("failure_orders", s.failure_orders);
@@ -224,6 +236,15 @@ impl Experiment for A3Failure {
                 ms(delay)
             ),
         );
+        out.orders(
+            OrderOutcomes::new("inventory fails (503)", &[OrderClass::Failed])
+                .record_all(&read_failed),
+        );
+        out.orders(
+            OrderOutcomes::new("inventory too slow (504)", &[OrderClass::Failed])
+                .record_all(&read_timed_out),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         let leaked = m
             .stock_after_failures
             .saturating_sub(m.stock_after_timeouts);

@@ -17,6 +17,7 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::load::{Sample, fixed_rate, peak_in_flight};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::ms;
 use crate::sync_rest::OutageKind;
 
@@ -91,6 +92,8 @@ struct RunResult {
     kind: OutageKind,
     breaker: bool,
     samples: Vec<Sample>,
+    /// What became of each order.
+    readings: Vec<(String, OrderReading)>,
     /// When inventory started going down, since the origin.
     down: Duration,
     /// When it was back.
@@ -231,12 +234,25 @@ async fn run_once(
     .await;
     let samples = load.await;
     bar.finish_and_clear();
+    let samples = match samples {
+        Ok(Ok(samples)) => samples,
+        Ok(Err(e)) => {
+            app.stop().await;
+            return Err(e);
+        }
+        Err(e) => {
+            app.stop().await;
+            return Err(e.into());
+        }
+    };
+    let readings = app.readings(&samples).await;
     app.stop().await;
     let (down, up) = timeline?;
     Ok(RunResult {
         kind,
         breaker,
-        samples: samples??,
+        readings: readings?,
+        samples,
         down,
         up,
     })
@@ -501,6 +517,16 @@ impl Experiment for A4Breaker {
             before_ok,
             before.join("; "),
         );
+        for r in &runs {
+            out.orders(
+                OrderOutcomes::new(
+                    &format!("{}, {}", r.kind.name(), r.label()),
+                    &[OrderClass::Notified, OrderClass::Failed],
+                )
+                .record_all(&r.readings),
+            );
+        }
+        out.conclude_nothing_lost_nothing_twice();
         out.note(format!(
             "With the breaker on, the orders sent in the first {} of an unresponsive outage \
              still wait: they are admitted while the circuit is closed, because the first \

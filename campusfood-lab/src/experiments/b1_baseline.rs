@@ -11,7 +11,8 @@ use crate::async_rabbitmq::{PartB, PartBOptions};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Outcome, Series, Table};
-use crate::load::{count_status, sequential};
+use crate::load::{Pacing, count_status};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::{LatencySummary, cdf, ms};
 
 /// As in A1: a healthy p50 above this means something is wrong.
@@ -29,14 +30,20 @@ struct Measured {
     stock: (u64, u64),
     reservations: u64,
     sent: u64,
+    readings: Vec<(String, OrderReading)>,
 }
 
 async fn measure(ctx: &Context, b: &PartB, n: u64) -> Result<Measured, LabError> {
     let client = b.client().clone();
     let before = b.stock().await?;
-    let bar = ctx.bar(n, "orders, one client");
+    let bar = ctx.bar(n, &ctx.pacing().title("orders"));
     let origin = Instant::now();
-    let samples = sequential(&client, n, origin, &bar).await;
+    let samples = {
+        let client = &client;
+        ctx.pacing()
+            .send(n, origin, &bar, |o| client.order(o))
+            .await
+    };
     bar.finish_and_clear();
     let ids = accepted_ids(&samples);
     b.wait_notified(
@@ -51,6 +58,7 @@ async fn measure(ctx: &Context, b: &PartB, n: u64) -> Result<Measured, LabError>
         stock: (before, b.stock().await?),
         reservations: b.reservation_count().await?,
         sent: b.notifications_sent(),
+        readings: b.readings(&samples).await?,
         samples,
         e2e,
         wall,
@@ -93,7 +101,10 @@ impl Experiment for B1Baseline {
 
         let mut out = Outcome::default();
         out.setup("orders", n);
-        out.setup("clients", 1);
+        out.setup("load", ctx.pacing().describe());
+        if ctx.pacing() == Pacing::Closed {
+            out.setup("clients", 1);
+        }
         out.setup("item", ctx.settings().item.as_str());
         out.setup("reserve_queue", prefix);
         let ok = count_status(&m.samples, 201);
@@ -102,7 +113,7 @@ impl Experiment for B1Baseline {
 
         let mut t = Table::new(
             "latency",
-            "Acceptance vs end to end, N orders from one client",
+            &ctx.pacing().title("Acceptance vs end to end, N orders"),
             &[
                 "Measure",
                 "From → to",
@@ -127,7 +138,11 @@ impl Experiment for B1Baseline {
                 "Ledger reservations",
                 "Stock before → after",
                 "Confirmations sent",
-                "Orders/s (one client)",
+                if ctx.pacing() == Pacing::Closed {
+                    "Orders/s (one client)"
+                } else {
+                    "Orders/s"
+                },
             ],
         );
         let throughput = n as f64 / m.wall.as_secs_f64();
@@ -151,7 +166,9 @@ impl Experiment for B1Baseline {
         out.chart(
             Chart::new(
                 "latency-cdf",
-                &format!("B1: acceptance vs end-to-end latency of {n} orders (CDF)"),
+                &ctx.pacing().title(&format!(
+                    "B1: acceptance vs end-to-end latency of {n} orders (CDF)"
+                )),
                 Axis::log("latency (ms, log scale)"),
                 Axis::linear("orders within (%)"),
             )
@@ -217,6 +234,10 @@ impl Experiment for B1Baseline {
              `order.notified` — after the store recorded it, so a `GET /orders/{id}` from then \
              on says `notified`; the order store is then checked for every order.",
         );
+        out.orders(
+            OrderOutcomes::new("healthy flow", &[OrderClass::Notified]).record_all(&m.readings),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }

@@ -13,6 +13,7 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::load::{concurrent, count_status};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::ms;
 use crate::wait::until;
 
@@ -43,6 +44,7 @@ struct Measured {
     reservations: u64,
     notified_in_store: usize,
     depth_after: u64,
+    readings: Vec<(String, OrderReading)>,
 }
 
 async fn measure(
@@ -114,6 +116,7 @@ async fn measure(
         depth_after: b.depth(Queue::Reserve).await?,
         reservations: b.reservation_count().await?,
         notified_in_store: b.notified_in_store(&ids).await?,
+        readings: b.readings(&samples).await?,
         stock_after: b.stock().await?,
         samples,
         depth,
@@ -304,6 +307,11 @@ impl Experiment for B2Backlog {
              it takes them up to its prefetch at a time, so the curve falls as fast as they are \
              delivered and the reservations finish just after (see “every order notified”).",
         );
+        out.orders(
+            OrderOutcomes::new("accepted while inventory was down", &[OrderClass::Notified])
+                .record_all(&m.readings),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }

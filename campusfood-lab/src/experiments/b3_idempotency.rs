@@ -11,6 +11,7 @@ use crate::async_rabbitmq::{Handling, PartB, PartBOptions};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::wait::until;
 
 /// B3 — idempotency.
@@ -47,6 +48,7 @@ struct Measured {
     sent_after: u64,
     has_record: bool,
     status_notified: bool,
+    readings: Vec<(String, OrderReading)>,
 }
 
 /// Reads the three counts every [`SAMPLE_EVERY`] until `stop`.
@@ -149,6 +151,7 @@ async fn measure(ctx: &Context, b: &PartB, duplicates: u64) -> Result<Measured, 
         records: b.reservation_count().await?,
         sent_after: b.notifications_sent(),
         has_record: b.has_reservation(&id).await?,
+        readings: b.readings_of(std::slice::from_ref(&id)).await?,
         status_notified: b.status(&id).await? == Some(campusfood_core::OrderStatus::Notified),
         id,
         counts,
@@ -292,6 +295,14 @@ impl Experiment for B3Idempotency {
              notification recognised the order and acknowledged without sending again.",
             m.reserved_deliveries
         ));
+        out.orders(
+            OrderOutcomes::new(
+                &format!("one order, delivered {} times", m.placed_deliveries.len()),
+                &[OrderClass::Notified],
+            )
+            .record_all(&m.readings),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }

@@ -16,6 +16,7 @@ use crate::async_rabbitmq::{Handled, Handling, PartB, PartBOptions, Queue, order
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::ms;
 use crate::wait::until;
 
@@ -113,6 +114,9 @@ struct Measured {
     depth: Vec<[f64; 2]>,
     marks: [f64; 3],
     failing_sent: Instant,
+    /// What became of the valid order, of the failing one while it was
+    /// dead-lettered, and of the failing one once replayed.
+    readings: [Vec<(String, OrderReading)>; 3],
 }
 
 fn body_of(d: &DeadLetter) -> String {
@@ -188,6 +192,7 @@ async fn measure(b: &PartB) -> Result<Measured, LabError> {
     )
     .await?;
     let dead = find(b.dead_letters(100).await?);
+    let read_while_dead = b.readings_of(std::slice::from_ref(&failing_id)).await?;
     let status_while_dead = b.status(&failing_id).await?;
     let stock_while_dead = b.stock().await?;
 
@@ -207,7 +212,13 @@ async fn measure(b: &PartB) -> Result<Measured, LabError> {
     let dlq_after = b.dead_letters(100).await?.len();
     tokio::time::sleep(SAMPLE_EVERY * 3).await;
     let depth = sampler.finish().await?;
+    let readings = [
+        b.readings_of(std::slice::from_ref(&valid_id)).await?,
+        read_while_dead,
+        b.readings_of(std::slice::from_ref(&failing_id)).await?,
+    ];
     Ok(Measured {
+        readings,
         poison: matched,
         poison_deliveries,
         valid_notified: b.status(&valid_id).await? == Some(OrderStatus::Notified),
@@ -450,6 +461,35 @@ impl Experiment for B4DeadLetters {
              `cargo run --example async_rabbitmq -- dlq list | show ID | replay ID` are the \
              same operations by hand.",
         );
+        // Each poison message is an order as far as the queue knows: it
+        // must end among the dead letters, not vanish.
+        let poison_read: Vec<(String, OrderReading)> = m
+            .poison
+            .iter()
+            .map(|(p, letter)| {
+                let r = OrderReading {
+                    accepted: true,
+                    settle: true,
+                    dead_lettered: letter.is_some(),
+                    ..OrderReading::default()
+                };
+                (format!("poison: {}", p.kind), r)
+            })
+            .collect();
+        let [valid, while_dead, replayed] = &m.readings;
+        for (scenario, expected, read) in [
+            ("poison", OrderClass::DeadLettered, &poison_read),
+            ("valid order behind the poison", OrderClass::Notified, valid),
+            (
+                "failing order, before the replay",
+                OrderClass::DeadLettered,
+                while_dead,
+            ),
+            ("failing order, replayed", OrderClass::Notified, replayed),
+        ] {
+            out.orders(OrderOutcomes::new(scenario, &[expected]).record_all(read));
+        }
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }

@@ -14,6 +14,7 @@ use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::load::{Sample, count_status, fixed_rate};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::{LatencySummary, ms};
 
 /// B5 — broker outage with zero loss.
@@ -82,6 +83,7 @@ struct Measured {
     stock: (u64, u64),
     outbox_after: u64,
     refused: u32,
+    readings: Vec<(String, OrderReading)>,
 }
 
 async fn measure(ctx: &Context, b: &PartB, plan: Plan) -> Result<Measured, LabError> {
@@ -117,6 +119,7 @@ async fn measure(ctx: &Context, b: &PartB, plan: Plan) -> Result<Measured, LabEr
         stock: (stock_before, b.stock().await?),
         outbox_after: b.outbox_len().await?,
         refused: b.refused_connections(),
+        readings: b.readings(&samples).await?,
         samples,
         origin,
         cut,
@@ -376,6 +379,14 @@ impl Experiment for B5BrokerOutage {
              their end-to-end time is mostly the rest of the outage plus the reconnection \
              backoff (≤ 0.5 s here).",
         );
+        out.orders(
+            OrderOutcomes::new(
+                "sent before, during and after the cut",
+                &[OrderClass::Notified],
+            )
+            .record_all(&m.readings),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }

@@ -14,6 +14,7 @@ use super::common::secs;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::ms;
 use crate::streaming_kafka::{PartC, PartCOptions};
 use crate::wait::until;
@@ -46,6 +47,7 @@ struct Measured {
     predicted_failures: usize,
     decisions: u64,
     inventory_lag: i64,
+    order_readings: Vec<(String, OrderReading)>,
 }
 
 fn counted(t: &Totals, n: u64) -> bool {
@@ -132,7 +134,13 @@ async fn measure(
         Err(e) => return Err(e),
     };
     let t = analytics.totals();
+    let ids: Vec<String> = warm
+        .iter()
+        .chain(&orders)
+        .map(|o| o.order_id.to_string())
+        .collect();
     Ok(Measured {
+        order_readings: c.readings_of(&ids).await?,
         n,
         produce,
         all_counted,
@@ -410,6 +418,14 @@ impl Experiment for C1Burst {
             secs(window),
             m.decisions
         ));
+        out.orders(
+            OrderOutcomes::new(
+                "the burst (and the first order)",
+                &[OrderClass::Reserved, OrderClass::Failed],
+            )
+            .record_all(&m.order_readings),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::ms;
 use crate::streaming_kafka::{PartC, PartCOptions};
 use crate::wait::until;
@@ -36,6 +37,7 @@ struct Measured {
     lag: Vec<Vec<[f64; 2]>>,
     totals: (u64, u64),
     final_lag: (i64, i64, i64),
+    readings: Vec<(String, OrderReading)>,
 }
 
 fn peak(points: &[[f64; 2]]) -> f64 {
@@ -83,9 +85,9 @@ async fn measure(ctx: &Context, c: &PartC, n: u64) -> Result<Measured, LabError>
         origin,
     );
     let bar = ctx.bar(n, "orders through a throttled analytics consumer");
+    let orders = c.orders(usize::try_from(n).unwrap_or(usize::MAX));
     let run = async {
-        c.produce(&c.orders(usize::try_from(n).unwrap_or(usize::MAX)))
-            .await?;
+        c.produce(&orders).await?;
         let produced = origin.elapsed().as_secs_f64();
         let (ig, ot, at) = (igroup.as_str(), otopic.as_str(), itopic.as_str());
         let ag = agroup.as_str();
@@ -125,7 +127,13 @@ async fn measure(ctx: &Context, c: &PartC, n: u64) -> Result<Measured, LabError>
     let lag = sampler.finish().await?;
     let (produced, inventory_caught_up, drained) = run?;
     let t = analytics.totals();
+    let ids: Vec<String> = warm
+        .iter()
+        .chain(&orders)
+        .map(|o| o.order_id.to_string())
+        .collect();
     Ok(Measured {
+        readings: c.readings_of(&ids).await?,
         n,
         produced,
         inventory_waited: inventory_caught_up,
@@ -298,6 +306,14 @@ impl Experiment for C2Throttle {
              is written in Kafka transactions, each leaving a commit marker after its last \
              record, and the consumer commits “last record + 1”.",
         );
+        out.orders(
+            OrderOutcomes::new(
+                "the burst (and the first order)",
+                &[OrderClass::Reserved, OrderClass::Failed],
+            )
+            .record_all(&m.readings),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }

@@ -11,6 +11,7 @@ use campusfood_streaming_kafka::{MetricsSnapshot, Totals};
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Legend, Outcome, Series, Table};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::streaming_kafka::{PartC, PartCOptions};
 use crate::wait::until;
 
@@ -40,6 +41,7 @@ struct Measured {
     /// Since the origin: analytics stopped, offsets being reset, analytics
     /// started again, replay counted.
     marks: [f64; 4],
+    readings: Vec<(String, OrderReading)>,
 }
 
 /// What the inventory consumer has done, read three independent ways.
@@ -129,10 +131,11 @@ async fn measure(ctx: &Context, c: &mut PartC, n: u64) -> Result<Measured, LabEr
         SAMPLE_EVERY,
         origin,
     );
+    let orders = c.orders(usize::try_from(n).unwrap_or(usize::MAX));
+    let ids: Vec<String> = orders.iter().map(|o| o.order_id.to_string()).collect();
     let run = async {
         let bar = ctx.bar(2, "first run, then the replay");
-        c.produce(&c.orders(usize::try_from(n).unwrap_or(usize::MAX)))
-            .await?;
+        c.produce(&orders).await?;
         wait_counted(c, n, "the first run to count everything").await?;
         caught_up(c, "the first run's offsets committed").await?;
         bar.inc(1);
@@ -168,6 +171,7 @@ async fn measure(ctx: &Context, c: &mut PartC, n: u64) -> Result<Measured, LabEr
     let (first, replay, lag_before_reset, lag_after_reset, lag_after_replay, inventory, marks) =
         run?;
     Ok(Measured {
+        readings: c.readings_of(&ids).await?,
         n,
         first,
         replay,
@@ -357,6 +361,14 @@ impl Experiment for C3Replay {
              is read right away, and different numbers later — what the assignment's notes \
              call timing-dependent. The totals are a function of the records alone.",
         );
+        out.orders(
+            OrderOutcomes::new(
+                "the burst, after the replay",
+                &[OrderClass::Reserved, OrderClass::Failed],
+            )
+            .record_all(&m.readings),
+        );
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }

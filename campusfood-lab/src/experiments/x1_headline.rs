@@ -13,7 +13,8 @@ use crate::async_rabbitmq::PartBOptions;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Guide, Outcome, Series, Table};
-use crate::load::{Sample, count_status, sequential};
+use crate::load::{Pacing, Sample, count_status};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::stats::{LatencySummary, ms};
 use crate::streaming_kafka::{DecisionWatcher, PartC, PartCOptions, wait_decided};
 use crate::sync_rest::OutageKind;
@@ -40,6 +41,8 @@ struct Cond {
     /// Accepted orders whose client had its answer before their stock was
     /// reserved (each order's own latency against its own reservation).
     answered_first: usize,
+    /// What became of each order.
+    readings: Vec<(String, OrderReading)>,
 }
 
 /// One architecture's three conditions, or why it was not measured.
@@ -97,6 +100,7 @@ fn count_answered_first(pairs: &[(Duration, Duration)]) -> usize {
 async fn rest(ctx: &Context, n: u64, delay: Duration) -> Result<Vec<Cond>, LabError> {
     let mut app = ctx.part_a(|_| {}).await?;
     let client = app.client().clone();
+    let pacing = ctx.pacing();
     let run = async {
         let mut conds = Vec::new();
         let done = |samples: Vec<Sample>| {
@@ -110,24 +114,29 @@ async fn rest(ctx: &Context, n: u64, delay: Duration) -> Result<Vec<Cond>, LabEr
                 samples,
                 reserved,
                 answered_first: 0,
+                readings: Vec::new(),
             }
         };
         let bar = ctx.bar(n * 3, "REST: healthy, slow, down");
-        conds.push(done(sequential(&client, n, Instant::now(), &bar).await));
+        let send = |bar| pacing.send(n, Instant::now(), bar, |o| client.order(o));
+        conds.push(done(send(&bar).await));
         client
             .configure_inventory(FaultUpdate {
                 delay: Some(delay.as_secs_f64()),
                 ..FaultUpdate::default()
             })
             .await?;
-        let slow = sequential(&client, n, Instant::now(), &bar).await;
+        let slow = send(&bar).await;
         client.heal_inventory().await?;
         conds.push(done(slow));
         let outage = app.inventory_outage(OutageKind::Refused).await?;
-        let down = sequential(&client, n, Instant::now(), &bar).await;
+        let down = send(&bar).await;
         app.end_outage(outage).await?;
         conds.push(done(down));
         bar.finish_and_clear();
+        for c in &mut conds {
+            c.readings = app.readings(&c.samples).await?;
+        }
         Ok::<_, LabError>(conds)
     }
     .await;
@@ -154,7 +163,10 @@ async fn rabbitmq(ctx: &Context, n: u64, delay: Duration) -> Result<Vec<Cond>, L
                 _ => {}
             }
             let origin = Instant::now();
-            let samples = sequential(&client, n, origin, &bar).await;
+            let samples = ctx
+                .pacing()
+                .send(n, origin, &bar, |o| client.order(o))
+                .await;
             let ids = accepted_ids(&samples);
             if cond == "down" {
                 // The downtime: inventory stays away as long as the slow
@@ -172,7 +184,10 @@ async fn rabbitmq(ctx: &Context, n: u64, delay: Duration) -> Result<Vec<Cond>, L
             let reserved_at = b.reserved_at();
             let reserved = until_reserved(&samples, &reserved_at, origin);
             let answered_first = answered_first(&samples, &reserved_at, origin);
+            // Settled: notified too, before what became of each is read.
+            b.wait_notified(&ids, deadline).await?;
             conds.push(Cond {
+                readings: b.readings(&samples).await?,
                 samples,
                 reserved,
                 answered_first,
@@ -186,25 +201,25 @@ async fn rabbitmq(ctx: &Context, n: u64, delay: Duration) -> Result<Vec<Cond>, L
     run
 }
 
-/// One order at a time on Part C's producer, each watched for its
-/// decision from the moment it is acknowledged.
+/// `n` orders on Part C's producer, paced as `pacing` says, each watched
+/// for its decision from the moment it is acknowledged.
 async fn place_all(
     c: &PartC,
     n: u64,
     origin: Instant,
     bar: &indicatif::ProgressBar,
     watcher: &DecisionWatcher,
+    pacing: Pacing,
 ) -> Vec<Sample> {
-    let mut samples = Vec::new();
-    for _ in 0..n {
-        let s = c.place(origin).await;
-        if let Some(id) = &s.order_id {
-            watcher.watch(id);
-        }
-        samples.push(s);
-        bar.inc(1);
-    }
-    samples
+    pacing
+        .send(n, origin, bar, |o| async move {
+            let s = c.place(o).await;
+            if let Some(id) = &s.order_id {
+                watcher.watch(id);
+            }
+            s
+        })
+        .await
 }
 
 /// Part C: producing one `OrderEvent` (acknowledged by Kafka); reserved
@@ -241,7 +256,7 @@ async fn kafka(ctx: &Context, n: u64, delay: Duration) -> Result<Vec<Cond>, LabE
             }
             let origin = Instant::now();
             let watcher = c.watch_decisions(deadline);
-            let samples = place_all(&c, n, origin, &bar, &watcher).await;
+            let samples = place_all(&c, n, origin, &bar, &watcher, ctx.pacing()).await;
             if cond == "down" {
                 // The downtime, as for RabbitMQ.
                 tokio::time::sleep(delay).await;
@@ -250,7 +265,9 @@ async fn kafka(ctx: &Context, n: u64, delay: Duration) -> Result<Vec<Cond>, LabE
             let at = watcher.finish().await?;
             let reserved = until_reserved(&samples, &at, origin);
             let answered_first = answered_first(&samples, &at, origin);
+            c.wait_output(&accepted_ids(&samples), deadline).await;
             conds.push(Cond {
+                readings: c.readings(&samples).await?,
                 samples,
                 reserved,
                 answered_first,
@@ -348,12 +365,17 @@ impl Experiment for X1Headline {
 
         let mut out = Outcome::default();
         out.setup("orders_per_condition", n);
-        out.setup("clients", 1);
+        out.setup("load", ctx.pacing().describe());
+        if ctx.pacing() == Pacing::Closed {
+            out.setup("clients", 1);
+        }
         out.setup("delay_ms", ms(delay));
         out.setup("kafka_fail_rate", 0.0);
         let mut t = Table::new(
             "x1",
-            "What the client sees, and when the work is done, per architecture and inventory condition",
+            &ctx.pacing().title(
+                "What the client sees, and when the work is done, per architecture and inventory condition",
+            ),
             &[
                 "Architecture",
                 "Inventory",
@@ -369,10 +391,10 @@ impl Experiment for X1Headline {
         );
         let mut client_chart = Chart::new(
             "client-p50",
-            &format!(
+            &ctx.pacing().title(&format!(
                 "X1: client-visible p50 latency of placing an order (inventory delay {})",
                 secs(delay)
-            ),
+            )),
             Axis::categories("inventory", &CONDITIONS),
             Axis::log("p50 latency (ms, log scale)"),
         )
@@ -613,6 +635,21 @@ impl Experiment for X1Headline {
              order is placed and decided first each time, so that joining the consumer group is \
              not counted in the measured orders.",
         );
+        for a in &archs {
+            let Ok(conds) = &a.result else { continue };
+            for (cond, c) in CONDITIONS.iter().zip(conds) {
+                let expected = match (a.key, *cond) {
+                    ("rest", "down") => OrderClass::Failed,
+                    ("rest", _) | ("rabbitmq", _) => OrderClass::Notified,
+                    _ => OrderClass::Reserved,
+                };
+                out.orders(
+                    OrderOutcomes::new(&format!("{}, {cond}", a.name), &[expected])
+                        .record_all(&c.readings),
+                );
+            }
+        }
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }

@@ -11,7 +11,8 @@ use crate::async_rabbitmq::PartBOptions;
 use crate::context::Context;
 use crate::error::LabError;
 use crate::experiment::{Axis, Chart, Experiment, Legend, Outcome, Series, Table};
-use crate::load::{Sample, concurrent, count_status};
+use crate::load::{Pacing, Sample, concurrent, count_status};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading};
 use crate::streaming_kafka::{PartC, PartCOptions, wait_decided};
 use crate::wait::until;
 
@@ -34,6 +35,8 @@ struct Run {
     expected_stock: u64,
     /// Confirmations sent, where the architecture sends them (RabbitMQ).
     notifications: Option<u64>,
+    /// What became of each order.
+    readings: Vec<(String, OrderReading)>,
 }
 
 /// "Each exactly once", three ways where the architecture allows: ledger
@@ -53,7 +56,10 @@ async fn rest(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> {
         let before = client.stock().await?;
         let bar = ctx.bar(n, "REST orders");
         let origin = Instant::now();
-        let samples = concurrent(&client, n, clients, origin, &bar).await?;
+        let samples = match ctx.pacing() {
+            Pacing::Closed => concurrent(&client, n, clients, origin, &bar).await?,
+            open => open.send(n, origin, &bar, |o| client.order(o)).await,
+        };
         bar.finish_and_clear();
         let reserved_at = samples
             .iter()
@@ -63,12 +69,13 @@ async fn rest(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> {
         let after = client.stock().await?;
         let accepted = count_status(&samples, 201) as u64;
         Ok::<_, LabError>(Run {
-            samples,
             reserved_at,
             reservations: before.saturating_sub(after),
             stock_taken: before.saturating_sub(after),
             expected_stock: accepted,
             notifications: None,
+            readings: app.readings(&samples).await?,
+            samples,
         })
     }
     .await;
@@ -82,7 +89,10 @@ async fn rabbitmq(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> 
         let bar = ctx.bar(n, "RabbitMQ orders");
         let stock_before = b.stock().await?;
         let origin = Instant::now();
-        let samples = concurrent(b.client(), n, clients, origin, &bar).await?;
+        let samples = match ctx.pacing() {
+            Pacing::Closed => concurrent(b.client(), n, clients, origin, &bar).await?,
+            open => open.send(n, origin, &bar, |o| b.client().order(o)).await,
+        };
         bar.finish_and_clear();
         let ids = accepted_ids(&samples);
         b.wait_reserved(&ids, Duration::from_secs(120)).await?;
@@ -94,12 +104,13 @@ async fn rabbitmq(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> 
             .map(|t| since(origin, *t))
             .collect();
         Ok::<_, LabError>(Run {
-            samples,
             reserved_at,
             reservations: b.reservation_count().await?,
             stock_taken: stock_before.saturating_sub(b.stock().await?),
             expected_stock: ids.len() as u64,
             notifications: Some(b.notifications_sent()),
+            readings: b.readings(&samples).await?,
+            samples,
         })
     }
     .await;
@@ -129,7 +140,10 @@ async fn kafka(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> {
         // Reservations over time: the ledger's count, every few ms (cheap,
         // whatever the number of orders in flight).
         let decided = c.decisions_gauge().sample(COUNT_EVERY, origin);
-        let samples = place_concurrently(&c, n, clients, origin, &bar).await;
+        let samples = match ctx.pacing() {
+            Pacing::Closed => place_concurrently(&c, n, clients, origin, &bar).await,
+            open => open.send(n, origin, &bar, |o| c.place(o)).await,
+        };
         bar.finish_and_clear();
         let want = before + count_status(&samples, 201) as u64;
         until(
@@ -140,7 +154,10 @@ async fn kafka(ctx: &Context, n: u64, clients: u64) -> Result<Run, LabError> {
         .await?;
         let counts = decided.finish().await?;
         let expected_stock = c.reserved_qty(&accepted_ids(&samples)).await?;
+        c.wait_output(&accepted_ids(&samples), Duration::from_secs(60))
+            .await;
         Ok::<_, LabError>(Run {
+            readings: c.readings(&samples).await?,
             samples,
             reserved_at: steps(&counts, before, n),
             reservations: c.decisions().await?.saturating_sub(before),
@@ -249,10 +266,23 @@ impl Experiment for X2Throughput {
 
         let mut out = Outcome::default();
         out.setup("orders", n);
-        out.setup("clients", clients);
+        out.setup("load", ctx.pacing().describe());
+        let title = match ctx.pacing() {
+            Pacing::Closed => {
+                out.setup("clients", clients);
+                format!("X2: {n} orders from {clients} clients — accepted and reserved over time")
+            }
+            open => format!(
+                "X2: {n} orders, {} — accepted and reserved over time",
+                open.describe()
+            ),
+        };
         let mut t = Table::new(
             "throughput",
-            "N orders from C concurrent clients",
+            &match ctx.pacing() {
+                Pacing::Closed => "N orders from C concurrent clients — closed loop".to_owned(),
+                open => open.title("N orders"),
+            },
             &[
                 "Architecture",
                 "Statuses",
@@ -267,7 +297,7 @@ impl Experiment for X2Throughput {
         );
         let mut chart = Chart::new(
             "progress",
-            &format!("X2: {n} orders from {clients} clients — accepted and reserved over time"),
+            &title,
             Axis::linear("time since the first order (s)"),
             Axis::linear("orders"),
         )
@@ -370,6 +400,15 @@ impl Experiment for X2Throughput {
              count read every 5 ms, FAIL_RATE 0). Kafka's accepting client is a producer awaiting each \
              acknowledgement (`acks=all`, idempotent), not the batched burst of C1.",
         );
+        for (name, key, run) in &runs {
+            let Ok(r) = run else { continue };
+            let expected = match *key {
+                "kafka" => OrderClass::Reserved,
+                _ => OrderClass::Notified,
+            };
+            out.orders(OrderOutcomes::new(name, &[expected]).record_all(&r.readings));
+        }
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }
@@ -401,6 +440,7 @@ mod tests {
             stock_taken,
             expected_stock: 100,
             notifications,
+            readings: Vec::new(),
         };
         assert!(each_exactly_once(100, &run(100, 100, Some(100))));
         assert!(each_exactly_once(100, &run(100, 100, None)));

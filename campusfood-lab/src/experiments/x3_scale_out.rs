@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use campusfood_core::config::{DatabaseConfig, RabbitConfig};
-use campusfood_core::ledger::{InventoryLedger, RedbLedger};
+use campusfood_core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
 use campusfood_core::transport::Transport;
 use campusfood_core::{Config, Item, OrderId, OrderStatus};
 use campusfood_services::async_rabbitmq::{AsyncOptions, AsyncPart, AsyncStores, AsyncSystem};
@@ -32,6 +32,8 @@ use crate::context::Context;
 use crate::error::{LabError, store_err};
 use crate::experiment::{Axis, Cell, Chart, Experiment, Guide, Outcome, Series, Table};
 use crate::load::{OrderClient, concurrent};
+use crate::outcomes::{OrderClass, OrderOutcomes, OrderReading, with_refused};
+use crate::sends::SendLog;
 use crate::wait::until;
 
 /// X3 — scale out.
@@ -103,6 +105,9 @@ struct Run {
     left: Vec<u64>,
     /// From the first order to the last one settled.
     elapsed: Duration,
+    /// What became of each order: its reservation records in every
+    /// ledger, the confirmations sent for it.
+    readings: Vec<(String, OrderReading)>,
 }
 
 impl Run {
@@ -165,6 +170,7 @@ async fn run(
     let start = |part, stores| AsyncSystem::start(&config, part, &options, bus.clone(), stores);
 
     let orders_store = Arc::new(MemoryOrderStore::new());
+    let sends = Arc::new(SendLog::new(Arc::new(MemoryProcessedIds::new())));
     let mut systems = vec![
         start(
             AsyncPart::Order,
@@ -177,7 +183,7 @@ async fn run(
         start(
             AsyncPart::Notification,
             AsyncStores {
-                notified: Some(Arc::new(MemoryProcessedIds::new())),
+                notified: Some(sends.clone()),
                 ..AsyncStores::default()
             },
         )
@@ -261,6 +267,28 @@ async fn run(
             _ => {}
         }
     }
+    let mut read = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let mut r = OrderReading {
+            accepted: true,
+            settle: true,
+            notified: sends.records(id.as_str()),
+            ..OrderReading::default()
+        };
+        for ledger in &ledgers {
+            let record = ledger
+                .reservation(id)
+                .await
+                .map_err(|e| store_err("reading a reservation")(e.to_string()))?;
+            match record.map(|r| r.outcome) {
+                Some(ReserveOutcome::Reserved { .. }) => r.reserved += 1,
+                Some(_) => r.refused = true,
+                None => {}
+            }
+        }
+        read.push((id.to_string(), r));
+    }
+    let readings = with_refused(&samples, read);
     let mut left = Vec::new();
     for ledger in &ledgers {
         let levels = ledger
@@ -282,6 +310,7 @@ async fn run(
         failed,
         left,
         elapsed,
+        readings,
     })
 }
 
@@ -447,6 +476,22 @@ impl Experiment for X3ScaleOut {
             one_shared.orders_per_s(),
             three_shared.orders_per_s() / one_shared.orders_per_s().max(1e-9)
         ));
+        for r in &runs {
+            out.orders(
+                OrderOutcomes::new(
+                    &r.shape.label(),
+                    // Stock runs out: the orders after it fail; the
+                    // others are reserved, and notified once sent.
+                    &[
+                        OrderClass::Notified,
+                        OrderClass::Reserved,
+                        OrderClass::Failed,
+                    ],
+                )
+                .record_all(&r.readings),
+            );
+        }
+        out.conclude_nothing_lost_nothing_twice();
         Ok(out)
     }
 }
