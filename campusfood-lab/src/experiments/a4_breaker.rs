@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use campusfood_core::config::BreakerConfig;
+use campusfood_services::sync_rest::resilience::CircuitOpen;
 
 use super::common::{statuses, summary};
 use crate::context::Context;
@@ -167,12 +168,13 @@ impl RunResult {
             .count()
     }
 
-    /// Orders sent during the outage that the breaker refused at once: a
-    /// 503 in under a tenth of the timeout (no call to inventory waited).
-    fn shed(&self, timeout: Duration) -> usize {
+    /// Orders sent during the outage that the breaker refused without
+    /// calling inventory: their 503 says the circuit is open.
+    fn shed(&self) -> usize {
+        let open = CircuitOpen.to_string();
         self.phase(Phase::During)
             .iter()
-            .filter(|s| s.status == 503 && s.latency.as_secs_f64() < timeout.as_secs_f64() / 10.0)
+            .filter(|s| s.status == 503 && s.error.as_deref() == Some(open.as_str()))
             .count()
     }
 
@@ -443,16 +445,17 @@ impl Experiment for A4Breaker {
             }
             out.conclude(
                 "Once open, the breaker stops sending orders into the hung inventory",
-                // "Once open": it did open (orders refused at once), and
+                // "Once open": it did open (orders refused by it), and
                 // then only the bounded few still waited. A bound alone
                 // grows with the threshold until it cannot fail.
-                on.shed(plan.timeout) > 0 && on.waited(plan.timeout) <= plan.breaker_waited_bound(),
+                on.shed() > 0 && on.waited(plan.timeout) <= plan.breaker_waited_bound(),
                 format!(
-                    "with the breaker, {} of {} orders of the outage were refused at once (503 \
-                     under a tenth of the timeout) and {} waited for the timeout (claim: at \
-                     most {} — a timeout's worth at {}/s and {} failures before it opens, then \
-                     one probe per open-for + timeout, plus one) vs {} of {} without",
-                    on.shed(plan.timeout),
+                    "with the breaker, {} of {} orders of the outage were refused by the open \
+                     circuit (503 \"circuit open\", inventory not called) and {} waited for the \
+                     timeout (claim: at most {} — a timeout's worth at {}/s and {} failures \
+                     before it opens, then one probe per open-for + timeout, plus one) vs {} of \
+                     {} without",
+                    on.shed(),
                     d_on.len(),
                     on.waited(plan.timeout),
                     plan.breaker_waited_bound(),
