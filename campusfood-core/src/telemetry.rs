@@ -296,15 +296,6 @@ impl ForwardTransport for Traced {
         &*self.inner
     }
 
-    async fn forward_request(
-        &self,
-        route: &Route,
-        request: Message,
-        timeout: Duration,
-    ) -> Result<Reply, TransportError> {
-        self.inner.request(route, request, timeout).await
-    }
-
     async fn forward_publish(
         &self,
         route: &Route,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use campusfood_core::config::KafkaConfig;
 use campusfood_core::events::{InventoryEvent, InventoryStatus, OrderEvent};
-use campusfood_core::ledger::{InventoryLedger, RedbLedger, ReserveOutcome};
+use campusfood_core::ledger::{InventoryLedger, RedbLedger, ReservationRecord, ReserveOutcome};
 use campusfood_core::task::BackgroundTask;
 use campusfood_core::transport::{DeadLetters, Route, Transport};
 use campusfood_core::{Config, OrderId};
@@ -340,24 +340,28 @@ impl PartC {
             })
     }
 
+    /// The ledger's record of order `id`, if it decided it.
+    async fn decision(&self, id: &str) -> Result<Option<ReservationRecord>, LabError> {
+        let id = OrderId::parse(id).map_err(|e| LabError::Store {
+            what: "order id".to_owned(),
+            message: e.to_string(),
+        })?;
+        self.ledger
+            .reservation(&id)
+            .await
+            .map_err(|e| LabError::Store {
+                what: "reading a reservation".to_owned(),
+                message: e.to_string(),
+            })
+    }
+
     /// The quantity the ledger's records say was reserved for the orders
     /// `ids` (records of orders refused for stock count nothing): what
     /// the stock must have dropped by if each was taken once.
     pub async fn reserved_qty(&self, ids: &[String]) -> Result<u64, LabError> {
         let mut total = 0;
         for id in ids {
-            let id = OrderId::parse(id).map_err(|e| LabError::Store {
-                what: "order id".to_owned(),
-                message: e.to_string(),
-            })?;
-            let record = self
-                .ledger
-                .reservation(&id)
-                .await
-                .map_err(|e| LabError::Store {
-                    what: "reading a reservation".to_owned(),
-                    message: e.to_string(),
-                })?;
+            let record = self.decision(id).await?;
             if let Some(r) = record
                 && matches!(r.outcome, ReserveOutcome::Reserved { .. })
             {
@@ -457,18 +461,7 @@ impl PartC {
             if let Some(status) = written.first() {
                 // The ledger says what was decided; an output record without
                 // a decision behind it says it on its own.
-                let oid = OrderId::parse(id).map_err(|e| LabError::Store {
-                    what: "order id".to_owned(),
-                    message: e.to_string(),
-                })?;
-                let decided = self
-                    .ledger
-                    .reservation(&oid)
-                    .await
-                    .map_err(|e| LabError::Store {
-                        what: "reading a reservation".to_owned(),
-                        message: e.to_string(),
-                    })?;
+                let decided = self.decision(id).await?;
                 let reserved = match decided.map(|d| d.outcome) {
                     Some(ReserveOutcome::Reserved { .. }) => true,
                     Some(_) => false,

@@ -30,6 +30,49 @@ use helpers::*;
 /// How long a process may take to come up (debug builds, a busy machine).
 const READY: Duration = Duration::from_secs(60);
 
+/// Part A's three shipped processes from one folder (stock burger=100), on
+/// free ports, healthy.
+#[cfg(feature = "http")]
+struct PartA {
+    order_url: String,
+    inventory_url: String,
+    notification_url: String,
+}
+
+#[cfg(feature = "http")]
+impl PartA {
+    /// Starts inventory, notification, and the order service with
+    /// `order_args` (its subcommand and flags), and waits until all three
+    /// answer `/health`.
+    async fn start(c: &mut Cluster, order_args: &[&str]) -> Self {
+        let bin = example("sync_rest");
+        let (order_port, inventory_port, notification_port) =
+            (free_port(), free_port(), free_port());
+        let env: Vec<(String, String)> = [
+            ("CAMPUSFOOD_STOCK", "burger=100".to_owned()),
+            ("CAMPUSFOOD_ORDER_PORT", order_port.to_string()),
+            ("CAMPUSFOOD_INVENTORY_PORT", inventory_port.to_string()),
+            ("CAMPUSFOOD_NOTIFICATION_PORT", notification_port.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let inventory = c.start(c.spec("inventory", &bin, &["inventory"]).envs(&env));
+        let notification = c.start(c.spec("notification", &bin, &["notification"]).envs(&env));
+        let order = c.start(c.spec("order", &bin, order_args).envs(&env));
+        let this = Self {
+            order_url: base(order_port),
+            inventory_url: base(inventory_port),
+            notification_url: base(notification_port),
+        };
+        c.wait_healthy(inventory, &this.inventory_url, READY).await;
+        c.wait_healthy(notification, &this.notification_url, READY)
+            .await;
+        c.wait_healthy(order, &this.order_url, READY).await;
+        this
+    }
+}
+
 /// The environment every Part B process of a test shares.
 fn part_b_env(
     rabbit: &RabbitNames,
@@ -160,29 +203,12 @@ async fn part_b_three_processes_from_one_folder() {
 #[cfg(feature = "http")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_a_three_processes_from_one_folder() {
-    let bin = example("sync_rest");
     let mut c = Cluster::new();
-    let (order_port, inventory_port, notification_port) = (free_port(), free_port(), free_port());
-    let env: Vec<(String, String)> = vec![
-        ("CAMPUSFOOD_STOCK".into(), "burger=100".into()),
-        ("CAMPUSFOOD_ORDER_PORT".into(), order_port.to_string()),
-        (
-            "CAMPUSFOOD_INVENTORY_PORT".into(),
-            inventory_port.to_string(),
-        ),
-        (
-            "CAMPUSFOOD_NOTIFICATION_PORT".into(),
-            notification_port.to_string(),
-        ),
-    ];
-    let inventory = c.start(c.spec("inventory", &bin, &["inventory"]).envs(&env));
-    let notification = c.start(c.spec("notification", &bin, &["notification"]).envs(&env));
-    let order = c.start(c.spec("order", &bin, &["order"]).envs(&env));
-    let (order_url, inventory_url) = (base(order_port), base(inventory_port));
-    c.wait_healthy(inventory, &inventory_url, READY).await;
-    c.wait_healthy(notification, &base(notification_port), READY)
-        .await;
-    c.wait_healthy(order, &order_url, READY).await;
+    let PartA {
+        order_url,
+        inventory_url,
+        ..
+    } = PartA::start(&mut c, &["order"]).await;
     c.assert_all_running();
 
     for _ in 0..20 {

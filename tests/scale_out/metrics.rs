@@ -67,32 +67,12 @@ fn timed(s: &Scrape, handler: &str) -> f64 {
 #[cfg(feature = "http")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_a_services_serve_the_shared_metrics() {
-    let bin = example("sync_rest");
     let mut c = Cluster::new();
-    let (order_port, inventory_port, notification_port) = (free_port(), free_port(), free_port());
-    let env: Vec<(String, String)> = vec![
-        ("CAMPUSFOOD_STOCK".into(), "burger=100".into()),
-        ("CAMPUSFOOD_ORDER_PORT".into(), order_port.to_string()),
-        (
-            "CAMPUSFOOD_INVENTORY_PORT".into(),
-            inventory_port.to_string(),
-        ),
-        (
-            "CAMPUSFOOD_NOTIFICATION_PORT".into(),
-            notification_port.to_string(),
-        ),
-    ];
-    let inventory = c.start(c.spec("inventory", &bin, &["inventory"]).envs(&env));
-    let notification = c.start(c.spec("notification", &bin, &["notification"]).envs(&env));
-    let order = c.start(c.spec("order", &bin, &["--breaker", "order"]).envs(&env));
-    let (order_url, inventory_url, notification_url) = (
-        base(order_port),
-        base(inventory_port),
-        base(notification_port),
-    );
-    c.wait_healthy(inventory, &inventory_url, READY).await;
-    c.wait_healthy(notification, &notification_url, READY).await;
-    c.wait_healthy(order, &order_url, READY).await;
+    let PartA {
+        order_url,
+        inventory_url,
+        notification_url,
+    } = PartA::start(&mut c, &["--breaker", "order"]).await;
 
     for _ in 0..3 {
         let (status, body) = place(&c.client, &order_url, "burger", 1).await;

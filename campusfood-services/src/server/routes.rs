@@ -212,11 +212,10 @@ pub async fn get_order<S: OrderLookup>(
     State(service): State<Arc<S>>,
     Path(id): Path<String>,
 ) -> Response {
-    let id = match OrderId::parse(&id) {
-        Ok(id) => id,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("order_id")),
-    };
-    found::<S, _>(&id, service.lookup(&id).await)
+    match OrderId::parse(&id) {
+        Ok(id) => found::<S, _>(&id, service.lookup(&id).await),
+        Err(e) => not_an_order_id(&e),
+    }
 }
 
 /// `GET /orders/{id}/timeline`: where the order has been
@@ -226,11 +225,15 @@ pub async fn get_timeline<S: OrderLookup>(
     State(service): State<Arc<S>>,
     Path(id): Path<String>,
 ) -> Response {
-    let id = match OrderId::parse(&id) {
-        Ok(id) => id,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("order_id")),
-    };
-    found::<S, _>(&id, service.timeline(&id).await)
+    match OrderId::parse(&id) {
+        Ok(id) => found::<S, _>(&id, service.timeline(&id).await),
+        Err(e) => not_an_order_id(&e),
+    }
+}
+
+/// The 400 of a path's malformed order id.
+fn not_an_order_id(e: &dyn std::fmt::Display) -> Response {
+    json_error(StatusCode::BAD_REQUEST, e.to_string(), Some("order_id"))
 }
 
 /// A lookup's answer: 200 with what was found, 404, or 503.

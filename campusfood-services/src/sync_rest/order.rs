@@ -283,15 +283,8 @@ impl OrderService {
         let mut inconclusive = false;
         let mut fresh_ids = 0;
         let mut attempts = 0;
-        self.timelines.record(
-            &order.order_id,
-            OrderStatus::Placed,
-            Hop::at(
-                Some(order.created_at.clone()),
-                service::ORDER,
-                Step::Accepted,
-            ),
-        );
+        self.timelines
+            .record(&order.order_id, OrderStatus::Placed, accepted(&order));
         let ok = loop {
             let reserved = self.reserve(&order, &mut inconclusive, &mut attempts).await;
             match reservation(reserved, &order) {
@@ -304,16 +297,10 @@ impl OrderService {
                     let taken = order.order_id.clone();
                     order.order_id = OrderId::generate();
                     self.timelines.forget(&taken);
-                    self.timelines.record(
-                        &order.order_id,
-                        OrderStatus::Placed,
-                        Hop::at(
-                            Some(order.created_at.clone()),
-                            service::ORDER,
-                            Step::Accepted,
-                        )
-                        .detail(format!("id {taken} was taken at inventory: a fresh one")),
-                    );
+                    let fresh = format!("id {taken} was taken at inventory: a fresh one");
+                    let hop = accepted(&order).detail(fresh);
+                    self.timelines
+                        .record(&order.order_id, OrderStatus::Placed, hop);
                     tracing::warn!(%taken, order_id = %order.order_id, "order id already used at inventory: trying a fresh one");
                     release = ReleaseOnDrop::new(self.outbox.clone(), &order);
                     inconclusive = false;
@@ -600,6 +587,11 @@ impl Refused {
         tracing::info!(status = self.status, "order not confirmed");
         Reply::json(self.status, &body).unwrap_or_else(|e| error_reply(500, &e.to_string()))
     }
+}
+
+/// The timeline's first hop of `order`: accepted when it was created.
+fn accepted(order: &Order) -> Hop {
+    Hop::at(Some(order.created_at.clone()), service::ORDER, Step::Accepted)
 }
 
 /// Fresh order ids tried when inventory says a generated one is taken.
