@@ -52,7 +52,10 @@ impl PartA {
             ("CAMPUSFOOD_STOCK", "burger=100".to_owned()),
             ("CAMPUSFOOD_ORDER_PORT", order_port.to_string()),
             ("CAMPUSFOOD_INVENTORY_PORT", inventory_port.to_string()),
-            ("CAMPUSFOOD_NOTIFICATION_PORT", notification_port.to_string()),
+            (
+                "CAMPUSFOOD_NOTIFICATION_PORT",
+                notification_port.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -591,7 +591,11 @@ impl Refused {
 
 /// The timeline's first hop of `order`: accepted when it was created.
 fn accepted(order: &Order) -> Hop {
-    Hop::at(Some(order.created_at.clone()), service::ORDER, Step::Accepted)
+    Hop::at(
+        Some(order.created_at.clone()),
+        service::ORDER,
+        Step::Accepted,
+    )
 }
 
 /// Fresh order ids tried when inventory says a generated one is taken.
