@@ -54,7 +54,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -64,7 +63,7 @@ use tracing::{Instrument, Span, field};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::transport::{
-    Delivery, Disposition, ForwardTransport, Handler, Message, Reply, Route, SubscribeOptions,
+    Delivery, Disposition, ForwardTransport, Handler, Message, Route, SubscribeOptions,
     Subscription, Transport, TransportError, headers,
 };
 
