@@ -30,6 +30,38 @@ use helpers::*;
 /// How long a process may take to come up (debug builds, a busy machine).
 const READY: Duration = Duration::from_secs(60);
 
+/// Part B's three shipped processes from one folder (stock burger=100),
+/// on RabbitMQ names of their own and free ports; order and inventory
+/// healthy (notification serves no HTTP: orders reaching `notified` show
+/// it is up).
+#[cfg(feature = "rabbitmq")]
+struct PartB {
+    order_url: String,
+    inventory_url: String,
+}
+
+#[cfg(feature = "rabbitmq")]
+impl PartB {
+    /// Starts the three with queue names under `test`.
+    async fn start(c: &mut Cluster, test: &str) -> Self {
+        let bin = example("async_rabbitmq");
+        let rabbit = RabbitNames::new(test);
+        let (order_port, inventory_port) = (free_port(), free_port());
+        let env = part_b_env(&rabbit, "burger=100", order_port, inventory_port);
+        c.rabbit = Some(rabbit);
+        let order = c.start(c.spec("order", &bin, &["order"]).envs(&env));
+        let inventory = c.start(c.spec("inventory", &bin, &["inventory"]).envs(&env));
+        c.start(c.spec("notification", &bin, &["notification"]).envs(&env));
+        let this = Self {
+            order_url: base(order_port),
+            inventory_url: base(inventory_port),
+        };
+        c.wait_healthy(order, &this.order_url, READY).await;
+        c.wait_healthy(inventory, &this.inventory_url, READY).await;
+        this
+    }
+}
+
 /// Part A's three shipped processes from one folder (stock burger=100), on
 /// free ports, healthy.
 #[cfg(feature = "http")]
@@ -147,20 +179,11 @@ async fn wait_statuses(
 #[cfg(feature = "rabbitmq")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_b_three_processes_from_one_folder() {
-    let bin = example("async_rabbitmq");
     let mut c = Cluster::new();
-    let rabbit = RabbitNames::new("scale");
-    let (order_port, inventory_port) = (free_port(), free_port());
-    let env = part_b_env(&rabbit, "burger=100", order_port, inventory_port);
-    c.rabbit = Some(rabbit);
-
-    let order = c.start(c.spec("order", &bin, &["order"]).envs(&env));
-    let inventory = c.start(c.spec("inventory", &bin, &["inventory"]).envs(&env));
-    // Notification serves no HTTP: orders reaching `notified` show it is up.
-    c.start(c.spec("notification", &bin, &["notification"]).envs(&env));
-    let (order_url, inventory_url) = (base(order_port), base(inventory_port));
-    c.wait_healthy(order, &order_url, READY).await;
-    c.wait_healthy(inventory, &inventory_url, READY).await;
+    let PartB {
+        order_url,
+        inventory_url,
+    } = PartB::start(&mut c, "scale").await;
     c.assert_all_running();
 
     let mut ids = Vec::new();

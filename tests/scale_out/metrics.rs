@@ -155,18 +155,11 @@ async fn part_a_services_serve_the_shared_metrics() {
 #[cfg(feature = "rabbitmq")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_b_services_serve_the_shared_metrics() {
-    let bin = example("async_rabbitmq");
     let mut c = Cluster::new();
-    let rabbit = RabbitNames::new("prom");
-    let (order_port, inventory_port) = (free_port(), free_port());
-    let env = part_b_env(&rabbit, "burger=100", order_port, inventory_port);
-    c.rabbit = Some(rabbit);
-    let order = c.start(c.spec("order", &bin, &["order"]).envs(&env));
-    let inventory = c.start(c.spec("inventory", &bin, &["inventory"]).envs(&env));
-    c.start(c.spec("notification", &bin, &["notification"]).envs(&env));
-    let (order_url, inventory_url) = (base(order_port), base(inventory_port));
-    c.wait_healthy(order, &order_url, READY).await;
-    c.wait_healthy(inventory, &inventory_url, READY).await;
+    let PartB {
+        order_url,
+        inventory_url,
+    } = PartB::start(&mut c, "prom").await;
 
     let mut ids = Vec::new();
     for _ in 0..3 {
