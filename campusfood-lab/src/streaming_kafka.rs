@@ -326,18 +326,7 @@ impl PartC {
     /// Whether the inventory consumer has decided order `id` (its ledger
     /// holds the decision).
     pub async fn decided(&self, id: &str) -> Result<bool, LabError> {
-        let id = OrderId::parse(id).map_err(|e| LabError::Store {
-            what: "order id".to_owned(),
-            message: e.to_string(),
-        })?;
-        self.ledger
-            .reservation(&id)
-            .await
-            .map(|r| r.is_some())
-            .map_err(|e| LabError::Store {
-                what: "reading a reservation".to_owned(),
-                message: e.to_string(),
-            })
+        Ok(self.decision(id).await?.is_some())
     }
 
     /// The ledger's record of order `id`, if it decided it.
