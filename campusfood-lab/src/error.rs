@@ -103,6 +103,15 @@ pub enum LabError {
         /// Why.
         message: String,
     },
+    /// A shipped binary or a tool (`lab perf`'s services, wrk) could not
+    /// run, or ran and failed.
+    #[error("{what}: {message}")]
+    Process {
+        /// The process.
+        what: String,
+        /// Why.
+        message: String,
+    },
     /// A local socket (e.g. the unresponsive stand-in for inventory) failed.
     #[error("{what}: {source}")]
     Io {

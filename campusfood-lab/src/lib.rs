@@ -64,6 +64,7 @@ pub mod experiments;
 pub mod gauge;
 pub mod load;
 pub mod outcomes;
+pub mod perf;
 pub mod progress;
 pub mod report;
 pub mod runner;

@@ -26,6 +26,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use campusfood_lab::perf::PerfOptions;
 use campusfood_lab::report::{Status, Verdict};
 use campusfood_lab::{RunConfig, Services, Settings};
 use clap::{Args, Parser, Subcommand};
@@ -43,6 +44,86 @@ enum Command {
     List,
     /// Run experiments and write a report.
     Run(Box<RunArgs>),
+    /// The six headline figures from the shipped binaries, beside the
+    /// original's and this machine's limits (`scripts/perf.sh` runs it).
+    Perf(PerfArgs),
+}
+
+#[derive(Args, Debug)]
+struct PerfArgs {
+    /// Parts to measure: A, B, C (default: all three).
+    parts: Vec<String>,
+    /// Where the shipped binaries are (default: beside this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// The wrk executable.
+    #[arg(long, default_value = "wrk")]
+    wrk: PathBuf,
+    /// Seconds of each measured wrk run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of load before each measured run.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Part B: seconds of load while inventory is stopped.
+    #[arg(long, default_value_t = 5)]
+    drain_load: u64,
+    /// Part C: orders in the burst.
+    #[arg(long, default_value_t = 10_000)]
+    burst: u64,
+    /// Criterion's results of `cargo bench --bench limits`.
+    #[arg(long, default_value = "target/criterion")]
+    criterion_dir: PathBuf,
+    /// Where the services' logs and the figures (`perf.json`) go.
+    #[arg(long, default_value = "target/perf")]
+    out: PathBuf,
+}
+
+async fn perf(args: PerfArgs) -> anyhow::Result<ExitCode> {
+    let bin_dir = match args.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()?
+            .parent()
+            .context("this binary's folder")?
+            .to_owned(),
+    };
+    let parts: Vec<String> = args.parts.iter().map(|p| p.to_uppercase()).collect();
+    if let Some(bad) = parts
+        .iter()
+        .find(|p| !["A", "B", "C"].contains(&p.as_str()))
+    {
+        anyhow::bail!("part {bad:?}: expected A, B or C");
+    }
+    let wants = |p: &str| parts.is_empty() || parts.iter().any(|q| q == p);
+    let options = PerfOptions {
+        bin_dir,
+        wrk: args.wrk,
+        duration: Duration::from_secs(args.duration),
+        warmup: Duration::from_secs(args.warmup),
+        drain_load: Duration::from_secs(args.drain_load),
+        burst: args.burst,
+        criterion_dir: args.criterion_dir,
+        logs: args.out.join("logs"),
+        part_a: wants("A"),
+        part_b: wants("B"),
+        part_c: wants("C"),
+    };
+    let report = campusfood_lab::perf::run(&options).await;
+    println!("{}", report.markdown());
+    let json = args.out.join("perf.json");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(&json, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!(
+        "figures: {}; the services' logs: {}",
+        json.display(),
+        options.logs.display()
+    );
+    Ok(if report.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[derive(Args, Debug)]
@@ -226,5 +307,6 @@ async fn main() -> anyhow::Result<ExitCode> {
                 Verdict::Incomplete => ExitCode::from(2),
             })
         }
+        Command::Perf(args) => perf(args).await,
     }
 }

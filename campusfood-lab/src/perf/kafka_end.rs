@@ -1,0 +1,75 @@
+//! The end of a topic (its high watermarks, summed), read often and
+//! cheaply: one client kept open, polled on a blocking thread.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::process::process_err;
+use crate::LabError;
+
+/// A client that reads one topic's high watermarks.
+pub(super) struct TopicEnd {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: Vec<i32>,
+    timeout: Duration,
+}
+
+impl TopicEnd {
+    /// Opens a client on `bootstrap` and reads `topic`'s partitions.
+    pub(super) fn open(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Self, LabError> {
+        let what = || format!("reading the end of {topic}");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .map_err(|e| process_err(what(), e))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| process_err(what(), e))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(process_err(what(), "the topic has no partitions"));
+        }
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+            partitions,
+            timeout,
+        })
+    }
+
+    /// The sum of the partitions' high watermarks.
+    pub(super) fn end(&self) -> Result<i64, LabError> {
+        self.partitions.iter().try_fold(0, |sum, &p| {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p, self.timeout)
+                .map_err(|e| process_err(format!("reading the end of {}", self.topic), e))?;
+            Ok(sum + high)
+        })
+    }
+
+    /// Polls [`end`](Self::end) until it reaches `target`; the instant it
+    /// was seen there. Blocking: run it on the blocking pool.
+    pub(super) fn wait_for(&self, target: i64, deadline: Duration) -> Result<Instant, LabError> {
+        let start = Instant::now();
+        loop {
+            if self.end()? >= target {
+                return Ok(Instant::now());
+            }
+            if start.elapsed() > deadline {
+                return Err(LabError::Deadline {
+                    what: format!("{} to reach {target} records", self.topic),
+                    after: deadline,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Part C's figures: `streaming_kafka producer` (burst) and
+//! `streaming_kafka inventory` (exactly once, redb ledger), one process
+//! each, on topics of their own (created as the examples create them, with
+//! the default partition counts), deleted afterwards.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use campusfood_core::config::KafkaConfig;
+use campusfood_kafka::KafkaTransport;
+
+use super::kafka_end::TopicEnd;
+use super::process::{Service, Workdir, process_err};
+use super::{FigureId, Measured, PerfOptions};
+use crate::LabError;
+use crate::error::broker_err;
+
+/// How long one figure may take before it is given up.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+pub(super) async fn measure(options: &PerfOptions) -> Vec<Measured> {
+    let prefix = format!(
+        "perf-{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default()
+    );
+    let config = KafkaConfig {
+        order_topic: format!("{prefix}.order-events"),
+        inventory_topic: format!("{prefix}.inventory-events"),
+        inventory_group: format!("{prefix}.inventory"),
+        ..KafkaConfig::default()
+    };
+    let transport = match KafkaTransport::connect(&config).await {
+        Ok(t) => t,
+        Err(e) => {
+            let e = LabError::Unavailable {
+                needs: format!("Kafka at {}: {e}", config.bootstrap_servers),
+                hint: "scripts/brokers.sh up kafka".to_owned(),
+            };
+            return vec![
+                Measured::failed(FigureId::CProduce, &e),
+                Measured::failed(FigureId::CSteady, &e),
+            ];
+        }
+    };
+    let result = run(options, &config, &transport).await;
+    match transport.topics_containing(&prefix).await {
+        Ok(topics) => {
+            if let Err(e) = transport.delete_topics(&topics).await {
+                tracing::warn!(error = %e, "could not delete the run's topics");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list the run's topics"),
+    }
+    match result {
+        Ok(figures) => figures,
+        Err((done, e)) => {
+            let mut figures = done;
+            for id in [FigureId::CProduce, FigureId::CSteady] {
+                if !figures.iter().any(|m| m.id == id) {
+                    figures.push(Measured::failed(id, &e));
+                }
+            }
+            figures
+        }
+    }
+}
+
+/// The environment that points a shipped binary at this run's topics.
+fn env(config: &KafkaConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("BOOTSTRAP_SERVERS", config.bootstrap_servers.clone()),
+        ("ORDER_TOPIC", config.order_topic.clone()),
+        ("INVENTORY_TOPIC", config.inventory_topic.clone()),
+    ]
+}
+
+async fn run(
+    options: &PerfOptions,
+    config: &KafkaConfig,
+    transport: &KafkaTransport,
+) -> Result<Vec<Measured>, (Vec<Measured>, LabError)> {
+    let work = Workdir::new(&options.logs).map_err(|e| (vec![], e))?;
+    let produced = produce(options, config, &work)
+        .await
+        .map_err(|e| (vec![], e))?;
+    let steady = steady(options, config, transport, &work)
+        .await
+        .map_err(|e| (vec![produced_measure(&produced)], e))?;
+    Ok(vec![produced_measure(&produced), steady])
+}
+
+fn produced_measure(produced: &(Duration, i64)) -> Measured {
+    Measured::ok(
+        FigureId::CProduce,
+        produced.0.as_secs_f64(),
+        format!(
+            "{} records at the high watermarks of the order topic ({} partitions), process start included",
+            produced.1,
+            KafkaConfig::default().order_partitions
+        ),
+    )
+}
+
+/// Starts the producer and times it to the watermarks; the records seen.
+async fn produce(
+    options: &PerfOptions,
+    config: &KafkaConfig,
+    work: &Workdir,
+) -> Result<(Duration, i64), LabError> {
+    let end = open(config, &config.order_topic).await?;
+    let (end, before) = blocking(move || {
+        let before = end.end()?;
+        Ok((end, before))
+    })
+    .await?;
+    let target = before + options.burst as i64;
+    let log = work.log("streaming_kafka-producer");
+    let mut env = env(config);
+    env.push(("MODE", "burst".to_owned()));
+    env.push(("TOTAL_EVENTS", options.burst.to_string()));
+    let started = Instant::now();
+    let producer = Service::spawn(
+        &options.bin_dir.join("streaming_kafka"),
+        &["producer"],
+        &env,
+        work.path(),
+        &log,
+    )?;
+    let reached = blocking(move || end.wait_for(target, DEADLINE)).await?;
+    let status = producer.wait(Duration::from_secs(60)).await?;
+    if !status.success() {
+        return Err(process_err(
+            "the producer",
+            format!("exited {status}; its log: {}", log.display()),
+        ));
+    }
+    Ok((reached - started, target - before))
+}
+
+/// Starts inventory on the backlog and reads the rate off its output.
+async fn steady(
+    options: &PerfOptions,
+    config: &KafkaConfig,
+    transport: &KafkaTransport,
+    work: &Workdir,
+) -> Result<Measured, LabError> {
+    let end = open(config, &config.inventory_topic).await?;
+    let log = work.log("streaming_kafka-inventory");
+    let mut env = env(config);
+    env.push(("GROUP_ID", config.inventory_group.clone()));
+    let started = Instant::now();
+    let mut inventory = Service::spawn(
+        &options.bin_dir.join("streaming_kafka"),
+        &["inventory"],
+        &env,
+        work.path(),
+        &log,
+    )?;
+    let want = options.burst as usize;
+    // The end counts transaction markers too: it is a lower bound to wait
+    // for, the read committed scan then counts the records.
+    let end = std::sync::Arc::new(end);
+    let stamps = loop {
+        inventory.check_running(&log)?;
+        let e = end.clone();
+        blocking(move || e.wait_for(want as i64, DEADLINE)).await?;
+        let scan = transport
+            .scan_topic(&config.inventory_topic, |_, _| true)
+            .await
+            .map_err(broker_err("reading the inventory topic"))?;
+        if scan.kept.len() >= want {
+            break scan
+                .kept
+                .iter()
+                .filter_map(|r| r.timestamp)
+                .collect::<Vec<_>>();
+        }
+        if started.elapsed() > DEADLINE {
+            return Err(LabError::Deadline {
+                what: format!("{want} records on {}", config.inventory_topic),
+                after: DEADLINE,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let done = started.elapsed();
+    inventory.stop().await?;
+    let (Some(first), Some(last)) = (stamps.iter().min(), stamps.iter().max()) else {
+        return Err(process_err(
+            "the inventory topic",
+            "records without timestamps",
+        ));
+    };
+    let span = Duration::from_millis((last - first).max(1) as u64);
+    Ok(Measured::ok(
+        FigureId::CSteady,
+        stamps.len() as f64 / span.as_secs_f64(),
+        format!(
+            "{} output records over {:.3} s of timestamps; {:.2} s from the consumer's start to the last",
+            stamps.len(),
+            span.as_secs_f64(),
+            done.as_secs_f64()
+        ),
+    ))
+}
+
+async fn open(config: &KafkaConfig, topic: &str) -> Result<TopicEnd, LabError> {
+    let (bootstrap, topic, timeout) = (
+        config.bootstrap_servers.clone(),
+        topic.to_owned(),
+        config.request_timeout,
+    );
+    blocking(move || TopicEnd::open(&bootstrap, &topic, timeout)).await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LabError> + Send + 'static,
+) -> Result<T, LabError> {
+    tokio::task::spawn_blocking(f).await?
+}
