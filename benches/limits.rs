@@ -23,7 +23,10 @@
 //!   time per iteration. No ledger, no durable commit, no outbox.
 //! - `limits_http/three_hops/16_connections` — the limit of Part A's
 //!   orders/s at 16 connections: the same with 16 clients sending one
-//!   request after another (elements: orders).
+//!   request after another (elements: orders). The clients run in this
+//!   process, on the servers' cores, as in `sync_rest/post_order/*`
+//!   (benches/orders.rs): these bound those figures; wrk's figures have a
+//!   cheaper client.
 //! - `limits_http/one_hop/1_connection` — with `limits_redb` below, the
 //!   limit of Part B's acceptance: one `POST /order` answered 201 directly.
 //! - `limits_redb/durable_commit/1_writer` — the price of one durable
@@ -56,8 +59,12 @@
 //!   and also commits a durable redb ledger per batch. Elements: records.
 //!
 //! Kafka topics have the partitions of Part C's order topic
-//! (`KafkaConfig::default().order_partitions`). Queue and topic names are
-//! unique per run; the bench deletes them at the end.
+//! (`KafkaConfig::default().order_partitions`); `consume` and
+//! `transactional_pipe` read the same input topic, produced once, from the
+//! beginning. Queue and topic names are unique per run; the bench deletes
+//! them at the end. The RabbitMQ and Kafka limits take one iteration per
+//! sample, set up outside the timed region (criterion's "Unable to
+//! complete 10 samples" warnings for them are expected).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
