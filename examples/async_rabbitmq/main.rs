@@ -112,7 +112,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _tracing = common::init_logging(cli.log_json, "campusfood-async-rabbitmq");
+    let _logging = common::init_logging(cli.log_json, "campusfood-async-rabbitmq");
     let mut config = Config::from_env()?;
     config.rabbitmq.url.clone_from(&cli.url);
     config.rabbitmq.order_port = cli.order_port;

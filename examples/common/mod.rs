@@ -2,17 +2,32 @@
 //! signal.
 
 use campusfood_services::telemetry::Tracing;
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// What [`init_logging`] set up; dropping it writes the log lines still
+/// queued and exports the spans still buffered.
+pub struct Logging {
+    // Dropped in this order: the exporter stops (and may log why), then
+    // the writer writes what is queued.
+    _tracing: Option<Tracing>,
+    _writer: WorkerGuard,
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), as JSON lines
 /// when `json`; and makes every span an OpenTelemetry span of `service`,
 /// exported when `OTEL_EXPORTER_OTLP_ENDPOINT` says where (feature
-/// `otel`). Keep what it returns until the end: dropping it exports what
-/// is still buffered.
-pub fn init_logging(json: bool, service: &str) -> Option<Tracing> {
+/// `otel`). Keep what it returns until the end.
+///
+/// The lines are written by a thread of their own (`tracing-appender`),
+/// not by the thread that logs: a write to stderr redirected to a file
+/// waits for the disk, and on the request path it cost Part A's
+/// one-connection p50 a quarter (1.43 ms vs 1.08 ms with stderr to
+/// /dev/null). Nothing is dropped: when the queue is full, logging waits.
+pub fn init_logging(json: bool, service: &str) -> Logging {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (tracing, error) = match Tracing::from_env(service) {
         Ok(t) => (Some(t), None),
@@ -22,7 +37,13 @@ pub fn init_logging(json: bool, service: &str) -> Option<Tracing> {
     let otel = tracing
         .as_ref()
         .map(|t| t.layer().with_filter(LevelFilter::INFO));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let registry = tracing_subscriber::registry().with(otel);
     if json {
         registry
@@ -36,7 +57,10 @@ pub fn init_logging(json: bool, service: &str) -> Option<Tracing> {
         (None, Some(e)) => tracing::error!(error = %e, "traces are not exported"),
         (None, None) => {}
     }
-    tracing
+    Logging {
+        _tracing: tracing,
+        _writer: guard,
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

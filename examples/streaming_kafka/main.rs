@@ -286,7 +286,7 @@ enum OffsetsAction {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let _tracing = common::init_logging(cli.kafka.log_json, "campusfood-streaming-kafka");
+    let _logging = common::init_logging(cli.kafka.log_json, "campusfood-streaming-kafka");
     if let Some(Command::Trace(args)) = &cli.command {
         return Ok(trace_order(&cli, args).await);
     }

@@ -155,7 +155,7 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _tracing = common::init_logging(cli.log_json, "campusfood-sync-rest");
+    let _logging = common::init_logging(cli.log_json, "campusfood-sync-rest");
     let config = config(&cli)?;
     let part = match cli.part {
         None => SyncPart::All,
