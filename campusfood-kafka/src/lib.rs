@@ -303,21 +303,32 @@ impl KafkaTransport {
             tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, timeout))
                 .await
                 .map_err(|e| unavailable(&route, e))?;
-        if let Err(e) = answered {
-            return Err(unavailable(
-                &route,
-                format!(
-                    "no Kafka broker answered at {} within {timeout:?}: {e}",
-                    config.bootstrap_servers
-                ),
-            ));
-        }
+        let metadata = match answered {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                return Err(unavailable(
+                    &route,
+                    format!(
+                        "no Kafka broker answered at {} within {timeout:?}: {e}",
+                        config.bootstrap_servers
+                    ),
+                ));
+            }
+        };
+        // Topics the broker already has need no CreateTopics round trip
+        // (it cost a producer's start tens of milliseconds).
+        let existing = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.name().to_owned())
+            .collect::<HashSet<_>>();
         let transport = Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 producer,
                 admin,
-                ensured: Mutex::new(HashSet::new()),
+                ensured: Mutex::new(existing),
             }),
         };
         transport
