@@ -16,6 +16,8 @@
 #     tests/asyncapi, which validates Part B's and Part C's AsyncAPI
 #     documents (nodejs and npm from Debian when missing); its folder is
 #     exported as CAMPUSFOOD_ASYNCAPI_CLI;
+#   - wrk (Debian) for tests/perf, which runs `lab perf` as scripts/perf.sh
+#     does;
 #   - then formatting, clippy (-D warnings), the docs (-D warnings) and
 #     every test of the workspace, doctests included.
 #
@@ -74,6 +76,16 @@ if need_broker rabbitmq && need_broker kafka; then
     echo "== @asyncapi/cli $ASYNCAPI_CLI_VERSION into $cli"
     npm install --prefix "$cli" --no-audit --no-fund --loglevel=error "@asyncapi/cli@$ASYNCAPI_CLI_VERSION"
   fi
+fi
+
+# tests/perf (features http, rabbitmq and kafka) runs `lab perf`, which
+# loads the services with wrk (Debian's package), as scripts/perf.sh does.
+if need_broker http && need_broker rabbitmq && need_broker kafka && ! command -v wrk >/dev/null 2>&1; then
+  root=(); [[ $EUID -eq 0 ]] || root=(sudo -n)
+  echo "== installing wrk with apt-get"
+  "${root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+  "${root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+    install -y -q --no-install-recommends wrk >/dev/null
 fi
 
 feature_args=()

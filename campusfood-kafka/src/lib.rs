@@ -227,12 +227,28 @@ fn base_config(config: &KafkaConfig) -> ClientConfig {
             "socket.connection.setup.timeout.ms",
             config.request_timeout.as_millis().to_string(),
         );
+    // librdkafka's own debug contexts (`msg,eos,broker`, …), logged at
+    // debug under the target `librdkafka`: for diagnosing the client.
+    if let Ok(contexts) = std::env::var(RDKAFKA_DEBUG_ENV) {
+        c.set("debug", contexts);
+    }
     c
 }
+
+/// The variable naming librdkafka debug contexts to turn on (its `debug`
+/// setting, e.g. `msg,eos,broker`); their lines are logged at debug level
+/// under the target `librdkafka` (`RUST_LOG=librdkafka=debug`).
+pub const RDKAFKA_DEBUG_ENV: &str = "CAMPUSFOOD_RDKAFKA_DEBUG";
 
 fn producer_config(config: &KafkaConfig) -> ClientConfig {
     let mut c = base_config(config);
     c.set("enable.idempotence", "true")
+        // Connect to the brokers at once. With sparse connections the
+        // idempotent producer could ask for its producer id before any
+        // broker connection was up, then wait for librdkafka's 500 ms retry
+        // timer: a 10,000-order burst then took 0.5–1 s instead of 60 ms
+        // (2 runs in 8; none in 22 with this).
+        .set("enable.sparse.connections", "false")
         .set("acks", "all")
         // A burst fills batches within a few milliseconds; a lone publish
         // waits at most this long.

@@ -18,30 +18,53 @@ pub(super) struct TopicEnd {
 }
 
 impl TopicEnd {
-    /// Opens a client on `bootstrap` and reads `topic`'s partitions.
+    /// Opens a client on `bootstrap` and reads `topic`'s partitions, once
+    /// every partition has a leader that answers (a topic created a moment
+    /// ago may not have them yet: a producer started then waits out
+    /// librdkafka's retry backoff, up to a second, and the figure would
+    /// time that instead of producing).
     pub(super) fn open(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Self, LabError> {
         let what = || format!("reading the end of {topic}");
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .create()
             .map_err(|e| process_err(what(), e))?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| process_err(what(), e))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(process_err(what(), "the topic has no partitions"));
-        }
-        Ok(Self {
+        let mut this = Self {
             consumer,
             topic: topic.to_owned(),
-            partitions,
+            partitions: Vec::new(),
             timeout,
-        })
+        };
+        let start = Instant::now();
+        loop {
+            let metadata = this
+                .consumer
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|e| process_err(what(), e))?;
+            let all: Vec<_> = metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter())
+                .collect();
+            let led = all
+                .iter()
+                .filter(|p| p.error().is_none() && p.leader() >= 0)
+                .count();
+            this.partitions = all.iter().map(|p| p.id()).collect();
+            if !all.is_empty() && led == all.len() && this.end().is_ok() {
+                return Ok(this);
+            }
+            if start.elapsed() > timeout {
+                return Err(process_err(
+                    what(),
+                    format!(
+                        "{led} of its {} partitions have a leader after {timeout:?}",
+                        all.len()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The sum of the partitions' high watermarks.
