@@ -12,6 +12,9 @@
 //! # restart a service are skipped):
 //! cargo run --release --example lab -- run A1 A2 A3 \
 //!     --order-url http://127.0.0.1:8000 --inventory-url http://127.0.0.1:5001
+//! # the six headline figures from the shipped binaries (scripts/perf.sh
+//! # installs wrk, starts the brokers and builds the examples first):
+//! cargo run --release --example lab -- perf [A B C]
 //! ```
 //!
 //! Exit status: 0 when every experiment ran in full and every conclusion
