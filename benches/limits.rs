@@ -110,7 +110,7 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 mod common;
-use common::{BODY, runtime};
+use common::{post as post_order, runtime};
 
 /// Short runs: the bench measures eight limits in a few minutes.
 fn quick(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
@@ -351,19 +351,6 @@ async fn accept(
             created_at: "2026-12-01T23:00:00.000000Z".to_owned(),
         }),
     )
-}
-
-/// `POST`s [`BODY`] to `url` and expects 201.
-async fn post_order(client: &reqwest::Client, url: &str) {
-    let resp = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(BODY)
-        .send()
-        .await
-        .expect("order sent");
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    resp.bytes().await.expect("body read");
 }
 
 fn http(c: &mut Criterion) {
@@ -781,18 +768,10 @@ fn kafka_base(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// campusfood-kafka's producer settings (`producer_config` there; keep
-/// them in step).
+/// campusfood-kafka's producer settings, on a raw rdkafka producer.
 fn producer(config: &KafkaConfig, extra: &[(&str, String)]) -> LimitProducer {
-    let mut c = kafka_base(config);
-    c.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("batch.size", "1000000")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("message.timeout.ms", "30000");
+    let mut c = campusfood::transport::kafka::producer_config(config);
+    c.set("client.id", "campusfood-limits");
     for (k, v) in extra {
         c.set(*k, v);
     }

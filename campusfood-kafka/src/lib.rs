@@ -240,7 +240,11 @@ fn base_config(config: &KafkaConfig) -> ClientConfig {
 /// under the target `librdkafka` (`RUST_LOG=librdkafka=debug`).
 pub const RDKAFKA_DEBUG_ENV: &str = "CAMPUSFOOD_RDKAFKA_DEBUG";
 
-fn producer_config(config: &KafkaConfig) -> ClientConfig {
+/// The settings of every producer this crate makes (idempotent, `acks=all`,
+/// batching, lz4, connections to every broker at once): for a client of
+/// your own that should behave as ours (`cargo bench --bench limits` uses
+/// them for its raw rdkafka producers).
+pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
     let mut c = base_config(config);
     c.set("enable.idempotence", "true")
         // Connect to the brokers at once. With sparse connections the
