@@ -46,17 +46,10 @@ async fn run(options: &PerfOptions) -> Result<Vec<Measured>, LabError> {
         order: format!("http://127.0.0.1:{}", config.order_port),
         inventory: format!("http://127.0.0.1:{}", config.inventory_port),
     };
-    let start_inventory = || {
-        Service::spawn(
-            &bin,
-            &["inventory"],
-            &stock,
-            work.path(),
-            &work.log("async_rabbitmq-inventory"),
-        )
-    };
-    let mut inventory = start_inventory()?;
     let inventory_log = work.log("async_rabbitmq-inventory");
+    let start_inventory =
+        || Service::spawn(&bin, &["inventory"], &stock, work.path(), &inventory_log);
+    let mut inventory = start_inventory()?;
     let notification_log = work.log("async_rabbitmq-notification");
     let mut notification =
         Service::spawn(&bin, &["notification"], &[], work.path(), &notification_log)?;

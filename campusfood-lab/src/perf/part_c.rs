@@ -44,7 +44,7 @@ pub(super) async fn measure(options: &PerfOptions) -> Vec<Measured> {
             ];
         }
     };
-    let result = run(options, &config, &transport).await;
+    let figures = run(options, &config, &transport).await;
     match transport.topics_containing(&prefix).await {
         Ok(topics) => {
             if let Err(e) = transport.delete_topics(&topics).await {
@@ -53,18 +53,7 @@ pub(super) async fn measure(options: &PerfOptions) -> Vec<Measured> {
         }
         Err(e) => tracing::warn!(error = %e, "could not list the run's topics"),
     }
-    match result {
-        Ok(figures) => figures,
-        Err((done, e)) => {
-            let mut figures = done;
-            for id in [FigureId::CProduce, FigureId::CSteady] {
-                if !figures.iter().any(|m| m.id == id) {
-                    figures.push(Measured::failed(id, &e));
-                }
-            }
-            figures
-        }
-    }
+    figures
 }
 
 /// The environment that points a shipped binary at this run's topics.
@@ -76,31 +65,36 @@ fn env(config: &KafkaConfig) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Both figures; the steady rate needs the produced backlog, so it fails
+/// with the produce figure's error when that failed.
 async fn run(
     options: &PerfOptions,
     config: &KafkaConfig,
     transport: &KafkaTransport,
-) -> Result<Vec<Measured>, (Vec<Measured>, LabError)> {
-    let work = Workdir::new(&options.logs).map_err(|e| (vec![], e))?;
-    let produced = produce(options, config, &work)
-        .await
-        .map_err(|e| (vec![], e))?;
-    let steady = steady(options, config, transport, &work)
-        .await
-        .map_err(|e| (vec![produced_measure(&produced)], e))?;
-    Ok(vec![produced_measure(&produced), steady])
-}
-
-fn produced_measure(produced: &(Duration, i64)) -> Measured {
-    Measured::ok(
-        FigureId::CProduce,
-        produced.0.as_secs_f64(),
-        format!(
-            "{} records at the high watermarks of the order topic ({} partitions), process start included",
-            produced.1,
-            KafkaConfig::default().order_partitions
-        ),
-    )
+) -> Vec<Measured> {
+    let produced = match Workdir::new(&options.logs) {
+        Ok(work) => produce(options, config, &work).await.map(|p| (work, p)),
+        Err(e) => Err(e),
+    };
+    match produced {
+        Ok((work, (took, records))) => vec![
+            Measured::ok(
+                FigureId::CProduce,
+                took.as_secs_f64(),
+                format!(
+                    "{records} records at the high watermarks of the order topic ({} partitions), process start included",
+                    config.order_partitions
+                ),
+            ),
+            steady(options, config, transport, &work)
+                .await
+                .unwrap_or_else(|e| Measured::failed(FigureId::CSteady, &e)),
+        ],
+        Err(e) => vec![
+            Measured::failed(FigureId::CProduce, &e),
+            Measured::failed(FigureId::CSteady, &e),
+        ],
+    }
 }
 
 /// Starts the producer and times it to the watermarks; the records seen.
