@@ -105,6 +105,10 @@ pub(super) fn consumer_config(config: &KafkaConfig, group: &str) -> ClientConfig
         .set(
             "session.timeout.ms",
             config.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            config.heartbeat_interval.as_millis().to_string(),
         );
     if let Some(id) = &config.group_instance_id {
         c.set("group.instance.id", id);

@@ -54,6 +54,12 @@ pub struct KafkaConfig {
     /// to the others. librdkafka's 45 s default would stall a killed
     /// instance's share of the stream that long.
     pub session_timeout: Duration,
+    /// `heartbeat.interval.ms`: how soon a member hears that its group
+    /// rebalances. When a second consumer (another worker, another
+    /// instance) joins, the first one keeps every partition until its
+    /// next heartbeat: at librdkafka's 3 s default, a 10k backlog is
+    /// drained by one worker while five wait.
+    pub heartbeat_interval: Duration,
     /// Longest a stopping subscription waits for the handler of the record
     /// in flight; a handler still running then is abandoned, its record
     /// left uncommitted for the group's next consumer.
@@ -80,6 +86,7 @@ impl Default for KafkaConfig {
             request_timeout: Duration::from_secs(10),
             commit_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_millis(250),
             drain_timeout: Duration::from_secs(30),
         }
     }
