@@ -407,6 +407,8 @@ impl TransactionalProcessor {
                 attempt,
             })
             .collect();
+        // Where a transaction's time goes, in its debug line.
+        let started = Instant::now();
         let mut outcomes = AssertUnwindSafe(self.processor.process_batch(deliveries))
             .catch_unwind()
             .await
@@ -416,6 +418,7 @@ impl TransactionalProcessor {
                 }]
             })
             .into_iter();
+        let decided = started.elapsed();
         let mut pending: Vec<DeliveryFuture> = Vec::new();
         let mut done = 0;
         let mut retry = None;
@@ -468,12 +471,19 @@ impl TransactionalProcessor {
                 tracing::warn!(%error, "an output was not acknowledged: aborting the batch");
                 return self.abort_and_rewind(batch, stop, BACKOFF).await;
             }
+            let acked = started.elapsed();
             match self.commit(&batch[..done], done == batch.len()).await {
                 Ok(()) => {
                     for rec in &batch[..done] {
                         self.failures.remove(&(rec.partition, rec.offset));
                     }
-                    tracing::debug!(records = done, "transaction committed");
+                    tracing::debug!(
+                        records = done,
+                        ?decided,
+                        ?acked,
+                        committed = ?started.elapsed(),
+                        "transaction committed"
+                    );
                 }
                 Err(e) if is_fatal(&e) => {
                     tracing::error!(error = %e, "cannot commit");
