@@ -2,8 +2,9 @@
 //! signal.
 
 use campusfood_services::telemetry::Tracing;
+use tracing::subscriber::Interest;
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{DynFilterFn, FilterExt, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -43,6 +44,16 @@ pub fn init_logging(json: bool, service: &str) -> Logging {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Decided by the callsite alone, so that the answer is cached with
+    // `RUST_LOG`'s, not asked again on every span and event.
+    let not_trace_spans =
+        DynFilterFn::new(|meta, _| !is_trace_span(meta)).with_callsite_filter(|meta| {
+            match is_trace_span(meta) {
+                true => Interest::never(),
+                false => Interest::always(),
+            }
+        });
+    let filter = filter.and(not_trace_spans);
     let registry = tracing_subscriber::registry().with(otel);
     if json {
         registry
@@ -60,6 +71,17 @@ pub fn init_logging(json: bool, service: &str) -> Logging {
         _tracing: tracing,
         _writer: guard,
     }
+}
+
+/// Whether `meta` is a span made for the traces: one named by OpenTelemetry's
+/// conventions (an `otel.name` field: the HTTP server and client spans, the
+/// messaging spans of `campusfood_core::telemetry`). They are exported
+/// with all their attributes; log lines leave them out, so that a line
+/// names its order through the service's own span (`order_id`,
+/// `request_id`) instead of repeating a dozen attributes, and so that no
+/// log line formats them on every message.
+fn is_trace_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && meta.fields().field("otel.name").is_some()
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

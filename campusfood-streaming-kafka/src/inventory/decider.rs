@@ -99,8 +99,9 @@ impl OrderDecider {
     }
 
     /// Decides the order in `message`. Always on attempt 1, so the
-    /// injected failure is the same on every redelivery and replay.
-    #[tracing::instrument(name = "inventory_decide", skip_all, fields(order_id = tracing::field::Empty))]
+    /// injected failure is the same on every redelivery and replay. Runs
+    /// in the caller's span (the order's consumer span); the service's
+    /// `reserve` span names the order.
     pub async fn decide(&self, message: &Message) -> Decision {
         if !self.throttle.is_zero() {
             tokio::time::sleep(self.throttle).await;
@@ -115,7 +116,6 @@ impl OrderDecider {
                 )));
             }
         };
-        tracing::Span::current().record("order_id", order.order_id.as_str());
         let request_id = message.request_id().unwrap_or_else(RequestId::generate);
         let request = ReserveRequest::for_event(&order, request_id);
         let status = match self.service.reserve(&request, 1).await {
