@@ -41,6 +41,11 @@ use clap::{Args, Parser, Subcommand};
 
 #[path = "../common/mod.rs"]
 mod common;
+
+/// mimalloc instead of the system allocator: a service allocates per
+/// message (records, headers, spans), from several threads at once.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../common/dlq.rs"]
 mod dlq_args;
 

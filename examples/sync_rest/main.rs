@@ -22,6 +22,11 @@ use clap::{Parser, Subcommand};
 #[path = "../common/mod.rs"]
 mod common;
 
+/// mimalloc instead of the system allocator: a service allocates per
+/// message (records, headers, spans), from several threads at once.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     about = "campusfood Part A: OrderService -> InventoryService -> NotificationService over blocking HTTP"
