@@ -401,3 +401,24 @@ pub(super) fn spawn(worker: Worker) -> Result<Subscription, TransportError> {
         worker.run(stop).instrument(span)
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_group_settings_come_from_the_config() {
+        let config = KafkaConfig {
+            session_timeout: Duration::from_secs(12),
+            heartbeat_interval: Duration::from_millis(300),
+            ..KafkaConfig::default()
+        };
+        let c = consumer_config(&config, "g");
+        assert_eq!(c.get("group.id"), Some("g"));
+        assert_eq!(c.get("session.timeout.ms"), Some("12000"));
+        assert_eq!(c.get("heartbeat.interval.ms"), Some("300"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+    }
+}

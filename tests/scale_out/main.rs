@@ -77,6 +77,12 @@ impl PartA {
     /// `order_args` (its subcommand and flags), and waits until all three
     /// answer `/health`.
     async fn start(c: &mut Cluster, order_args: &[&str]) -> Self {
+        Self::start_logging(c, order_args, "warn").await
+    }
+
+    /// [`start`](Self::start), the notification service logging at
+    /// `notification_log` (`RUST_LOG`).
+    async fn start_logging(c: &mut Cluster, order_args: &[&str], notification_log: &str) -> Self {
         let bin = example("sync_rest");
         let (order_port, inventory_port, notification_port) =
             (free_port(), free_port(), free_port());
@@ -93,7 +99,11 @@ impl PartA {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let inventory = c.start(c.spec("inventory", &bin, &["inventory"]).envs(&env));
-        let notification = c.start(c.spec("notification", &bin, &["notification"]).envs(&env));
+        let notification = c.start(
+            c.spec("notification", &bin, &["notification"])
+                .envs(&env)
+                .env("RUST_LOG", notification_log),
+        );
         let order = c.start(c.spec("order", &bin, order_args).envs(&env));
         let this = Self {
             order_url: base(order_port),
@@ -225,7 +235,9 @@ async fn part_b_three_processes_from_one_folder() {
 }
 
 /// Part A, one service per process, all three from one folder: 20 orders
-/// confirmed synchronously.
+/// confirmed synchronously. The notification service logs at the default
+/// level: each order's line names it through the service's span, without
+/// the spans made for the traces (their attributes go to the traces).
 #[cfg(feature = "http")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_a_three_processes_from_one_folder() {
@@ -234,9 +246,10 @@ async fn part_a_three_processes_from_one_folder() {
         order_url,
         inventory_url,
         ..
-    } = PartA::start(&mut c, &["order"]).await;
+    } = PartA::start_logging(&mut c, &["order"], "info").await;
     c.assert_all_running();
 
+    let mut last = String::new();
     for _ in 0..20 {
         let (status, body) = place(&c.client, &order_url, "burger", 1).await;
         assert_eq!(status, 201, "POST /order: {body}");
@@ -253,8 +266,25 @@ async fn part_a_three_processes_from_one_folder() {
             ],
             "{id}"
         );
+        last = id.to_owned();
     }
     assert_eq!(stock(&c.client, &inventory_url, "burger").await, 80);
+
+    // The log is written by a thread of its own: wait for the last line.
+    let log = c.logs.join("notification.log");
+    let named = format!("notify{{order_id={last} ");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    campusfood_testkit::until("the last order's log line", READY, async || {
+        read()
+            .lines()
+            .any(|l| l.contains(&named) && l.contains("notification sent"))
+    })
+    .await;
+    let lines = read();
+    assert!(
+        !lines.contains("otel.name") && !lines.contains("http.route"),
+        "a trace span in the log lines: {lines}"
+    );
     let data = c.cwd().join("data");
     for file in ["sync-inventory.redb", "sync-order-outbox.redb"] {
         assert!(
