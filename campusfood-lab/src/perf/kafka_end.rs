@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::process::process_err;
 use crate::LabError;
@@ -67,20 +67,42 @@ impl TopicEnd {
         }
     }
 
-    /// The sum of the partitions' high watermarks.
+    /// The sum of the partitions' high watermarks, in one request (a
+    /// `ListOffsets` for the latest offset of every partition).
     pub(super) fn end(&self) -> Result<i64, LabError> {
-        self.partitions.iter().try_fold(0, |sum, &p| {
-            let (_, high) = self
-                .consumer
-                .fetch_watermarks(&self.topic, p, self.timeout)
-                .map_err(|e| process_err(format!("reading the end of {}", self.topic), e))?;
-            Ok(sum + high)
-        })
+        let what = || format!("reading the end of {}", self.topic);
+        let mut latest = TopicPartitionList::new();
+        for &p in &self.partitions {
+            latest
+                .add_partition_offset(&self.topic, p, Offset::End)
+                .map_err(|e| process_err(what(), e))?;
+        }
+        let ends = self
+            .consumer
+            .offsets_for_times(latest, self.timeout)
+            .map_err(|e| process_err(what(), e))?;
+        ends.elements()
+            .iter()
+            .try_fold(0, |sum, e| match e.offset() {
+                Offset::Offset(high) if e.error().is_ok() => Ok(sum + high),
+                other => Err(process_err(
+                    what(),
+                    format!("partition {}: {other:?} {:?}", e.partition(), e.error()),
+                )),
+            })
     }
 
-    /// Polls [`end`](Self::end) until it reaches `target`; the instant it
-    /// was seen there. Blocking: run it on the blocking pool.
-    pub(super) fn wait_for(&self, target: i64, deadline: Duration) -> Result<Instant, LabError> {
+    /// Polls [`end`](Self::end) every `every` until it reaches `target`;
+    /// the instant it was seen there. Blocking: run it on the blocking
+    /// pool. Each poll asks the broker once per partition, on the cores
+    /// the measured services use: poll often only when the instant is the
+    /// figure.
+    pub(super) fn wait_for(
+        &self,
+        target: i64,
+        deadline: Duration,
+        every: Duration,
+    ) -> Result<Instant, LabError> {
         let start = Instant::now();
         loop {
             if self.end()? >= target {
@@ -92,7 +114,7 @@ impl TopicEnd {
                     after: deadline,
                 });
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(every);
         }
     }
 }

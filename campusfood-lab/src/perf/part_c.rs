@@ -17,6 +17,9 @@ use crate::error::broker_err;
 /// How long one figure may take before it is given up.
 const DEADLINE: Duration = Duration::from_secs(180);
 
+/// How often the steady figure looks whether the output is complete.
+const STEADY_POLL: Duration = Duration::from_millis(50);
+
 pub(super) async fn measure(options: &PerfOptions) -> Vec<Measured> {
     let prefix = format!(
         "perf-{}",
@@ -122,7 +125,9 @@ async fn produce(
         work.path(),
         &log,
     )?;
-    let reached = blocking(move || end.wait_for(target, DEADLINE)).await?;
+    // The instant is the figure: polled every millisecond.
+    let reached =
+        blocking(move || end.wait_for(target, DEADLINE, Duration::from_millis(1))).await?;
     let status = producer.wait(Duration::from_secs(60)).await?;
     if !status.success() {
         return Err(process_err(
@@ -159,7 +164,10 @@ async fn steady(
     let stamps = loop {
         inventory.check_running(&log)?;
         let e = end.clone();
-        blocking(move || e.wait_for(want as i64, DEADLINE)).await?;
+        // The figure comes from the records' timestamps: polling the end
+        // only says when to read them, and polling it often would take
+        // the cores being measured.
+        blocking(move || e.wait_for(want as i64, DEADLINE, STEADY_POLL)).await?;
         let scan = transport
             .scan_topic(&config.inventory_topic, |_, _| true)
             .await
