@@ -19,7 +19,8 @@ pub struct Logging {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), as JSON lines
-/// when `json`; and makes every span an OpenTelemetry span of `service`,
+/// when `json`, without the spans made for traces ([`is_trace_span`]);
+/// and makes every span an OpenTelemetry span of `service`,
 /// exported when `OTEL_EXPORTER_OTLP_ENDPOINT` says where (feature
 /// `otel`). Keep what it returns until the end.
 ///
@@ -48,9 +49,10 @@ pub fn init_logging(json: bool, service: &str) -> Logging {
     // `RUST_LOG`'s, not asked again on every span and event.
     let not_trace_spans =
         DynFilterFn::new(|meta, _| !is_trace_span(meta)).with_callsite_filter(|meta| {
-            match is_trace_span(meta) {
-                true => Interest::never(),
-                false => Interest::always(),
+            if is_trace_span(meta) {
+                Interest::never()
+            } else {
+                Interest::always()
             }
         });
     let filter = filter.and(not_trace_spans);
