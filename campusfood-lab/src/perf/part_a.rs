@@ -25,7 +25,7 @@ pub(super) async fn measure(options: &PerfOptions) -> Vec<Measured> {
 
 async fn run(options: &PerfOptions) -> Result<Vec<Measured>, LabError> {
     let work = Workdir::new(&options.logs)?;
-    let log = work.log("sync_rest");
+    let log = work.log("sync_rest")?;
     let mut service = Service::spawn(
         &options.bin_dir.join("sync_rest"),
         &[],

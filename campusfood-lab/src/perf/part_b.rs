@@ -46,14 +46,14 @@ async fn run(options: &PerfOptions) -> Result<Vec<Measured>, LabError> {
         order: format!("http://127.0.0.1:{}", config.order_port),
         inventory: format!("http://127.0.0.1:{}", config.inventory_port),
     };
-    let inventory_log = work.log("async_rabbitmq-inventory");
+    let inventory_log = work.log("async_rabbitmq-inventory")?;
     let start_inventory =
         || Service::spawn(&bin, &["inventory"], &stock, work.path(), &inventory_log);
     let mut inventory = start_inventory()?;
-    let notification_log = work.log("async_rabbitmq-notification");
+    let notification_log = work.log("async_rabbitmq-notification")?;
     let mut notification =
         Service::spawn(&bin, &["notification"], &[], work.path(), &notification_log)?;
-    let order_log = work.log("async_rabbitmq-order");
+    let order_log = work.log("async_rabbitmq-order")?;
     let mut order = Service::spawn(&bin, &["order"], &[], work.path(), &order_log)?;
     let ready = Duration::from_secs(30);
     wait_ready(

@@ -113,7 +113,7 @@ async fn produce(
     })
     .await?;
     let target = before + options.burst as i64;
-    let log = work.log("streaming_kafka-producer");
+    let log = work.log("streaming_kafka-producer")?;
     let mut env = env(config);
     env.push(("MODE", "burst".to_owned()));
     env.push(("TOTAL_EVENTS", options.burst.to_string()));
@@ -146,7 +146,7 @@ async fn steady(
     work: &Workdir,
 ) -> Result<Measured, LabError> {
     let end = open(config, &config.inventory_topic).await?;
-    let log = work.log("streaming_kafka-inventory");
+    let log = work.log("streaming_kafka-inventory")?;
     let mut env = env(config);
     env.push(("GROUP_ID", config.inventory_group.clone()));
     let started = Instant::now();

@@ -173,8 +173,12 @@ impl Workdir {
         self.dir.path()
     }
 
-    /// The log file of `name`.
-    pub(super) fn log(&self, name: &str) -> PathBuf {
-        self.logs.join(format!("{name}.log"))
+    /// The log file of `name`, emptied: it holds this run's lines only
+    /// (a service restarted within the run appends to it).
+    pub(super) fn log(&self, name: &str) -> Result<PathBuf, LabError> {
+        let path = self.logs.join(format!("{name}.log"));
+        std::fs::File::create(&path)
+            .map_err(|e| process_err(format!("emptying {}", path.display()), e))?;
+        Ok(path)
     }
 }
