@@ -698,6 +698,10 @@ async fn two_inventory_processes_on_postgres_share_a_burst_and_survive_a_sigkill
     const PER_ITEM: u64 = 100;
     let h = harness("scale").await;
     let schema = campusfood_testkit::postgres::TestSchema::new("scale_c");
+    // Postgres must answer before the processes start: without it they
+    // exit, and this would fail later on a timeout instead of saying
+    // `scripts/brokers.sh up postgres`.
+    drop(schema.session().await);
     let logs = tempfile::tempdir().unwrap();
     let stock: String = (1..=ITEMS)
         .map(|i| format!("item-{i}={PER_ITEM}"))
