@@ -199,13 +199,24 @@ pub fn traced_order_message(
     kind: Produce,
 ) -> Result<(Message, Span), StreamingError> {
     let mut message = order_message(order)?;
-    let topic = transport
+    let span = in_new_trace(&order_topic(transport), kind, &mut message);
+    Ok((message, span))
+}
+
+/// The topic `transport` writes orders to.
+fn order_topic(transport: &KafkaTransport) -> String {
+    transport
         .topic_for(&Route::ORDER_PLACED)
-        .unwrap_or_else(|_| transport.config().order_topic.clone());
-    let span = telemetry::producer_span("kafka", &topic, kind, &message);
+        .unwrap_or_else(|_| transport.config().order_topic.clone())
+}
+
+/// A producer span (`kind`, to `topic`) starting a trace of its own, its
+/// `traceparent` written into `message`.
+fn in_new_trace(topic: &str, kind: Produce, message: &mut Message) -> Span {
+    let span = telemetry::producer_span("kafka", topic, kind, message);
     telemetry::new_trace(&span);
     telemetry::inject(&span, &mut message.headers);
-    Ok((message, span))
+    span
 }
 
 /// Publishes `order` on its own, in a trace of its own, and waits for the
@@ -234,13 +245,17 @@ pub async fn publish_orders(
     print_every: usize,
 ) -> Result<usize, StreamingError> {
     let total = orders.len();
-    // Each order's `create` span gives its record a trace of its own; the
-    // burst is sent as one batch after that.
+    // Each order's `create` span gives its record a trace of its own. The
+    // records are encoded first (an order that cannot be encoded sends
+    // nothing), then traced as they are queued: the producer's thread
+    // sends the first batches while the rest are still being traced.
     let messages = orders
         .iter()
-        .map(|o| traced_order_message(transport, o, Produce::Create).map(|(m, _)| m))
+        .map(order_message)
         .collect::<Result<Vec<_>, _>>()?;
-    let queued = messages.into_iter().enumerate().map(|(i, m)| {
+    let topic = order_topic(transport);
+    let queued = messages.into_iter().enumerate().map(|(i, mut m)| {
+        in_new_trace(&topic, Produce::Create, &mut m);
         let n = i + 1;
         if print_every > 0 && n % print_every == 0 {
             tracing::info!(produced = n, total, "PRODUCED EVENTS: {n}/{total}");
