@@ -94,8 +94,8 @@ impl TopicEnd {
 
     /// Polls [`end`](Self::end) every `every` until it reaches `target`;
     /// the instant it was seen there. Blocking: run it on the blocking
-    /// pool. Each poll asks the broker once per partition, on the cores
-    /// the measured services use: poll often only when the instant is the
+    /// pool. Each poll is a request the broker answers on the cores the
+    /// measured services use: poll often only when the instant is the
     /// figure.
     pub(super) fn wait_for(
         &self,
