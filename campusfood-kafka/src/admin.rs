@@ -272,6 +272,39 @@ pub(super) fn existing_partitions(
     Ok(Some(ids))
 }
 
+/// How long [`watermarks`] waits between asks while a partition has no
+/// leader yet.
+const LEADER_RETRY: Duration = Duration::from_millis(50);
+
+/// The low and high watermarks of one partition. A topic created a moment
+/// ago may not have a leader for every partition yet (the broker answers
+/// `NotLeaderForPartition`, `LeaderNotAvailable` or
+/// `UnknownTopicOrPartition`); those answers are asked again until
+/// `timeout` has passed, any other error is returned at once.
+pub(super) fn watermarks(
+    consumer: &BaseConsumer<KafkaContext>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(i64, i64), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match consumer.fetch_watermarks(topic, partition, left.max(LEADER_RETRY)) {
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition,
+            )) if left > LEADER_RETRY => std::thread::sleep(LEADER_RETRY),
+            other => {
+                return other.map_err(|e| {
+                    format!("cannot read the watermarks of {topic}/{partition}: {e}")
+                });
+            }
+        }
+    }
+}
+
 pub(super) fn err(what: &str) -> impl Fn(KafkaError) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
@@ -293,9 +326,7 @@ fn lag_blocking(
         .map_err(err("cannot read committed offsets"))?;
     ids.into_iter()
         .map(|partition| {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition, timeout)
-                .map_err(err("cannot read watermarks"))?;
+            let (low, high) = watermarks(&consumer, topic, partition, timeout)?;
             let committed =
                 committed
                     .find_partition(topic, partition)
@@ -352,9 +383,7 @@ fn reset_blocking(
     let mut target = TopicPartitionList::new();
     let mut result = Vec::with_capacity(ids.len());
     for partition in ids {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .map_err(err("cannot read watermarks"))?;
+        let (low, high) = watermarks(&consumer, topic, partition, timeout)?;
         let offset = match to {
             OffsetReset::Earliest => low,
             OffsetReset::Latest => high,

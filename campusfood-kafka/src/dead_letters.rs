@@ -18,7 +18,7 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::admin::{blocking, err, existing_partitions};
+use super::admin::{blocking, err, existing_partitions, watermarks};
 use super::consumer::Record;
 use super::context::KafkaContext;
 use super::scan::ScannedPartition;
@@ -150,9 +150,7 @@ pub(super) fn read(
     // Per partition still being read: the offset of its last record.
     let mut last = std::collections::HashMap::new();
     for p in ids {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(err("cannot read watermarks"))?;
+        let (low, high) = watermarks(consumer, topic, p, timeout)?;
         let start = match from {
             None => low,
             Some(id) if id.partition == p => id.offset.max(low),

@@ -822,6 +822,29 @@ async fn a_static_member_resumes_after_its_commit() {
     assert!(a.is_disjoint(&b));
 }
 
+/// A topic created a moment ago may not have a leader for each partition
+/// yet; `lag` and `reset_offsets` ask again instead of failing with
+/// `NotLeaderForPartition` (this once failed CI).
+#[tokio::test]
+async fn lag_and_reset_right_after_creating_a_topic() {
+    let id = unique("fresh");
+    let t = transport(&id).await;
+    for i in 0..5 {
+        let name = format!("fresh-{i}-{id}");
+        t.create_topic(&name, 12).await.unwrap();
+        let lags = t.lag(&format!("g-{name}"), &name).await.unwrap();
+        assert_eq!(lags.len(), 12);
+        assert!(lags.iter().all(|l| l.lag == 0 && l.committed.is_none()));
+        let name = format!("fresh-r{i}-{id}");
+        t.create_topic(&name, 12).await.unwrap();
+        let moved = t
+            .reset_offsets(&format!("g-{name}"), &name, OffsetReset::Latest)
+            .await
+            .unwrap();
+        assert_eq!(moved.len(), 12);
+    }
+}
+
 #[tokio::test]
 async fn reset_refuses_a_running_group_and_routes_map_to_topics() {
     let id = unique("misc");
