@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
@@ -40,11 +42,26 @@ impl OrderId {
     /// The longest accepted order id, in characters (all ASCII).
     pub const MAX_LEN: usize = 64;
     const HEX_DIGITS: usize = 12;
+    /// The bits a generated id carries.
+    const BITS: u64 = 0xFFFF_FFFF_FFFF;
 
-    /// A fresh random order id (48 random bits): `ORD-` and 12 upper-case
-    /// hex digits.
+    /// A fresh order id: `ORD-` and 12 upper-case hex digits.
+    ///
+    /// A process counts its ids up from a random 48-bit start, so
+    /// - one process never makes the same id twice (until 2^48 ids);
+    /// - ids made one after another sort one after another, so a store
+    ///   keyed by order id (the ledger's reservations, the order and
+    ///   notification stores) appends to the end of its B-tree instead of
+    ///   dirtying a page per order all over it;
+    /// - two processes' ids meet only if their random starts fall within
+    ///   their counts of each other: for two runs of 10,000 orders, about
+    ///   1 in 10^10 (48 random bits per id: about 1 in 3 million).
+    ///
+    /// Ids are not secrets: the next one is this one plus one. Anyone who
+    /// can reach the services can name any order anyway.
     pub fn generate() -> Self {
-        let bits = fastrand::u64(..) & 0xFFFF_FFFF_FFFF;
+        static NEXT: LazyLock<AtomicU64> = LazyLock::new(|| AtomicU64::new(fastrand::u64(..)));
+        let bits = NEXT.fetch_add(1, Ordering::Relaxed) & Self::BITS;
         Self(format!("{}{bits:012X}", Self::PREFIX))
     }
 
@@ -60,7 +77,7 @@ impl OrderId {
         }
     }
 
-    /// The 48 random bits of a generated id (`ORD-` and 12 upper-case hex
+    /// The 48 bits of a generated id (`ORD-` and 12 upper-case hex
     /// digits); `None` for an id of any other form.
     pub fn generated_bits(&self) -> Option<u64> {
         let hex = self.0.strip_prefix(Self::PREFIX)?;
@@ -167,6 +184,24 @@ mod tests {
             let id = OrderId::generate();
             assert_eq!(OrderId::parse(id.as_str()).unwrap(), id);
         }
+    }
+
+    #[test]
+    fn generated_ids_count_up_and_never_repeat_across_threads() {
+        let per_thread: Vec<Vec<OrderId>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..2000).map(|_| OrderId::generate()).collect::<Vec<_>>()))
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let mut all = std::collections::HashSet::new();
+        for ids in &per_thread {
+            // One thread's ids sort in the order they were made (the
+            // 48-bit count wraps once in 2^48 ids; not within a test).
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+            all.extend(ids.iter().cloned());
+        }
+        assert_eq!(all.len(), 4 * 2000);
     }
 
     #[test]

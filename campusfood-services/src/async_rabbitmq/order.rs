@@ -82,8 +82,9 @@ impl AsyncOrderService {
             let entry = OutboxEntry::new(order.order_id.as_str(), &Route::ORDER_PLACED, &message);
             match self.store.place(&order, entry).await {
                 Ok(Placed::Stored) => break message,
-                // A generated id that names a stored order (48 random bits
-                // collide, rarely): the store never overwrites; a fresh id.
+                // A generated id that names a stored order (another
+                // process's count reached ours, rarely): the store never
+                // overwrites; a fresh id.
                 Ok(Placed::IdTaken) if fresh_ids < FRESH_IDS => {
                     fresh_ids += 1;
                     let taken = std::mem::replace(&mut order.order_id, OrderId::generate());

@@ -288,9 +288,10 @@ impl OrderService {
         let ok = loop {
             let reserved = self.reserve(&order, &mut inconclusive, &mut attempts).await;
             match reservation(reserved, &order) {
-                // The generated id names another order at inventory (48
-                // random bits collide, rarely): nothing was taken for this
-                // one, and the other's stock is not ours to release.
+                // The generated id names another order at inventory
+                // (another process's count reached ours, rarely): nothing
+                // was taken for this one, and the other's stock is not ours
+                // to release.
                 Err(refused) if refused.id_taken && fresh_ids < FRESH_IDS => {
                     fresh_ids += 1;
                     release.disarm();
