@@ -141,7 +141,7 @@ struct InventoryArgs {
     #[arg(long, env = "INVENTORY_WORKERS", default_value_t = 6)]
     workers: usize,
     /// Most orders per Kafka transaction (exactly-once mode).
-    #[arg(long, env = "INVENTORY_MAX_BATCH", default_value_t = 500)]
+    #[arg(long, env = "INVENTORY_MAX_BATCH", default_value_t = campusfood_streaming_kafka::inventory::DEFAULT_MAX_BATCH)]
     max_batch: usize,
     /// Prefix of the workers' transactional ids; must differ between
     /// processes running at once (default: the group, then this process's

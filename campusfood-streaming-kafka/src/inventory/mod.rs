@@ -30,7 +30,8 @@
 //! time.
 //!
 //! # Layout
-//! - `options`: the settings ([`InventoryOptions`], [`DEFAULT_SEED`]).
+//! - `options`: the settings ([`InventoryOptions`], [`DEFAULT_SEED`],
+//!   [`DEFAULT_MAX_BATCH`]).
 //! - `decider`: the decision both modes share ([`OrderDecider`]) and what
 //!   it has done ([`InventoryCounts`]).
 //! - `workers`: the two delivery modes over the decider.
@@ -60,7 +61,7 @@ use campusfood_services::metrics::{install_prometheus, sample_every, with_metric
 use campusfood_services::server::{Server, health_route};
 
 pub use self::decider::{Decision, InventoryCounts, OrderDecider, event_message};
-pub use self::options::{DEFAULT_SEED, InventoryOptions};
+pub use self::options::{DEFAULT_MAX_BATCH, DEFAULT_SEED, InventoryOptions};
 
 /// The inventory consumer, running. See the [module docs](self).
 #[derive(Debug)]

@@ -10,6 +10,13 @@ use crate::StreamingError;
 /// The default seed of the injected failures (`FAIL_SEED`).
 pub const DEFAULT_SEED: u64 = 273;
 
+/// The default of [`InventoryOptions::max_batch`] (`INVENTORY_MAX_BATCH`).
+/// Under a backlog, 1,000 per transaction drained a 10,000-order burst
+/// about a quarter faster than 500 (fewer commits and acknowledgement
+/// waits per worker); with no backlog a transaction holds what has
+/// arrived, so the limit costs nothing.
+pub const DEFAULT_MAX_BATCH: usize = 1000;
+
 /// The inventory consumer's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InventoryOptions {
@@ -55,8 +62,8 @@ pub struct InventoryOptions {
 impl Default for InventoryOptions {
     /// Group `inventory-consumer`, `FAIL_RATE` 0.05, seed
     /// [`DEFAULT_SEED`], no throttle, exactly once, 6 workers (one per
-    /// partition of `order-events`), up to 500 orders per transaction,
-    /// transactional ids unique to this process, no metrics endpoint.
+    /// partition of `order-events`), up to [`DEFAULT_MAX_BATCH`] orders per
+    /// transaction, transactional ids unique to this process, no metrics endpoint.
     fn default() -> Self {
         Self {
             group: "inventory-consumer".to_owned(),
@@ -67,7 +74,7 @@ impl Default for InventoryOptions {
             workers: 6,
             transactional_id: TransactionalOptions::process_unique_id("inventory-consumer"),
             group_instance_id: None,
-            max_batch: 500,
+            max_batch: DEFAULT_MAX_BATCH,
             max_attempts: 5,
             retry_delay: Duration::from_secs(1),
             metrics_addr: None,
