@@ -54,8 +54,9 @@ impl OrderId {
     ///   notification stores) appends to the end of its B-tree instead of
     ///   dirtying a page per order all over it;
     /// - two processes' ids meet only if their random starts fall within
-    ///   their counts of each other: for two runs of 10,000 orders, about
-    ///   1 in 10^10 (48 random bits per id: about 1 in 3 million).
+    ///   their counts of each other: for two runs of 10,000 orders,
+    ///   20,000 in 2^48, about 1 in 14 billion (with 48 random bits per
+    ///   id, 10,000² in 2^48: about 1 in 3 million).
     ///
     /// Ids are not secrets: the next one is this one plus one. Anyone who
     /// can reach the services can name any order anyway.

@@ -78,7 +78,7 @@ pub(super) const BENCHES: [(&str, &str); 8] = [
     (KAFKA_CONSUME, "rdkafka: 10,000 records read committed"),
     (
         KAFKA_TX_PIPE,
-        "rdkafka: consume → produce in transactions of 500",
+        "rdkafka: consume → produce in transactions, batched as Part C's inventory by default",
     ),
 ];
 
