@@ -11,8 +11,9 @@
 //!   watching the window metrics).
 //!
 //! Every order gets a fresh [`OrderId`] (counted up from a random 48-bit
-//! start, see [`OrderId::generate`]), so keys are unique across runs — the original reused `order-<i>` in every burst, which made
-//! a second burst indistinguishable from a replay. The item is drawn
+//! start, see [`OrderId::generate`]), so keys are unique across runs — the
+//! original reused `order-<i>` in every burst, which made a second burst
+//! indistinguishable from a replay. The item is drawn
 //! uniformly from `item-1` … `item-<ITEM_COUNT>` and the quantity from
 //! `1..=MAX_QTY`; `ts` is the production time in epoch milliseconds.
 //!
