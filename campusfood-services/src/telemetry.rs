@@ -160,6 +160,16 @@ impl Tracing {
     /// this provider. Give it its own filter (`Layer::with_filter`) rather
     /// than filtering the whole subscriber with `RUST_LOG`: a span that is
     /// filtered out carries no context on.
+    ///
+    /// Entering a span does not make it OpenTelemetry's current context
+    /// (`opentelemetry::Context::current()`): a new span's parent is the
+    /// current `tracing` span, and [`campusfood_core::telemetry`] takes the
+    /// context from the span itself (`OpenTelemetrySpanExt::context`).
+    /// Activating it cost a context clone and a thread-local push on every
+    /// poll of every instrumented future — a tenth of Part C's inventory
+    /// under load. Code that reads `Context::current()` (other
+    /// OpenTelemetry instrumentation) needs a layer of its own, built from
+    /// [`provider`](Self::provider) with context activation on.
     pub fn layer<S>(&self) -> OpenTelemetryLayer<S, SdkTracer>
     where
         S: Subscriber + for<'span> LookupSpan<'span>,
@@ -167,6 +177,7 @@ impl Tracing {
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer(TRACER_NAME))
             .with_tracked_inactivity(false)
+            .with_context_activation(false)
     }
 }
 
