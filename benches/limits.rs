@@ -40,7 +40,8 @@
 //!   persistent ~300-byte message per delivery to a second durable queue
 //!   with publisher confirms, and acks each delivery once its publish is
 //!   confirmed (coalesced with `multiple`, as our consumer does). No
-//!   ledger, no decision. Elements: messages.
+//!   ledger, no decision. Elements: messages. An order of Part B moves
+//!   four messages (`lab perf` divides by four to compare it with orders/s).
 //! - `limits_kafka/produce/10000` — the limit of Part C's produce figure:
 //!   an idempotent producer (acks=all and the rest of campusfood-kafka's
 //!   producer settings) sends 10,000 keyed ~200-byte records to a fresh
