@@ -100,6 +100,28 @@ pub struct OrderReading {
     pub dead_lettered: bool,
 }
 
+impl fmt::Display for OrderReading {
+    /// Every count, for the evidence of an order not in an expected class:
+    /// `accepted, reserved 1, refused no, notified 2, outputs 0, dead-lettered no`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            f,
+            "{}, reserved {}, refused {}, notified {}, outputs {}, dead-lettered {}",
+            if self.accepted {
+                "accepted"
+            } else {
+                "not accepted"
+            },
+            self.reserved,
+            yes_no(self.refused),
+            self.notified,
+            self.outputs,
+            yes_no(self.dead_lettered),
+        )
+    }
+}
+
 impl OrderReading {
     /// The class the readings put the order in.
     pub fn class(&self) -> OrderClass {
@@ -162,6 +184,10 @@ pub struct OrderOutcomes {
     pub counts: BTreeMap<OrderClass, u64>,
     /// The ids of the orders in a class not expected, by class.
     pub unexpected: BTreeMap<OrderClass, Vec<String>>,
+    /// What was read about each order of `unexpected` (recorded with its
+    /// reading), by id: which count put it there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub read: BTreeMap<String, String>,
 }
 
 impl OrderOutcomes {
@@ -172,6 +198,7 @@ impl OrderOutcomes {
             expected: expected.to_vec(),
             counts: BTreeMap::new(),
             unexpected: BTreeMap::new(),
+            read: BTreeMap::new(),
         }
     }
 
@@ -183,13 +210,18 @@ impl OrderOutcomes {
         }
     }
 
-    /// Records every `(id, reading)`, each in the class its reading says.
+    /// Records every `(id, reading)`, each in the class its reading says;
+    /// for an order in a class not expected, keeps the reading too.
     pub fn record_all<'a>(
         mut self,
         readings: impl IntoIterator<Item = &'a (String, OrderReading)>,
     ) -> Self {
         for (id, reading) in readings {
-            self.record(id.clone(), reading.class());
+            let class = reading.class();
+            self.record(id.clone(), class);
+            if !self.expected.contains(&class) {
+                self.read.insert(id.clone(), reading.to_string());
+            }
         }
         self
     }
@@ -239,7 +271,8 @@ pub fn table(outcomes: &[OrderOutcomes]) -> Table {
 }
 
 /// "Nothing lost, nothing twice" over `outcomes`: whether it held, and the
-/// evidence (how many orders were accounted for, lost, duplicated).
+/// evidence (how many orders were accounted for, lost, duplicated; up to
+/// three of each by id, with their scenario and what was read about them).
 pub fn nothing_lost_nothing_twice(outcomes: &[OrderOutcomes]) -> (bool, String) {
     let total: u64 = outcomes.iter().map(OrderOutcomes::total).sum();
     let sum = |class| outcomes.iter().map(|o| o.count(class)).sum::<u64>();
@@ -247,12 +280,16 @@ pub fn nothing_lost_nothing_twice(outcomes: &[OrderOutcomes]) -> (bool, String) 
     let named = |class| {
         outcomes
             .iter()
-            .filter_map(|o| o.unexpected.get(&class))
-            .flatten()
+            .flat_map(|o| {
+                let ids = o.unexpected.get(&class).map_or(&[][..], Vec::as_slice);
+                ids.iter().map(move |id| match o.read.get(id) {
+                    Some(read) => format!("{id} ({}: {read})", o.scenario),
+                    None => format!("{id} ({})", o.scenario),
+                })
+            })
             .take(3)
-            .cloned()
             .collect::<Vec<_>>()
-            .join(", ")
+            .join("; ")
     };
     let mut evidence =
         format!("{total} orders accounted for, each in one class: {lost} lost, {twice} duplicated");
@@ -334,6 +371,15 @@ mod tests {
         assert!(!held, "{evidence}");
         assert!(evidence.contains("1 lost, 1 duplicated"), "{evidence}");
         assert!(evidence.contains("lost-1") && evidence.contains("twice-1"));
+        // Each named with its scenario and the count that put it there.
+        assert!(
+            evidence.contains(
+                "twice-1 (dirty: accepted, reserved 1, refused no, notified 2, outputs 0, \
+                 dead-lettered no)"
+            ),
+            "{evidence}"
+        );
+        assert_eq!(dirty.read.len(), 2, "only the unexpected orders' readings");
         assert_eq!(dirty.unexpected[&OrderClass::Lost], ["lost-1"]);
         assert_eq!(dirty.unexpected[&OrderClass::Duplicated], ["twice-1"]);
         assert_eq!(dirty.unexpected_count(), 2);
