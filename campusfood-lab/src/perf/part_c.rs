@@ -150,6 +150,9 @@ async fn steady(
     let mut env = env(config);
     env.push(("GROUP_ID", config.inventory_group.clone()));
     let started = Instant::now();
+    // The records' timestamps are wall-clock: the spawn's too, to put the
+    // last record against it.
+    let spawned_at = epoch_ms(SystemTime::now());
     let mut inventory = Service::spawn(
         &options.bin_dir.join("streaming_kafka"),
         &["inventory"],
@@ -187,7 +190,6 @@ async fn steady(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let done = started.elapsed();
     inventory.stop().await?;
     let (Some(first), Some(last)) = (stamps.iter().min(), stamps.iter().max()) else {
         return Err(process_err(
@@ -199,13 +201,29 @@ async fn steady(
     Ok(Measured::ok(
         FigureId::CSteady,
         stamps.len() as f64 / span.as_secs_f64(),
-        format!(
-            "{} output records over {:.3} s of timestamps; {:.2} s from the consumer's start to the last",
-            stamps.len(),
-            span.as_secs_f64(),
-            done.as_secs_f64()
-        ),
+        steady_detail(stamps.len(), span, spawned_at, *first, *last),
     ))
+}
+
+/// Milliseconds since the Unix epoch, as Kafka stamps records.
+fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The steady figure's detail: the span it is read over, and where that
+/// span lies after the consumer's spawn (`spawned_at`, `first` and `last`
+/// in milliseconds since the epoch). The span leaves out the start (the
+/// process, joining the group) and the deciding of the first
+/// transactions, whose outputs are all stamped when they are produced.
+fn steady_detail(records: usize, span: Duration, spawned_at: i64, first: i64, last: i64) -> String {
+    let secs = |ms: i64| ms as f64 / 1000.0;
+    format!(
+        "{records} output records over {:.3} s of timestamps; the first {:.2} s, the last {:.2} s after the consumer's spawn",
+        span.as_secs_f64(),
+        secs(first - spawned_at),
+        secs(last - spawned_at),
+    )
 }
 
 async fn open(config: &KafkaConfig, topic: &str) -> Result<TopicEnd, LabError> {
@@ -221,4 +239,27 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, LabError> + Send + 'static,
 ) -> Result<T, LabError> {
     tokio::task::spawn_blocking(f).await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steady_detail_places_the_span_after_the_spawn() {
+        let spawned = epoch_ms(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        assert_eq!(spawned, 1_800_000_000_000);
+        let detail = steady_detail(
+            10_000,
+            Duration::from_millis(600),
+            spawned,
+            spawned + 250,
+            spawned + 850,
+        );
+        assert_eq!(
+            detail,
+            "10000 output records over 0.600 s of timestamps; the first 0.25 s, the last 0.85 s \
+             after the consumer's spawn"
+        );
+    }
 }
