@@ -6,10 +6,11 @@
 //!   tests and embedding.
 //! - [`http`] (feature `http`): request/reply over HTTP — a pooled reqwest
 //!   client, and an axum adapter that serves any `RequestHandler`.
-//! - [`rabbitmq`] (feature `rabbitmq`): publish/subscribe over RabbitMQ with
-//!   amqprs — the contract's topology, publisher confirms, manual acks,
-//!   delayed bounded retries through retry queues, dead-letter queues that
-//!   can be listed and replayed, reconnection.
+//! - `rabbitmq` (feature `rabbitmq`; not linked, so that these docs build
+//!   without it): publish/subscribe over RabbitMQ with amqprs — the
+//!   contract's topology, publisher confirms, manual acks, delayed bounded
+//!   retries through retry queues, dead-letter queues that can be listed
+//!   and replayed, reconnection.
 //!
 //! Kafka is the crate `campusfood-kafka`: librdkafka is a C build of
 //! minutes, which a crate of its own spares every build that doesn't use it.

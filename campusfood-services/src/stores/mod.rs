@@ -13,14 +13,15 @@
 //! design keeps them, and their memory and redb implementations, in
 //! `campusfood-core`); the order store and the processed-id sets are this
 //! crate's ([`orders`], [`processed`]), with their implementations beside
-//! the shared ones: [`memory`], [`redb`], [`postgres`].
+//! the shared ones: [`memory`], [`redb`] and `postgres` (feature `postgres`;
+//! its types are named without links, so that these docs build without it).
 //!
 //! | store | trait | in memory | embedded | shared |
 //! |---|---|---|---|---|
-//! | inventory ledger | [`InventoryLedger`] | [`MemoryLedger`](campusfood_core::ledger::MemoryLedger) | [`RedbLedger`] | [`postgres::PgLedger`] |
-//! | orders + outbox (async) | [`OrderStore`] | [`MemoryOrderStore`] | [`RedbOrderStore`] | [`postgres::PgOrderStore`] |
-//! | kept notifications (sync) | [`Outbox`] | [`MemoryOutbox`](campusfood_core::outbox::MemoryOutbox) | [`RedbOutbox`] | [`postgres::PgOutbox`] |
-//! | processed ids (notified orders) | [`ProcessedIds`] | [`MemoryProcessedIds`] | [`RedbProcessedIds`] | [`postgres::PgProcessedIds`] |
+//! | inventory ledger | [`InventoryLedger`] | [`MemoryLedger`](campusfood_core::ledger::MemoryLedger) | [`RedbLedger`] | `postgres::PgLedger` |
+//! | orders + outbox (async) | [`OrderStore`] | [`MemoryOrderStore`] | [`RedbOrderStore`] | `postgres::PgOrderStore` |
+//! | kept notifications (sync) | [`Outbox`] | [`MemoryOutbox`](campusfood_core::outbox::MemoryOutbox) | [`RedbOutbox`] | `postgres::PgOutbox` |
+//! | processed ids (notified orders) | [`ProcessedIds`] | [`MemoryProcessedIds`] | [`RedbProcessedIds`] | `postgres::PgProcessedIds` |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
