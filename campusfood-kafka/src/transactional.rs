@@ -1,9 +1,10 @@
 //! Exactly-once read-process-write: see [`TransactionalProcessor`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +14,11 @@ use campusfood_core::transport::{
     Delivery, Message, Route, StopSignal, Subscription, TransportError, headers,
 };
 use futures::FutureExt;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -189,7 +194,7 @@ impl TransactionalOptions {
 /// [`TransactionalProcessor::spawn`].
 pub struct TransactionalProcessor {
     transport: KafkaTransport,
-    consumer: Arc<StreamConsumer<KafkaContext>>,
+    consumer: Arc<StreamConsumer<RebalanceCount>>,
     producer: KafkaProducer,
     processor: Arc<dyn Processor>,
     options: TransactionalOptions,
@@ -209,6 +214,56 @@ impl fmt::Debug for TransactionalProcessor {
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
+}
+
+/// The transactional consumer's context: [`KafkaContext`]'s logging, and a
+/// count of the rebalances the consumer has taken part in (each revoke and
+/// each assignment), so that a batch gathered across one is told apart.
+#[derive(Debug, Default)]
+struct RebalanceCount(AtomicU64);
+
+impl RebalanceCount {
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl ClientContext for RebalanceCount {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        KafkaContext.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        KafkaContext.error(error, reason);
+    }
+}
+
+impl ConsumerContext for RebalanceCount {
+    // Served inside the consumer's poll, before the records that follow it:
+    // a record received after the count moved was fetched under the new
+    // assignment. No offsets are stored to commit here: they commit in the
+    // transactions.
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                tracing::debug!(partitions = tpl.count(), "partitions revoked")
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::debug!(partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+}
+
+/// Records gathered for one transaction, all received under one
+/// assignment, and the consumer's group metadata (member, generation) of
+/// that assignment: the transaction's offsets are sent with it, so that a
+/// rebalance since makes the broker refuse them.
+struct Batch {
+    records: Vec<Record>,
+    group: Option<ConsumerGroupMetadata>,
 }
 
 /// How a batch ended.
@@ -280,8 +335,8 @@ impl TransactionalProcessor {
 
         let mut cc = consumer_config(&config, &options.group);
         cc.set("isolation.level", "read_committed");
-        let consumer: StreamConsumer<KafkaContext> = cc
-            .create_with_context(KafkaContext)
+        let consumer: StreamConsumer<RebalanceCount> = cc
+            .create_with_context(RebalanceCount::default())
             .map_err(|e| unavailable(input, format!("cannot create a consumer: {e}")))?;
         consumer
             .subscribe(&[&topic])
@@ -316,7 +371,7 @@ impl TransactionalProcessor {
     async fn run(mut self, mut stop: StopSignal) {
         tracing::info!("transactional processor started");
         while let Some(batch) = self.gather(&mut stop).await {
-            match self.run_batch(&batch, &mut stop).await {
+            match self.run_batch(&batch.records, batch.group, &mut stop).await {
                 BatchEnd::Continue if !stop.is_stopped() => {}
                 BatchEnd::Continue | BatchEnd::Stopped => break,
                 BatchEnd::Fatal => {
@@ -341,45 +396,116 @@ impl TransactionalProcessor {
 
     /// Waits for a record, then gathers more for up to `max_batch_wait`.
     /// `None` when stopped before any record came.
-    async fn gather(&self, stop: &mut StopSignal) -> Option<Vec<Record>> {
-        let first = loop {
-            let next = tokio::select! {
-                biased;
-                _ = stop.stopped() => return None,
-                m = self.consumer.recv() => m.map(|m| Record::from_kafka(&m)),
-            };
-            match next {
-                Ok(r) => break r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "receive failed");
-                    tokio::select! {
-                        _ = stop.stopped() => return None,
-                        _ = tokio::time::sleep(BACKOFF) => {}
-                    }
-                }
-            }
-        };
-        let mut batch = vec![first];
-        let deadline = Instant::now() + self.options.max_batch_wait;
-        while batch.len() < self.options.max_batch.max(1) {
-            tokio::select! {
-                biased;
-                _ = stop.stopped() => break,
-                _ = tokio::time::sleep_until(deadline) => break,
-                m = self.consumer.recv() => match m {
-                    Ok(m) => batch.push(Record::from_kafka(&m)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "receive failed");
-                        break;
-                    }
-                },
+    ///
+    /// Every record of the batch was received under the assignment the
+    /// batch started with. A rebalance is served inside the consumer's
+    /// poll, so one can come in the middle of the gathering: the records
+    /// received before it are dropped and their partitions rewound. They
+    /// belong to whoever owns their partitions now, which reads them from
+    /// the committed offsets. Deciding them here and committing them
+    /// with the new generation, which the broker accepts from any of its
+    /// members, would write their outputs twice.
+    async fn gather(&self, stop: &mut StopSignal) -> Option<Batch> {
+        loop {
+            let (records, group) = self.gather_once(stop).await?;
+            if !records.is_empty() {
+                return Some(Batch { records, group });
             }
         }
-        Some(batch)
+    }
+
+    /// One try of [`gather`](Self::gather): empty when a rebalance at its
+    /// end dropped what it had.
+    async fn gather_once(
+        &self,
+        stop: &mut StopSignal,
+    ) -> Option<(Vec<Record>, Option<ConsumerGroupMetadata>)> {
+        let mut batch = Vec::new();
+        let mut epoch = self.rebalances();
+        let mut group = None;
+        let mut deadline = None;
+        while batch.len() < self.options.max_batch.max(1) {
+            // Without a record yet, only a record or a stop ends the wait.
+            let until = deadline.unwrap_or_else(Instant::now);
+            let next = tokio::select! {
+                biased;
+                _ = stop.stopped() => {
+                    if batch.is_empty() {
+                        return None;
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep_until(until), if deadline.is_some() => break,
+                m = self.consumer.recv() => m.map(|m| Record::from_kafka(&m)),
+            };
+            let record = match next {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receive failed");
+                    if !batch.is_empty() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = stop.stopped() => return None,
+                        _ = tokio::time::sleep(BACKOFF) => continue,
+                    }
+                }
+            };
+            if self.rebalances() != epoch {
+                epoch = self.rebalances();
+                // This record came after the rebalance: it starts a batch of
+                // its own, unless its partition was just rewound, which
+                // hands it again.
+                if self
+                    .drop_stale(&mut batch)
+                    .await
+                    .contains(&record.partition)
+                {
+                    continue;
+                }
+            }
+            if batch.is_empty() {
+                group = self.consumer.group_metadata();
+                deadline = Some(Instant::now() + self.options.max_batch_wait);
+            }
+            batch.push(record);
+        }
+        // A rebalance served by the last poll, with no record after it.
+        if self.rebalances() != epoch {
+            self.drop_stale(&mut batch).await;
+        }
+        Some((batch, group))
+    }
+
+    /// Rebalances this consumer has taken part in so far.
+    fn rebalances(&self) -> u64 {
+        self.consumer.context().get()
+    }
+
+    /// Drops the records gathered before a rebalance and rewinds their
+    /// partitions, so that those still (or again) this member's are read
+    /// again; the others' new owners read them from the committed offsets.
+    /// Returns the partitions rewound.
+    async fn drop_stale(&self, batch: &mut Vec<Record>) -> HashSet<i32> {
+        if batch.is_empty() {
+            return HashSet::new();
+        }
+        tracing::debug!(
+            records = batch.len(),
+            "a rebalance came while gathering: the records before it are dropped"
+        );
+        let rewound = self.rewind(batch).await;
+        batch.clear();
+        rewound
     }
 
     /// Processes `batch` in one transaction. See the module docs.
-    async fn run_batch(&mut self, batch: &[Record], stop: &mut StopSignal) -> BatchEnd {
+    async fn run_batch(
+        &mut self,
+        batch: &[Record],
+        group: Option<ConsumerGroupMetadata>,
+        stop: &mut StopSignal,
+    ) -> BatchEnd {
         if let Err(e) = self.producer.begin_transaction() {
             tracing::error!(error = %e, "cannot begin a transaction");
             if is_fatal(&e) {
@@ -472,7 +598,10 @@ impl TransactionalProcessor {
                 return self.abort_and_rewind(batch, stop, BACKOFF).await;
             }
             let acked = started.elapsed();
-            match self.commit(&batch[..done], done == batch.len()).await {
+            match self
+                .commit(&batch[..done], done == batch.len(), group)
+                .await
+            {
                 Ok(()) => {
                     for rec in &batch[..done] {
                         self.failures.remove(&(rec.partition, rec.offset));
@@ -602,7 +731,14 @@ impl TransactionalProcessor {
     /// (every record read is done), a partition's offset is the consumer's
     /// position if that is further: past the transaction markers of a
     /// transactional input that follow its last record.
-    async fn commit(&self, done: &[Record], whole: bool) -> Result<(), KafkaError> {
+    /// The offsets go with `group`, the consumer's group metadata when the
+    /// batch started: the broker refuses them if the group has moved on.
+    async fn commit(
+        &self,
+        done: &[Record],
+        whole: bool,
+        group: Option<ConsumerGroupMetadata>,
+    ) -> Result<(), KafkaError> {
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         for rec in done {
             let o = next.entry(rec.partition).or_insert(rec.offset + 1);
@@ -621,13 +757,11 @@ impl TransactionalProcessor {
         for (partition, offset) in next {
             offsets.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
         }
-        let group = self
-            .consumer
-            .group_metadata()
-            // Not in the group (any more): nothing can be committed for it.
-            .ok_or(KafkaError::ConsumerCommit(
-                RDKafkaErrorCode::UnknownMemberId,
-            ))?;
+        // Not in the group when the batch started: nothing can be
+        // committed for it.
+        let group = group.ok_or(KafkaError::ConsumerCommit(
+            RDKafkaErrorCode::UnknownMemberId,
+        ))?;
         let producer = self.producer.clone();
         let timeout = self.timeout;
         let joined = tokio::task::spawn_blocking(move || {
@@ -681,7 +815,7 @@ impl TransactionalProcessor {
 
     /// Moves the consumer back to the first of `records` in each of their
     /// partitions, so they are read again.
-    async fn rewind(&self, records: &[Record]) {
+    async fn rewind(&self, records: &[Record]) -> HashSet<i32> {
         let mut first: BTreeMap<i32, i64> = BTreeMap::new();
         for rec in records {
             let o = first.entry(rec.partition).or_insert(rec.offset);
@@ -698,18 +832,25 @@ impl TransactionalProcessor {
         let timeout = self.timeout;
         let sought =
             tokio::task::spawn_blocking(move || consumer.seek_partitions(tpl, timeout)).await;
+        let mut rewound = HashSet::new();
         match sought {
             Ok(Ok(tpl)) => {
                 for e in tpl.elements() {
-                    if let Err(err) = e.error() {
+                    match e.error() {
+                        Ok(()) => {
+                            rewound.insert(e.partition());
+                        }
                         // Not ours any more: its next owner reads from the
                         // committed offset anyway.
-                        tracing::debug!(partition = e.partition(), error = %err, "not rewound");
+                        Err(err) => {
+                            tracing::debug!(partition = e.partition(), error = %err, "not rewound");
+                        }
                     }
                 }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot rewind"),
             Err(e) => tracing::warn!(error = %e, "cannot rewind"),
         }
+        rewound
     }
 }

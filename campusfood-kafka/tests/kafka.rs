@@ -1117,6 +1117,126 @@ async fn transactional_processor_writes_each_output_exactly_once() {
     assert_eq!(cli_lag(&reader, &output).await, 0);
 }
 
+/// Emits `out-<body>` for each input, after a pause per batch (a slow
+/// transaction, like a throttled inventory's).
+struct Echo {
+    output: String,
+    pause: Duration,
+    /// Shared by every member: how many records all of them decided.
+    decided: Arc<std::sync::atomic::AtomicUsize>,
+    /// Which member this is, in a header of its outputs.
+    member: usize,
+}
+
+#[async_trait]
+impl Processor for Echo {
+    async fn process(&self, d: Delivery) -> Outcome {
+        let out = Message {
+            key: d.message.key.clone(),
+            body: format!("out-{}", body(&d)).into(),
+            headers: [("member".to_owned(), self.member.to_string())].into(),
+        };
+        Outcome::Emit(vec![(Route::new(self.output.clone()), out)])
+    }
+
+    async fn process_batch(&self, deliveries: Vec<Delivery>) -> Vec<Outcome> {
+        tokio::time::sleep(self.pause).await;
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            outcomes.push(self.process(d).await);
+        }
+        self.decided.fetch_add(outcomes.len(), Ordering::Relaxed);
+        outcomes
+    }
+}
+
+// Members joining the group while another gathers a batch: a rebalance in
+// the middle of the gathering takes partitions away, and hands them back
+// from their committed offsets. The records gathered before it must not be
+// committed after it (the broker takes the offsets of any member of the
+// current generation, whichever partitions it owns), or their outputs are
+// written twice: by this member, and by the partition's next reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_mid_batch_leave_each_output_written_once() {
+    let id = unique("eos-join");
+    let t = transport(&id).await;
+    let (input, in_route) = topic(&t, &format!("j-in-{id}"), 4).await;
+    let (output, _) = topic(&t, &format!("j-out-{id}"), 1).await;
+    let group = format!("g-{id}");
+    let decided = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let echo = |member| {
+        Arc::new(Echo {
+            output: output.clone(),
+            pause: Duration::from_millis(50),
+            decided: decided.clone(),
+            member,
+        })
+    };
+    let options = |n: usize| TransactionalOptions {
+        // Long gathering windows: a rebalance lands in one.
+        max_batch_wait: Duration::from_millis(400),
+        ..TransactionalOptions::new(&group, format!("tx-{id}-{n}"))
+    };
+    let start = async |n: usize| {
+        TransactionalProcessor::new(&t, &in_route, echo(n), options(n))
+            .await
+            .unwrap()
+            .spawn()
+    };
+
+    // A steady stream, so that every member is gathering when the next
+    // one joins.
+    const TOTAL: usize = 900;
+    let producer = {
+        let (t, route) = (t.clone(), in_route.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(30));
+            for batch in 0..TOTAL / 10 {
+                tick.tick().await;
+                let records = (0..10).map(|i| Message {
+                    key: Some(format!("k{i}")),
+                    body: format!("r{}", batch * 10 + i).into(),
+                    ..Default::default()
+                });
+                t.publish_many(&route, records).await.unwrap();
+            }
+        })
+    };
+    let mut members = vec![start(0).await];
+    for (n, after) in [(1, 60), (2, 300), (3, 550)] {
+        until("the members so far to decide more", DEADLINE, async || {
+            decided.load(Ordering::Relaxed) >= after
+        })
+        .await;
+        members.push(start(n).await);
+    }
+    producer.await.unwrap();
+    until("every input committed", DEADLINE, async || {
+        let lags = t.lag(&group, &input).await.unwrap();
+        lags.iter().filter_map(|l| l.committed).sum::<i64>() == TOTAL as i64
+    })
+    .await;
+    for m in members {
+        m.stop().await;
+    }
+
+    let committed = read_all(&output, 1, "read_committed").await;
+    // Each output, with the members that wrote it.
+    let mut times: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (_, v, h) in &committed {
+        times
+            .entry(v.as_str())
+            .or_default()
+            .push(h["member"].as_str());
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, by)| by.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "outputs written more than once: {twice:?}"
+    );
+    assert_eq!(times.len(), TOTAL, "every input's output, once");
+}
+
 /// Producer and consumer rates for 100k small records:
 /// `cargo test --release -p campusfood-kafka --test kafka -- --ignored --nocapture throughput`
 #[tokio::test]
