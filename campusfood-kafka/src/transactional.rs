@@ -405,6 +405,13 @@ impl TransactionalProcessor {
     /// the committed offsets. Deciding them here and committing them
     /// with the new generation, which the broker accepts from any of its
     /// members, would write their outputs twice.
+    ///
+    /// This relies on the eager assignment this consumer uses (librdkafka's
+    /// default): every rebalance revokes every partition, and a partition
+    /// handed back is read again from its committed offset, so a record
+    /// dropped here is never skipped. An incremental protocol
+    /// (cooperative-sticky, KIP-848) keeps partitions across a rebalance and
+    /// would need the rewind to succeed for each of them.
     async fn gather(&self, stop: &mut StopSignal) -> Option<Batch> {
         loop {
             let (records, group) = self.gather_once(stop).await?;
