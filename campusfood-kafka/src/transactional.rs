@@ -414,19 +414,16 @@ impl TransactionalProcessor {
     /// would need the rewind to succeed for each of them.
     async fn gather(&self, stop: &mut StopSignal) -> Option<Batch> {
         loop {
-            let (records, group) = self.gather_once(stop).await?;
-            if !records.is_empty() {
-                return Some(Batch { records, group });
+            let batch = self.gather_once(stop).await?;
+            if !batch.records.is_empty() {
+                return Some(batch);
             }
         }
     }
 
     /// One try of [`gather`](Self::gather): empty when a rebalance at its
     /// end dropped what it had.
-    async fn gather_once(
-        &self,
-        stop: &mut StopSignal,
-    ) -> Option<(Vec<Record>, Option<ConsumerGroupMetadata>)> {
+    async fn gather_once(&self, stop: &mut StopSignal) -> Option<Batch> {
         let mut batch = Vec::new();
         let mut epoch = self.rebalances();
         let mut group = None;
@@ -481,7 +478,10 @@ impl TransactionalProcessor {
         if self.rebalances() != epoch {
             self.drop_stale(&mut batch).await;
         }
-        Some((batch, group))
+        Some(Batch {
+            records: batch,
+            group,
+        })
     }
 
     /// Rebalances this consumer has taken part in so far.

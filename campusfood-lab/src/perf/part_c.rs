@@ -3,9 +3,10 @@
 //! each, on topics of their own (created as the examples create them, with
 //! the default partition counts), deleted afterwards.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use campusfood_core::config::KafkaConfig;
+use campusfood_core::events::now_millis;
 use campusfood_kafka::KafkaTransport;
 
 use super::kafka_end::TopicEnd;
@@ -21,13 +22,7 @@ const DEADLINE: Duration = Duration::from_secs(180);
 const STEADY_POLL: Duration = Duration::from_millis(50);
 
 pub(super) async fn measure(options: &PerfOptions) -> Vec<Measured> {
-    let prefix = format!(
-        "perf-{}",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default()
-    );
+    let prefix = format!("perf-{}", now_millis());
     let config = KafkaConfig {
         order_topic: format!("{prefix}.order-events"),
         inventory_topic: format!("{prefix}.inventory-events"),
@@ -152,7 +147,7 @@ async fn steady(
     let started = Instant::now();
     // The records' timestamps are wall-clock: the spawn's too, to put the
     // last record against it.
-    let spawned_at = epoch_ms(SystemTime::now());
+    let spawned_at = i64::try_from(now_millis()).unwrap_or(i64::MAX);
     let mut inventory = Service::spawn(
         &options.bin_dir.join("streaming_kafka"),
         &["inventory"],
@@ -205,12 +200,6 @@ async fn steady(
     ))
 }
 
-/// Milliseconds since the Unix epoch, as Kafka stamps records.
-fn epoch_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// The steady figure's detail: the span it is read over, and where that
 /// span lies after the consumer's spawn (`spawned_at`, `first` and `last`
 /// in milliseconds since the epoch). The span leaves out the start (the
@@ -247,8 +236,7 @@ mod tests {
 
     #[test]
     fn the_steady_detail_places_the_span_after_the_spawn() {
-        let spawned = epoch_ms(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-        assert_eq!(spawned, 1_800_000_000_000);
+        let spawned = 1_800_000_000_000;
         let detail = steady_detail(
             10_000,
             Duration::from_millis(600),
