@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use campusfood::core::Config;
 use campusfood::core::config::{DatabaseConfig, RabbitConfig};
 use campusfood::core::events::OrderPlaced;
+use campusfood::core::group_commit::Flush;
 use campusfood::core::ledger::{InventoryLedger, RedbLedger};
 use campusfood::core::order::{Order, OrderStatus, PlaceOrder};
 use campusfood::core::transport::{Message, Route, Transport};
@@ -81,14 +82,19 @@ fn stores(config: &Config, tag: &str) -> AsyncStores {
     let dir = &config.data_dir;
     AsyncStores {
         ledger: Some(Arc::new(
-            RedbLedger::open(dir.join(format!("{tag}-ledger.redb")), &config.stock)
-                .expect("ledger"),
+            RedbLedger::open_with(
+                dir.join(format!("{tag}-ledger.redb")),
+                &config.stock,
+                Flush::Shared,
+            )
+            .expect("ledger"),
         )),
         orders: Some(Arc::new(
             RedbOrderStore::open(dir.join(format!("{tag}-orders.redb"))).expect("orders"),
         )),
         notified: Some(Arc::new(
-            RedbProcessedIds::open(dir.join(format!("{tag}-notified.redb"))).expect("notified"),
+            RedbProcessedIds::open_with(dir.join(format!("{tag}-notified.redb")), Flush::Shared)
+                .expect("notified"),
         )),
     }
 }
@@ -254,7 +260,11 @@ fn drain_postgres(c: &mut Criterion) {
                             let pg = Stores::Postgres(
                                 Postgres::connect(&database).await.expect("postgres"),
                             );
-                            ledgers.push(pg.ledger(&name, &s.config.stock).await.expect("ledger"));
+                            ledgers.push(
+                                pg.ledger(&name, &s.config.stock, Flush::Shared)
+                                    .await
+                                    .expect("ledger"),
+                            );
                         }
                         time_drain(&s, &ledgers, BACKLOG).await
                     });

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use campusfood_core::Config;
+use campusfood_core::group_commit::Flush;
 use campusfood_core::ledger::InventoryLedger;
 use campusfood_kafka::KafkaTransport;
 
@@ -81,7 +82,7 @@ impl StreamingSystem {
             let stores = Stores::open(config).await?;
             Some(
                 stores
-                    .ledger(names::STREAMING_LEDGER, &config.stock)
+                    .ledger(names::STREAMING_LEDGER, &config.stock, Flush::Each)
                     .await?,
             )
         } else {

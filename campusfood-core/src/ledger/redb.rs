@@ -64,7 +64,7 @@ use super::{
     InventoryLedger, LedgerError, LedgerPeek, Release, Reservation, ReservationRecord,
     ReserveOutcome, decide, release_decided,
 };
-use crate::group_commit::{CommitError, GroupCommit, MAX_BATCH, SharedDb};
+use crate::group_commit::{CommitError, Flush, GroupCommit, MAX_BATCH, SharedDb};
 use crate::ids::OrderId;
 use crate::order::{Item, Quantity};
 use crate::stock::StockSpec;
@@ -162,26 +162,48 @@ impl RedbLedger {
     /// opening, which reads all of it), so call it at start-up or from a
     /// blocking context. Fails with [`LedgerError::Storage`] if the file is
     /// not a redb database, is open in another process, or cannot be written.
+    ///
+    /// Each batch of reservations is made durable on its own
+    /// ([`Flush::Each`]); see [`open_with`](Self::open_with).
     pub fn open(path: impl AsRef<Path>, initial: &StockSpec) -> Result<Self, LedgerError> {
+        Self::open_with(path, initial, Flush::Each)
+    }
+
+    /// Like [`open`](Self::open), its batches made durable as `flush` says:
+    /// [`Flush::Shared`] for a ledger written by queue consumers, whose
+    /// reservations are answered (and their messages acked) a few
+    /// milliseconds later but share one `fsync`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        initial: &StockSpec,
+        flush: Flush,
+    ) -> Result<Self, LedgerError> {
         let path = path.as_ref().to_path_buf();
         let db = SharedDb::open_path(&path).map_err(commit_error)?;
-        Self::with_db(db, path, initial)
+        Self::with_db(db, path, initial, flush)
     }
 
     /// A ledger on `db` (opened, and reopened after a failed write, by
     /// whatever `db` was made with: a file, or another redb backend),
-    /// named `path` in logs.
+    /// named `path` in logs, its batches made durable as `flush` says.
     pub fn with_db(
         db: Arc<SharedDb>,
         path: PathBuf,
         initial: &StockSpec,
+        flush: Flush,
     ) -> Result<Self, LedgerError> {
         let shown = path.display().to_string();
         let fresh = initialise(&*db.get().map_err(commit_error)?, initial)
             .map_err(|e| LedgerError::Storage(format!("initialising ledger {shown}: {e}")))?;
         tracing::info!(path = %shown, fresh, "inventory ledger opened");
-        let writer = GroupCommit::spawn("ledger-writer", db.clone(), Box::new(apply_batch))
-            .map_err(commit_error)?;
+        let persist = flush.persist();
+        let writer = GroupCommit::spawn_with(
+            "ledger-writer",
+            db.clone(),
+            Box::new(apply_batch),
+            Box::new(move |_| persist),
+        )
+        .map_err(commit_error)?;
         Ok(Self {
             inner: Arc::new(Inner { db, path, writer }),
         })
@@ -192,9 +214,10 @@ impl RedbLedger {
         &self.inner.path
     }
 
-    /// Diagnostic: how many batches the writer has committed since this
-    /// ledger was opened. Each is one write transaction and one `fsync`, so
-    /// `reserve` calls divided by this is the mean batch size.
+    /// Diagnostic: how many write transactions the writer has committed
+    /// since this ledger was opened. With [`Flush::Each`] each is one batch
+    /// and one `fsync`, so `reserve` calls divided by this is the mean batch
+    /// size.
     pub fn commits(&self) -> u64 {
         self.inner.writer.commits()
     }
@@ -710,8 +733,13 @@ mod tests {
     #[tokio::test]
     async fn a_full_disk_is_reported_and_the_ledger_recovers_when_it_has_room() {
         let backend = crate::group_commit::tests::FlakyBackend::default();
-        let ledger =
-            RedbLedger::with_db(backend.shared_db(), "flaky".into(), &spec("burger=5")).unwrap();
+        let ledger = RedbLedger::with_db(
+            backend.shared_db(),
+            "flaky".into(),
+            &spec("burger=5"),
+            Flush::Each,
+        )
+        .unwrap();
         let first = OrderId::generate();
         ledger
             .reserve(&first, &item("burger"), qty(1))

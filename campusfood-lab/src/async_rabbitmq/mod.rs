@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use campusfood_core::config::RabbitConfig;
 use campusfood_core::fault::FaultUpdate;
+use campusfood_core::group_commit::Flush;
 use campusfood_core::ledger::InventoryLedger;
 use campusfood_core::transport::{DeadLetter, DeadLetters, Message, Route, Transport};
 use campusfood_core::{Config, Item};
@@ -213,7 +214,7 @@ impl PartB {
         options.relay_poll = Duration::from_millis(50);
         let embedded = Stores::embedded(&config.data_dir);
         let ledger = embedded
-            .ledger(names::ASYNC_LEDGER, &config.stock)
+            .ledger(names::ASYNC_LEDGER, &config.stock, Flush::Shared)
             .await
             .map_err(StartError::from)?;
         let orders = embedded
@@ -221,7 +222,7 @@ impl PartB {
             .map_err(StartError::from)?;
         let sends = Arc::new(SendLog::new(
             embedded
-                .processed(names::ASYNC_NOTIFIED)
+                .processed(names::ASYNC_NOTIFIED, Flush::Shared)
                 .map_err(StartError::from)?,
         ));
         let stores = AsyncStores {

@@ -15,6 +15,7 @@ use axum::Router;
 use campusfood_core::Config;
 use campusfood_core::OrderId;
 use campusfood_core::fault::FaultInjector;
+use campusfood_core::group_commit::Flush;
 use campusfood_core::ledger::InventoryLedger;
 use campusfood_core::order::Order;
 use campusfood_core::task::BackgroundTask;
@@ -135,13 +136,17 @@ impl AsyncStores {
     ) -> Result<Self, StartError> {
         let mut this = Self::default();
         if part.runs_inventory() {
-            this.ledger = Some(stores.ledger(names::ASYNC_LEDGER, &config.stock).await?);
+            this.ledger = Some(
+                stores
+                    .ledger(names::ASYNC_LEDGER, &config.stock, Flush::Shared)
+                    .await?,
+            );
         }
         if part.runs_order() {
             this.orders = Some(stores.order_store(names::ASYNC_ORDERS)?);
         }
         if part.runs_notification() {
-            this.notified = Some(stores.processed(names::ASYNC_NOTIFIED)?);
+            this.notified = Some(stores.processed(names::ASYNC_NOTIFIED, Flush::Shared)?);
         }
         Ok(this)
     }

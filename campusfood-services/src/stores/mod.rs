@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use campusfood_core::Config;
 use campusfood_core::OrderId;
-use campusfood_core::group_commit::CommitError;
+use campusfood_core::group_commit::{CommitError, Flush};
 use campusfood_core::ledger::{LedgerError, LedgerPeek, RedbLedger};
 use campusfood_core::outbox::{OutboxError, RedbOutbox};
 use campusfood_core::stock::StockSpec;
@@ -163,15 +163,21 @@ impl Stores {
     /// # Errors
     /// [`LedgerError::Storage`] when it cannot be opened (in use by another
     /// process, not writable, database unreachable).
+    ///
+    /// `flush` says how a redb ledger's batches reach the disk:
+    /// [`Flush::Each`] for HTTP callers, [`Flush::Shared`] for queue
+    /// consumers. Postgres commits each reservation itself.
     pub async fn ledger(
         &self,
         name: &str,
         stock: &StockSpec,
+        flush: Flush,
     ) -> Result<Arc<dyn InventoryLedger>, LedgerError> {
         match self {
-            Self::Embedded(dir) => Ok(Arc::new(RedbLedger::open(
+            Self::Embedded(dir) => Ok(Arc::new(RedbLedger::open_with(
                 dir.join(names::file(name)),
                 stock,
+                flush,
             )?)),
             #[cfg(feature = "postgres")]
             Self::Postgres(pg) => Ok(Arc::new(postgres::PgLedger::open(pg, name, stock).await?)),
@@ -215,14 +221,16 @@ impl Stores {
         }
     }
 
-    /// The processed-id set `name`.
+    /// The processed-id set `name`; `flush` as for
+    /// [`ledger`](Self::ledger).
     ///
     /// # Errors
     /// [`StoreError`] when it cannot be opened.
-    pub fn processed(&self, name: &str) -> Result<Arc<dyn ProcessedIds>, StoreError> {
+    pub fn processed(&self, name: &str, flush: Flush) -> Result<Arc<dyn ProcessedIds>, StoreError> {
         match self {
-            Self::Embedded(dir) => Ok(Arc::new(RedbProcessedIds::open(
+            Self::Embedded(dir) => Ok(Arc::new(RedbProcessedIds::open_with(
                 dir.join(names::file(name)),
+                flush,
             )?)),
             #[cfg(feature = "postgres")]
             Self::Postgres(pg) => Ok(Arc::new(postgres::PgProcessedIds::new(pg, name))),

@@ -55,7 +55,10 @@ pub trait OrderStore: Send + Sync + fmt::Debug + 'static {
     /// timeline either way (a late or repeated decision is part of its
     /// story) unless that very hop is there already (the same event
     /// delivered again), in one write; returns the order as it now is
-    /// (`None` if unknown: nothing is written).
+    /// (`None` if unknown: nothing is written). Returns once the write is
+    /// durable, which may share an `fsync` with later writes (a status
+    /// event's consumer acks after it; see
+    /// [`Persist::Deferred`](campusfood_core::group_commit::Persist::Deferred)).
     async fn advance(
         &self,
         id: &OrderId,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use campusfood_core::Config;
 use campusfood_core::fault::FaultInjector;
+use campusfood_core::group_commit::Flush;
 use campusfood_core::ledger::InventoryLedger;
 use campusfood_core::outbox::Outbox;
 use campusfood_core::task::BackgroundTask;
@@ -72,7 +73,11 @@ impl SyncStores {
     ) -> Result<Self, StartError> {
         let mut this = Self::open_without_ledger(stores, part)?;
         if matches!(part, SyncPart::All | SyncPart::Inventory) {
-            this.ledger = Some(stores.ledger(names::SYNC_LEDGER, &config.stock).await?);
+            this.ledger = Some(
+                stores
+                    .ledger(names::SYNC_LEDGER, &config.stock, Flush::Each)
+                    .await?,
+            );
         }
         Ok(this)
     }
@@ -84,7 +89,7 @@ impl SyncStores {
             this.outbox = Some(stores.outbox(names::SYNC_NOTIFICATION_OUTBOX)?);
         }
         if matches!(part, SyncPart::All | SyncPart::Notification) {
-            this.notified = Some(stores.processed(names::SYNC_NOTIFIED)?);
+            this.notified = Some(stores.processed(names::SYNC_NOTIFIED, Flush::Each)?);
         }
         Ok(this)
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use campusfood_core::OrderId;
-use campusfood_core::group_commit::GroupCommit;
+use campusfood_core::group_commit::{GroupCommit, Persist};
 use campusfood_core::order::{Order, OrderStatus};
 use campusfood_core::outbox::OutboxEntry;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
@@ -129,14 +129,21 @@ impl RedbOrderStore {
             txn.open_table(HOPS)?;
             Ok(())
         })?;
+        // A placed order is durable before its 201. Status events come
+        // from consumers that ack after the durable effect, many in flight:
+        // they share fsyncs (with placed orders, or one every DEFER_LIMIT).
         // Forgetting published events is bookkeeping: if it is lost in a
         // crash, the relay publishes those events again and consumers,
-        // being idempotent, absorb them. Everything else is durable.
+        // being idempotent, absorb them.
         let writer = GroupCommit::spawn_with(
             "order-store-writer",
             db.clone(),
             Box::new(apply),
-            Box::new(|op| !matches!(op, Write::Published(..))),
+            Box::new(|op| match op {
+                Write::Place(..) => Persist::Now,
+                Write::Advance(..) => Persist::Deferred,
+                Write::Published(..) => Persist::Lazy,
+            }),
         )?;
         Ok(Self {
             store: Committed { db, writer },

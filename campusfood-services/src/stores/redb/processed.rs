@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use campusfood_core::group_commit::GroupCommit;
+use campusfood_core::group_commit::{Flush, GroupCommit};
 use redb::{ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use super::{Committed, open_file};
@@ -29,13 +29,27 @@ fn apply(txn: &WriteTransaction, ids: &[String]) -> Result<Vec<bool>, String> {
 }
 
 impl RedbProcessedIds {
-    /// Opens (creating) the set at `path`.
+    /// Opens (creating) the set at `path`; each batch of ids is made
+    /// durable on its own ([`Flush::Each`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, Flush::Each)
+    }
+
+    /// Opens (creating) the set at `path`, its batches made durable as
+    /// `flush` says ([`Flush::Shared`] for a set written by queue
+    /// consumers).
+    pub fn open_with(path: impl AsRef<Path>, flush: Flush) -> Result<Self, StoreError> {
         let db = open_file(path.as_ref(), |txn| {
             txn.open_table(IDS)?;
             Ok(())
         })?;
-        let writer = GroupCommit::spawn("processed-ids-writer", db.clone(), Box::new(apply))?;
+        let persist = flush.persist();
+        let writer = GroupCommit::spawn_with(
+            "processed-ids-writer",
+            db.clone(),
+            Box::new(apply),
+            Box::new(move |_| persist),
+        )?;
         Ok(Self {
             store: Committed { db, writer },
         })
