@@ -90,7 +90,8 @@ fn stores(config: &Config, tag: &str) -> AsyncStores {
             .expect("ledger"),
         )),
         orders: Some(Arc::new(
-            RedbOrderStore::open(dir.join(format!("{tag}-orders.redb"))).expect("orders"),
+            RedbOrderStore::open_with(dir.join(format!("{tag}-orders.redb")), Flush::Shared)
+                .expect("orders"),
         )),
         notified: Some(Arc::new(
             RedbProcessedIds::open_with(dir.join(format!("{tag}-notified.redb")), Flush::Shared)

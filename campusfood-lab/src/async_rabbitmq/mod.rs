@@ -218,7 +218,7 @@ impl PartB {
             .await
             .map_err(StartError::from)?;
         let orders = embedded
-            .order_store(names::ASYNC_ORDERS)
+            .order_store(names::ASYNC_ORDERS, Flush::Shared)
             .map_err(StartError::from)?;
         let sends = Arc::new(SendLog::new(
             embedded

@@ -129,24 +129,43 @@ impl AsyncStores {
     /// The stores of the services `part` runs, from `stores` (redb files or
     /// the shared database): a process running one service opens only
     /// that service's store.
+    ///
+    /// The consumers' writes share `fsync`s ([`Flush::Shared`]): each waits
+    /// up to [`DEFER_LIMIT`](campusfood_core::group_commit::DEFER_LIMIT)
+    /// for its durable commit, which costs nothing while many deliveries
+    /// are in flight (RabbitMQ's prefetch). Over a transport that hands a
+    /// subscription one message at a time (Kafka), use
+    /// [`open_with`](Self::open_with) and [`Flush::Each`].
     pub async fn open(
         stores: &Stores,
         config: &Config,
         part: AsyncPart,
     ) -> Result<Self, StartError> {
+        Self::open_with(stores, config, part, Flush::Shared).await
+    }
+
+    /// [`open`](Self::open), the consumers' writes (the inventory ledger,
+    /// the order store's status advances, notification's sent set) flushed
+    /// as `flush` says.
+    pub async fn open_with(
+        stores: &Stores,
+        config: &Config,
+        part: AsyncPart,
+        flush: Flush,
+    ) -> Result<Self, StartError> {
         let mut this = Self::default();
         if part.runs_inventory() {
             this.ledger = Some(
                 stores
-                    .ledger(names::ASYNC_LEDGER, &config.stock, Flush::Shared)
+                    .ledger(names::ASYNC_LEDGER, &config.stock, flush)
                     .await?,
             );
         }
         if part.runs_order() {
-            this.orders = Some(stores.order_store(names::ASYNC_ORDERS)?);
+            this.orders = Some(stores.order_store(names::ASYNC_ORDERS, flush)?);
         }
         if part.runs_notification() {
-            this.notified = Some(stores.processed(names::ASYNC_NOTIFIED, Flush::Shared)?);
+            this.notified = Some(stores.processed(names::ASYNC_NOTIFIED, flush)?);
         }
         Ok(this)
     }

@@ -209,13 +209,18 @@ impl Stores {
         }
     }
 
-    /// The order store (orders and outbox) `name`.
+    /// The order store (orders and outbox) `name`; `flush` says how a redb
+    /// store's status advances reach the disk (placed orders are each
+    /// durable before `place` returns).
     ///
     /// # Errors
     /// [`StoreError`] when it cannot be opened.
-    pub fn order_store(&self, name: &str) -> Result<Arc<dyn OrderStore>, StoreError> {
+    pub fn order_store(&self, name: &str, flush: Flush) -> Result<Arc<dyn OrderStore>, StoreError> {
         match self {
-            Self::Embedded(dir) => Ok(Arc::new(RedbOrderStore::open(dir.join(names::file(name)))?)),
+            Self::Embedded(dir) => Ok(Arc::new(RedbOrderStore::open_with(
+                dir.join(names::file(name)),
+                flush,
+            )?)),
             #[cfg(feature = "postgres")]
             Self::Postgres(pg) => Ok(Arc::new(postgres::PgOrderStore::new(pg, name))),
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use campusfood_core::OrderId;
-use campusfood_core::group_commit::{GroupCommit, Persist};
+use campusfood_core::group_commit::{Flush, GroupCommit, Persist};
 use campusfood_core::order::{Order, OrderStatus};
 use campusfood_core::outbox::OutboxEntry;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
@@ -120,8 +120,17 @@ fn apply(txn: &WriteTransaction, ops: &[Write]) -> Result<Vec<Written>, String> 
 }
 
 impl RedbOrderStore {
-    /// Opens (creating) the store at `path`.
+    /// Opens (creating) the store at `path`; each write is made durable
+    /// on its own ([`Flush::Each`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, Flush::Each)
+    }
+
+    /// Opens (creating) the store at `path`, its status advances flushed
+    /// as `flush` says. A placed order is always durable before
+    /// [`place`](OrderStore::place) returns (its own `fsync`: a 201 waits on
+    /// it).
+    pub fn open_with(path: impl AsRef<Path>, flush: Flush) -> Result<Self, StoreError> {
         let db = open_file(path.as_ref(), |txn| {
             txn.open_table(ORDERS)?;
             txn.open_table(OUTBOX)?;
@@ -129,19 +138,20 @@ impl RedbOrderStore {
             txn.open_table(HOPS)?;
             Ok(())
         })?;
-        // A placed order is durable before its 201. Status events come
-        // from consumers that ack after the durable effect, many in flight:
-        // they share fsyncs (with placed orders, or one every DEFER_LIMIT).
-        // Forgetting published events is bookkeeping: if it is lost in a
-        // crash, the relay publishes those events again and consumers,
-        // being idempotent, absorb them.
+        // Status events come from consumers that ack after the durable
+        // effect, many in flight: with Flush::Shared they share fsyncs
+        // (with placed orders, or one every DEFER_LIMIT). Forgetting
+        // published events is bookkeeping: if it is lost in a crash, the
+        // relay publishes those events again and consumers, being
+        // idempotent, absorb them.
+        let advance = flush.persist();
         let writer = GroupCommit::spawn_with(
             "order-store-writer",
             db.clone(),
             Box::new(apply),
-            Box::new(|op| match op {
+            Box::new(move |op| match op {
                 Write::Place(..) => Persist::Now,
-                Write::Advance(..) => Persist::Deferred,
+                Write::Advance(..) => advance,
                 Write::Published(..) => Persist::Lazy,
             }),
         )?;
