@@ -106,13 +106,15 @@ impl Flush {
 /// The longest a [`Persist::Deferred`] operation waits, after its commit,
 /// for the durable commit that answers it.
 ///
-/// Part B's three stores use it: with 2, 5, 10 and 20 ms the order
-/// service's acceptance p50 (`lab perf B`) was 0.96–0.99, 0.83–0.89,
-/// 0.76–0.77 and 0.68–0.71 ms, against 1.28–1.37 ms with every write
-/// synced at once. At idle an order then reaches `notified` up to about two
-/// limits later (inventory's and notification's writes each wait one
-/// before their events are published).
-pub const DEFER_LIMIT: Duration = Duration::from_millis(10);
+/// Part B's three stores use it, and it trades the order service's
+/// acceptance against an order's time to `notified`. With 2, 5, 10 and
+/// 20 ms the acceptance p50 (`lab perf B`, separate processes) was
+/// 0.96–0.99, 0.83–0.89, 0.76–0.77 and 0.68–0.71 ms, against 1.28–1.37 ms
+/// with every write synced at once; the lab's B1 (one client, in process)
+/// measured an end-to-end p50 of 11.7–12.4, 16.0–16.1 and 23.2–26.2 ms
+/// with 2, 5 and 10 ms, against 9.4–9.6 ms. 5 ms, like Part C's producer's
+/// `linger.ms`.
+pub const DEFER_LIMIT: Duration = Duration::from_millis(5);
 
 /// Opens the database (again).
 pub type Opener = Box<dyn Fn() -> Result<Database, String> + Send + Sync>;
