@@ -228,13 +228,15 @@ pub const MAX_BATCH: usize = 1024;
 
 impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
     /// Starts the writer thread `name` over `db`, applying batches with
-    /// `apply`; every operation is [`Persist::Now`].
+    /// `apply`; every operation is made durable as `flush` says.
     pub fn spawn(
         name: &'static str,
         db: Arc<SharedDb>,
         apply: ApplyBatch<Op, Out>,
+        flush: Flush,
     ) -> Result<Self, CommitError> {
-        Self::spawn_with(name, db, apply, Box::new(|_| Persist::Now))
+        let persist = flush.persist();
+        Self::spawn_with(name, db, apply, Box::new(move |_| persist))
     }
 
     /// Like [`spawn`](Self::spawn), each operation made durable as its
@@ -380,9 +382,9 @@ impl<Op, Out> Writer<Op, Out> {
             let (ops, replies): (Vec<Op>, Vec<_>) =
                 batch.drain(..).map(|r| (r.op, r.reply)).unzip();
             let classes: Vec<Persist> = ops.iter().map(&self.persist_of).collect();
-            let durable = classes.contains(&Persist::Now)
-                || (self.due.is_some_and(|due| started >= due)
-                    && (classes.contains(&Persist::Deferred) || !self.waiting.is_empty()));
+            // `due` is set exactly while deferred operations wait.
+            let durable =
+                classes.contains(&Persist::Now) || self.due.is_some_and(|due| started >= due);
             match self.commit(&ops, durable) {
                 Ok(answers) => {
                     tracing::trace!(
@@ -576,6 +578,7 @@ pub(crate) mod tests {
                         .map(|&k| t.insert(k, k * 2).map(|_| k * 2).map_err(|e| e.to_string()))
                         .collect()
                 }),
+                Flush::Each,
             )
             .unwrap(),
         );
@@ -602,6 +605,7 @@ pub(crate) mod tests {
             "failing",
             db,
             Box::new(|_, _| Err("disk on fire".to_owned())),
+            Flush::Each,
         )
         .unwrap();
         assert!(matches!(gc.submit(1).await, Err(CommitError::Storage(e)) if e == "disk on fire"));
@@ -676,13 +680,16 @@ pub(crate) mod tests {
             Duration::from_secs(600),
         ));
         let before = backend.syncs.load(Ordering::SeqCst);
-        let deferred: Vec<_> = (0..3u64)
-            .map(|k| {
-                let gc = gc.clone();
-                tokio::spawn(async move { gc.submit((k, Persist::Deferred)).await })
-            })
-            .collect();
-        committed(&gc, 1).await;
+        // One at a time, each committed before the next is sent, so that
+        // all three wait when the Now operation comes.
+        let mut deferred = Vec::new();
+        for k in 0..3u64 {
+            let gc2 = gc.clone();
+            deferred.push(tokio::spawn(async move {
+                gc2.submit((k, Persist::Deferred)).await
+            }));
+            committed(&gc, k + 1).await;
+        }
         tokio::task::yield_now().await;
         assert!(
             deferred.iter().all(|d| !d.is_finished()),
@@ -818,6 +825,7 @@ pub(crate) mod tests {
                     .map(|&k| t.insert(k, k).map(|_| k).map_err(|e| e.to_string()))
                     .collect()
             }),
+            Flush::Each,
         )
         .unwrap();
         assert_eq!(gc.submit(1).await.unwrap(), 1);

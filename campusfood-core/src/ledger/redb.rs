@@ -196,14 +196,8 @@ impl RedbLedger {
         let fresh = initialise(&*db.get().map_err(commit_error)?, initial)
             .map_err(|e| LedgerError::Storage(format!("initialising ledger {shown}: {e}")))?;
         tracing::info!(path = %shown, fresh, "inventory ledger opened");
-        let persist = flush.persist();
-        let writer = GroupCommit::spawn_with(
-            "ledger-writer",
-            db.clone(),
-            Box::new(apply_batch),
-            Box::new(move |_| persist),
-        )
-        .map_err(commit_error)?;
+        let writer = GroupCommit::spawn("ledger-writer", db.clone(), Box::new(apply_batch), flush)
+            .map_err(commit_error)?;
         Ok(Self {
             inner: Arc::new(Inner { db, path, writer }),
         })

@@ -43,13 +43,8 @@ impl RedbProcessedIds {
             txn.open_table(IDS)?;
             Ok(())
         })?;
-        let persist = flush.persist();
-        let writer = GroupCommit::spawn_with(
-            "processed-ids-writer",
-            db.clone(),
-            Box::new(apply),
-            Box::new(move |_| persist),
-        )?;
+        let writer =
+            GroupCommit::spawn("processed-ids-writer", db.clone(), Box::new(apply), flush)?;
         Ok(Self {
             store: Committed { db, writer },
         })
