@@ -91,6 +91,10 @@ pub enum Flush {
     /// ([`Persist::Deferred`]): fewer `fsync`s, each answer a few
     /// milliseconds later. For a store written by queue consumers.
     Shared,
+    /// Like [`Shared`](Self::Shared), with an `fsync` at least every given
+    /// duration instead of [`DEFER_LIMIT`]: longer shares more and answers
+    /// later. [`Flush::sharing_within`] makes one from a setting.
+    SharedWithin(Duration),
 }
 
 impl Flush {
@@ -98,7 +102,27 @@ impl Flush {
     pub fn persist(self) -> Persist {
         match self {
             Self::Each => Persist::Now,
-            Self::Shared => Persist::Deferred,
+            Self::Shared | Self::SharedWithin(_) => Persist::Deferred,
+        }
+    }
+
+    /// The longest a deferred write waits for its `fsync`
+    /// ([`DEFER_LIMIT`] unless [`SharedWithin`](Self::SharedWithin) says
+    /// otherwise; a store flushed [`Each`](Self::Each) defers nothing).
+    pub fn defer_limit(self) -> Duration {
+        match self {
+            Self::SharedWithin(limit) => limit,
+            Self::Each | Self::Shared => DEFER_LIMIT,
+        }
+    }
+
+    /// Writes sharing `fsync`s within `limit`; a zero `limit` is
+    /// [`Each`](Self::Each) (every write synced at once).
+    pub fn sharing_within(limit: Duration) -> Self {
+        if limit.is_zero() {
+            Self::Each
+        } else {
+            Self::SharedWithin(limit)
         }
     }
 }
@@ -236,23 +260,20 @@ impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
         flush: Flush,
     ) -> Result<Self, CommitError> {
         let persist = flush.persist();
-        Self::spawn_with(name, db, apply, Box::new(move |_| persist))
+        Self::spawn_with(
+            name,
+            db,
+            apply,
+            Box::new(move |_| persist),
+            flush.defer_limit(),
+        )
     }
 
     /// Like [`spawn`](Self::spawn), each operation made durable as its
-    /// [`Persist`] class (`persist_of`) says.
+    /// [`Persist`] class (`persist_of`) says; a [`Persist::Deferred`] one
+    /// waits at most `defer_limit` for its `fsync`
+    /// ([`Flush::defer_limit`]).
     pub fn spawn_with(
-        name: &'static str,
-        db: Arc<SharedDb>,
-        apply: ApplyBatch<Op, Out>,
-        persist_of: PersistOf<Op>,
-    ) -> Result<Self, CommitError> {
-        Self::spawn_deferring(name, db, apply, persist_of, DEFER_LIMIT)
-    }
-
-    /// [`spawn_with`](Self::spawn_with), deferred operations waiting at
-    /// most `defer_limit`.
-    fn spawn_deferring(
         name: &'static str,
         db: Arc<SharedDb>,
         apply: ApplyBatch<Op, Out>,
@@ -617,7 +638,7 @@ pub(crate) mod tests {
     /// A writer of `(key, class)` operations (each writes `key`) on
     /// `db`, deferred ones waiting at most `defer_limit`.
     fn classed_writer(db: Arc<SharedDb>, defer_limit: Duration) -> GroupCommit<Classed, u64> {
-        GroupCommit::spawn_deferring(
+        GroupCommit::spawn_with(
             "classed-writer",
             db,
             Box::new(|txn, ops: &[Classed]| {
@@ -669,6 +690,77 @@ pub(crate) mod tests {
             before.1 + 2,
             "its batch, then an empty durable commit"
         );
+    }
+
+    #[test]
+    fn a_flush_carries_its_defer_limit() {
+        assert_eq!(Flush::sharing_within(Duration::ZERO), Flush::Each);
+        let limit = Duration::from_millis(20);
+        assert_eq!(Flush::sharing_within(limit), Flush::SharedWithin(limit));
+        assert_eq!(Flush::SharedWithin(limit).defer_limit(), limit);
+        assert_eq!(Flush::SharedWithin(limit).persist(), Persist::Deferred);
+        assert_eq!(Flush::Shared.defer_limit(), DEFER_LIMIT);
+        assert_eq!(Flush::Each.persist(), Persist::Now);
+    }
+
+    /// A writer of `(key, _)` operations whose class comes from `flush`
+    /// (the class in the tuple is ignored).
+    fn flushed_writer(db: Arc<SharedDb>, flush: Flush) -> GroupCommit<Classed, u64> {
+        GroupCommit::spawn(
+            "flushed-writer",
+            db,
+            Box::new(|txn, ops: &[Classed]| {
+                let mut t = txn.open_table(T).map_err(|e| e.to_string())?;
+                ops.iter()
+                    .map(|&(k, _)| t.insert(k, k).map(|_| k).map_err(|e| e.to_string()))
+                    .collect()
+            }),
+            flush,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_spawned_with_a_flush_defers_as_long_as_it_says() {
+        // A short limit: answered after the writer's own durable commit.
+        let backend = FlakyBackend::default();
+        let gc = flushed_writer(
+            backend.shared_db(),
+            Flush::SharedWithin(Duration::from_millis(20)),
+        );
+        let before = backend.syncs.load(Ordering::SeqCst);
+        assert_eq!(gc.submit((1, Persist::Now)).await.unwrap(), 1);
+        assert_eq!(backend.syncs.load(Ordering::SeqCst), before + 1);
+        assert_eq!(gc.commits(), 2, "its batch, then an empty durable commit");
+
+        // A limit no test waits for: committed, but not answered.
+        let backend = FlakyBackend::default();
+        let gc = Arc::new(flushed_writer(
+            backend.shared_db(),
+            Flush::SharedWithin(Duration::from_secs(600)),
+        ));
+        let before = backend.syncs.load(Ordering::SeqCst);
+        let deferred = {
+            let gc = gc.clone();
+            tokio::spawn(async move { gc.submit((2, Persist::Now)).await })
+        };
+        committed(&gc, 1).await;
+        // Not a wait for a condition: long enough that the default limit
+        // would have answered it.
+        tokio::time::sleep(DEFER_LIMIT * 4).await;
+        assert!(
+            !deferred.is_finished(),
+            "answered before an fsync covers it"
+        );
+        assert_eq!(backend.syncs.load(Ordering::SeqCst), before);
+
+        // Each: its own fsync, at once.
+        let backend = FlakyBackend::default();
+        let gc = flushed_writer(backend.shared_db(), Flush::sharing_within(Duration::ZERO));
+        let before = backend.syncs.load(Ordering::SeqCst);
+        assert_eq!(gc.submit((3, Persist::Deferred)).await.unwrap(), 3);
+        assert_eq!(backend.syncs.load(Ordering::SeqCst), before + 1);
+        assert_eq!(gc.commits(), 1, "one durable commit");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

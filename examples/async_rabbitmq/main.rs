@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use campusfood_core::Config;
 use campusfood_core::config::{RabbitConfig, redact_url};
+use campusfood_core::group_commit::{DEFER_LIMIT, Flush};
 use campusfood_core::transport::{DeadLetters, Route};
 use campusfood_services::async_rabbitmq::{
     AsyncOptions, AsyncPart, AsyncStores, AsyncSystem, Observability,
@@ -92,6 +93,18 @@ struct Cli {
         global = true
     )]
     retry_delay: f64,
+    /// Milliseconds a consumer's durable write (inventory's reservation,
+    /// an order's status, a sent notification) may wait to share an
+    /// `fsync` before it is answered and its message acked; 0 syncs each
+    /// batch at once. Longer answers placed orders sooner and reaches
+    /// `notified` later.
+    #[arg(
+        long,
+        env = "CAMPUSFOOD_DEFER_MS",
+        default_value_t = DEFER_LIMIT.as_secs_f64() * 1e3,
+        global = true
+    )]
+    defer_ms: f64,
     /// Log as JSON lines.
     #[arg(long, env = "CAMPUSFOOD_LOG_JSON", global = true)]
     log_json: bool,
@@ -123,6 +136,10 @@ async fn main() -> anyhow::Result<()> {
     config.rabbitmq.order_port = cli.order_port;
     config.rabbitmq.inventory_port = cli.inventory_port;
     cli.stores.apply(&mut config);
+    config.rabbitmq.store_flush = Flush::sharing_within(
+        Duration::try_from_secs_f64(cli.defer_ms / 1e3)
+            .context("--defer-ms must be a number of milliseconds >= 0")?,
+    );
     let transport = Arc::new(
         RabbitTransport::connect(&config.rabbitmq)
             .await
@@ -145,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
     options.max_attempts = cli.max_attempts;
     options.retry_delay = Duration::try_from_secs_f64(cli.retry_delay)
         .context("--retry-delay must be >= 0 seconds")?;
-    tracing::info!(?part, stores = %common::StoreArgs::describe(&config), stock = %config.stock, url = %redact_url(&cli.url), "starting Part B (RabbitMQ)");
+    tracing::info!(?part, stores = %common::StoreArgs::describe(&config), stock = %config.stock, url = %redact_url(&cli.url), flush = ?config.rabbitmq.store_flush, "starting Part B (RabbitMQ)");
     let stores = Stores::open(&config).await?;
     let stores = AsyncStores::open(&stores, &config, part).await?;
     let observability = Observability {

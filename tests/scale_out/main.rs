@@ -44,10 +44,16 @@ struct PartB {
 impl PartB {
     /// Starts the three with queue names under `test`.
     async fn start(c: &mut Cluster, test: &str) -> Self {
+        Self::start_with(c, test, &[]).await
+    }
+
+    /// [`start`](Self::start), every process also given `extra`.
+    async fn start_with(c: &mut Cluster, test: &str, extra: &[(String, String)]) -> Self {
         let bin = example("async_rabbitmq");
         let rabbit = RabbitNames::new(test);
         let (order_port, inventory_port) = (free_port(), free_port());
-        let env = part_b_env(&rabbit, "burger=100", order_port, inventory_port);
+        let mut env = part_b_env(&rabbit, "burger=100", order_port, inventory_port);
+        env.extend_from_slice(extra);
         c.rabbit = Some(rabbit);
         let order = c.start(c.spec("order", &bin, &["order"]).envs(&env));
         let inventory = c.start(c.spec("inventory", &bin, &["inventory"]).envs(&env));
@@ -232,6 +238,54 @@ async fn part_b_three_processes_from_one_folder() {
         );
     }
     c.assert_all_running();
+}
+
+/// `CAMPUSFOOD_DEFER_MS` reaches each Part B process's stores (their
+/// start line says how they flush), orders flow with it, and a value that
+/// is not a duration stops a process with an error naming the setting.
+#[cfg(feature = "rabbitmq")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_b_defer_setting_reaches_every_process() {
+    let mut c = Cluster::new();
+    let defer = [
+        ("CAMPUSFOOD_DEFER_MS".to_owned(), "20".to_owned()),
+        // The start line, at INFO, says how the stores flush.
+        ("RUST_LOG".to_owned(), "info".to_owned()),
+    ];
+    let PartB { order_url, .. } = PartB::start_with(&mut c, "defer", &defer).await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let (status, body) = place(&c.client, &order_url, "burger", 1).await;
+        assert_eq!(status, 201, "POST /order: {body}");
+        ids.push(body["order_id"].as_str().expect("an order_id").to_owned());
+    }
+    wait_statuses(&mut c, &order_url, &ids, &["notified"], READY)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for p in &c.procs {
+        let out = p.output();
+        assert!(
+            out.contains("flush=SharedWithin(20ms)"),
+            "a process does not flush as CAMPUSFOOD_DEFER_MS=20 says:\n{out}"
+        );
+    }
+
+    for (value, expected) in [("-1", "--defer-ms must be"), ("soon", "invalid value")] {
+        let spec = c
+            .spec("bad-defer", &example("async_rabbitmq"), &["inventory"])
+            .env("CAMPUSFOOD_DEFER_MS", value);
+        let i = c.start(spec);
+        let status = c.procs[i].wait_exit(Duration::from_secs(30)).await;
+        let out = c.procs[i].output();
+        assert!(
+            !status.success(),
+            "CAMPUSFOOD_DEFER_MS={value}: {status}\n{out}"
+        );
+        assert!(
+            out.contains(expected),
+            "CAMPUSFOOD_DEFER_MS={value}: the error does not say `{expected}`:\n{out}"
+        );
+    }
 }
 
 /// Part A, one service per process, all three from one folder: 20 orders

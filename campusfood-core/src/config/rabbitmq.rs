@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use crate::group_commit::Flush;
+
 /// RabbitMQ settings and topology names. `Debug` shows the URL without
 /// its password.
 #[derive(Clone, PartialEq, Eq)]
@@ -89,6 +91,17 @@ pub struct RabbitConfig {
     /// but not yet started are bounded by the prefetch count times the
     /// broker's `max_message_size`.
     pub max_inflight_bytes: usize,
+    /// How the stores Part B's consumers write — inventory's ledger, the
+    /// order store's status advances, notification's sent set — reach the
+    /// disk. [`Flush::Shared`] by default: a write is answered (and its
+    /// message acked or its event published) once an `fsync` covers it,
+    /// and writes share `fsync`s within [`DEFER_LIMIT`]. A longer limit
+    /// answers placed orders sooner and reaches `notified` later;
+    /// [`Flush::Each`] syncs every batch at once. Placed orders are always
+    /// synced before their 201.
+    ///
+    /// [`DEFER_LIMIT`]: crate::group_commit::DEFER_LIMIT
+    pub store_flush: Flush,
 }
 
 impl std::fmt::Debug for RabbitConfig {
@@ -103,6 +116,7 @@ impl std::fmt::Debug for RabbitConfig {
             .field("inventory_exchange", &self.inventory_exchange)
             .field("notify_queue", &self.notify_queue)
             .field("status_group", &self.status_group)
+            .field("store_flush", &self.store_flush)
             .finish_non_exhaustive()
     }
 }
@@ -133,6 +147,7 @@ impl Default for RabbitConfig {
             reconnect_backoff_max: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             max_inflight_bytes: 16 * 1024 * 1024,
+            store_flush: Flush::Shared,
         }
     }
 }

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use campusfood_core::config::RabbitConfig;
 use campusfood_core::fault::FaultUpdate;
-use campusfood_core::group_commit::Flush;
 use campusfood_core::ledger::InventoryLedger;
 use campusfood_core::transport::{DeadLetter, DeadLetters, Message, Route, Transport};
 use campusfood_core::{Config, Item};
@@ -214,15 +213,19 @@ impl PartB {
         options.relay_poll = Duration::from_millis(50);
         let embedded = Stores::embedded(&config.data_dir);
         let ledger = embedded
-            .ledger(names::ASYNC_LEDGER, &config.stock, Flush::Shared)
+            .ledger(
+                names::ASYNC_LEDGER,
+                &config.stock,
+                config.rabbitmq.store_flush,
+            )
             .await
             .map_err(StartError::from)?;
         let orders = embedded
-            .order_store(names::ASYNC_ORDERS, Flush::Shared)
+            .order_store(names::ASYNC_ORDERS, config.rabbitmq.store_flush)
             .map_err(StartError::from)?;
         let sends = Arc::new(SendLog::new(
             embedded
-                .processed(names::ASYNC_NOTIFIED, Flush::Shared)
+                .processed(names::ASYNC_NOTIFIED, config.rabbitmq.store_flush)
                 .map_err(StartError::from)?,
         ));
         let stores = AsyncStores {

@@ -130,8 +130,10 @@ impl AsyncStores {
     /// the shared database): a process running one service opens only
     /// that service's store.
     ///
-    /// The consumers' writes share `fsync`s ([`Flush::Shared`]): each waits
-    /// up to [`DEFER_LIMIT`](campusfood_core::group_commit::DEFER_LIMIT)
+    /// The consumers' writes are flushed as
+    /// [`RabbitConfig::store_flush`](campusfood_core::config::RabbitConfig::store_flush)
+    /// says: by default they share `fsync`s ([`Flush::Shared`]), each
+    /// waiting up to [`DEFER_LIMIT`](campusfood_core::group_commit::DEFER_LIMIT)
     /// for its durable commit, which costs nothing while many deliveries
     /// are in flight (RabbitMQ's prefetch). Over a transport that hands a
     /// subscription one message at a time (Kafka), use
@@ -141,7 +143,7 @@ impl AsyncStores {
         config: &Config,
         part: AsyncPart,
     ) -> Result<Self, StartError> {
-        Self::open_with(stores, config, part, Flush::Shared).await
+        Self::open_with(stores, config, part, config.rabbitmq.store_flush).await
     }
 
     /// [`open`](Self::open), the consumers' writes (the inventory ledger,

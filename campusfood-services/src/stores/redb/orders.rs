@@ -140,7 +140,7 @@ impl RedbOrderStore {
         })?;
         // Status events come from consumers that ack after the durable
         // effect, many in flight: with Flush::Shared they share fsyncs
-        // (with placed orders, or one every DEFER_LIMIT). Forgetting
+        // (with placed orders, or one every `flush.defer_limit()`). Forgetting
         // published events is bookkeeping: if it is lost in a crash, the
         // relay publishes those events again and consumers, being
         // idempotent, absorb them.
@@ -154,6 +154,7 @@ impl RedbOrderStore {
                 Write::Advance(..) => advance,
                 Write::Published(..) => Persist::Lazy,
             }),
+            flush.defer_limit(),
         )?;
         Ok(Self {
             store: Committed { db, writer },
