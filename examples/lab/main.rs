@@ -72,7 +72,7 @@ struct PerfArgs {
     #[arg(long, default_value_t = 5)]
     drain_load: u64,
     /// Part C: orders in the burst.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = campusfood_lab::perf::DEFINED_BURST)]
     burst: u64,
     /// Criterion's results of `cargo bench --bench limits`.
     #[arg(long, default_value = "target/criterion")]
