@@ -635,18 +635,21 @@ pub(crate) mod tests {
     /// An operation and its class, for the writers below.
     type Classed = (u64, Persist);
 
+    /// Writes each operation's key (as its value), answering the key.
+    fn write_keys(txn: &WriteTransaction, ops: &[Classed]) -> Result<Vec<u64>, String> {
+        let mut t = txn.open_table(T).map_err(|e| e.to_string())?;
+        ops.iter()
+            .map(|&(k, _)| t.insert(k, k).map(|_| k).map_err(|e| e.to_string()))
+            .collect()
+    }
+
     /// A writer of `(key, class)` operations (each writes `key`) on
     /// `db`, deferred ones waiting at most `defer_limit`.
     fn classed_writer(db: Arc<SharedDb>, defer_limit: Duration) -> GroupCommit<Classed, u64> {
         GroupCommit::spawn_with(
             "classed-writer",
             db,
-            Box::new(|txn, ops: &[Classed]| {
-                let mut t = txn.open_table(T).map_err(|e| e.to_string())?;
-                ops.iter()
-                    .map(|&(k, _)| t.insert(k, k).map(|_| k).map_err(|e| e.to_string()))
-                    .collect()
-            }),
+            Box::new(write_keys),
             Box::new(|&(_, class)| class),
             defer_limit,
         )
@@ -706,18 +709,7 @@ pub(crate) mod tests {
     /// A writer of `(key, _)` operations whose class comes from `flush`
     /// (the class in the tuple is ignored).
     fn flushed_writer(db: Arc<SharedDb>, flush: Flush) -> GroupCommit<Classed, u64> {
-        GroupCommit::spawn(
-            "flushed-writer",
-            db,
-            Box::new(|txn, ops: &[Classed]| {
-                let mut t = txn.open_table(T).map_err(|e| e.to_string())?;
-                ops.iter()
-                    .map(|&(k, _)| t.insert(k, k).map(|_| k).map_err(|e| e.to_string()))
-                    .collect()
-            }),
-            flush,
-        )
-        .unwrap()
+        GroupCommit::spawn("flushed-writer", db, Box::new(write_keys), flush).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
