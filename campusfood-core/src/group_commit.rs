@@ -63,8 +63,8 @@ pub enum Persist {
     /// what follows: its batch is committed without one (unless another
     /// operation in it is [`Now`](Self::Now)), and it is answered with the
     /// next durable commit — the next batch with a `Now` operation, or one
-    /// the writer makes [`DEFER_LIMIT`] after the first operation still
-    /// waiting. For callers with many writes in flight that can each wait a
+    /// the writer makes its defer limit ([`Flush::defer_limit`], by default
+    /// [`DEFER_LIMIT`]) after the first operation still waiting. For callers with many writes in flight that can each wait a
     /// few milliseconds (a queue consumer acking after the durable effect).
     Deferred,
     /// Answered as soon as its batch is committed, which needs no `fsync`
@@ -130,7 +130,8 @@ impl Flush {
 /// The longest a [`Persist::Deferred`] operation waits, after its commit,
 /// for the durable commit that answers it.
 ///
-/// Part B's three stores use it, and it trades the order service's
+/// Part B's three stores use it unless configured otherwise
+/// (`RabbitConfig::store_flush`, `CAMPUSFOOD_DEFER_MS`), and it trades the order service's
 /// acceptance against an order's time to `notified`. With 2, 5, 10 and
 /// 20 ms the acceptance p50 (`lab perf B`, separate processes) was
 /// 0.96–0.99, 0.83–0.89, 0.76–0.77 and 0.68–0.71 ms, against 1.28–1.37 ms
@@ -283,8 +284,8 @@ impl<Op: Send + 'static, Out: Send + 'static> GroupCommit<Op, Out> {
         let (requests, queue) = mpsc::channel(4 * MAX_BATCH);
         let commits = Arc::new(AtomicU64::new(0));
         let failure = Arc::new(Mutex::new(None));
-        // The writer waits for requests with a deadline (DEFER_LIMIT) on a
-        // timer of its own.
+        // The writer waits for requests with a deadline (`defer_limit`) on
+        // a timer of its own.
         let timer = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -359,7 +360,7 @@ struct Writer<Op, Out> {
     db: Arc<SharedDb>,
     apply: ApplyBatch<Op, Out>,
     persist_of: PersistOf<Op>,
-    /// The longest a deferred operation waits ([`DEFER_LIMIT`]).
+    /// The longest a deferred operation waits ([`Flush::defer_limit`]).
     defer_limit: Duration,
     commits: Arc<AtomicU64>,
     failure: Arc<Mutex<Option<String>>>,

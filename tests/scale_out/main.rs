@@ -272,7 +272,11 @@ async fn part_b_defer_setting_reaches_every_process() {
 
     for (value, expected) in [("-1", "--defer-ms must be"), ("soon", "invalid value")] {
         let spec = c
-            .spec("bad-defer", &example("async_rabbitmq"), &["inventory"])
+            .spec(
+                &format!("bad-defer{value}"),
+                &example("async_rabbitmq"),
+                &["inventory"],
+            )
             .env("CAMPUSFOOD_DEFER_MS", value);
         let i = c.start(spec);
         let status = c.procs[i].wait_exit(Duration::from_secs(30)).await;
